@@ -1,0 +1,20 @@
+"""cnn_jax: a JAX/Flax research codebase for convolutional networks and pooling studies.
+
+Submodules load on first use (``cnn_jax.models``, ``cnn_jax.pooling``, ``cnn_jax.data``,
+``cnn_jax.train``, ``cnn_jax.config``, ``cnn_jax.summary``), so ``import cnn_jax`` is cheap.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "config", "data", "errors", "layers", "losses", "models", "optim", "pooling", "registry",
+    "summary", "train",
+}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cnn_jax.{name}")
+    raise AttributeError(f"module 'cnn_jax' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from cnn_jax.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""The ``cnn-jax`` command line (also ``python -m cnn_jax``).
+
+User mistakes print one line ``error: ...`` on stderr and exit with status 2, without a
+traceback (``--debug`` shows it). Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from cnn_jax.errors import UserError
+
+USAGE_EXAMPLES = """examples:
+  cnn-jax train --config experiments/lenet5_mnist.py --config.model.pool=avg --workdir runs/lenet-avg
+  cnn-jax evaluate --workdir runs/lenet-avg --checkpoint best
+  cnn-jax summary --model lenet5 --config.model.activation=tanh --input-shape 28,28,1
+  cnn-jax prepare cifar10 --data-dir ~/tensorflow_datasets
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _setup_runtime(debug: bool) -> None:
+    """Quiet third-party logging and enable JAX's persistent compilation cache."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import absl.logging
+
+    absl.logging.set_verbosity("info" if debug else "error")
+    import jax
+
+    cache = os.environ.get("CNN_JAX_CACHE_DIR", os.path.expanduser("~/.cache/cnn_jax/xla"))
+    if cache and cache.lower() not in ("0", "off", "none"):
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    try:
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _config_from_args(config_spec: str | None, overrides, *, model: str | None = None):
+    from cnn_jax import config as config_lib
+
+    cfg = config_lib.load_experiment(config_spec) if config_spec else config_lib.base_config()
+    if model is not None:
+        overrides = [("model.name", model), *overrides]
+    return config_lib.resolve(config_lib.apply_overrides(cfg, overrides))
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"invalid --input-shape {text!r}; write H,W,C with positive ints, e.g. 28,28,1")
+    return shape
+
+
+def cmd_train(args, overrides) -> int:
+    from cnn_jax import train
+
+    if not args.config:
+        raise UserError("train needs --config FILE.py (e.g. experiments/lenet5_mnist.py)")
+    cfg = _config_from_args(args.config, overrides)
+    progress = False if args.quiet else None
+    result = train.fit(cfg, args.workdir, progress=progress, allow_config_change=args.allow_config_change)
+    t = result["test"]
+    print(
+        f"test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, top-5 {t['top5']:.4f} "
+        f"on {t['count']} images after {result['steps']} steps "
+        f"({result['train_seconds']:.1f} s); best {result['best']['accuracy']:.4f} at step "
+        f"{result['best']['step']}; run in {args.workdir}"
+    )
+    return 0
+
+
+def cmd_evaluate(args, overrides) -> int:
+    from cnn_jax import train
+
+    if overrides:
+        raise UserError("evaluate takes no --config overrides: it uses the run's saved config")
+    m = train.evaluate(args.workdir, args.checkpoint, args.split)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        print(
+            f"{m['split']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}, top-5 "
+            f"{m['top5']:.4f} on {m['count']} images (checkpoint step {m['step']})"
+        )
+    return 0
+
+
+def cmd_summary(args, overrides) -> int:
+    from cnn_jax import data, models, summary
+    from cnn_jax.train.loop import model_options
+
+    cfg = _config_from_args(args.config, overrides, model=args.model)
+    if args.input_shape:
+        shape = _shape(args.input_shape)
+    else:
+        shape = data.DATASETS.get(cfg.data.name).shape
+    num_classes = args.num_classes or data.DATASETS.get(cfg.data.name).num_classes
+    if num_classes < 1:
+        raise UserError(f"--num-classes must be positive, got {num_classes}")
+    model = models.create(cfg.model.name, num_classes, **model_options(cfg))
+    s = summary.summarize(model, shape)
+    if args.format == "json":
+        print(json.dumps({
+            "model": cfg.model.name, "input_shape": list(shape), "total_params": s.total_params,
+            "non_trainable": s.non_trainable,
+            "layers": [{"name": r.name, "type": r.type, "output_shape": list(r.output_shape),
+                        "params": r.params} for r in s.rows],
+        }))
+    elif args.format == "markdown":
+        print("| layer | type | output shape | params |\n|---|---|---|---:|")
+        for r in s.rows:
+            print(f"| {r.name} | {r.type} | {r.output_shape} | {r.params:,} |")
+        print(f"\nTotal params: {s.total_params:,}")
+    else:
+        print(f"Model: {cfg.model.name}")
+        print(s.table())
+    return 0
+
+
+def cmd_prepare(args, overrides) -> int:
+    from cnn_jax import data
+
+    path = data.prepare(args.name, args.data_dir)
+    print(f"prepared {args.name} in {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="cnn-jax",
+        description="Train, evaluate and summarise CNNs; study pooling.",
+        epilog=USAGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a config into a workdir (resumes if it has checkpoints)")
+    t.add_argument("--config", help="experiment file FILE.py[:ARG]; override keys with --config.a.b=VALUE")
+    t.add_argument("--workdir", required=True, help="run directory")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    t.add_argument("--allow-config-change", action="store_true",
+                   help="resume a workdir whose saved config differs from this one")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a run's checkpoint on the test split")
+    e.add_argument("--workdir", required=True)
+    e.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+    e.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    e.add_argument("--json", action="store_true", help="print one JSON line")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("summary", help="layer table and parameter count (no weights allocated)")
+    s.add_argument("--model", help="registered model name (default: the config's)")
+    s.add_argument("--config", help="optional experiment file to take the model from")
+    s.add_argument("--input-shape", help="H,W,C (default: the config's dataset)")
+    s.add_argument("--num-classes", type=int, help="default: the config's dataset")
+    s.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    s.set_defaults(func=cmd_summary)
+
+    r = sub.add_parser("prepare", help="prepare a dataset as tfds ArrayRecord in --data-dir")
+    r.add_argument("name", help="dataset name")
+    r.add_argument("--data-dir", help="default: $CNN_JAX_DATA_DIR, $TFDS_DATA_DIR or ~/tensorflow_datasets")
+    r.set_defaults(func=cmd_prepare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        from cnn_jax import config as config_lib
+
+        overrides, rest = config_lib.parse_override_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(rest)
+        if not args.command:
+            parser.print_help()
+            return 2
+        _setup_runtime(debug)
+        return args.func(args, overrides)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

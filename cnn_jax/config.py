@@ -1,0 +1,339 @@
+"""Configuration: experiment files, ``--config.a.b=value`` overrides, validation.
+
+An experiment file is a Python file exposing ``get_config()`` (optionally taking one
+string argument, given as ``FILE.py:ARG``) that returns an ``ml_collections.ConfigDict``,
+usually :func:`base_config` with a few fields changed. Overrides are typed by the field
+they replace; an unknown key fails with a suggestion.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from cnn_jax.errors import UserError, suggest
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key the library reads, with defaults. Experiments change what they study."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Model: `name` plus that model's options (filled in by `resolve_model_options`).
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "lenet5"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "mnist5k"
+    c.data.data_dir = ""  # "" -> $CNN_JAX_DATA_DIR, $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data.batch_size = 128
+    c.data.eval_batch_size = 500
+    c.data.crop_padding = 0  # padded random crop (pixels of zero padding); 0 = off
+    c.data.flip = False  # random horizontal flip
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"
+    c.optim.learning_rate = 1e-3
+    c.optim.schedule = "constant"
+    c.optim.warmup_steps = 0
+    c.optim.warmup_epochs = 0
+    c.optim.boundaries = (0.5, 0.75)  # piecewise: fractions of training (or step counts)
+    c.optim.scales = (0.1, 0.1)
+    c.optim.momentum = 0.9
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.rms_decay = 0.9
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip_norm = 0.0  # 0 = off
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 10
+    c.train.steps = 0  # > 0: train this many steps instead of `epochs`
+    c.train.loss = "softmax_cross_entropy"
+    c.train.label_smoothing = 0.0
+    c.train.eval_every_epochs = 1
+    c.train.checkpoint_every_steps = 0  # 0 = at every evaluation only
+    c.train.log_every_steps = 20
+    c.train.keep_latest = 2
+    c.train.keep_best = 1
+    return c
+
+
+# Keys that may differ when resuming a workdir (they do not change the result).
+RESUME_SAFE_KEYS = ("data.data_dir", "train.log_every_steps")
+
+
+def load_experiment(spec: str) -> ml_collections.ConfigDict:
+    """Loads ``FILE.py`` or ``FILE.py:ARG`` and returns ``get_config([ARG])``."""
+    path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+    if not os.path.isfile(path):
+        raise UserError(f"experiment file {path!r} does not exist")
+    name = "cnn_jax_experiment_" + os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise UserError(f"experiment file {path!r} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise UserError(f"{path}:{e.lineno}: syntax error in experiment file: {e.msg}") from None
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: error while loading experiment file: {type(e).__name__}: {e}") from e
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise UserError(f"experiment file {path!r} defines no get_config() function")
+    cfg = get_config(arg) if arg else get_config()
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise UserError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+    return cfg
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_value(key: str, text: str, current: Any) -> Any:
+    """Converts override ``text`` to the type of the ``current`` value of ``key``."""
+    if isinstance(current, (dict, ml_collections.ConfigDict)):
+        raise UserError(f"config key {key!r} is a group; set one of its keys ({key}.NAME=...)")
+    if current is None:
+        return _literal(text)
+    try:
+        if isinstance(current, bool):
+            return _parse_bool(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, str):
+            return text
+        if isinstance(current, (tuple, list)):
+            if text.strip()[:1] in "([":
+                v = _literal(text)
+                if not isinstance(v, (tuple, list)):
+                    raise ValueError
+            else:  # comma-separated, each item typed like the current first item
+                items = [t.strip() for t in text.split(",") if t.strip()]
+                v = [parse_value(key, t, current[0]) if current else _literal(t) for t in items]
+            return type(current)(v)
+    except (ValueError, UserError):
+        pass
+    kind = type(current).__name__
+    raise UserError(
+        f"invalid value for {key}: {text!r} is not a valid {kind} (current value {current!r})"
+    )
+
+
+def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        out.append(prefix + k)
+        if isinstance(v, ml_collections.ConfigDict):
+            out.extend(_keys(v, prefix + k + "."))
+    return out
+
+
+def set_key(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Applies one override ``key=text`` (``key`` dotted, relative to the config root)."""
+    parts = key.split(".")
+    node = cfg
+    for i, p in enumerate(parts):
+        here = ".".join(parts[: i + 1])
+        if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+            # A model option not in the experiment's config: allowed if the model has it.
+            if parts[:-1] == ["model"] and _model_has_option(cfg, p):
+                from cnn_jax import models
+
+                node[p] = _to_config_value(models.options(cfg.model.name)[p])
+            else:
+                raise UserError(
+                    f"unknown config key {here!r}{suggest(here, _keys(cfg) + _model_keys(cfg))}"
+                )
+        if i < len(parts) - 1:
+            node = node[p]
+    last = parts[-1]
+    value = parse_value(key, text, node[last])
+    with node.unlocked() if hasattr(node, "unlocked") else _null():
+        try:
+            node[last] = value
+        except (TypeError, ValueError) as e:
+            raise UserError(f"invalid value for {key}: {text!r} ({e})") from None
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _model_has_option(cfg, key: str) -> bool:
+    from cnn_jax import models
+
+    return cfg.model.get("name") in models.MODELS and key in models.options(cfg.model.name)
+
+
+def _model_keys(cfg) -> list[str]:
+    from cnn_jax import models
+
+    if cfg.model.get("name") not in models.MODELS:
+        return []
+    return ["model." + k for k in models.options(cfg.model.name)]
+
+
+def _to_config_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return ml_collections.ConfigDict(v)
+    if isinstance(v, list):
+        return tuple(v)
+    return v
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[tuple[str, str]]):
+    """Applies ``[(dotted_key, text), ...]``; ``model.name`` first so that model options
+    of the chosen model are recognised whatever the order on the command line."""
+    cfg = copy.deepcopy(cfg)
+    ordered = sorted(overrides, key=lambda kv: kv[0] != "model.name")
+    for key, text in ordered:
+        set_key(cfg, key, text)
+    return cfg
+
+
+def parse_override_args(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Splits ``--config.a.b=v`` / ``--config.a.b v`` from other arguments."""
+    overrides, rest = [], []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--config."):
+            body = a[len("--config."):]
+            if "=" in body:
+                k, v = body.split("=", 1)
+            elif i + 1 < len(args):
+                k, v = body, args[i + 1]
+                i += 1
+            else:
+                raise UserError(f"override {a!r} has no value; write {a}=VALUE")
+            overrides.append((k, v))
+        else:
+            rest.append(a)
+        i += 1
+    return overrides, rest
+
+
+def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fills in the model's default options and validates names and sizes."""
+    from cnn_jax import data, losses, models, optim, pooling
+    from cnn_jax.layers import ACTIVATIONS
+
+    cfg = copy.deepcopy(cfg)
+    base = base_config()
+    for group in base:
+        if group not in cfg:
+            cfg[group] = copy.deepcopy(base[group])
+    models.MODELS.get(cfg.model.name)
+    opts = models.options(cfg.model.name)
+    for k in cfg.model:
+        if k != "name" and k not in opts:
+            raise UserError(
+                f"model {cfg.model.name!r} has no option {k!r}{suggest(k, opts)}; "
+                f"valid options: {', '.join(sorted(opts))}"
+            )
+    with cfg.model.unlocked():
+        for k, v in opts.items():
+            if k not in cfg.model:
+                cfg.model[k] = _to_config_value(v)
+    if "pool" in cfg.model:
+        pooling.POOLS.get(cfg.model.pool)
+    if "head_pool" in cfg.model and cfg.model.head_pool:
+        pooling.POOLS.get(cfg.model.head_pool)
+    if "activation" in cfg.model:
+        ACTIVATIONS.get(cfg.model.activation)
+    data.DATASETS.get(cfg.data.name)
+    optim.OPTIMIZERS.get(cfg.optim.name)
+    optim.SCHEDULES.get(cfg.optim.schedule)
+    losses.LOSSES.get(cfg.train.loss)
+    for key in ("data.batch_size", "data.eval_batch_size", "train.eval_every_epochs",
+                "train.keep_latest", "train.log_every_steps"):
+        _check(cfg, key, lambda v: v >= 1, "a positive integer")
+    for key in ("train.epochs", "train.steps", "train.checkpoint_every_steps", "train.keep_best",
+                "data.crop_padding", "optim.warmup_steps", "optim.warmup_epochs"):
+        _check(cfg, key, lambda v: v >= 0, "a non-negative integer")
+    for key in ("optim.learning_rate", "optim.weight_decay", "optim.grad_clip_norm",
+                "train.label_smoothing"):
+        _check(cfg, key, lambda v: v >= 0, "a non-negative number")
+    if cfg.train.epochs == 0 and cfg.train.steps == 0:
+        raise UserError("nothing to train: set train.epochs or train.steps to a positive value")
+    if not 0 <= cfg.train.label_smoothing < 1:
+        raise UserError(f"train.label_smoothing must be in [0, 1), got {cfg.train.label_smoothing}")
+    if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
+        raise UserError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
+    return cfg
+
+
+def _check(cfg, key, ok, what):
+    group, name = key.split(".")
+    v = cfg[group][name]
+    if not ok(v):
+        raise UserError(f"{key} must be {what}, got {v!r}")
+
+
+def to_json(cfg: ml_collections.ConfigDict) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    def fix(d):
+        return {k: fix(v) if isinstance(v, dict) else (tuple(v) if isinstance(v, list) else v)
+                for k, v in d.items()}
+
+    return ml_collections.ConfigDict(fix(json.loads(text)))
+
+
+def diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict, ignore=RESUME_SAFE_KEYS):
+    """Dotted keys whose values differ between two configs, as ``[(key, a, b)]``."""
+    fa, fb = _flat(a.to_dict()), _flat(b.to_dict())
+    out = []
+    for k in sorted(set(fa) | set(fb)):
+        if k in ignore:
+            continue
+        va, vb = fa.get(k, "<missing>"), fb.get(k, "<missing>")
+        if _norm(va) != _norm(vb):
+            out.append((k, va, vb))
+    return out
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out

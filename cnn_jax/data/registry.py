@@ -1,0 +1,187 @@
+"""Dataset registry and loading through ``tfds.data_source``."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from cnn_jax.errors import UserError
+from cnn_jax.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """How to read one dataset.
+
+    Attributes:
+      name: registry name.
+      tfds_name: the tfds name read with ``tfds.data_source``.
+      num_classes: number of labels.
+      shape: image shape ``(H, W, C)``.
+      mean, std: per-channel statistics of the training images in [0, 1] (normalisation).
+      train_split, test_split: tfds split names.
+      builder: for embedded datasets, the tfds builder class that prepares it offline;
+        ``None`` for standard tfds datasets (prepared with ``cnn-jax prepare``).
+    """
+
+    name: str
+    tfds_name: str
+    num_classes: int
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_split: str = "train"
+    test_split: str = "test"
+    builder: Callable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A split decoded into host memory: ``images: u8[N, H, W, C]``, ``labels: i32[N]``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    spec: DatasetSpec
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS.add(spec.name, spec)
+    return spec
+
+
+def names() -> list[str]:
+    """The registered dataset names."""
+    return DATASETS.names()
+
+
+def default_data_dir() -> str:
+    """``$CNN_JAX_DATA_DIR``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
+    return os.path.expanduser(
+        os.environ.get("CNN_JAX_DATA_DIR")
+        or os.environ.get("TFDS_DATA_DIR")
+        or "~/tensorflow_datasets"
+    )
+
+
+def _not_prepared(spec: DatasetSpec, data_dir: str, why: str = "") -> UserError:
+    return UserError(
+        f"dataset {spec.name!r} (tfds '{spec.tfds_name}') is not prepared in {data_dir}"
+        f"{' (' + why + ')' if why else ''}; prepare it on a machine with internet and the tf "
+        f"extra: pip install 'cnn-jax[tf]' && cnn-jax prepare {spec.name} --data-dir {data_dir}"
+        " (then copy the directory here)"
+    )
+
+
+def prepare(name: str, data_dir: str | None = None) -> str:
+    """Prepares dataset ``name`` as ArrayRecord in ``data_dir``; returns its directory.
+
+    Embedded datasets are built offline from the arrays shipped in their wheels (PNG via
+    Pillow, no TensorFlow). Standard tfds datasets are downloaded and prepared by tfds,
+    which needs TensorFlow (the ``tf`` extra) and internet.
+    """
+    spec = DATASETS.get(name)
+    data_dir = data_dir or default_data_dir()
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create data directory {data_dir!r}: {e.strerror}") from None
+    import tensorflow_datasets as tfds
+
+    if spec.builder is not None:
+        builder = spec.builder(data_dir=data_dir, file_format="array_record")
+        if not builder.is_prepared():
+            # Sweep workers may prepare concurrently: one writer at a time.
+            with open(os.path.join(data_dir, f".{spec.tfds_name}.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                builder = spec.builder(data_dir=data_dir, file_format="array_record")
+                if not builder.is_prepared():
+                    log.info("preparing embedded dataset %s in %s", name, data_dir)
+                    builder.download_and_prepare(
+                        download_config=tfds.download.DownloadConfig(
+                            compute_stats=tfds.download.ComputeStatsMode.SKIP
+                        )
+                    )
+        return str(builder.data_dir)
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise UserError(
+            f"preparing {name!r} needs TensorFlow: pip install 'cnn-jax[tf]' (and internet)"
+        ) from None
+    builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    return str(builder.data_dir)
+
+
+def _source(spec: DatasetSpec, split: str, data_dir: str):
+    import tensorflow_datasets as tfds
+
+    if spec.builder is not None:
+        prepare(spec.name, data_dir)
+    try:
+        # download=False: without network a real download retries for minutes.
+        return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # tfds raises several types for "not there"; diagnose below
+        try:
+            prepared = tfds.builder(spec.tfds_name, data_dir=data_dir).is_prepared()
+        except Exception:
+            prepared = False
+        if not prepared:
+            raise _not_prepared(spec, data_dir) from None
+        if "split" in str(e).lower():
+            raise UserError(f"dataset {spec.name!r} has no split {split!r}: {e}") from None
+        raise _not_prepared(spec, data_dir, why=f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def load(name: str, split: str, data_dir: str | None = None) -> Split:
+    """Reads split ``split`` (``"train"``, ``"test"`` or a tfds split expression such as
+    ``"train[:90%]"``) of dataset ``name`` into host memory."""
+    spec = DATASETS.get(name)
+    data_dir = data_dir or default_data_dir()
+    tfds_split = {"train": spec.train_split, "test": spec.test_split}.get(split, split)
+    src = _source(spec, tfds_split, data_dir)
+    n = len(src)
+    if n == 0:
+        raise UserError(f"split {split!r} of dataset {name!r} is empty")
+    records = src.__getitems__(list(range(n))) if hasattr(src, "__getitems__") else [src[i] for i in range(n)]
+    images = np.stack([np.asarray(r["image"]) for r in records]).astype(np.uint8)
+    if images.ndim == 3:
+        images = images[..., None]
+    labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+    if images.shape[1:] != spec.shape:
+        raise UserError(
+            f"dataset {name!r} split {split!r} has images of shape {images.shape[1:]}, "
+            f"expected {spec.shape}"
+        )
+    return Split(images=images, labels=labels, spec=spec)
+
+
+# Standard tfds datasets (prepared with `cnn-jax prepare NAME` where TensorFlow and internet are).
+for _spec in [
+    DatasetSpec("mnist", "mnist", 10, (28, 28, 1), (0.1307,), (0.3081,)),
+    DatasetSpec("fashion_mnist", "fashion_mnist", 10, (28, 28, 1), (0.2860,), (0.3530,)),
+    DatasetSpec(
+        "cifar10", "cifar10", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    ),
+    DatasetSpec(
+        "cifar100", "cifar100", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    ),
+    DatasetSpec(
+        "svhn_cropped", "svhn_cropped", 10, (32, 32, 3), (0.4377, 0.4438, 0.4728),
+        (0.1980, 0.2010, 0.1970),
+    ),
+]:
+    register(_spec)

@@ -1,0 +1,27 @@
+"""User-facing errors.
+
+Anything a user can get wrong (a name, a config key, a value, a path, an input shape)
+raises :class:`UserError`. The command line prints its message as one line and exits
+with status 2, without a traceback (unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in user input, reported as one clear line."""
+
+    exit_code = 2
+
+
+class ShapeError(UserError, ValueError):
+    """An input that a layer cannot take (e.g. too small for the architecture)."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Returns ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,72 @@
+"""Model registry.
+
+``create(name, num_classes=..., **options)`` returns a linen Module applied as
+``model.apply(variables, x, train=...)`` returning logits ``f32[B, num_classes]``.
+Every model records its intermediate activations by layer name; get them with
+:func:`features`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from cnn_jax.errors import UserError, suggest
+from cnn_jax.registry import Registry
+
+MODELS: Registry[type[nn.Module]] = Registry("model")
+
+# Module fields that are not user options.
+_INTERNAL = {"parent", "name"}
+
+
+def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering a model under ``name``."""
+    return MODELS.register(name)
+
+
+def names() -> list[str]:
+    """The registered model names."""
+    return MODELS.names()
+
+
+def options(name: str) -> dict[str, Any]:
+    """The configurable options of model ``name`` and their defaults."""
+    cls = MODELS.get(name)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in _INTERNAL or f.name == "num_classes" or not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
+
+
+def create(name: str, num_classes: int, **opts: Any) -> nn.Module:
+    """Instantiates registered model ``name``; unknown options are a :class:`UserError`."""
+    cls = MODELS.get(name)
+    valid = options(name)
+    for k in opts:
+        if k not in valid:
+            raise UserError(
+                f"model {name!r} has no option {k!r}{suggest(k, valid)}; "
+                f"valid options: {', '.join(sorted(valid))}"
+            )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
+    return cls(num_classes=num_classes, **opts)
+
+
+def features(model: nn.Module, variables, x: jax.Array) -> dict[str, jax.Array]:
+    """The intermediate activations of ``model`` on ``x`` in evaluation mode, by layer name."""
+    _, state = model.apply(variables, x, train=False, mutable=["intermediates"])
+    return dict(state["intermediates"])
+
+
+from cnn_jax.models import classic as _classic  # noqa: E402,F401  (registers the models)

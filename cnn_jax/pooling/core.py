@@ -1,0 +1,182 @@
+"""Pooling registry, padding rules, the functional :func:`pool` and the :class:`Pool` module."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from cnn_jax.errors import ShapeError, UserError
+from cnn_jax.registry import Registry
+
+Padding = str | Sequence[tuple[int, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolKind:
+    """A registered pooling kind.
+
+    Attributes:
+      name: registry name.
+      fn: pure function ``fn(x, window, strides, pads, *, train, rng, **options)`` for kinds
+        without parameters (``pads`` is explicit ``((top, bottom), (left, right))``); ``None``
+        for kinds that need parameters.
+      module: linen Module class for kinds with parameters (fields ``window``, ``strides``,
+        ``pads`` plus options; called as ``module(x, train=...)``); ``None`` otherwise.
+      stochastic: whether training mode draws from the ``'pool'`` rng stream.
+    """
+
+    name: str
+    fn: Callable[..., jax.Array] | None = None
+    module: type[nn.Module] | None = None
+    stochastic: bool = False
+
+
+POOLS: Registry[PoolKind] = Registry("pool")
+
+
+def register(name: str, *, stochastic: bool = False):
+    """Registers a pooling kind: decorate its pure function, or its linen Module class for a
+    kind with parameters (fields ``window``, ``strides``, ``pads`` plus its options)."""
+
+    def deco(obj):
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            POOLS.add(name, PoolKind(name, module=obj, stochastic=stochastic))
+        else:
+            POOLS.add(name, PoolKind(name, fn=obj, stochastic=stochastic))
+        return obj
+
+    return deco
+
+
+def names() -> list[str]:
+    """The registered pooling kinds."""
+    return POOLS.names()
+
+
+def _pair(v: int | Sequence[int], what: str) -> tuple[int, int]:
+    t = (v, v) if isinstance(v, int) else tuple(v)
+    if len(t) != 2 or not all(isinstance(i, int) and i > 0 for i in t):
+        raise UserError(f"pooling {what} must be a positive int or a pair of them, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def normalize_padding(
+    padding: Padding, size: Sequence[int], window: Sequence[int], strides: Sequence[int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Explicit ``((top, bottom), (left, right))`` pads for ``padding``.
+
+    ``"SAME"`` follows XLA/TensorFlow: output size ``ceil(n / s)``, total padding
+    ``max((out - 1) * s + w - n, 0)``, and the odd extra pad at the end.
+    """
+    if isinstance(padding, str):
+        p = padding.upper()
+        if p == "VALID":
+            return ((0, 0), (0, 0))
+        if p == "SAME":
+            pads = []
+            for n, w, s in zip(size, window, strides):
+                out = -(-n // s)
+                total = max((out - 1) * s + w - n, 0)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)  # type: ignore[return-value]
+        raise UserError(
+            f"invalid padding {padding!r}; choose 'VALID', 'SAME' or ((top, bottom), (left, right))"
+        )
+    try:
+        pads = tuple((int(a), int(b)) for a, b in padding)
+    except (TypeError, ValueError):
+        pads = ()
+    if len(pads) != 2 or any(a < 0 or b < 0 for a, b in pads):
+        raise UserError(
+            f"invalid padding {padding!r}; choose 'VALID', 'SAME' or ((top, bottom), (left, right))"
+            " with non-negative ints"
+        )
+    return pads  # type: ignore[return-value]
+
+
+def output_size(n: int, window: int, stride: int, pad: tuple[int, int]) -> int:
+    """Output length of a pooling window sliding over ``n`` (padded) positions."""
+    return math.floor((n + pad[0] + pad[1] - window) / stride) + 1
+
+
+def _resolve(x, window, strides, padding, layer: str):
+    window = _pair(window, "window")
+    strides = window if strides is None else _pair(strides, "strides")
+    if x.ndim != 4:
+        raise ShapeError(f"pooling expects NHWC input of rank 4, got shape {tuple(x.shape)}")
+    pads = normalize_padding(padding, x.shape[1:3], window, strides)
+    out = [output_size(n, w, s, p) for n, w, s, p in zip(x.shape[1:3], window, strides, pads)]
+    if min(out) <= 0:
+        where = f"layer '{layer}'" if layer else "pooling"
+        raise ShapeError(
+            f"input too small: {where} ({window[0]}x{window[1]} window, stride "
+            f"{strides[0]}x{strides[1]}) on a {x.shape[1]}x{x.shape[2]} feature map would give an "
+            f"empty {out[0]}x{out[1]} output; use a larger input or SAME padding"
+        )
+    return window, strides, pads
+
+
+def pool(
+    x: jax.Array,
+    kind: str,
+    window: int | Sequence[int] = (2, 2),
+    strides: int | Sequence[int] | None = None,
+    padding: Padding = "VALID",
+    *,
+    train: bool = False,
+    rng: jax.Array | None = None,
+    **options: Any,
+) -> jax.Array:
+    """Pools ``x: f32[B, H, W, C]`` with a registered kind that has no parameters.
+
+    Args:
+      x: NHWC input.
+      kind: a name from :func:`names`.
+      window: pooling window (int or pair).
+      strides: defaults to ``window`` (Keras/PyTorch convention, unlike ``flax.linen.max_pool``).
+      padding: ``"VALID"``, ``"SAME"`` or ``((top, bottom), (left, right))``.
+      train: training-mode behaviour for kinds that differ (e.g. stochastic pooling).
+      rng: PRNG key for kinds that sample in training mode.
+      **options: kind-specific options (see each kind's docstring).
+    """
+    spec = POOLS.get(kind)
+    if spec.fn is None:
+        raise UserError(
+            f"pool {kind!r} has learned parameters: use cnn_jax.pooling.Pool(kind={kind!r}) "
+            "inside a model instead of the functional form"
+        )
+    window, strides, pads = _resolve(x, window, strides, padding, layer="")
+    if spec.stochastic and train and rng is None:
+        raise UserError(f"pool {kind!r} samples in training mode: pass rng=")
+    return spec.fn(x, window, strides, pads, train=train, rng=rng, **options)
+
+
+class Pool(nn.Module):
+    """Pooling layer for every registered kind.
+
+    Kinds with parameters keep them in a submodule named ``impl`` under this layer, so the
+    parameter paths of the other layers are the same whichever kind is chosen.
+    Stochastic kinds draw from the ``'pool'`` rng stream in training mode.
+    """
+
+    kind: str = "max"
+    window: int | Sequence[int] = (2, 2)
+    strides: int | Sequence[int] | None = None
+    padding: Padding = "VALID"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        spec = POOLS.get(self.kind)
+        window, strides, pads = _resolve(x, self.window, self.strides, self.padding, self.name or "")
+        if spec.module is not None:
+            return spec.module(window=window, strides=strides, pads=pads, **self.options, name="impl")(
+                x, train=train
+            )
+        rng = self.make_rng("pool") if (spec.stochastic and train) else None
+        return spec.fn(x, window, strides, pads, train=train, rng=rng, **self.options)

@@ -1,0 +1,81 @@
+"""The training state: parameters, BatchNorm statistics, optimizer state, step, rng."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+    """``flax.training.train_state.TrainState`` plus ``batch_stats`` and a base ``rng``.
+
+    Fields: ``step``, ``params``, ``batch_stats`` (``{}`` for models without BatchNorm),
+    ``opt_state``, ``rng`` (a raw ``uint32[2]`` key; the key of step ``s`` is
+    ``fold_in(rng, s)``, so randomness does not depend on where a run was resumed), and the
+    static ``apply_fn`` and ``tx``.
+    """
+
+    batch_stats: Any = None
+    rng: jax.Array | None = None
+
+
+def create(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape: tuple[int, ...],
+    seed: int,
+) -> TrainState:
+    """Initialises ``model`` on zeros of ``(1, *input_shape)`` and wraps it in a state.
+
+    One ``seed`` drives everything: it is split into the init key and the base key of the
+    per-step (dropout, pooling, …) randomness.
+    """
+    init_key, base = jax.random.split(jax.random.PRNGKey(seed))
+
+    @jax.jit
+    def init(key):
+        pkey, dkey, qkey = jax.random.split(key, 3)
+        variables = model.init(
+            {"params": pkey, "dropout": dkey, "pool": qkey},
+            jnp.zeros((1, *input_shape), jnp.float32),
+            train=False,
+        )
+        return variables
+
+    variables = init(init_key)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=tx,
+        rng=base,
+    )
+
+
+def abstract(state: TrainState) -> dict:
+    """Shape/dtype structure of the checkpointed part of ``state`` (for restoring)."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x,
+        to_pytree(state),
+    )
+
+
+def to_pytree(state: TrainState) -> dict:
+    """The checkpointed fields of ``state`` as a plain dict."""
+    return {
+        "step": state.step,
+        "params": state.params,
+        "batch_stats": state.batch_stats,
+        "opt_state": state.opt_state,
+        "rng": state.rng,
+    }
+
+
+def from_pytree(state: TrainState, tree: dict) -> TrainState:
+    """``state`` with its checkpointed fields replaced by ``tree``."""
+    return state.replace(**tree)

@@ -1,0 +1,105 @@
+"""Pure per-device train and eval steps.
+
+Written once with an optional ``axis_name``: under ``jax.pmap``/``shard_map`` gradients,
+BatchNorm statistics and metrics are averaged (``lax.pmean``/``psum``) over that axis; with
+``axis_name=None`` the same function runs on one device or as a global-view sharded ``jit``.
+The step never branches on a model, pool or dataset name: those are resolved when the
+``apply_fn`` and ``loss_fn`` are built.
+
+Metrics are returned as sums (``loss``, ``correct``, ``correct5``) and a ``count`` so that
+they add up exactly over batches, devices and padded (masked) evaluation batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from cnn_jax.train.state import TrainState
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits, labels) -> f32[B]
+
+
+def _sums(logits: jax.Array, labels: jax.Array, loss: jax.Array, mask: jax.Array) -> dict:
+    mask = mask.astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    k = min(5, logits.shape[-1])
+    topk = lax.top_k(logits, k)[1]
+    correct5 = jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32)
+    return {
+        "loss": jnp.sum(loss * mask),
+        "correct": jnp.sum(correct * mask),
+        "correct5": jnp.sum(correct5 * mask),
+        "count": jnp.sum(mask),
+    }
+
+
+def _variables(state: TrainState, params) -> dict:
+    v = {"params": params}
+    if state.batch_stats:
+        v["batch_stats"] = state.batch_stats
+    return v
+
+
+def train_step(
+    state: TrainState, batch: dict, *, loss_fn: LossFn, axis_name: str | None = None
+) -> tuple[TrainState, dict]:
+    """One optimisation step on ``batch = {"image": f32[B,H,W,C], "label": i32[B]}``.
+
+    Randomness (dropout, stochastic pooling) uses ``fold_in(state.rng, state.step)``
+    (and the device index under ``axis_name``).
+    """
+    key = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, lax.axis_index(axis_name))
+    dropout_key, pool_key = jax.random.split(key)
+    has_bs = bool(state.batch_stats)
+
+    def compute_loss(params):
+        out = state.apply_fn(
+            _variables(state, params),
+            batch["image"],
+            train=True,
+            mutable=["batch_stats"] if has_bs else False,
+            rngs={"dropout": dropout_key, "pool": pool_key},
+        )
+        logits, updates = out if has_bs else (out, {})
+        loss = loss_fn(logits, batch["label"])
+        return jnp.mean(loss), (logits, loss, updates)
+
+    grads, (logits, loss, updates) = jax.grad(compute_loss, has_aux=True)(state.params)
+    batch_stats = updates.get("batch_stats", state.batch_stats)
+    if axis_name is not None:
+        grads = lax.pmean(grads, axis_name)
+        batch_stats = lax.pmean(batch_stats, axis_name)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    metrics = _sums(logits, batch["label"], loss, jnp.ones_like(batch["label"]))
+    if axis_name is not None:
+        metrics = lax.psum(metrics, axis_name)
+    return state, metrics
+
+
+def eval_step(
+    state: TrainState, batch: dict, *, loss_fn: LossFn, axis_name: str | None = None
+) -> dict:
+    """Metric sums on ``batch`` (with ``mask``: padded examples count for nothing)."""
+    logits = state.apply_fn(_variables(state, state.params), batch["image"], train=False)
+    loss = loss_fn(logits, batch["label"])
+    metrics = _sums(logits, batch["label"], loss, batch.get("mask", jnp.ones_like(batch["label"])))
+    if axis_name is not None:
+        metrics = lax.psum(metrics, axis_name)
+    return metrics
+
+
+def summarize(sums: dict) -> dict:
+    """Means from metric sums: ``loss``, ``accuracy``, ``top5``, ``count``."""
+    n = max(float(sums["count"]), 1.0)
+    return {
+        "loss": float(sums["loss"]) / n,
+        "accuracy": float(sums["correct"]) / n,
+        "top5": float(sums["correct5"]) / n,
+        "count": int(sums["count"]),
+    }
