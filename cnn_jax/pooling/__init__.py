@@ -15,19 +15,27 @@ Conventions (NHWC arrays, ``x: f32[B, H, W, C]``):
 from __future__ import annotations
 
 from cnn_jax.pooling.core import (
+    HEADS,
     POOLS,
+    GlobalPool,
     Pool,
     PoolKind,
+    head_names,
     names,
     normalize_padding,
     output_size,
     pool,
     register,
+    register_head,
 )
 from cnn_jax.pooling import basic as _basic  # noqa: F401  (registers max, avg)
 
 __all__ = [
+    "HEADS",
     "POOLS",
+    "GlobalPool",
+    "head_names",
+    "register_head",
     "Pool",
     "PoolKind",
     "names",

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnn_jax.pooling.core import register
+from cnn_jax.pooling.core import register, register_head
 
 
 def _reduce_window(x, init, op, window, strides, pads):
@@ -39,3 +39,15 @@ def avg_pool(
     ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
     counts = _reduce_window(ones, 0.0, lax.add, window, strides, pads)
     return sums / counts
+
+
+@register_head("avg")
+def global_avg(x: jax.Array) -> jax.Array:
+    """Global average pooling (Lin, Chen & Yan 2014, "Network in Network"): mean over H, W."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+@register_head("max")
+def global_max(x: jax.Array) -> jax.Array:
+    """Global max pooling: max over H, W."""
+    return jnp.max(x, axis=(1, 2))

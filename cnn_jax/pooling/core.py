@@ -180,3 +180,40 @@ class Pool(nn.Module):
             )
         rng = self.make_rng("pool") if (spec.stochastic and train) else None
         return spec.fn(x, window, strides, pads, train=train, rng=rng, **self.options)
+
+
+HEADS: Registry[PoolKind] = Registry("head pool")
+
+
+def register_head(name: str):
+    """Registers a global pooling head: a pure function ``fn(x, **options) -> f32[B, C']``
+    or a linen Module class (for heads with parameters) called as ``module(x, train=...)``."""
+
+    def deco(obj):
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            HEADS.add(name, PoolKind(name, module=obj))
+        else:
+            HEADS.add(name, PoolKind(name, fn=obj))
+        return obj
+
+    return deco
+
+
+def head_names() -> list[str]:
+    """The registered global pooling heads."""
+    return HEADS.names()
+
+
+class GlobalPool(nn.Module):
+    """Global pooling head ``f32[B, H, W, C] -> f32[B, C']`` chosen by name
+    (``--config.model.head_pool=KIND``). Parameters, if any, live in submodule ``impl``."""
+
+    kind: str = "avg"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        spec = HEADS.get(self.kind)
+        if spec.module is not None:
+            return spec.module(**self.options, name="impl")(x, train=train)
+        return spec.fn(x, **self.options)
