@@ -113,21 +113,9 @@ def cmd_summary(args, overrides) -> int:
         raise UserError(f"--num-classes must be positive, got {num_classes}")
     model = models.create(cfg.model.name, num_classes, **model_options(cfg))
     s = summary.summarize(model, shape)
-    if args.format == "json":
-        print(json.dumps({
-            "model": cfg.model.name, "input_shape": list(shape), "total_params": s.total_params,
-            "non_trainable": s.non_trainable,
-            "layers": [{"name": r.name, "type": r.type, "output_shape": list(r.output_shape),
-                        "params": r.params} for r in s.rows],
-        }))
-    elif args.format == "markdown":
-        print("| layer | type | output shape | params |\n|---|---|---|---:|")
-        for r in s.rows:
-            print(f"| {r.name} | {r.type} | {r.output_shape} | {r.params:,} |")
-        print(f"\nTotal params: {s.total_params:,}")
-    else:
+    if args.format == "table":
         print(f"Model: {cfg.model.name}")
-        print(s.table())
+    print(s.render(args.format))
     return 0
 
 

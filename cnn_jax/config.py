@@ -268,7 +268,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if "pool" in cfg.model:
         pooling.POOLS.get(cfg.model.pool)
     if "head_pool" in cfg.model and cfg.model.head_pool:
-        pooling.POOLS.get(cfg.model.head_pool)
+        pooling.HEADS.get(cfg.model.head_pool)
     if "activation" in cfg.model:
         ACTIVATIONS.get(cfg.model.activation)
     data.DATASETS.get(cfg.data.name)

@@ -7,6 +7,7 @@ tracing ``model.init`` abstractly), with their output shape and parameter count.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import flax.linen as nn
 import jax
@@ -50,6 +51,34 @@ class Summary:
             lines.append(f"Non-trainable (BatchNorm statistics): {self.non_trainable:,}")
         lines.append(f"Total params: {self.total_params:,}")
         return "\n".join(lines)
+
+
+    def markdown(self) -> str:
+        lines = ["| layer | type | output shape | params |", "|---|---|---|---:|"]
+        lines += [
+            f"| {r.name} | {r.type} | {_shape(r.output_shape)} | {r.params:,} |" for r in self.rows
+        ]
+        return "\n".join(lines + ["", f"Total params: {self.total_params:,}"])
+
+    def to_dict(self) -> dict:
+        return {
+            "input_shape": list(self.input_shape),
+            "total_params": self.total_params,
+            "non_trainable": self.non_trainable,
+            "layers": [
+                {"name": r.name, "type": r.type, "output_shape": list(r.output_shape),
+                 "params": r.params}
+                for r in self.rows
+            ],
+        }
+
+    def render(self, fmt: str = "table") -> str:
+        """``table`` (Keras style, last line ``Total params: N``), ``markdown`` or ``json``."""
+        if fmt == "json":
+            return json.dumps(self.to_dict())
+        if fmt == "markdown":
+            return self.markdown()
+        return self.table()
 
 
 def _shape(s) -> str:
