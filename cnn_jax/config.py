@@ -218,7 +218,22 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[tuple[str, s
     ordered = sorted(overrides, key=lambda kv: kv[0] != "model.name")
     for key, text in ordered:
         set_key(cfg, key, text)
+        if key == "model.name":
+            _drop_foreign_model_options(cfg)
     return cfg
+
+
+def _drop_foreign_model_options(cfg: ml_collections.ConfigDict) -> None:
+    """After switching ``model.name``, options the new model lacks (set by the experiment
+    for its own model, e.g. ``pool`` when switching to ``mlp``) no longer apply."""
+    from cnn_jax import models
+
+    if cfg.model.name not in models.MODELS:
+        return
+    valid = models.options(cfg.model.name)
+    with cfg.model.unlocked():
+        for k in [k for k in cfg.model if k != "name" and k not in valid]:
+            del cfg.model[k]
 
 
 def parse_override_args(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:

@@ -17,6 +17,7 @@ _CACHE = os.environ.get(
     "CNN_JAX_TEST_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "xla")
 )
 jax.config.update("jax_compilation_cache_dir", _CACHE)
+os.environ["CNN_JAX_CACHE_DIR"] = _CACHE  # the CLI, in-process or in subprocesses
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 try:

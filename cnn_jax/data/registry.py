@@ -109,6 +109,7 @@ def prepare(name: str, data_dir: str | None = None) -> str:
                 builder = spec.builder(data_dir=data_dir, file_format="array_record")
                 if not builder.is_prepared():
                     log.info("preparing embedded dataset %s in %s", name, data_dir)
+                    tfds.disable_progress_bar()  # a few seconds of work: no bars
                     builder.download_and_prepare(
                         download_config=tfds.download.DownloadConfig(
                             compute_stats=tfds.download.ComputeStatsMode.SKIP
@@ -156,7 +157,10 @@ def load(name: str, split: str, data_dir: str | None = None) -> Split:
     n = len(src)
     if n == 0:
         raise UserError(f"split {split!r} of dataset {name!r} is empty")
-    records = src.__getitems__(list(range(n))) if hasattr(src, "__getitems__") else [src[i] for i in range(n)]
+    try:  # one batched read of the ArrayRecord files
+        records = src.__getitems__(list(range(n)))
+    except (AttributeError, TypeError):  # sources without batched reads (e.g. tfds mock_data)
+        records = [src[i] for i in range(n)]
     images = np.stack([np.asarray(r["image"]) for r in records]).astype(np.uint8)
     if images.ndim == 3:
         images = images[..., None]

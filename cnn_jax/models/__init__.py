@@ -66,7 +66,7 @@ def create(name: str, num_classes: int, **opts: Any) -> nn.Module:
 def features(model: nn.Module, variables, x: jax.Array) -> dict[str, jax.Array]:
     """The intermediate activations of ``model`` on ``x`` in evaluation mode, by layer name."""
     _, state = model.apply(variables, x, train=False, mutable=["intermediates"])
-    return dict(state["intermediates"])
+    return dict(state["intermediates"]["features"])
 
 
 from cnn_jax.models import classic as _classic  # noqa: E402,F401  (registers the models)

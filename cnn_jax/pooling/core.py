@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from cnn_jax.errors import ShapeError, UserError
+from cnn_jax.errors import ShapeError, UserError, suggest
 from cnn_jax.registry import Registry
 
 Padding = str | Sequence[tuple[int, int]]
@@ -22,11 +23,13 @@ class PoolKind:
 
     Attributes:
       name: registry name.
-      fn: pure function ``fn(x, window, strides, pads, *, train, rng, **options)`` for kinds
-        without parameters (``pads`` is explicit ``((top, bottom), (left, right))``); ``None``
-        for kinds that need parameters.
+      fn: pure function ``fn(x, window, strides, pads, *, train, rng, **options)``, the
+        functional form (``pads`` is explicit ``((top, bottom), (left, right))``); ``None``
+        for kinds that only exist with learned parameters.
       module: linen Module class for kinds with parameters (fields ``window``, ``strides``,
         ``pads`` plus options; called as ``module(x, train=...)``); ``None`` otherwise.
+        A kind may have both (e.g. ``lp`` with a fixed ``p`` as a function, a learned ``p``
+        as a module): :func:`pool` uses ``fn``, :class:`Pool` uses ``module``.
       stochastic: whether training mode draws from the ``'pool'`` rng stream.
     """
 
@@ -39,18 +42,52 @@ class PoolKind:
 POOLS: Registry[PoolKind] = Registry("pool")
 
 
-def register(name: str, *, stochastic: bool = False):
+def register(name: str, *, stochastic: bool = False, module: type[nn.Module] | None = None):
     """Registers a pooling kind: decorate its pure function, or its linen Module class for a
-    kind with parameters (fields ``window``, ``strides``, ``pads`` plus its options)."""
+    kind with parameters (fields ``window``, ``strides``, ``pads`` plus its options).
+
+    Args:
+      name: registry name.
+      stochastic: training mode draws from the ``'pool'`` rng stream (passed as ``rng=``).
+      module: when decorating a function, a Module class that :class:`Pool` uses instead
+        (for kinds with a functional form *and* a learned variant).
+    """
 
     def deco(obj):
         if isinstance(obj, type) and issubclass(obj, nn.Module):
             POOLS.add(name, PoolKind(name, module=obj, stochastic=stochastic))
         else:
-            POOLS.add(name, PoolKind(name, fn=obj, stochastic=stochastic))
+            POOLS.add(name, PoolKind(name, fn=obj, module=module, stochastic=stochastic))
         return obj
 
     return deco
+
+
+_NOT_OPTIONS = {"x", "window", "strides", "pads", "train", "rng", "parent", "name"}
+
+
+def valid_options(spec: PoolKind, *, functional: bool) -> list[str]:
+    """The option names a kind accepts (its function's keyword arguments, or its module's
+    fields)."""
+    if spec.module is not None and not functional:
+        return sorted(f.name for f in dataclasses.fields(spec.module)
+                      if f.init and f.name not in _NOT_OPTIONS)
+    if spec.fn is None:
+        return []
+    params = inspect.signature(spec.fn).parameters.values()
+    return sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_OPTIONS)
+
+
+def check_options(spec: PoolKind, options, *, functional: bool, what: str = "pool") -> None:
+    """Raises :class:`UserError` for an option the kind does not have."""
+    valid = valid_options(spec, functional=functional)
+    for k in options:
+        if k not in valid:
+            choices = ", ".join(valid) if valid else "(none)"
+            raise UserError(
+                f"{what} {spec.name!r} has no option {k!r}{suggest(k, valid)}; "
+                f"valid options: {choices}"
+            )
 
 
 def names() -> list[str]:
@@ -150,6 +187,7 @@ def pool(
             f"pool {kind!r} has learned parameters: use cnn_jax.pooling.Pool(kind={kind!r}) "
             "inside a model instead of the functional form"
         )
+    check_options(spec, options, functional=True)
     window, strides, pads = _resolve(x, window, strides, padding, layer="")
     if spec.stochastic and train and rng is None:
         raise UserError(f"pool {kind!r} samples in training mode: pass rng=")
@@ -173,6 +211,7 @@ class Pool(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         spec = POOLS.get(self.kind)
+        check_options(spec, self.options, functional=spec.module is None)
         window, strides, pads = _resolve(x, self.window, self.strides, self.padding, self.name or "")
         if spec.module is not None:
             return spec.module(window=window, strides=strides, pads=pads, **self.options, name="impl")(
@@ -199,6 +238,21 @@ def register_head(name: str):
     return deco
 
 
+def _check_head_options(spec: PoolKind, options) -> None:
+    if spec.module is not None:
+        valid = sorted(f.name for f in dataclasses.fields(spec.module)
+                       if f.init and f.name not in _NOT_OPTIONS)
+    else:
+        params = inspect.signature(spec.fn).parameters.values()  # type: ignore[arg-type]
+        valid = sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+    for k in options:
+        if k not in valid:
+            raise UserError(
+                f"head pool {spec.name!r} has no option {k!r}{suggest(k, valid)}; "
+                f"valid options: {', '.join(valid) if valid else '(none)'}"
+            )
+
+
 def head_names() -> list[str]:
     """The registered global pooling heads."""
     return HEADS.names()
@@ -214,6 +268,7 @@ class GlobalPool(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         spec = HEADS.get(self.kind)
+        _check_head_options(spec, self.options)
         if spec.module is not None:
             return spec.module(**self.options, name="impl")(x, train=train)
         return spec.fn(x, **self.options)

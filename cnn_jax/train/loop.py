@@ -90,13 +90,10 @@ def run_eval(state, split: data.Split, batch_size: int, eval_step) -> dict:
     return step_lib.summarize(jax.device_get(total))
 
 
-def _prepare_workdir(cfg, workdir: str, allow_config_change: bool) -> None:
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create workdir {workdir!r}: {e.strerror}") from None
-    if not os.access(workdir, os.W_OK):
-        raise UserError(f"workdir {workdir!r} is not writable")
+def _check_workdir(cfg, workdir: str, allow_config_change: bool) -> None:
+    """Refuses a workdir holding a run with another config (reads only)."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"workdir {workdir!r} exists and is not a directory")
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -109,6 +106,16 @@ def _prepare_workdir(cfg, workdir: str, allow_config_change: bool) -> None:
                 f"workdir {workdir!r} holds a run with a different config ({shown}{more}); "
                 "use a new --workdir, or pass --allow-config-change to resume with the new config"
             )
+
+
+def _write_config(cfg, workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create workdir {workdir!r}: {e.strerror}") from None
+    if not os.access(workdir, os.W_OK):
+        raise UserError(f"workdir {workdir!r} is not writable")
+    path = os.path.join(workdir, "config.json")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(config_lib.to_json(cfg))
@@ -168,12 +175,13 @@ def fit(
       ``images_per_second``.
     """
     cfg = config_lib.resolve(config)
-    _prepare_workdir(cfg, workdir, allow_config_change)
-    s = build(cfg)
+    _check_workdir(cfg, workdir, allow_config_change)
+    s = build(cfg)  # every user mistake in data, model or shapes surfaces before writing
+    _write_config(cfg, workdir)
     ckpt = Checkpoints(
         os.path.join(workdir, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best
     )
-    state, data_state, start = s.state, None, 0
+    state, data_state, start = s.state, {}, 0
     if ckpt.latest_step() is not None:
         state, data_state, start = ckpt.restore(state, "latest")
         if progress is not False:
@@ -183,7 +191,7 @@ def fit(
                 flush=True,
             )
     it = data.train_iterator(
-        s.train, cfg.data.batch_size, cfg.seed, state=data_state,
+        s.train, cfg.data.batch_size, cfg.seed, state=data_state.get("iterator"),
         crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
     )
     train_step = jax.jit(functools.partial(step_lib.train_step, loss_fn=s.loss_fn), donate_argnums=0)
@@ -193,7 +201,10 @@ def fit(
     eval_every = cfg.train.eval_every_epochs * s.steps_per_epoch
     log_every = cfg.train.log_every_steps
     ckpt_every = cfg.train.checkpoint_every_steps
-    acc, acc_steps, last_train = None, 0, {}
+    # Train metrics are summed between log points; the pending sums are checkpointed so
+    # that a resumed run logs exactly what an uninterrupted one does.
+    acc = _from_json_sums(data_state.get("pending"))
+    last_train = {}
     test_metrics = None
     t_start = time.perf_counter()
     t_first = None  # after the first (compiling) step
@@ -203,7 +214,6 @@ def fit(
             batch = next(it)
             state, sums = train_step(state, batch)
             acc = sums if acc is None else jax.tree.map(lambda a, b: a + b, acc, sums)
-            acc_steps += 1
             if t_first is None:
                 jax.block_until_ready(sums)
                 t_first = time.perf_counter()
@@ -216,7 +226,7 @@ def fit(
                 elapsed = time.perf_counter() - t_first
                 ips = steps_timed * cfg.data.batch_size / elapsed if elapsed > 0 and steps_timed else None
                 writer.write(step, "train", {k: v for k, v in logged.items() if k != "count"})
-                last_train, acc, acc_steps = logged, None, 0
+                last_train, acc = logged, None
             bar.update(step, logged, ips)
             if step % eval_every == 0 or step == s.total_steps:
                 test_metrics = run_eval(state, s.test, cfg.data.eval_batch_size, eval_step)
@@ -227,9 +237,9 @@ def fit(
                     f"{test_metrics['loss']:.4f} acc {test_metrics['accuracy']:.4f} "
                     f"({test_metrics['count']} images)"
                 )
-                ckpt.save(step, state, it.get_state(), metrics={"accuracy": test_metrics["accuracy"]})
+                ckpt.save(step, state, _data_state(it, acc), {"accuracy": test_metrics["accuracy"]})
             elif ckpt_every and step % ckpt_every == 0:
-                ckpt.save(step, state, it.get_state())
+                ckpt.save(step, state, _data_state(it, acc))
         ckpt.wait()
     finally:
         bar.close()
@@ -255,6 +265,17 @@ def fit(
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def _data_state(it, pending) -> dict:
+    """What a checkpoint stores besides the train state: the grain iterator position and
+    the train-metric sums since the last log point."""
+    sums = None if pending is None else {k: float(v) for k, v in jax.device_get(pending).items()}
+    return {"iterator": it.get_state(), "pending": sums}
+
+
+def _from_json_sums(sums: dict | None):
+    return None if sums is None else {k: np.float32(v) for k, v in sums.items()}
 
 
 def _read_metrics(workdir: str) -> list[dict]:

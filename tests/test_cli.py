@@ -1,0 +1,103 @@
+"""The command line: summaries, train/evaluate, and one clear line for each user mistake."""
+
+import subprocess
+import sys
+
+import pytest
+
+from cnn_jax import cli
+
+EXP = "experiments/lenet5_mnist.py"
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv,total",
+    [
+        (["--model", "lenet5", "--config.model.activation=tanh", "--config.model.pool=avg"], "61,706"),
+        (["--model", "simple_cnn", "--input-shape", "32,32,3"], "122,570"),
+        (["--model", "lenet5", "--config.model.hidden=(120,100)", "--num-classes", "10"], "63,802"),
+    ],
+)
+def test_summary_total_params_is_the_last_line(capsys, argv, total):
+    code, out, _ = run(capsys, "summary", *argv)
+    assert code == 0
+    assert out.strip().splitlines()[-1] == f"Total params: {total}"
+    assert "conv1" in out and "Output shape" in out
+
+
+def _bad(data_dir, workdir, *extra):
+    return ["train", "--config", EXP, "--workdir", workdir,
+            f"--config.data.data_dir={data_dir}", *extra]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--config.model.name=lenet6"], "unknown model 'lenet6'; did you mean 'lenet5'?; choose one of: "),
+        (["--config.model.pool=maxx"], "unknown pool 'maxx'; did you mean 'max'?; choose one of: "),
+        (["--config.model.activation=rleu"], "unknown activation 'rleu'"),
+        (["--config.optim.name=adan"], "unknown optimizer 'adan'"),
+        (["--config.data.name=mnist6k"], "unknown dataset 'mnist6k'; did you mean 'mnist5k'?"),
+        (["--config.train.epohcs=3"], "unknown config key 'train.epohcs'; did you mean 'train.epochs'?"),
+        (["--config.train.epochs=abc"], "invalid value for train.epochs: 'abc' is not a valid int"),
+        (["--config.data.batch_size=-4"], "data.batch_size must be a positive integer, got -4"),
+        (["--config.model.name=simple_cnn", "--config.data.name=digits"],
+         "input too small: layer 'pool2' (2x2 window, stride 2x2) on a 1x1 feature map"),
+        (["--config.data.name=cifar10"], "dataset 'cifar10' (tfds 'cifar10') is not prepared in"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(capsys, data_dir, tmp_path, extra, message):
+    workdir = tmp_path / "never-created"
+    argv = _bad(data_dir if "cifar10" not in extra[-1] else tmp_path, str(workdir), *extra)
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    if "unknown" in message and "config key" not in message:
+        assert "choose one of" in lines[0]
+    assert "Traceback" not in err
+    assert not workdir.exists()  # a mistake writes nothing
+
+
+def test_train_evaluate_and_refused_resume(capsys, data_dir, tmp_path):
+    wd = str(tmp_path / "run")
+    base = ["train", "--config", EXP, "--workdir", wd, f"--config.data.data_dir={data_dir}",
+            "--config.model.name=mlp", "--config.data.name=digits", "--config.train.steps=6", "--quiet"]
+    code, out, _ = run(capsys, *base)
+    assert code == 0 and "test accuracy" in out and "after 6 steps" in out
+    code, out, _ = run(capsys, "evaluate", "--workdir", wd, "--checkpoint", "latest")
+    assert code == 0 and "(checkpoint step 6)" in out and "359 images" in out
+    code, _, err = run(capsys, *base, "--config.optim.learning_rate=0.1")
+    assert code == 2 and "different config (optim.learning_rate: 0.001 -> 0.1)" in err
+    assert "--allow-config-change" in err
+    code, out, _ = run(capsys, *base, "--config.optim.learning_rate=0.1", "--allow-config-change")
+    assert code == 0
+    code, _, err = run(capsys, "evaluate", "--workdir", wd, "--checkpoint", "nope")
+    assert code == 2 and "invalid checkpoint 'nope'; choose latest, best or a step number" in err
+    code, _, err = run(capsys, "evaluate", "--workdir", str(tmp_path / "missing"))
+    assert code == 2 and "is not a run directory" in err
+
+
+def test_experiment_file_errors(capsys, tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_config(\n")
+    code, _, err = run(capsys, "train", "--config", str(bad), "--workdir", str(tmp_path / "w"))
+    assert code == 2 and "syntax error" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("launcher", [["-m", "cnn_jax"], ["-c", "from cnn_jax.cli import main; raise SystemExit(main())"]])
+def test_real_process_exit_codes(launcher):
+    p = subprocess.run([sys.executable, *launcher, "summary", "--model", "vgg99"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().startswith("error: unknown model 'vgg99'") and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, *launcher, "summary", "--model", "lenet5"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip().endswith("Total params: 61,706")

@@ -1,0 +1,147 @@
+"""fit / evaluate end to end on the embedded data; exact resume; the pure steps."""
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_jax import config as config_lib
+from cnn_jax import data, losses, models, optim, train
+from cnn_jax.errors import UserError
+
+
+def _cfg(data_dir, **over):
+    c = config_lib.base_config()
+    c.data.data_dir = data_dir
+    for k, v in over.items():
+        group, key = k.split("__")
+        with c[group].unlocked():
+            c[group][key] = v
+    return c
+
+
+def test_fit_learns_far_above_chance(data_dir, tmp_path):
+    c = _cfg(data_dir, model__name="lenet5", data__batch_size=64, train__epochs=2)
+    out = train.fit(c, str(tmp_path / "run"), progress=False)
+    assert out["test"]["count"] == 1000  # every test image, once
+    assert out["test"]["accuracy"] > 0.8  # chance is 0.1
+    assert out["steps"] == 2 * (4000 // 64) and out["params"] == 61_706
+    files = set(os.listdir(tmp_path / "run"))
+    assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard"} <= files
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "run" / "tensorboard"))
+    saved = config_lib.from_json((tmp_path / "run" / "config.json").read_text())
+    assert saved.model.name == "lenet5" and tuple(saved.model.hidden) == (120, 84)
+    # evaluate restores what fit trained
+    ev = train.evaluate(str(tmp_path / "run"), "latest")
+    assert ev["step"] == out["steps"]
+    assert ev["accuracy"] == pytest.approx(out["test"]["accuracy"])
+    assert ev["loss"] == pytest.approx(out["test"]["loss"], rel=1e-5)
+    best = train.evaluate(str(tmp_path / "run"), "best")
+    assert best["accuracy"] == pytest.approx(out["best"]["accuracy"])
+    with pytest.raises(UserError, match=r"no checkpoint at step 5 in .*; available: 62, 124"):
+        train.evaluate(str(tmp_path / "run"), "5")
+
+
+def _resume_cfg(data_dir):
+    # dropout, augmentation and several log/checkpoint points exercise every source of
+    # randomness and state that a resume must restore
+    return _cfg(
+        data_dir, data__name="digits", model__name="mlp", data__batch_size=32,
+        data__crop_padding=1, data__flip=True, train__steps=14, train__checkpoint_every_steps=4,
+        train__log_every_steps=3, train__eval_every_epochs=1, optim__schedule="cosine",
+    )
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_is_exact(data_dir, tmp_path, monkeypatch):
+    c = _resume_cfg(data_dir)
+    c.model.dropout = 0.3
+    full = train.fit(c, str(tmp_path / "full"), progress=False)
+
+    real = data.train_iterator
+
+    def interrupted(*args, **kwargs):
+        it = real(*args, **kwargs)
+
+        class Wrapper:
+            n = 0
+
+            def __next__(self):
+                self.n += 1
+                if self.n == 11:  # after the checkpoint at step 8
+                    raise _Interrupt
+                return next(it)
+
+            def get_state(self):
+                return it.get_state()
+
+        return Wrapper()
+
+    monkeypatch.setattr(data, "train_iterator", interrupted)
+    with pytest.raises(_Interrupt):
+        train.fit(c, str(tmp_path / "resumed"), progress=False)
+    monkeypatch.setattr(data, "train_iterator", real)
+    resumed = train.fit(c, str(tmp_path / "resumed"), progress=False)
+    assert resumed["resumed_from"] == 8
+    assert resumed["test"] == full["test"]  # bitwise-equal metrics
+    assert resumed["train"] == full["train"]
+
+    def lines(run):
+        with open(tmp_path / run / "metrics.jsonl") as f:
+            return [json.loads(x) for x in f]
+
+    assert lines("resumed") == lines("full")
+    a = train.evaluate(str(tmp_path / "full"))
+    b = train.evaluate(str(tmp_path / "resumed"))
+    assert a == b
+
+
+def test_resume_with_a_different_config_is_refused(data_dir, tmp_path):
+    c = _resume_cfg(data_dir)
+    c.train.steps = 2
+    train.fit(c, str(tmp_path / "run"), progress=False)
+    c2 = config_lib.apply_overrides(c, [("optim.learning_rate", "0.5")])
+    with pytest.raises(UserError, match=r"different config \(optim.learning_rate: 0.001 -> 0.5\)"):
+        train.fit(c2, str(tmp_path / "run"), progress=False)
+    c3 = config_lib.apply_overrides(c, [("train.steps", "4")])
+    out = train.fit(c3, str(tmp_path / "run"), progress=False, allow_config_change=True)
+    assert out["resumed_from"] == 2 and out["steps"] == 4
+
+
+def test_pure_train_step_reduces_loss_on_a_fixed_batch():
+    model = models.create("lenet5", 10)
+    c = config_lib.base_config().optim
+    tx = optim.build(c, 100, 10)
+    state = train.create_train_state(model, tx, (28, 28, 1), seed=0)
+    assert isinstance(state, train.TrainState) and state.batch_stats == {}
+    loss_fn = functools.partial(losses.softmax_cross_entropy, num_classes=10)
+    step = jax.jit(functools.partial(train.train_step, loss_fn=loss_fn))
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.normal(size=(16, 28, 28, 1)).astype(np.float32),
+             "label": rng.integers(0, 10, 16).astype(np.int32)}
+    first = None
+    for _ in range(30):
+        state, m = step(state, batch)
+        first = first if first is not None else float(m["loss"]) / 16
+    final = train.summarize(jax.device_get(m))
+    assert final["loss"] < 0.5 * first and int(state.step) == 30
+    ev = train.summarize(jax.device_get(jax.jit(functools.partial(train.eval_step, loss_fn=loss_fn))(
+        state, {**batch, "mask": jnp.arange(16) < 8})))
+    assert ev["count"] == 8
+
+
+def test_same_seed_same_params_different_seed_different(data_dir):
+    model = models.create("mlp", 10, hidden=(8,))
+    tx = optim.build(config_lib.base_config().optim, 10, 10)
+    a = train.create_train_state(model, tx, (8, 8, 1), seed=1)
+    b = train.create_train_state(model, tx, (8, 8, 1), seed=1)
+    c = train.create_train_state(model, tx, (8, 8, 1), seed=2)
+    assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a.params, b.params))
+    assert not np.array_equal(a.params["fc1"]["kernel"], c.params["fc1"]["kernel"])
