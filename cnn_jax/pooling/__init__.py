@@ -28,7 +28,14 @@ from cnn_jax.pooling.core import (
     register,
     register_head,
 )
-from cnn_jax.pooling import basic as _basic  # noqa: F401  (registers max, avg)
+# Registration happens on import: one module per family of kinds.
+from cnn_jax.pooling import antialias as _antialias  # noqa: E402,F401  (blur, max_blur)
+from cnn_jax.pooling import basic as _basic  # noqa: E402,F401  (max, avg)
+from cnn_jax.pooling import heads as _heads  # noqa: E402,F401  (global heads)
+from cnn_jax.pooling import learned as _learned  # noqa: E402,F401  (mixed, gated, strided_conv, lip)
+from cnn_jax.pooling import lp as _lp  # noqa: E402,F401  (lp)
+from cnn_jax.pooling import softpool as _softpool  # noqa: E402,F401  (softpool)
+from cnn_jax.pooling import stochastic as _stochastic  # noqa: E402,F401  (stochastic, fractional_max)
 
 __all__ = [
     "HEADS",

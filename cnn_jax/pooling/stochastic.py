@@ -133,8 +133,8 @@ def fractional_max_pool(
         )
     if tuple(map(tuple, pads)) != ((0, 0), (0, 0)):
         raise UserError(
-            f"pool 'fractional_max' does not pad (its regions tile the input); padding "
-            f"{pads!r} is not supported: use padding 'VALID'"
+            f"pool 'fractional_max' does not pad (its regions tile the input), but the padding "
+            f"resolves to {pads!r}; use padding 'VALID' (SAME and explicit pads are not supported)"
         )
     if train and rng is None:
         raise UserError("pool 'fractional_max' samples in training mode: pass rng=")
