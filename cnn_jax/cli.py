@@ -164,7 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("name", help="dataset name")
     r.add_argument("--data-dir", help="default: $CNN_JAX_DATA_DIR, $TFDS_DATA_DIR or ~/tensorflow_datasets")
     r.set_defaults(func=cmd_prepare)
+
+    # Other packages add their commands here (sweep, status, report, viz, bench, ...): each
+    # module defines add_commands(subparsers) and imports its heavy dependencies lazily.
+    import importlib
+
+    for module in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.add_commands(sub)
     return p
+
+
+COMMAND_MODULES = ("cnn_jax.study.cli", "cnn_jax.viz.cli", "cnn_jax.bench")
 
 
 def main(argv: list[str] | None = None) -> int:
