@@ -21,6 +21,20 @@ class ShapeError(UserError, ValueError):
     """An input that a layer cannot take (e.g. too small for the architecture)."""
 
 
+class Diverged(UserError):
+    """Training produced a non-finite loss (NaN or Inf) at ``step``.
+
+    Raised by ``fit`` under ``train.on_nan="stop"``; sweeps record such a trial as
+    ``diverged``. The last good checkpoint is kept.
+    """
+
+    exit_code = 3
+
+    def __init__(self, step: int, loss: float, message: str | None = None):
+        self.step, self.loss = step, loss
+        super().__init__(message or f"training diverged at step {step}: loss is {loss}")
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Returns ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
