@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from cnn_jax.errors import UserError
+from cnn_jax.errors import Preempted, UserError
 
 USAGE_EXAMPLES = """examples:
   cnn-jax train --config experiments/lenet5_mnist.py --config.model.pool=avg --workdir runs/lenet-avg
@@ -24,6 +24,41 @@ USAGE_EXAMPLES = """examples:
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def host_device_flags() -> None:
+    """``CNN_JAX_HOST_DEVICES=N`` splits the CPU into N XLA devices (set before jax is
+    imported), so that ``parallel.mode=auto`` shards the batch over them. Off by default:
+    with jaxlib 0.10 on a loaded 2-core machine, CPU collectives between host devices were
+    seen to abort with a rendezvous timeout (see README, "Parallel training"). An explicit
+    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    n = os.environ.get("CNN_JAX_HOST_DEVICES", "")
+    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules or not n:
+        return
+    if not n.isdigit() or int(n) < 1:
+        raise UserError(f"CNN_JAX_HOST_DEVICES must be a positive integer, got {n!r}")
+    if int(n) > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+def _init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from flags or the environment (multi-host runs)."""
+    coordinator = getattr(args, "coordinator", None) or os.environ.get("CNN_JAX_COORDINATOR")
+    nproc = getattr(args, "num_processes", None) or os.environ.get("CNN_JAX_NUM_PROCESSES")
+    pid = getattr(args, "process_id", None)
+    if pid is None and os.environ.get("CNN_JAX_PROCESS_ID") is not None:
+        pid = int(os.environ["CNN_JAX_PROCESS_ID"])
+    if not (coordinator or getattr(args, "distributed", False)):
+        return
+    import jax
+
+    kwargs = {}
+    if coordinator:
+        if nproc is None or pid is None:
+            raise UserError("--coordinator needs --num-processes and --process-id (or CNN_JAX_* variables)")
+        kwargs = dict(coordinator_address=coordinator, num_processes=int(nproc), process_id=int(pid))
+    jax.distributed.initialize(**kwargs)  # no arguments: JAX detects the cluster (SLURM, TPU, ...)
 
 
 def _setup_runtime(debug: bool) -> None:
@@ -72,7 +107,13 @@ def cmd_train(args, overrides) -> int:
         raise UserError("train needs --config FILE.py (e.g. experiments/lenet5_mnist.py)")
     cfg = _config_from_args(args.config, overrides)
     progress = False if args.quiet else None
-    result = train.fit(cfg, args.workdir, progress=progress, allow_config_change=args.allow_config_change)
+    _init_distributed(args)
+    result = train.fit(
+        cfg, args.workdir, progress=progress, allow_config_change=args.allow_config_change,
+        overwrite=args.overwrite,
+    )
+    if jax_process_index() != 0:  # only process 0 reports
+        return 0
     t = result["test"]
     print(
         f"test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, top-5 {t['top5']:.4f} "
@@ -81,6 +122,12 @@ def cmd_train(args, overrides) -> int:
         f"{result['best']['step']}; run in {args.workdir}"
     )
     return 0
+
+
+def jax_process_index() -> int:
+    import jax
+
+    return jax.process_index()
 
 
 def cmd_evaluate(args, overrides) -> int:
@@ -143,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     t.add_argument("--allow-config-change", action="store_true",
                    help="resume a workdir whose saved config differs from this one")
+    t.add_argument("--overwrite", action="store_true",
+                   help="delete the workdir's previous run and start afresh")
+    t.add_argument("--coordinator", help="multi-host: coordinator address host:port (process 0)")
+    t.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    t.add_argument("--process-id", type=int, help="multi-host: this process's index")
+    t.add_argument("--distributed", action="store_true",
+                   help="multi-host: let JAX detect the cluster (SLURM, TPU pods, ...)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a run's checkpoint on the test split")
@@ -187,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
+        host_device_flags()
         from cnn_jax import config as config_lib
 
         overrides, rest = config_lib.parse_override_args(argv)
@@ -201,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

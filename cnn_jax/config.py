@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_batch_size = 500
     c.data.crop_padding = 0  # padded random crop (pixels of zero padding); 0 = off
     c.data.flip = False  # random horizontal flip
+    c.data.train_split = "train"  # tfds split expressions, e.g. "train[:90%]"
+    c.data.test_split = "test"
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"
@@ -63,11 +65,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every_steps = 20
     c.train.keep_latest = 2
     c.train.keep_best = 1
+    # A non-finite (NaN/Inf) loss: "stop" (error naming the step, last good checkpoint
+    # kept), "skip" (that step changes nothing) or "lower_lr" (back to the last good
+    # checkpoint with the learning rate times nan_lr_factor, at most nan_max_retries times).
+    c.train.on_nan = "stop"
+    c.train.nan_lr_factor = 0.1
+    c.train.nan_max_retries = 3
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.mode = "auto"  # auto | single | pmap | sharded (see cnn_jax.train.parallel)
     return c
 
 
 # Keys that may differ when resuming a workdir (they do not change the result).
-RESUME_SAFE_KEYS = ("data.data_dir", "train.log_every_steps")
+RESUME_SAFE_KEYS = ("data.data_dir", "train.log_every_steps", "parallel.mode")
 
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:
@@ -290,10 +301,14 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     optim.OPTIMIZERS.get(cfg.optim.name)
     optim.SCHEDULES.get(cfg.optim.schedule)
     losses.LOSSES.get(cfg.train.loss)
+    _choice(cfg, "train.on_nan", ("stop", "skip", "lower_lr"))
+    _choice(cfg, "parallel.mode", ("auto", "single", "pmap", "sharded"))
+    if not 0 < cfg.train.nan_lr_factor < 1:
+        raise UserError(f"train.nan_lr_factor must be in (0, 1), got {cfg.train.nan_lr_factor}")
     for key in ("data.batch_size", "data.eval_batch_size", "train.eval_every_epochs",
                 "train.keep_latest", "train.log_every_steps"):
         _check(cfg, key, lambda v: v >= 1, "a positive integer")
-    for key in ("train.epochs", "train.steps", "train.checkpoint_every_steps", "train.keep_best",
+    for key in ("train.epochs", "train.steps", "train.checkpoint_every_steps", "train.keep_best", "train.nan_max_retries",
                 "data.crop_padding", "optim.warmup_steps", "optim.warmup_epochs"):
         _check(cfg, key, lambda v: v >= 0, "a non-negative integer")
     for key in ("optim.learning_rate", "optim.weight_decay", "optim.grad_clip_norm",
@@ -306,6 +321,13 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
         raise UserError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
     return cfg
+
+
+def _choice(cfg, key, choices):
+    group, name = key.split(".")
+    v = cfg[group][name]
+    if v not in choices:
+        raise UserError(f"invalid {key} {v!r}{suggest(str(v), choices)}; choose one of: {', '.join(choices)}")
 
 
 def _check(cfg, key, ok, what):

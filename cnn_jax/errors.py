@@ -35,6 +35,23 @@ class Diverged(UserError):
         super().__init__(message or f"training diverged at step {step}: loss is {loss}")
 
 
+class Preempted(Exception):
+    """``fit`` stopped on SIGTERM/SIGINT after saving a checkpoint at ``step``.
+
+    The command line exits with status 75 (``EX_TEMPFAIL``: re-run the same command to
+    resume).
+    """
+
+    exit_code = 75
+
+    def __init__(self, step: int, signal_name: str):
+        self.step, self.signal_name = step, signal_name
+        super().__init__(
+            f"{signal_name} received: saved a checkpoint at step {step}; re-run the same "
+            "command to resume"
+        )
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Returns ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)

@@ -3,6 +3,9 @@ convolution, adaptive average pooling, input resizing, compute dtypes, features.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -104,8 +107,24 @@ def _none(features, *, name, dtype):
     return None
 
 
+_BATCH_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar("batch_axis", default=None)
+
+
+@contextlib.contextmanager
+def batch_axis(name: str | None):
+    """While tracing a step under ``jax.pmap`` with axis ``name``, BatchNorm layers compute
+    their statistics over the whole (global) batch across that axis."""
+    token = _BATCH_AXIS.set(name)
+    try:
+        yield
+    finally:
+        _BATCH_AXIS.reset(token)
+
+
 def _batch(features, *, name, dtype):
-    layer = nn.BatchNorm(momentum=BN_MOMENTUM, epsilon=NORM_EPS, dtype=dtype, name=name)
+    layer = nn.BatchNorm(
+        momentum=BN_MOMENTUM, epsilon=NORM_EPS, dtype=dtype, axis_name=_BATCH_AXIS.get(), name=name
+    )
     return lambda x, train: layer(x, use_running_average=not train)
 
 

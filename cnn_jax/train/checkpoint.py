@@ -1,16 +1,25 @@
 """Orbax checkpoints: the latest N and the best N by test accuracy, with the data state.
 
 Each checkpoint ``<dir>/<step>/`` holds the items ``state`` (``StandardSave`` of the
-train state pytree) and ``data`` (``JsonSave`` of the grain iterator state). Orbax writes
-to a temporary directory and renames it when complete, so a killed run never leaves a
-half-written checkpoint behind as the newest one. Restoring uses an abstract target
-(shapes and dtypes), so a checkpoint does not depend on the devices it was saved from.
+train-state pytree in a device-independent layout) and ``data`` (``JsonSave`` of the
+grain iterator state and pending metric sums). Orbax writes to a temporary directory and
+renames it when complete, so a killed run never leaves a half-written checkpoint as the
+newest one. Restoring uses an abstract target (shapes, dtypes and the current run's
+sharding), so a checkpoint saved under N devices restores under M.
+
+A newest checkpoint that cannot be read (a corrupted or truncated file) is reported,
+moved to ``<workdir>/corrupt_checkpoints/`` (kept, not deleted) and the previous one is
+used. A checkpoint from another model (different parameter paths or shapes) is refused
+with the mismatching paths named.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -29,11 +38,15 @@ class Checkpoints:
 
     def __init__(self, directory: str, keep_latest: int = 2, keep_best: int = 1, *, read_only=False):
         self.directory = os.path.abspath(directory)
-        preserve = [policies.LatestN(keep_latest)]
-        if keep_best:
+        self.keep_latest, self.keep_best, self.read_only = keep_latest, keep_best, read_only
+        self._open()
+
+    def _open(self) -> None:
+        preserve = [policies.LatestN(self.keep_latest)]
+        if self.keep_best:
             preserve.append(
                 policies.BestN(
-                    get_metric_fn=lambda m: m[METRIC], n=keep_best,
+                    get_metric_fn=lambda m: m[METRIC], n=self.keep_best,
                     keep_checkpoints_without_metrics=False,
                 )
             )
@@ -41,13 +54,19 @@ class Checkpoints:
             preservation_policy=policies.AnyPreservationPolicy(preserve),
             best_fn=lambda m: m[METRIC],
             best_mode="max",
-            read_only=read_only,
-            create=not read_only,
+            read_only=self.read_only,
+            create=not self.read_only,
+            cleanup_tmp_directories=not self.read_only,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_names=("state", "data"),
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+        )
 
     def steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -85,22 +104,77 @@ class Checkpoints:
         if step not in steps:
             raise UserError(
                 f"no checkpoint at step {step} in {self.directory}; "
-                f"available: {', '.join(map(str, sorted(steps)))}"
+                f"available: {', '.join(map(str, steps))}"
             )
         return step
 
-    def restore(self, state, which: str | int = "latest"):
-        """Restores into ``state`` (whose shapes/dtypes are the target): ``(state, data_state, step)``."""
-        step = self.resolve_step(which)
-        target = state_lib.abstract(state)
+    def check_compatible(self, step: int, target: dict) -> None:
+        """Raises a :class:`UserError` naming the parameter paths that differ between the
+        checkpoint at ``step`` and ``target`` (another model, pooling kind, width, ...)."""
+        saved = _shapes(self.manager.item_metadata(step)["state"])
+        wanted = _shapes(target)
+        missing = sorted(set(wanted) - set(saved))
+        extra = sorted(set(saved) - set(wanted))
+        shape = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
+        if missing or extra or shape:
+            parts = []
+            if missing:
+                parts.append("not in checkpoint: " + ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else ""))
+            if extra:
+                parts.append("only in checkpoint: " + ", ".join(extra[:4]) + (" ..." if len(extra) > 4 else ""))
+            if shape:
+                parts.append("shape differs: " + ", ".join(f"{k} {saved[k]} vs {wanted[k]}" for k in shape[:4]))
+            raise UserError(
+                f"checkpoint {self.directory}/{step} does not match this model ({'; '.join(parts)})"
+            )
+
+    def _restore_step(self, state, step: int, sharding):
+        target = state_lib.abstract(state, sharding)
+        self.check_compatible(step, target)
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
             ),
         )
-        tree = jax.tree.map(lambda t, x: x, target, restored.state)
-        return state_lib.from_pytree(state, tree), restored.data, step
+        return state_lib.from_pytree(state, restored.state), restored.data
+
+    def restore(self, state, which: str | int = "latest", *, sharding=None):
+        """Restores into ``state`` (whose shapes/dtypes are the target): ``(state, data_state,
+        step)``. For ``"latest"``, an unreadable checkpoint is set aside and the previous one
+        used."""
+        step = self.resolve_step(which)
+        while True:
+            try:
+                new_state, data_state = self._restore_step(state, step, sharding)
+                return new_state, data_state, step
+            except UserError:
+                raise
+            except Exception as e:  # unreadable: truncated, corrupted or missing files
+                if which != "latest" or self.read_only:
+                    raise UserError(
+                        f"checkpoint {self.directory}/{step} cannot be read "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                    ) from None
+                moved = self._set_aside(step)
+                print(
+                    f"warning: checkpoint step {step} is corrupt ({type(e).__name__}); moved to "
+                    f"{moved}; using the previous checkpoint",
+                    file=sys.stderr, flush=True,
+                )
+                remaining = self.steps()
+                if not remaining:
+                    return state, {}, 0
+                step = max(remaining)
+
+    def _set_aside(self, step: int) -> str:
+        self.manager.close()
+        dest_dir = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
+        os.makedirs(dest_dir, exist_ok=True)
+        dest = os.path.join(dest_dir, f"{step}-{int(time.time())}")
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+        self._open()
+        return dest
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -108,3 +182,19 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _shapes(tree) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    out = {}
+    for path, leaf in flat:
+        key = "/".join(_key_name(p) for p in path)
+        out[key] = tuple(getattr(leaf, "shape", ()))
+    return out
+
+
+def _key_name(p) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(p, attr):
+            return str(getattr(p, attr))
+    return str(p)

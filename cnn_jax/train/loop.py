@@ -3,9 +3,14 @@
 A workdir holds ``config.json`` (the resolved config), ``checkpoints/`` (Orbax),
 ``metrics.jsonl``, ``tensorboard/`` and, when training finishes, ``summary.json``.
 Running ``fit`` again on the same workdir resumes from the newest checkpoint (train
-state and data-iterator position) and ends with exactly the metrics of an uninterrupted
-run on CPU: per-step randomness is ``fold_in(rng, step)`` and the data order is a function
-of the seed and the step.
+state, data-iterator position and pending metric sums) and ends with exactly the metrics
+of an uninterrupted run on CPU: per-step randomness is ``fold_in(rng, step)`` and the data
+order is a function of the seed and the step.
+
+Reliability: one writer per workdir (a pid lock); SIGTERM/SIGINT save a checkpoint and
+raise :class:`~cnn_jax.errors.Preempted`; a non-finite loss is handled per
+``train.on_nan``; nothing is written before the config, data and model have been
+validated.
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import optax
 
 from cnn_jax import config as config_lib
 from cnn_jax import data, losses, models, optim
-from cnn_jax.errors import UserError
+from cnn_jax.errors import Diverged, Preempted, UserError
 from cnn_jax.train import state as state_lib
 from cnn_jax.train import step as step_lib
+from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.checkpoint import Checkpoints
-from cnn_jax.train.writer import MetricWriter
+from cnn_jax.train.parallel import Runner
+from cnn_jax.train.writer import MetricWriter, read_jsonl
 
 
 @dataclasses.dataclass
@@ -56,8 +66,8 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
     """Loads the data, creates the model, optimizer and initial state for ``cfg``."""
     data_dir = cfg.data.data_dir or data.default_data_dir()
     spec = data.DATASETS.get(cfg.data.name)
-    test = data.load(cfg.data.name, "test", data_dir)
-    train = data.load(cfg.data.name, "train", data_dir) if with_train else None
+    test = data.load(cfg.data.name, cfg.data.test_split, data_dir)
+    train = data.load(cfg.data.name, cfg.data.train_split, data_dir) if with_train else None
     n_train = len(train) if train is not None else cfg.data.batch_size
     if with_train and cfg.data.batch_size > n_train:
         raise UserError(
@@ -68,6 +78,9 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
     total = cfg.train.steps or cfg.train.epochs * spe
     model = models.create(cfg.model.name, spec.num_classes, **model_options(cfg))
     tx = optim.build(cfg.optim, total, spe)
+    if cfg.train.on_nan == "lower_lr":
+        # A learning-rate multiplier that lives in (and is checkpointed with) opt_state.
+        tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
     state = state_lib.create(model, tx, spec.shape, cfg.seed)
     loss = losses.LOSSES.get(cfg.train.loss)
     loss_fn = functools.partial(
@@ -81,45 +94,38 @@ def num_params(params) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
-def run_eval(state, split: data.Split, batch_size: int, eval_step) -> dict:
+def run_eval(state, split: data.Split, batch_size: int, runner: Runner) -> dict:
     """Metrics over every example of ``split`` exactly once."""
     total = None
     for batch in data.eval_batches(split, batch_size):
-        sums = eval_step(state, batch)
+        sums = runner.eval_step(state, runner.put_batch(batch))
         total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
     return step_lib.summarize(jax.device_get(total))
 
 
-def _check_workdir(cfg, workdir: str, allow_config_change: bool) -> None:
-    """Refuses a workdir holding a run with another config (reads only)."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UserError(f"workdir {workdir!r} exists and is not a directory")
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = config_lib.from_json(f.read())
-        changes = config_lib.diff(old, cfg)
-        if changes and not allow_config_change:
-            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:4])
-            more = f" (and {len(changes) - 4} more)" if len(changes) > 4 else ""
-            raise UserError(
-                f"workdir {workdir!r} holds a run with a different config ({shown}{more}); "
-                "use a new --workdir, or pass --allow-config-change to resume with the new config"
-            )
+class _Signals:
+    """SIGTERM/SIGINT set a flag that the loop checks after every step (a second signal
+    falls through to the default behaviour)."""
 
+    def __init__(self):
+        self.received: str | None = None
+        self._old: dict = {}
 
-def _write_config(cfg, workdir: str) -> None:
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create workdir {workdir!r}: {e.strerror}") from None
-    if not os.access(workdir, os.W_OK):
-        raise UserError(f"workdir {workdir!r} is not writable")
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config_lib.to_json(cfg))
-    os.replace(tmp, path)
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
 
 
 class _Progress:
@@ -159,6 +165,7 @@ def fit(
     *,
     progress: bool | None = None,
     allow_config_change: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Trains ``config`` into ``workdir`` (resuming if it holds checkpoints).
 
@@ -168,78 +175,141 @@ def fit(
       progress: ``True``/``False`` force the progress bar on/off (``False`` is quiet: no
         per-epoch lines either); ``None`` shows it on a terminal only.
       allow_config_change: resume a workdir whose saved config differs.
+      overwrite: delete the workdir's previous run and start afresh.
 
     Returns:
       The final metrics: ``test`` (loss, accuracy, top5, count), ``best`` (accuracy and
       step), ``train`` (last logged), ``steps``, ``params``, ``train_seconds``,
-      ``images_per_second``.
+      ``images_per_second``, ``resumed_from``, ``nonfinite_steps``.
+
+    Raises:
+      UserError: a mistake in the config, data or workdir (nothing is written).
+      Diverged: a non-finite loss under ``train.on_nan="stop"`` (or after the retries of
+        ``"lower_lr"``); the last good checkpoint is kept.
+      Preempted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
     """
     cfg = config_lib.resolve(config)
-    _check_workdir(cfg, workdir, allow_config_change)
+    workdir_lib.check(cfg, workdir, allow_config_change, overwrite)
     s = build(cfg)  # every user mistake in data, model or shapes surfaces before writing
-    _write_config(cfg, workdir)
-    ckpt = Checkpoints(
-        os.path.join(workdir, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best
-    )
-    state, data_state, start = s.state, {}, 0
+    runner = Runner(cfg.parallel.mode, s.loss_fn, s.eval_loss_fn, skip_nonfinite=cfg.train.on_nan == "skip")
+    runner.check_batch_size(cfg.data.batch_size)
+    eval_batch = -(-cfg.data.eval_batch_size // runner.num_devices) * runner.num_devices
+    primary = jax.process_index() == 0
+    workdir_lib.create(workdir)
+    with workdir_lib.WorkdirLock(workdir) as lock, _Signals() as signals:
+        if overwrite:
+            workdir_lib.clear(workdir)
+        elif lock.stale_owner and progress is not False:
+            print(f"note: run {lock.stale_owner} ended without releasing {workdir}; taking over",
+                  flush=True)
+        if primary:
+            workdir_lib.write_config(cfg, workdir)
+        return _train(cfg, s, runner, workdir, eval_batch, progress, signals, primary)
+
+
+def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progress, signals, primary):
+    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best)
+    host_state = s.state
+    start, data_state = 0, {}
     if ckpt.latest_step() is not None:
-        state, data_state, start = ckpt.restore(state, "latest")
-        if progress is not False:
+        host_state, data_state, start = ckpt.restore(host_state, "latest", sharding=runner.state_sharding())
+        if start and progress is not False and primary:
             print(
                 f"resuming from step {start} (epoch {start / s.steps_per_epoch:.2f}) of "
                 f"{os.path.join(workdir, 'checkpoints')}",
                 flush=True,
             )
-    it = data.train_iterator(
-        s.train, cfg.data.batch_size, cfg.seed, state=data_state.get("iterator"),
-        crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
-    )
-    train_step = jax.jit(functools.partial(step_lib.train_step, loss_fn=s.loss_fn), donate_argnums=0)
-    eval_step = jax.jit(functools.partial(step_lib.eval_step, loss_fn=s.eval_loss_fn))
-    writer = MetricWriter(workdir, resume_step=start)
-    bar = _Progress(s.total_steps, start, s.steps_per_epoch, cfg.data.batch_size, progress)
+    writer = MetricWriter(workdir, resume_step=start, enabled=primary)
+    bar = _Progress(s.total_steps, start, s.steps_per_epoch, cfg.data.batch_size,
+                    progress if primary else False)
     eval_every = cfg.train.eval_every_epochs * s.steps_per_epoch
     log_every = cfg.train.log_every_steps
     ckpt_every = cfg.train.checkpoint_every_steps
-    # Train metrics are summed between log points; the pending sums are checkpointed so
-    # that a resumed run logs exactly what an uninterrupted one does.
-    acc = _from_json_sums(data_state.get("pending"))
-    last_train = {}
-    test_metrics = None
+    retries = 0
+    nonfinite_total = 0
+    if cfg.train.on_nan == "lower_lr" and start == 0:
+        ckpt.save(0, host_state, {"iterator": None, "pending": None})  # the last good state
     t_start = time.perf_counter()
-    t_first = None  # after the first (compiling) step
-    steps_timed = 0
     try:
-        for step in range(start + 1, s.total_steps + 1):
-            batch = next(it)
-            state, sums = train_step(state, batch)
-            acc = sums if acc is None else jax.tree.map(lambda a, b: a + b, acc, sums)
-            if t_first is None:
-                jax.block_until_ready(sums)
-                t_first = time.perf_counter()
-            else:
-                steps_timed += 1
-            logged = None
-            ips = None
-            if step % log_every == 0 or step == s.total_steps or step % eval_every == 0:
-                logged = step_lib.summarize(jax.device_get(acc))
-                elapsed = time.perf_counter() - t_first
-                ips = steps_timed * cfg.data.batch_size / elapsed if elapsed > 0 and steps_timed else None
-                writer.write(step, "train", {k: v for k, v in logged.items() if k != "count"})
-                last_train, acc = logged, None
-            bar.update(step, logged, ips)
-            if step % eval_every == 0 or step == s.total_steps:
-                test_metrics = run_eval(state, s.test, cfg.data.eval_batch_size, eval_step)
-                writer.write(step, "test", test_metrics)
-                bar.line(
-                    f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: train loss "
-                    f"{last_train['loss']:.4f} acc {last_train['accuracy']:.4f} | test loss "
-                    f"{test_metrics['loss']:.4f} acc {test_metrics['accuracy']:.4f} "
-                    f"({test_metrics['count']} images)"
+        while True:  # one pass per (re)start: lower_lr goes back to the last good checkpoint
+            state = runner.put_state(host_state)
+            it = data.train_iterator(
+                s.train, cfg.data.batch_size, cfg.seed, state=data_state.get("iterator"),
+                crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
+            )
+            batches = runner.prefetch(it)
+            # Train metrics are summed between log points; the pending sums are
+            # checkpointed so that a resumed run logs exactly what an uninterrupted one does.
+            acc = _from_json_sums(data_state.get("pending"))
+            last_train, test_metrics = {}, None
+            t_first, steps_timed = None, 0
+            step = start
+            diverged_at = None
+            for step in range(start + 1, s.total_steps + 1):
+                batch, it_state = next(batches)
+                state, sums = runner.train_step(state, batch)
+                acc = step_lib.combine(acc, sums)
+                if t_first is None:
+                    jax.block_until_ready(sums)
+                    t_first = time.perf_counter()
+                else:
+                    steps_timed += 1
+                is_eval = step % eval_every == 0 or step == s.total_steps
+                is_ckpt = is_eval or (ckpt_every and step % ckpt_every == 0) or signals.received
+                logged = ips = None
+                if step % log_every == 0 or is_eval or is_ckpt:
+                    host_acc = jax.device_get(acc)
+                    if int(host_acc["first_nonfinite"]) != step_lib.NO_STEP:
+                        if cfg.train.on_nan != "skip":
+                            diverged_at = int(host_acc["first_nonfinite"])
+                            break
+                    if step % log_every == 0 or is_eval:
+                        logged = step_lib.summarize(host_acc)
+                        nonfinite_total += int(host_acc["nonfinite"])
+                        elapsed = time.perf_counter() - t_first
+                        ips = steps_timed * cfg.data.batch_size / elapsed if elapsed > 0 and steps_timed else None
+                        record = {k: v for k, v in logged.items() if k != "count"}
+                        if cfg.train.on_nan == "skip":
+                            record["skipped_steps"] = int(host_acc["nonfinite"])
+                        writer.write(step, "train", record)
+                        last_train, acc = logged, None
+                bar.update(step, logged, ips)
+                if is_eval:
+                    test_metrics = run_eval(state, s.test, eval_batch, runner)
+                    writer.write(step, "test", test_metrics)
+                    bar.line(
+                        f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: train loss "
+                        f"{last_train['loss']:.4f} acc {last_train['accuracy']:.4f} | test loss "
+                        f"{test_metrics['loss']:.4f} acc {test_metrics['accuracy']:.4f} "
+                        f"({test_metrics['count']} images)"
+                    )
+                if is_ckpt:
+                    metrics = {"accuracy": test_metrics["accuracy"]} if is_eval else None
+                    ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)
+                if signals.received:
+                    ckpt.wait()
+                    raise Preempted(step, signals.received)
+            if diverged_at is None:
+                break
+            # A non-finite loss: stop, or go back to the last good checkpoint with a lower lr.
+            ckpt.wait()
+            if cfg.train.on_nan == "stop" or retries >= cfg.train.nan_max_retries:
+                good = ckpt.latest_step()
+                raise Diverged(
+                    diverged_at, float("nan"),
+                    f"training diverged: the loss is not finite at step {diverged_at}"
+                    + (f" (after {retries} learning-rate reductions)" if retries else "")
+                    + f"; the last good checkpoint (step {good}) is kept in {ckpt.directory}; "
+                    "lower optim.learning_rate or set train.on_nan=skip or lower_lr",
                 )
-                ckpt.save(step, state, _data_state(it, acc), {"accuracy": test_metrics["accuracy"]})
-            elif ckpt_every and step % ckpt_every == 0:
-                ckpt.save(step, state, _data_state(it, acc))
+            retries += 1
+            host_state, data_state, start = ckpt.restore(s.state, "latest", sharding=runner.state_sharding())
+            host_state = _scale_lr(host_state, cfg.train.nan_lr_factor)
+            bar.line(
+                f"non-finite loss at step {diverged_at}: back to step {start} with the learning "
+                f"rate times {cfg.train.nan_lr_factor} (retry {retries}/{cfg.train.nan_max_retries})"
+            )
+            writer.truncate(start)
         ckpt.wait()
     finally:
         bar.close()
@@ -247,7 +317,7 @@ def fit(
         ckpt.close()
     train_seconds = time.perf_counter() - t_start
     if test_metrics is None:  # nothing left to train: evaluate the restored state
-        test_metrics = run_eval(state, s.test, cfg.data.eval_batch_size, eval_step)
+        test_metrics = run_eval(state, s.test, eval_batch, runner)
     history = [r for r in _read_metrics(workdir) if r["split"] == "test"]
     best = max(history, key=lambda r: r["accuracy"]) if history else {"accuracy": None, "step": None}
     ips = steps_timed * cfg.data.batch_size / (time.perf_counter() - t_first) if t_first and steps_timed else None
@@ -257,30 +327,46 @@ def fit(
         "train": last_train,
         "steps": int(s.total_steps),
         "epochs": s.total_steps / s.steps_per_epoch,
-        "params": num_params(state.params),
+        "params": num_params(s.state.params),
         "train_seconds": train_seconds,
         "images_per_second": ips,
         "resumed_from": start,
+        "nonfinite_steps": nonfinite_total,
+        "parallel": {"mode": runner.mode, "devices": runner.num_devices},
     }
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if primary:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     return summary
 
 
-def _data_state(it, pending) -> dict:
-    """What a checkpoint stores besides the train state: the grain iterator position and
-    the train-metric sums since the last log point."""
+def _scale_lr(state, factor: float):
+    """Multiplies the injected learning-rate scale (``on_nan="lower_lr"``) by ``factor``."""
+    def visit(x):
+        if isinstance(x, optax.InjectHyperparamsState):
+            hp = dict(x.hyperparams)
+            hp["step_size"] = hp["step_size"] * factor
+            return x._replace(hyperparams=hp)
+        return x
+
+    opt_state = jax.tree.map(visit, state.opt_state, is_leaf=lambda x: isinstance(x, optax.InjectHyperparamsState))
+    return state.replace(opt_state=opt_state)
+
+
+def _data_state(it_state: dict, pending) -> dict:
+    """What a checkpoint stores besides the train state: the grain iterator position after
+    the last consumed batch and the train-metric sums since the last log point."""
     sums = None if pending is None else {k: float(v) for k, v in jax.device_get(pending).items()}
-    return {"iterator": it.get_state(), "pending": sums}
+    return {"iterator": it_state, "pending": sums}
 
 
 def _from_json_sums(sums: dict | None):
-    return None if sums is None else {k: np.float32(v) for k, v in sums.items()}
+    if sums is None:
+        return None
+    return {k: np.int32(v) if k.startswith("first_") else np.float32(v) for k, v in sums.items()}
 
 
 def _read_metrics(workdir: str) -> list[dict]:
-    from cnn_jax.train.writer import read_jsonl
-
     return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
 
 
@@ -300,10 +386,16 @@ def evaluate(workdir: str, checkpoint: str | int = "latest", split: str = "test"
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
         raise UserError(f"no checkpoints in {workdir!r}")
+    runner = Runner(cfg.parallel.mode, s.loss_fn, s.eval_loss_fn)
     ckpt = Checkpoints(ckpt_dir, cfg.train.keep_latest, cfg.train.keep_best, read_only=True)
-    state, _, step = ckpt.restore(s.state, checkpoint)
-    target = s.test if split == "test" else data.load(cfg.data.name, split, cfg.data.data_dir or None)
-    eval_step = jax.jit(functools.partial(step_lib.eval_step, loss_fn=s.eval_loss_fn))
-    metrics = run_eval(state, target, cfg.data.eval_batch_size, eval_step)
-    ckpt.close()
+    try:
+        state, _, step = ckpt.restore(s.state, checkpoint, sharding=runner.state_sharding())
+    finally:
+        ckpt.close()
+    if split in ("test", cfg.data.test_split):
+        target = s.test
+    else:
+        target = data.load(cfg.data.name, split, cfg.data.data_dir or None)
+    eval_batch = -(-cfg.data.eval_batch_size // runner.num_devices) * runner.num_devices
+    metrics = run_eval(runner.put_state(state), target, eval_batch, runner)
     return {**metrics, "step": step, "split": split}

@@ -57,10 +57,12 @@ def create(
     )
 
 
-def abstract(state: TrainState) -> dict:
-    """Shape/dtype structure of the checkpointed part of ``state`` (for restoring)."""
+def abstract(state: TrainState, sharding=None) -> dict:
+    """Shape/dtype (and optional sharding) structure of the checkpointed part of ``state``,
+    the target for restoring a checkpoint whatever devices it was saved from."""
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x,
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+        if hasattr(x, "shape") else x,
         to_pytree(state),
     )
 

@@ -1,13 +1,16 @@
 """Pure per-device train and eval steps.
 
-Written once with an optional ``axis_name``: under ``jax.pmap``/``shard_map`` gradients,
-BatchNorm statistics and metrics are averaged (``lax.pmean``/``psum``) over that axis; with
-``axis_name=None`` the same function runs on one device or as a global-view sharded ``jit``.
+Written once with an optional ``axis_name``: under ``jax.pmap`` gradients, BatchNorm
+statistics (computed over the global batch via :func:`cnn_jax.layers.batch_axis`) and
+metrics are reduced over that axis; with ``axis_name=None`` the same function runs on one
+device or as a global-view sharded ``jit`` (where XLA partitions the global computation).
 The step never branches on a model, pool or dataset name: those are resolved when the
 ``apply_fn`` and ``loss_fn`` are built.
 
-Metrics are returned as sums (``loss``, ``correct``, ``correct5``) and a ``count`` so that
-they add up exactly over batches, devices and padded (masked) evaluation batches.
+Metrics are returned as sums (``loss``, ``correct``, ``correct5``, ``nonfinite``) and a
+``count`` so that they add up exactly over batches, devices and padded (masked)
+evaluation batches; ``first_nonfinite`` (the first step whose loss or gradients were not
+finite, or ``NO_STEP``) combines by minimum — see :func:`combine`.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnn_jax.layers import batch_axis
 from cnn_jax.train.state import TrainState
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits, labels) -> f32[B]
+NO_STEP = 2**31 - 1
 
 
 def _sums(logits: jax.Array, labels: jax.Array, loss: jax.Array, mask: jax.Array) -> dict:
@@ -44,13 +49,25 @@ def _variables(state: TrainState, params) -> dict:
     return v
 
 
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def train_step(
-    state: TrainState, batch: dict, *, loss_fn: LossFn, axis_name: str | None = None
+    state: TrainState,
+    batch: dict,
+    *,
+    loss_fn: LossFn,
+    axis_name: str | None = None,
+    skip_nonfinite: bool = False,
 ) -> tuple[TrainState, dict]:
     """One optimisation step on ``batch = {"image": f32[B,H,W,C], "label": i32[B]}``.
 
     Randomness (dropout, stochastic pooling) uses ``fold_in(state.rng, state.step)``
-    (and the device index under ``axis_name``).
+    (and the device index under ``axis_name``). With ``skip_nonfinite`` a step whose loss
+    or gradients are not finite leaves parameters, optimizer state and BatchNorm
+    statistics unchanged (the step counter still advances).
     """
     key = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:
@@ -59,13 +76,14 @@ def train_step(
     has_bs = bool(state.batch_stats)
 
     def compute_loss(params):
-        out = state.apply_fn(
-            _variables(state, params),
-            batch["image"],
-            train=True,
-            mutable=["batch_stats"] if has_bs else False,
-            rngs={"dropout": dropout_key, "pool": pool_key},
-        )
+        with batch_axis(axis_name):
+            out = state.apply_fn(
+                _variables(state, params),
+                batch["image"],
+                train=True,
+                mutable=["batch_stats"] if has_bs else False,
+                rngs={"dropout": dropout_key, "pool": pool_key},
+            )
         logits, updates = out if has_bs else (out, {})
         loss = loss_fn(logits, batch["label"])
         return jnp.mean(loss), (logits, loss, updates)
@@ -75,23 +93,45 @@ def train_step(
     if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
         batch_stats = lax.pmean(batch_stats, axis_name)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    finite = jnp.all(jnp.isfinite(loss))
+    if skip_nonfinite:
+        finite = finite & _all_finite(grads)
+    if axis_name is not None:
+        finite = lax.pmin(finite.astype(jnp.int32), axis_name).astype(bool)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if skip_nonfinite:
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        new_state = new_state.replace(
+            params=jax.tree.map(keep, new_state.params, state.params),
+            opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
+            batch_stats=jax.tree.map(keep, new_state.batch_stats, state.batch_stats),
+        )
     metrics = _sums(logits, batch["label"], loss, jnp.ones_like(batch["label"]))
     if axis_name is not None:
         metrics = lax.psum(metrics, axis_name)
-    return state, metrics
+    metrics["nonfinite"] = (~finite).astype(jnp.float32)
+    metrics["first_nonfinite"] = jnp.where(finite, NO_STEP, state.step + 1).astype(jnp.int32)
+    return new_state, metrics
 
 
 def eval_step(
     state: TrainState, batch: dict, *, loss_fn: LossFn, axis_name: str | None = None
 ) -> dict:
     """Metric sums on ``batch`` (with ``mask``: padded examples count for nothing)."""
-    logits = state.apply_fn(_variables(state, state.params), batch["image"], train=False)
+    with batch_axis(axis_name):
+        logits = state.apply_fn(_variables(state, state.params), batch["image"], train=False)
     loss = loss_fn(logits, batch["label"])
     metrics = _sums(logits, batch["label"], loss, batch.get("mask", jnp.ones_like(batch["label"])))
     if axis_name is not None:
         metrics = lax.psum(metrics, axis_name)
     return metrics
+
+
+def combine(a: dict | None, b: dict) -> dict:
+    """Accumulates metric dicts: sums add, ``first_*`` entries take the minimum."""
+    if a is None:
+        return b
+    return {k: jnp.minimum(a[k], b[k]) if k.startswith("first_") else a[k] + b[k] for k in b}
 
 
 def summarize(sums: dict) -> dict:

@@ -11,11 +11,18 @@ class MetricWriter:
 
     On resume from ``resume_step``, lines after that step are dropped from
     ``metrics.jsonl`` and TensorBoard purges later events, so the logs of a resumed run
-    read exactly like those of an uninterrupted one.
+    read exactly like those of an uninterrupted one. ``enabled=False`` (JAX processes
+    other than 0) writes nothing.
     """
 
-    def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True, enabled: bool = True):
+        self.workdir, self.tensorboard, self.enabled = workdir, tensorboard, enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = self._tb = None
+        if enabled:
+            self._open(resume_step)
+
+    def _open(self, resume_step: int) -> None:
         if os.path.exists(self.path):
             keep = [line for line in read_jsonl(self.path) if line["step"] <= resume_step]
             tmp = self.path + ".tmp"
@@ -24,16 +31,23 @@ class MetricWriter:
                     f.write(json.dumps(line) + "\n")
             os.replace(tmp, self.path)
         self._file = open(self.path, "a")
-        self._tb = None
-        if tensorboard:
+        if self.tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(
-                os.path.join(workdir, "tensorboard"),
+                os.path.join(self.workdir, "tensorboard"),
                 purge_step=resume_step + 1 if resume_step else None,
             )
 
+    def truncate(self, step: int) -> None:
+        """Drops what was logged after ``step`` (training went back to that step)."""
+        if self.enabled:
+            self.close()
+            self._open(step)
+
     def write(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
         line = {"step": int(step), "split": split, **metrics}
         self._file.write(json.dumps(line) + "\n")
         self._file.flush()
@@ -43,14 +57,19 @@ class MetricWriter:
                     self._tb.add_scalar(f"{split}/{k}", v, step)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
 
 
 def read_jsonl(path: str) -> list[dict]:
     """The records of a ``metrics.jsonl`` (a torn last line from a kill is ignored)."""
     out = []
+    if not os.path.exists(path):
+        return out
     with open(path) as f:
         for line in f:
             try:

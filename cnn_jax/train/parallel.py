@@ -1,0 +1,178 @@
+"""One per-device step, several ways to run it: single device, ``jax.pmap``, sharded ``jit``.
+
+* ``single``: ``jit`` on the first local device.
+* ``pmap``: the step with ``axis_name="data"`` under ``jax.pmap`` over the local devices;
+  the state is replicated with a leading device axis, each device takes a slice of the
+  batch, gradients/metrics are averaged/summed with collectives and BatchNorm uses the
+  statistics of the global batch.
+* ``sharded``: the step with ``axis_name=None`` under ``jit`` with global-view arrays:
+  the batch is sharded over the ``data`` axis of a ``Mesh`` of all devices, the state is
+  replicated; XLA partitions the computation (what current JAX recommends).
+* ``auto``: ``sharded`` over all devices when there is more than one, else ``single``.
+
+All modes compute the same function of the global batch (tested to rtol 1e-5). The
+configured batch size is the *global* batch; it must divide by the number of devices.
+With several JAX processes (multi-host), each process holds ``1 / process_count`` of every
+global batch (its rows ``[p * B/P, (p+1) * B/P)``).
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from cnn_jax.errors import UserError
+from cnn_jax.train import step as step_lib
+
+MODES = ("auto", "single", "pmap", "sharded")
+AXIS = "data"
+
+
+class Runner:
+    """Runs the pure steps in one parallel mode; moves state and batches to devices."""
+
+    def __init__(self, mode: str, loss_fn, eval_loss_fn, *, skip_nonfinite: bool = False):
+        if mode not in MODES:
+            raise UserError(f"unknown parallel.mode {mode!r}; choose one of: {', '.join(MODES)}")
+        devices = jax.devices()
+        if mode == "auto":
+            mode = "sharded" if len(devices) > 1 else "single"
+        self.mode = mode
+        self.devices = devices if mode != "single" else devices[:1]
+        self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+        self.num_devices = len(self.devices)
+        self.num_processes = jax.process_count()
+        if mode == "single" and self.num_processes > 1:
+            raise UserError("parallel.mode=single runs one process; use sharded or pmap with several hosts")
+        train = functools.partial(step_lib.train_step, loss_fn=loss_fn, skip_nonfinite=skip_nonfinite)
+        evaluate = functools.partial(step_lib.eval_step, loss_fn=eval_loss_fn)
+        if mode == "pmap":
+            self._train = jax.pmap(functools.partial(train, axis_name=AXIS), axis_name=AXIS, donate_argnums=0)
+            self._eval = jax.pmap(functools.partial(evaluate, axis_name=AXIS), axis_name=AXIS)
+        else:
+            self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
+            self.replicated = NamedSharding(self.mesh, PartitionSpec())
+            self.batch_sharding = NamedSharding(self.mesh, PartitionSpec(AXIS))
+            self._train = jax.jit(train, donate_argnums=0)
+            self._eval = jax.jit(evaluate)
+
+    # -- batches -------------------------------------------------------------------------
+
+    def check_batch_size(self, batch_size: int, what: str = "data.batch_size") -> None:
+        n = self.num_devices
+        if batch_size % n:
+            lo, hi = (batch_size // n) * n, (batch_size // n + 1) * n
+            choices = f"{lo} or {hi}" if lo else f"{hi}"
+            raise UserError(
+                f"{what} {batch_size} does not divide across {n} devices ({self.mode} mode); "
+                f"choose a multiple of {n}, e.g. {choices}, or set parallel.mode=single"
+            )
+
+    def local_slice(self, batch: dict) -> dict:
+        """This process's rows of a global host batch."""
+        if self.num_processes == 1:
+            return batch
+        p, k = jax.process_index(), self.num_processes
+        n = len(next(iter(batch.values())))
+        return {key: v[p * n // k:(p + 1) * n // k] for key, v in batch.items()}
+
+    def put_batch(self, batch: dict) -> dict:
+        """A global host batch → device arrays laid out for this mode."""
+        local = self.local_slice(batch)
+        if self.mode == "pmap":
+            d = len(self.local_devices)
+            return {k: _stack_on(v.reshape(d, -1, *v.shape[1:]), self.local_devices) for k, v in local.items()}
+        if self.mode == "single":
+            return jax.device_put(local, self.devices[0])
+        return {
+            k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+            for k, v in local.items()
+        }
+
+    def prefetch(self, it: Iterator, size: int = 2) -> Iterator[tuple[dict, dict]]:
+        """Yields ``(device_batch, iterator_state_after_it)`` with transfers ``size`` batches
+        ahead of the consumer, on a background thread."""
+        q: queue.Queue = queue.Queue(maxsize=size)
+        stop = threading.Event()
+        sentinel = object()
+
+        def worker():
+            try:
+                while not stop.is_set():
+                    batch = next(it)
+                    item = (self.put_batch(batch), it.get_state())
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as e:  # surfaces in the consumer
+                q.put((sentinel, e))
+
+        thread = threading.Thread(target=worker, daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item[0] is sentinel:
+                    raise item[1]
+                yield item
+        finally:
+            stop.set()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state_sharding(self):
+        """Where a restored (host-layout) state is placed before :meth:`put_state`."""
+        if self.mode == "sharded":
+            return self.replicated
+        return jax.sharding.SingleDeviceSharding(self.local_devices[0])
+
+    def put_state(self, state):
+        if self.mode == "pmap":
+            d = len(self.local_devices)
+            return jax.tree.map(
+                lambda x: _stack_on(np.broadcast_to(np.asarray(jax.device_get(x)), (d, *np.shape(x))),
+                                    self.local_devices),
+                state,
+            )
+        if self.mode == "single":
+            return jax.device_put(state, self.devices[0])
+        return jax.device_put(state, self.replicated)
+
+    def get_state(self, state):
+        """The state in a device-independent layout (one copy), e.g. for checkpoints."""
+        if self.mode == "pmap":
+            return jax.tree.map(lambda x: x[0] if hasattr(x, "ndim") and x.ndim else x, state)
+        return state
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def train_step(self, state, batch):
+        state, sums = self._train(state, batch)
+        if self.mode == "pmap":
+            sums = jax.tree.map(lambda x: x[0], sums)
+        return state, sums
+
+    def eval_step(self, state, batch):
+        sums = self._eval(state, batch)
+        if self.mode == "pmap":
+            sums = jax.tree.map(lambda x: x[0], sums)
+        return sums
+
+
+def _stack_on(x: np.ndarray, devices) -> jax.Array:
+    """``x[i]`` on ``devices[i]``: the layout ``jax.pmap`` takes (``device_put_sharded`` is
+    gone from JAX 0.10)."""
+    sharding = NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(AXIS))
+    return jax.make_array_from_single_device_arrays(
+        x.shape, sharding, [jax.device_put(x[i:i + 1], d) for i, d in enumerate(devices)]
+    )
