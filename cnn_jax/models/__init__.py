@@ -70,3 +70,8 @@ def features(model: nn.Module, variables, x: jax.Array) -> dict[str, jax.Array]:
 
 
 from cnn_jax.models import classic as _classic  # noqa: E402,F401  (registers the models)
+from cnn_jax.models import alexnet as _alexnet  # noqa: E402,F401
+from cnn_jax.models import googlenet as _googlenet  # noqa: E402,F401
+from cnn_jax.models import nin as _nin  # noqa: E402,F401  (nin, allcnn_c)
+from cnn_jax.models import resnet as _resnet  # noqa: E402,F401
+from cnn_jax.models import vgg as _vgg  # noqa: E402,F401

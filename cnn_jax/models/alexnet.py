@@ -110,7 +110,7 @@ class ZFNet(Model):
     Pooling sites: ``pool1``..``pool3``. ``lrn``: the paper's contrast normalisation across
     feature maps after the first two pooling layers (PyTorch-convention local response
     normalisation, size 5); ``norm`` applies after every convolution as elsewhere. The
-    smallest input is 59×59; the classifier is sized from the flattened features.
+    smallest input is 53×53; the classifier is sized from the flattened features.
     """
 
     dropout: float = 0.5

@@ -14,20 +14,30 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
-from cnn_jax.layers import Conv, activation, record
+from cnn_jax.layers import Conv, activation, compute_dtype, norm, record, resize_input, scale_channels
 from cnn_jax.models import register
 from cnn_jax.pooling import Pool
 
 
+def _prepare(m: nn.Module, x: jax.Array) -> jax.Array:
+    """``resize_to`` and the compute dtype."""
+    return resize_input(x, m.resize_to).astype(compute_dtype(m.dtype))
+
+
 def _head(m: nn.Module, x: jax.Array, hidden: Sequence[int], act, dropout: float, train: bool):
-    """Flatten, hidden dense layers ``fc1..`` with dropout, and the ``logits`` layer."""
+    """Flatten, hidden dense layers ``fc1..`` (``width``-scaled, each followed by ``norm``
+    called ``fc<i>_norm`` and the activation) with dropout, and the ``logits`` layer."""
+    dtype = compute_dtype(m.dtype)
     x = x.reshape((x.shape[0], -1))
     for i, h in enumerate(hidden, start=1):
-        x = record(m, f"fc{i}", act(nn.Dense(h, name=f"fc{i}")(x)))
+        x = nn.Dense(scale_channels(h, m.width), dtype=dtype, name=f"fc{i}")(x)
+        x = record(m, f"fc{i}", act(norm(x, m.norm, train=train, name=f"fc{i}_norm", dtype=dtype)))
         if dropout > 0:
             x = nn.Dropout(dropout, deterministic=not train, name=f"dropout{i}")(x)
-    return record(m, "logits", nn.Dense(m.num_classes, name="logits")(x))
+    x = record(m, "logits", nn.Dense(m.num_classes, dtype=dtype, name="logits")(x))
+    return x.astype(jnp.float32)
 
 
 @register("mlp")
@@ -38,22 +48,34 @@ class MLP(nn.Module):
       hidden: sizes of the hidden dense layers.
       activation: a registered activation name.
       dropout: dropout rate after each hidden layer (training only).
+      norm: ``none``, ``batch``, ``group`` or ``layer`` after each hidden dense layer.
+      width: multiplier of the hidden sizes.
+      resize_to: ``(h, w)`` to resize the input to first, or ``None``.
+      dtype: compute dtype (parameters stay float32).
     """
 
     num_classes: int = 10
     hidden: Sequence[int] = (256, 128)
     activation: str = "relu"
     dropout: float = 0.0
+    norm: str = "none"
+    width: float = 1.0
+    resize_to: Any = None
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = _prepare(self, x)
         return _head(self, x, self.hidden, activation(self.activation), self.dropout, train)
 
 
 class _ConvPoolNet(nn.Module):
     """Conv → activation → pool stages, then the dense head (shared by LeNet-5 and SimpleCNN).
 
-    ``pool_after[i]`` says whether stage ``i`` ends with a pooling layer.
+    ``pool_after[i]`` says whether stage ``i`` ends with a pooling layer. Common zoo options
+    (see :mod:`cnn_jax.models.common`): ``norm`` after each convolution (``bn<i>``, before
+    the activation) and hidden dense layer, ``width`` (conv channels and hidden sizes),
+    ``resize_to``, ``dtype``; the defaults leave the seeds' networks unchanged.
     """
 
     num_classes: int = 10
@@ -69,14 +91,22 @@ class _ConvPoolNet(nn.Module):
     activation: str = "relu"
     dropout: float = 0.0
     pool_after: Sequence[bool] = ()
+    norm: str = "none"
+    width: float = 1.0
+    resize_to: Any = None
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = activation(self.activation)
+        dtype = compute_dtype(self.dtype)
+        x = _prepare(self, x)
         pads = [self.padding] * len(self.features) if isinstance(self.padding, str) else self.padding
         npool = 0
         for i, (f, pad) in enumerate(zip(self.features, pads), start=1):
-            x = Conv(f, (self.kernel_size, self.kernel_size), padding=pad, name=f"conv{i}")(x)
+            x = Conv(scale_channels(f, self.width), (self.kernel_size, self.kernel_size),
+                     padding=pad, dtype=dtype, name=f"conv{i}")(x)
+            x = norm(x, self.norm, train=train, name=f"bn{i}", dtype=dtype)
             x = record(self, f"conv{i}", act(x))
             if self.pool_after[i - 1]:
                 npool += 1

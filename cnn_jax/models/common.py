@@ -122,17 +122,23 @@ class Layers(nn.Module):
 
     def pool_layer(
         self, x: jax.Array, window, strides=None, padding: Any = "VALID", *, name: str,
-        train: bool,
+        train: bool, kind: str | None = None,
     ) -> jax.Array:
-        """A pooling site: ``Pool(self.pool, ...)`` named ``name``."""
+        """A pooling site: ``Pool(self.pool, ...)`` named ``name`` (``kind`` overrides the
+        kind; ``pool_options`` then do not apply)."""
+        if kind is not None and kind != self.pool:
+            return Pool(kind, window, strides, padding, name=name)(x, train=train)
         return Pool(self.pool, window, strides, padding, dict(self.pool_options), name=name)(
             x, train=train
         )
 
-    def ceil_pool(self, x, window: int, stride: int, pad: int = 0, *, name: str, train: bool):
+    def ceil_pool(
+        self, x, window: int, stride: int, pad: int = 0, *, name: str, train: bool,
+        kind: str | None = None,
+    ):
         """A pooling site with PyTorch ``ceil_mode=True`` output sizes (GoogLeNet, NIN)."""
         pads = tuple(ceil_mode_pads(n, window, stride, pad) for n in x.shape[1:3])
-        return self.pool_layer(x, window, stride, pads, name=name, train=train)
+        return self.pool_layer(x, window, stride, pads, name=name, train=train, kind=kind)
 
 
 class Model(Layers):

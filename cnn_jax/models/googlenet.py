@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_jax.errors import ShapeError
 from cnn_jax.layers import AdaptiveAvgPool, record
 from cnn_jax.models import register
 from cnn_jax.models.common import Layers, Model
@@ -32,11 +33,12 @@ INCEPTION = {
 
 class Inception(Layers):
     """Four parallel branches concatenated on channels: 1×1; 1×1 → 3×3; 1×1 → k×k
-    (``branch3_kernel``); 3×3/1 pooling site (``branch4_pool``) → 1×1. Every convolution is
-    followed by ``norm`` and the activation."""
+    (``branch3_kernel``); 3×3/1 pooling site (``branch4_pool``, kind ``branch_pool`` or else
+    ``pool``) → 1×1. Every convolution is followed by ``norm`` and the activation."""
 
     channels: tuple = (64, 96, 128, 16, 32, 32)
     branch3_kernel: int = 3
+    branch_pool: str = ""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -48,7 +50,15 @@ class Inception(Layers):
         b1 = cna(x, c1, 1, "branch1")
         b2 = cna(cna(x, c3r, 1, "branch2_reduce"), c3, 3, "branch2")
         b3 = cna(cna(x, c5r, 1, "branch3_reduce"), c5, self.branch3_kernel, "branch3")
-        b4 = self.ceil_pool(x, 3, 1, 1, name="branch4_pool", train=train)
+        b4 = self.ceil_pool(x, 3, 1, 1, name="branch4_pool", train=train,
+                            kind=self.branch_pool or None)
+        if b4.shape[1:3] != x.shape[1:3]:
+            raise ShapeError(
+                f"layer '{self.name}/branch4_pool': pool {self.branch_pool or self.pool!r} "
+                f"turns the {x.shape[1]}x{x.shape[2]} map into {b4.shape[1]}x{b4.shape[2]} at "
+                "a stride-1 site, so the Inception branches cannot be concatenated; choose "
+                "another kind for these sites with branch_pool (e.g. branch_pool=max)"
+            )
         b4 = cna(b4, cp, 1, "branch4")
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
@@ -79,7 +89,9 @@ class GoogLeNet(Model):
     dropout 0.2 → ``logits`` (6,624,904 parameters for 1000 classes without auxiliary heads).
 
     Pooling sites: ``maxpool1``..``maxpool4`` (ceil mode, as torchvision) and the 3×3/1
-    ``branch4_pool`` of every Inception module. ``aux_logits``: add torchvision's auxiliary
+    ``branch4_pool`` of every Inception module; ``branch_pool`` (default ``""``: the same as
+    ``pool``) chooses another kind for the latter, e.g. when ``pool`` is a kind that
+    downsamples whatever its stride (fractional max pooling). ``aux_logits``: add torchvision's auxiliary
     classifiers after 4a and 4d; their logits are recorded as intermediates ``aux1`` and
     ``aux2`` (the returned value stays the main logits, so a loss that uses them must read
     them from ``features``). Inputs from 15×15 up work.
@@ -89,6 +101,7 @@ class GoogLeNet(Model):
     dropout: float = 0.2
     aux_logits: bool = False
     branch3_kernel: int = 3
+    branch_pool: str = ""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -109,7 +122,8 @@ class GoogLeNet(Model):
                 x = self.ceil_pool(x, 2, 2, name="maxpool4", train=train)
                 record(self, "maxpool4", x)
             x = Inception(channels=tuple(self.ch(c) for c in chans),
-                          branch3_kernel=self.branch3_kernel, **opts,
+                          branch3_kernel=self.branch3_kernel, branch_pool=self.branch_pool,
+                          **opts,
                           name=f"inception{key}")(x, train=train)
             record(self, f"inception{key}", x)
             if self.aux_logits and key in ("4a", "4d"):
