@@ -1,0 +1,138 @@
+"""``cnn-jax sweep | status | report``: run a study, see where it stands, write its report.
+
+Top-level imports stay light (argparse only); commands import what they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """examples:
+  cnn-jax sweep experiments/pooling_study.py --workdir runs/pooling
+  cnn-jax sweep experiments/pooling_study.py --workdir runs/pooling --dry-run
+  cnn-jax sweep experiments/hparam_search.py --workdir runs/hp --workers 1 --config.train.epochs=1
+  cnn-jax status runs/pooling
+  cnn-jax report runs/pooling
+"""
+
+
+def _print_report(out: dict) -> None:
+    print()
+    print(out["table"])
+    if out.get("comparison"):
+        print()
+        print(out["comparison"])
+    print()
+    print(f"report:  {out['report']}")
+    print(f"results: {out['results']}")
+    print(f"timing:  {out['timing']}")
+    for p in out["plots"]:
+        print(f"plot:    {p}")
+
+
+def cmd_sweep(args, overrides) -> int:
+    import signal
+
+    from cnn_jax.study import runner
+
+    # `kill PID` stops a sweep like Ctrl-C: workers checkpoint, statuses say what is left.
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    result = runner.run(
+        args.experiment, args.workdir, overrides=overrides, workers=args.workers,
+        vmap=args.vmap_seeds, dry_run=args.dry_run, report=not args.dry_run,
+    )
+    if args.dry_run:
+        return 0
+    secs = result.get("seconds")
+    print(
+        f"{result['trials']} trials: {result['ran']} run now"
+        + (f" in {secs:.0f} s" if secs is not None and result["ran"] else "")
+        + f", {result['skipped']} skipped (already finished); {result['done']} done, "
+        f"{result['diverged']} diverged, {result['failed']} failed"
+    )
+    _print_report(result["report"])
+    return 1 if result["failed"] else 0
+
+
+def cmd_status(args, overrides) -> int:
+    import os
+
+    from cnn_jax.errors import UserError
+    from cnn_jax.study import store
+    from cnn_jax.train.writer import read_jsonl
+
+    if overrides:
+        raise UserError("status takes no --config overrides")
+    rec = store.load_sweep(args.workdir)
+    rows = []
+    for t in rec["trials"]:
+        d = os.path.join(args.workdir, store.TRIALS_DIR, t["name"])
+        rows.append((t["name"], d, store.read_status(d)))
+    order = ("done", "running", "queued", "interrupted", "failed", "diverged", "missing")
+    counts = {s: sum(1 for *_, st in rows if st["status"] == s) for s in order}
+    print(f"{args.workdir}: {rec['experiment']}, {len(rows)} trials")
+    print("  " + ", ".join(f"{s} {n}" for s, n in counts.items() if n or s == "done"))
+    for name, d, st in rows:
+        s = st["status"]
+        if s == "done" and not args.all:
+            continue
+        if s in ("queued", "missing") and not args.all:
+            continue
+        extra = ""
+        if s in ("running", "interrupted"):
+            path = os.path.join(d, "metrics.jsonl")
+            steps = [r["step"] for r in read_jsonl(path)] if os.path.exists(path) else []
+            extra = f"(at step {max(steps)})" if steps else "(starting)"
+            if s == "running":
+                extra += f" pid {st.get('pid')}"
+        elif s in ("failed", "diverged"):
+            extra = st.get("error", "")
+        elif s == "done":
+            summary = store.read_json(os.path.join(d, "summary.json")) or {}
+            acc = (summary.get("test") or {}).get("accuracy")
+            extra = f"test accuracy {acc:.4f}" if acc is not None else ""
+        print(f"  {s:<11} {name}  {extra}".rstrip())
+    if counts["interrupted"] or counts["queued"] or counts["failed"] or counts["missing"]:
+        print(f"re-run `cnn-jax sweep {rec['experiment']} --workdir {args.workdir}` to finish "
+              "(finished trials are skipped, interrupted ones resume)")
+    return 0
+
+
+def cmd_report(args, overrides) -> int:
+    from cnn_jax.errors import UserError
+    from cnn_jax.study import reporting as report
+
+    if overrides:
+        raise UserError("report takes no --config overrides")
+    from cnn_jax.study import store
+
+    store.load_sweep(args.workdir)  # a clear error before heavy imports
+    _print_report(report.write(args.workdir))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "sweep", help="run a study: every trial of an experiment's get_sweep() (skips finished ones)",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("experiment", help="experiment file FILE.py[:ARG] with get_config() and get_sweep()")
+    s.add_argument("--workdir", required=True, help="sweep directory (one run directory per trial)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="parallel worker processes (default: fits the machine; 0: in this process)")
+    s.add_argument("--vmap-seeds", choices=("auto", "on", "off"), default="auto",
+                   help="train the seeds of a config as one vmapped program (auto: on accelerators)")
+    s.add_argument("--dry-run", action="store_true", help="list the trials and what would run")
+    s.set_defaults(func=cmd_sweep)
+
+    st = sub.add_parser("status", help="where a sweep stands: counts, running, failed trials")
+    st.add_argument("workdir", help="sweep directory")
+    st.add_argument("--all", action="store_true", help="list every trial")
+    st.set_defaults(func=cmd_status)
+
+    r = sub.add_parser("report", help="(re)write a sweep's results.csv, report.md and plots")
+    r.add_argument("workdir", help="sweep directory")
+    r.set_defaults(func=cmd_report)

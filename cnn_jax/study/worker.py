@@ -1,0 +1,247 @@
+"""Running trials: one task (a trial, or the seeds of one config) inside a worker process.
+
+A worker is a long-lived ``spawn``-ed process that receives tasks over a pipe and sends
+back one event per trial. It writes each trial's ``status.json`` itself, so the files are
+right even if the parent dies; it exits when the parent goes away. This module imports
+nothing heavy at the top: the worker sets its environment before JAX is imported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+from cnn_jax.study import store
+
+Emit = Callable[[dict], None]
+
+
+def _error_text(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def _analysis(task: dict, model, test, state) -> dict:
+    """Post-training measures of one trial (``analysis.json``)."""
+    out: dict = {}
+    if task.get("shift", 0) > 0:
+        from cnn_jax.viz import shift
+
+        fn = task.setdefault("_predictors", {}).get(id(model))
+        if fn is None:
+            fn = shift.predictor(model)
+            task["_predictors"][id(model)] = fn
+        v = shift.variables_of(state)
+        out["shift_consistency"] = shift.shift_consistency(
+            lambda x: fn(v, x), test, max_shift=task["shift"], seed=task.get("shift_seed", 0),
+        )
+        out["shift_max"] = task["shift"]
+        out["shift_seed"] = task.get("shift_seed", 0)
+    return out
+
+
+def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, t0: float) -> None:
+    d = trial["dir"]
+    status = outcome["status"]
+    if status == "done":
+        analysis = _analysis(task, outcome["model"], outcome["test"], outcome["state"])
+        store.write_json(os.path.join(d, store.ANALYSIS_FILE), analysis)
+        store.write_status(d, "done")
+        s = outcome["summary"]
+        emit({"event": "done", "name": trial["name"], "accuracy": s["test"]["accuracy"],
+              "shift_consistency": analysis.get("shift_consistency"), "seconds": time.time() - t0})
+    elif status == "diverged":
+        store.write_status(d, "diverged", error=outcome["error"], step=outcome.get("step"))
+        emit({"event": "diverged", "name": trial["name"], "error": outcome["error"]})
+    else:
+        store.write_status(d, "failed", error=outcome["error"], traceback=outcome.get("traceback", ""))
+        emit({"event": "failed", "name": trial["name"], "error": outcome["error"]})
+
+
+def _restore_final(cfg, d):
+    """Model, test split and final state of a finished run directory."""
+    from cnn_jax.train import loop
+    from cnn_jax.train.checkpoint import Checkpoints
+
+    s = loop.build(cfg, with_train=False)
+    ckpt = Checkpoints(os.path.join(d, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best,
+                       read_only=True)
+    try:
+        state, _, _ = ckpt.restore(s.state, "latest")
+    finally:
+        ckpt.close()
+    return s.model, s.test, state
+
+
+def _fit_single(cfg, d) -> dict:
+    """One trial through ``cnn_jax.train.fit`` (which resumes from the run's checkpoints)."""
+    from cnn_jax import train
+    from cnn_jax.errors import Diverged
+
+    try:
+        summary = train.fit(cfg, d, progress=False)
+    except Diverged as e:
+        return {"status": "diverged", "error": str(e), "step": e.step, "loss": e.loss}
+    # Until fit detects divergence itself: a non-finite final loss is a divergence.
+    for split in ("train", "test"):
+        loss = (summary.get(split) or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            return {"status": "diverged", "step": summary["steps"], "loss": loss,
+                    "error": f"training diverged: final {split} loss is {loss}"}
+    model, test, state = _restore_final(cfg, d)
+    return {"status": "done", "summary": summary, "model": model, "test": test, "state": state}
+
+
+def _use_vmap(task: dict, cfg) -> bool:
+    mode = task.get("vmap", "off")
+    if mode == "off":
+        return False
+    from cnn_jax.study import seeds
+
+    if not seeds.supported(cfg):
+        return False
+    if mode == "auto":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return True
+
+
+def run_task(task: dict, emit: Emit) -> bool:
+    """Runs ``task = {"trials": [{"name", "dir", "config"}], "vmap": "on"|"off"|"auto",
+    "shift": int}``: the trials (seeds of one config) one after another through
+    ``cnn_jax.train.fit``, or together through :func:`cnn_jax.study.seeds.fit_seeds`.
+
+    Emits ``{"event": "running"|"done"|"failed"|"diverged"|"interrupted", "name": ...}``
+    per trial. Never raises for a failing trial: the error goes to its status file and
+    event. Returns ``True`` if a SIGTERM/SIGINT interrupted it (the trial was checkpointed
+    and is queued again).
+    """
+    from cnn_jax import config as config_lib
+    from cnn_jax.errors import Preempted
+
+    trials = task["trials"]
+    t0 = time.time()
+    pending = {t["name"]: t for t in trials}
+    for t in trials:
+        store.write_status(t["dir"], "running", group_size=len(trials))
+        emit({"event": "running", "name": t["name"]})
+    try:
+        cfgs = [config_lib.from_json(t["config"]) for t in trials]
+        # A finished run whose status was not yet written (killed in between): analyse only.
+        finished = [t for t in trials if os.path.exists(os.path.join(t["dir"], "summary.json"))]
+        for t, cfg in zip(trials, cfgs):
+            if t in finished:
+                model, test, state = _restore_final(config_lib.resolve(cfg), t["dir"])
+                summary = store.read_json(os.path.join(t["dir"], "summary.json"))
+                _finish(task, t, {"status": "done", "summary": summary, "model": model,
+                                  "test": test, "state": state}, emit, t0)
+                pending.pop(t["name"])
+        rest = [(t, c) for t, c in zip(trials, cfgs) if t["name"] in pending]
+        if len(rest) > 1 and _use_vmap(task, config_lib.resolve(rest[0][1])):
+            from cnn_jax.study.seeds import fit_seeds
+
+            def on_done(i, outcome):
+                t = rest[i][0]
+                pending.pop(t["name"], None)
+                _finish(task, t, outcome, emit, t0)
+
+            if fit_seeds([c for _, c in rest], [t["dir"] for t, _ in rest], on_done=on_done) is None:
+                pass  # checkpoints at different steps: resume them one by one below
+            rest = [(t, c) for t, c in rest if t["name"] in pending]
+        for t, cfg in rest:  # one after another; a failure does not stop the others
+            try:
+                outcome = _fit_single(cfg, t["dir"])
+            except Preempted:
+                raise
+            except Exception as e:
+                outcome = {"status": "failed", "error": _error_text(e),
+                           "traceback": traceback.format_exc(limit=-8)}
+            pending.pop(t["name"])
+            _finish(task, t, outcome, emit, t0)
+    except Preempted as e:
+        for t in list(pending.values()):
+            store.write_status(t["dir"], "queued", error=str(e))
+            emit({"event": "interrupted", "name": t["name"], "error": str(e)})
+        return True
+    except Exception as e:  # a failing trial never stops the sweep
+        err = _error_text(e)
+        tb = traceback.format_exc(limit=-8)
+        for t in list(pending.values()):
+            _finish(task, t, {"status": "failed", "error": err, "traceback": tb}, emit, t0)
+        pending.clear()
+    return False
+
+
+# ----------------------------------------------------------------------------- worker process
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the parent process is gone (it was killed): never train orphaned."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def apply_runtime(settings: dict) -> None:
+    """Logging and JAX settings of the parent (compilation cache), in this process."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity("error")
+    except ImportError:  # pragma: no cover
+        pass
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    import jax
+
+    for k, v in settings.get("jax", {}).items():
+        jax.config.update(k, v)
+    try:
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def worker_main(conn, settings: dict, parent: int) -> None:
+    """Entry point of a worker process (``multiprocessing`` spawn target)."""
+    for k, v in settings.get("env", {}).items():
+        os.environ[k] = v
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    apply_runtime(settings)
+
+    def emit(event):
+        conn.send(event)
+
+    code = 0
+    try:
+        while True:
+            try:
+                task = conn.recv()
+            except EOFError:
+                break
+            if task is None:
+                break
+            interrupted = run_task(task, emit)
+            emit({"event": "idle"})
+            if interrupted:
+                code = 75
+                break
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: background threads of grain/Orbax can abort it noisily.
+    os._exit(code)
