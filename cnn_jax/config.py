@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.flip = False  # random horizontal flip
     c.data.train_split = "train"  # tfds split expressions, e.g. "train[:90%]"
     c.data.test_split = "test"
+    c.data.prefetch = 2  # batches put on devices ahead of the step (0: synchronous)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"
@@ -78,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Keys that may differ when resuming a workdir (they do not change the result).
-RESUME_SAFE_KEYS = ("data.data_dir", "train.log_every_steps", "parallel.mode")
+RESUME_SAFE_KEYS = ("data.data_dir", "data.prefetch", "train.log_every_steps", "parallel.mode")
 
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:
@@ -309,7 +310,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 "train.keep_latest", "train.log_every_steps"):
         _check(cfg, key, lambda v: v >= 1, "a positive integer")
     for key in ("train.epochs", "train.steps", "train.checkpoint_every_steps", "train.keep_best", "train.nan_max_retries",
-                "data.crop_padding", "optim.warmup_steps", "optim.warmup_epochs"):
+                "data.crop_padding", "data.prefetch", "optim.warmup_steps", "optim.warmup_epochs"):
         _check(cfg, key, lambda v: v >= 0, "a non-negative integer")
     for key in ("optim.learning_rate", "optim.weight_decay", "optim.grad_clip_norm",
                 "train.label_smoothing"):

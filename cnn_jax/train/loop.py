@@ -15,6 +15,7 @@ validated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -196,10 +197,12 @@ def fit(
     eval_batch = -(-cfg.data.eval_batch_size // runner.num_devices) * runner.num_devices
     primary = jax.process_index() == 0
     workdir_lib.create(workdir)
-    with workdir_lib.WorkdirLock(workdir) as lock, _Signals() as signals:
-        if overwrite:
+    # One writer per workdir; in a multi-host run process 0 holds the lock for all.
+    lock = workdir_lib.WorkdirLock(workdir) if primary else contextlib.nullcontext()
+    with lock, _Signals() as signals:
+        if overwrite and primary:
             workdir_lib.clear(workdir)
-        elif lock.stale_owner and progress is not False:
+        elif primary and lock.stale_owner and progress is not False:
             print(f"note: run {lock.stale_owner} ended without releasing {workdir}; taking over",
                   flush=True)
         if primary:
@@ -237,7 +240,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
                 s.train, cfg.data.batch_size, cfg.seed, state=data_state.get("iterator"),
                 crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
             )
-            batches = runner.prefetch(it)
+            batches = runner.prefetch(it, cfg.data.prefetch)
             # Train metrics are summed between log points; the pending sums are
             # checkpointed so that a resumed run logs exactly what an uninterrupted one does.
             acc = _from_json_sums(data_state.get("pending"))
@@ -245,50 +248,53 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
             t_first, steps_timed = None, 0
             step = start
             diverged_at = None
-            for step in range(start + 1, s.total_steps + 1):
-                batch, it_state = next(batches)
-                state, sums = runner.train_step(state, batch)
-                acc = step_lib.combine(acc, sums)
-                if t_first is None:
-                    jax.block_until_ready(sums)
-                    t_first = time.perf_counter()
-                else:
-                    steps_timed += 1
-                is_eval = step % eval_every == 0 or step == s.total_steps
-                is_ckpt = is_eval or (ckpt_every and step % ckpt_every == 0) or signals.received
-                logged = ips = None
-                if step % log_every == 0 or is_eval or is_ckpt:
-                    host_acc = jax.device_get(acc)
-                    if int(host_acc["first_nonfinite"]) != step_lib.NO_STEP:
-                        if cfg.train.on_nan != "skip":
-                            diverged_at = int(host_acc["first_nonfinite"])
-                            break
-                    if step % log_every == 0 or is_eval:
-                        logged = step_lib.summarize(host_acc)
-                        nonfinite_total += int(host_acc["nonfinite"])
-                        elapsed = time.perf_counter() - t_first
-                        ips = steps_timed * cfg.data.batch_size / elapsed if elapsed > 0 and steps_timed else None
-                        record = {k: v for k, v in logged.items() if k != "count"}
-                        if cfg.train.on_nan == "skip":
-                            record["skipped_steps"] = int(host_acc["nonfinite"])
-                        writer.write(step, "train", record)
-                        last_train, acc = logged, None
-                bar.update(step, logged, ips)
-                if is_eval:
-                    test_metrics = run_eval(state, s.test, eval_batch, runner)
-                    writer.write(step, "test", test_metrics)
-                    bar.line(
-                        f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: train loss "
-                        f"{last_train['loss']:.4f} acc {last_train['accuracy']:.4f} | test loss "
-                        f"{test_metrics['loss']:.4f} acc {test_metrics['accuracy']:.4f} "
-                        f"({test_metrics['count']} images)"
-                    )
-                if is_ckpt:
-                    metrics = {"accuracy": test_metrics["accuracy"]} if is_eval else None
-                    ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)
-                if signals.received:
-                    ckpt.wait()
-                    raise Preempted(step, signals.received)
+            try:
+                for step in range(start + 1, s.total_steps + 1):
+                    batch, it_state = next(batches)
+                    state, sums = runner.train_step(state, batch)
+                    acc = step_lib.combine(acc, sums)
+                    if t_first is None:
+                        jax.block_until_ready(sums)
+                        t_first = time.perf_counter()
+                    else:
+                        steps_timed += 1
+                    is_eval = step % eval_every == 0 or step == s.total_steps
+                    is_ckpt = is_eval or (ckpt_every and step % ckpt_every == 0) or signals.received
+                    logged = ips = None
+                    if step % log_every == 0 or is_eval or is_ckpt:
+                        host_acc = jax.device_get(acc)
+                        if int(host_acc["first_nonfinite"]) != step_lib.NO_STEP:
+                            if cfg.train.on_nan != "skip":
+                                diverged_at = int(host_acc["first_nonfinite"])
+                                break
+                        if step % log_every == 0 or is_eval:
+                            logged = step_lib.summarize(host_acc)
+                            nonfinite_total += int(host_acc["nonfinite"])
+                            elapsed = time.perf_counter() - t_first
+                            ips = steps_timed * cfg.data.batch_size / elapsed if elapsed > 0 and steps_timed else None
+                            record = {k: v for k, v in logged.items() if k != "count"}
+                            if cfg.train.on_nan == "skip":
+                                record["skipped_steps"] = int(host_acc["nonfinite"])
+                            writer.write(step, "train", record)
+                            last_train, acc = logged, None
+                    bar.update(step, logged, ips)
+                    if is_eval:
+                        test_metrics = run_eval(state, s.test, eval_batch, runner)
+                        writer.write(step, "test", test_metrics)
+                        bar.line(
+                            f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: train loss "
+                            f"{last_train['loss']:.4f} acc {last_train['accuracy']:.4f} | test loss "
+                            f"{test_metrics['loss']:.4f} acc {test_metrics['accuracy']:.4f} "
+                            f"({test_metrics['count']} images)"
+                        )
+                    if is_ckpt:
+                        metrics = {"accuracy": test_metrics["accuracy"]} if is_eval else None
+                        ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)
+                    if signals.received:
+                        ckpt.wait()
+                        raise Preempted(step, signals.received)
+            finally:
+                batches.close()
             if diverged_at is None:
                 break
             # A non-finite loss: stop, or go back to the last good checkpoint with a lower lr.

@@ -96,37 +96,10 @@ class Runner:
             for k, v in local.items()
         }
 
-    def prefetch(self, it: Iterator, size: int = 2) -> Iterator[tuple[dict, dict]]:
-        """Yields ``(device_batch, iterator_state_after_it)`` with transfers ``size`` batches
-        ahead of the consumer, on a background thread."""
-        q: queue.Queue = queue.Queue(maxsize=size)
-        stop = threading.Event()
-        sentinel = object()
-
-        def worker():
-            try:
-                while not stop.is_set():
-                    batch = next(it)
-                    item = (self.put_batch(batch), it.get_state())
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-            except BaseException as e:  # surfaces in the consumer
-                q.put((sentinel, e))
-
-        thread = threading.Thread(target=worker, daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = q.get()
-                if item[0] is sentinel:
-                    raise item[1]
-                yield item
-        finally:
-            stop.set()
+    def prefetch(self, it: Iterator, size: int = 2) -> "Prefetcher":
+        """Batches put on devices ``size`` ahead of the consumer on a background thread
+        (``size=0``: synchronously). Yields ``(device_batch, iterator_state_after_it)``."""
+        return Prefetcher(it, self.put_batch, size)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -167,6 +140,59 @@ class Runner:
         if self.mode == "pmap":
             sums = jax.tree.map(lambda x: x[0], sums)
         return sums
+
+
+class Prefetcher:
+    """An iterator over ``(put(batch), it.get_state())`` filled by a background thread.
+
+    :meth:`close` stops and joins the thread: it must not be left running inside an XLA
+    call when the interpreter exits.
+    """
+
+    def __init__(self, it: Iterator, put, size: int):
+        self._it, self._put, self._size = it, put, size
+        self._queue: queue.Queue = queue.Queue(maxsize=max(size, 1))
+        self._stop = threading.Event()
+        self._thread = None
+        if size > 0:
+            self._thread = threading.Thread(target=self._work, name="cnn_jax-prefetch", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = next(self._it)
+                item = (self._put(batch), self._it.get_state())
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # re-raised in the consumer
+            self._queue.put(e)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._thread is None:
+            batch = next(self._it)
+            return self._put(batch), self._it.get_state()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:  # unblock a worker waiting on a full queue
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+                self._thread.join(timeout=0.05)
 
 
 def _stack_on(x: np.ndarray, devices) -> jax.Array:
