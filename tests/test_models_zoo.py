@@ -219,7 +219,9 @@ def test_traced_train_step_keeps_the_state_structure(name):
     assert metrics["loss"].shape == () and metrics["count"].shape == ()
 
 
-FAST_STEP = ["mlp", "lenet5", "alexnet", "vgg11_bn", "resnet18", "resnet20", "nin", "allcnn_c"]
+# Numerical steps by default for one model per family not trained below (resnet20, nin and
+# allcnn_c train in test_fit_on_mock_cifar10); every model with -m slow.
+FAST_STEP = ["lenet5", "alexnet", "vgg11_bn", "resnet18"]
 
 
 @pytest.fixture
@@ -286,32 +288,42 @@ def test_every_pooling_site_uses_the_chosen_kind(name):
     assert kinds == ["avg"] * POOL_SITES[name]
 
 
-# Every registered kind on the three kinds of pooling site in the zoo, in training mode:
-# 3×3/2 VALID (AlexNet), ceil-mode and stride-1 padded (GoogLeNet), 2×2/2 SAME on odd
-# sizes (CIFAR ResNet downsampling by pooling, 28 → 14 → 7 → 4).
-KIND_MODELS = [("alexnet_tv", (63, 63, 3)), ("googlenet", (32, 32, 3)), ("resnet20", (28, 28, 1))]
+# Every registered kind on the kinds of pooling site in the zoo, in training mode: 3×3/2
+# VALID (AlexNet), ceil mode (NIN), 2×2/2 SAME on odd sizes (CIFAR ResNet downsampling by
+# pooling, 28 → 14 → 7 → 4); the stride-1 padded site of GoogLeNet's Inception modules below.
+KIND_MODELS = [("alexnet_tv", (63, 63, 3)), ("nin", (32, 32, 3)), ("resnet20", (28, 28, 1))]
 
 
 @pytest.mark.parametrize("kind", pooling.names())
 @pytest.mark.parametrize("name,shape", KIND_MODELS)
 def test_every_registered_pool_kind_runs_in_the_zoo(kind, name, shape):
-    model = tiny(name, **_pool_opts(name, kind))
-    try:
-        logits, _, kinds = traced_init(model, shape, train_mode=True)
-    except ShapeError as e:
-        # a kind that downsamples whatever its stride cannot serve Inception's stride-1
-        # branch pooling: a clear error, and branch_pool picks another kind there
-        assert name == "googlenet" and "branch_pool" in str(e), e
-        logits, _, kinds = traced_init(tiny(name, pool=kind, branch_pool="max"), shape,
-                                       train_mode=True)
-        # maxpool1, maxpool2, 3a, 3b, maxpool3, 4a-4e, maxpool4, 5a, 5b
-        assert kinds == [kind] * 2 + ["max"] * 2 + [kind] + ["max"] * 5 + [kind] + ["max"] * 2
-    else:
-        assert kinds == [kind] * POOL_SITES[name]
+    logits, _, kinds = traced_init(tiny(name, **_pool_opts(name, kind)), shape, train_mode=True)
+    assert kinds == [kind] * POOL_SITES[name]
     assert logits.shape == (2, 10)
 
 
-HEAD_MODELS = ["googlenet", "resnet18", "resnet20", "nin", "allcnn_c"]
+@pytest.mark.parametrize("kind", pooling.names())
+def test_every_registered_pool_kind_in_an_inception_module(kind):
+    from cnn_jax.models.googlenet import Inception
+
+    x = jnp.zeros((2, 7, 7, 8))
+
+    def run(module):
+        return jax.eval_shape(lambda: module.init_with_output(RNGS, x, train=True)[0])
+
+    try:
+        y = run(Inception(channels=(2, 2, 3, 2, 3, 4), pool=kind))
+    except ShapeError as e:
+        # a kind that downsamples whatever its stride cannot serve the stride-1 branch
+        # pooling: a clear error naming the layer and the way out (branch_pool)
+        assert "branch4_pool" in str(e) and "branch_pool" in str(e), e
+        y = run(Inception(channels=(2, 2, 3, 2, 3, 4), pool=kind, branch_pool="max"))
+    assert y.shape == (2, 7, 7, 2 + 3 + 3 + 4)
+
+
+# the dense classifier after the head (as in GoogLeNet and the ImageNet ResNets) and the
+# class-map heads (NIN; All-CNN-C shares the code)
+HEAD_MODELS = ["resnet20", "nin"]
 
 
 @pytest.mark.parametrize("head", pooling.head_names())
@@ -328,7 +340,7 @@ def test_every_head_pool_gives_logits(head, name):
     v, (logits, state) = jax.eval_shape(run)
     assert logits.shape == (2, 5)
     head_width = feats(state)["head_pool"].shape[-1]
-    if name in ("nin", "allcnn_c"):  # class maps: a dense layer only when the head widens them
+    if name == "nin":  # class maps: a dense layer only when the head widens them
         assert ("logits" in v["params"]) == (head_width != 5)
     else:
         assert v["params"]["logits"]["kernel"].shape == (head_width, 5)
@@ -363,11 +375,8 @@ def test_resnets_take_any_input_size(name):
 def test_resize_to_makes_a_small_input_fit():
     with pytest.raises(ShapeError, match="layer 'pool4'"):  # 8 → 4 → 2 → 1 → nothing
         init_shapes(tiny("vgg11"), (8, 8, 3))
-    model = tiny("vgg11", resize_to=(32, 32))
-    x = jnp.ones((2, 8, 8, 3))
-    v = model.init(RNGS, x)
-    f = models.features(model, v, x)
-    assert f["conv1_1"].shape[1:3] == (32, 32) and f["logits"].shape == (2, 10)
+    logits, v, _ = traced_init(tiny("vgg11", resize_to=(32, 32)), (8, 8, 3))
+    assert feats(v)["conv1_1"].shape[1:3] == (32, 32) and logits.shape == (2, 10)
     # a resized input keeps the count of the size it is resized to
     lenet = init_shapes(models.create("lenet5", 10, resize_to=(28, 28)), (40, 40, 1))
     assert n_params(lenet["params"]) == 61_706
@@ -632,3 +641,9 @@ def test_fit_on_mock_cifar10(name, opts, tmp_path, fast_compile):
     assert np.isfinite(out["test"]["loss"]) and np.isfinite(out["train"]["loss"])
     expected = init_shapes(models.create(name, 10, **opts()), (32, 32, 3))
     assert out["params"] == n_params(expected["params"])
+
+
+def test_googlenet_branch_pool_chooses_the_stride_1_sites():
+    _, _, kinds = traced_init(tiny("googlenet", pool="avg", branch_pool="max"), (32, 32, 3))
+    # maxpool1, maxpool2, 3a, 3b, maxpool3, 4a-4e, maxpool4, 5a, 5b
+    assert kinds == ["avg"] * 2 + ["max"] * 2 + ["avg"] + ["max"] * 5 + ["avg"] + ["max"] * 2
