@@ -145,3 +145,25 @@ def test_same_seed_same_params_different_seed_different(data_dir):
     c = train.create_train_state(model, tx, (8, 8, 1), seed=2)
     assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a.params, b.params))
     assert not np.array_equal(a.params["fc1"]["kernel"], c.params["fc1"]["kernel"])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_training_learns_and_keeps_float32_params(data_dir, tmp_path, dtype):
+    c = _cfg(data_dir, model__name="lenet5", data__batch_size=64, train__steps=60,
+             train__log_every_steps=10)
+    c.model.dtype = dtype
+    out = train.fit(c, str(tmp_path / dtype), progress=False)
+    lines = [json.loads(x) for x in open(tmp_path / dtype / "metrics.jsonl")]
+    losses_ = [x["loss"] for x in lines if x["split"] == "train"]
+    assert losses_[-1] < 0.5 * losses_[0]  # it learns
+    assert out["test"]["accuracy"] > 0.6
+    s = train.build(config_lib.resolve(c))
+    from cnn_jax.train.checkpoint import Checkpoints
+
+    state, _, _ = Checkpoints(str(tmp_path / dtype / "checkpoints"), read_only=True).restore(s.state)
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state) if hasattr(x, "dtype") and x.ndim} == {jnp.dtype("float32")}
+    if dtype == "float16":
+        assert state.loss_scale is not None and float(state.loss_scale[0]) >= 1.0
+    feats = models.features(s.model, {"params": state.params}, jnp.zeros((1, 28, 28, 1)))
+    assert feats["conv1"].dtype == jnp.dtype(dtype)  # computed in low precision

@@ -82,7 +82,10 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
     if cfg.train.on_nan == "lower_lr":
         # A learning-rate multiplier that lives in (and is checkpointed with) opt_state.
         tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
-    state = state_lib.create(model, tx, spec.shape, cfg.seed)
+    state = state_lib.create(
+        model, tx, spec.shape, cfg.seed,
+        dynamic_loss_scale=cfg.model.get("dtype") == "float16",
+    )
     loss = losses.LOSSES.get(cfg.train.loss)
     loss_fn = functools.partial(
         loss, num_classes=spec.num_classes, label_smoothing=cfg.train.label_smoothing

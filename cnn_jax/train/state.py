@@ -22,6 +22,8 @@ class TrainState(train_state.TrainState):
 
     batch_stats: Any = None
     rng: jax.Array | None = None
+    # float16 training: f32[2] = (loss scale, finite steps since the last change); else None.
+    loss_scale: jax.Array | None = None
 
 
 def create(
@@ -29,6 +31,8 @@ def create(
     tx: optax.GradientTransformation,
     input_shape: tuple[int, ...],
     seed: int,
+    *,
+    dynamic_loss_scale: bool = False,
 ) -> TrainState:
     """Initialises ``model`` on zeros of ``(1, *input_shape)`` and wraps it in a state.
 
@@ -54,6 +58,7 @@ def create(
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
         rng=base,
+        loss_scale=jnp.array([2.0**15, 0.0], jnp.float32) if dynamic_loss_scale else None,
     )
 
 
@@ -75,6 +80,7 @@ def to_pytree(state: TrainState) -> dict:
         "batch_stats": state.batch_stats,
         "opt_state": state.opt_state,
         "rng": state.rng,
+        **({"loss_scale": state.loss_scale} if state.loss_scale is not None else {}),
     }
 
 

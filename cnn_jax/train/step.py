@@ -75,6 +75,8 @@ def train_step(
     dropout_key, pool_key = jax.random.split(key)
     has_bs = bool(state.batch_stats)
 
+    scale = state.loss_scale[0] if state.loss_scale is not None else None
+
     def compute_loss(params):
         with batch_axis(axis_name):
             out = state.apply_fn(
@@ -85,20 +87,41 @@ def train_step(
                 rngs={"dropout": dropout_key, "pool": pool_key},
             )
         logits, updates = out if has_bs else (out, {})
-        loss = loss_fn(logits, batch["label"])
-        return jnp.mean(loss), (logits, loss, updates)
+        loss = loss_fn(logits.astype(jnp.float32), batch["label"])
+        mean = jnp.mean(loss)
+        return (mean * scale if scale is not None else mean), (logits, loss, updates)
 
     grads, (logits, loss, updates) = jax.grad(compute_loss, has_aux=True)(state.params)
+    if scale is not None:  # dynamic loss scaling (float16): unscale, check, adapt
+        grads = jax.tree.map(lambda g: g / scale, grads)
     batch_stats = updates.get("batch_stats", state.batch_stats)
     if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
         batch_stats = lax.pmean(batch_stats, axis_name)
     finite = jnp.all(jnp.isfinite(loss))
-    if skip_nonfinite:
-        finite = finite & _all_finite(grads)
+    grads_finite = _all_finite(grads) if (skip_nonfinite or scale is not None) else finite
     if axis_name is not None:
         finite = lax.pmin(finite.astype(jnp.int32), axis_name).astype(bool)
+        grads_finite = lax.pmin(grads_finite.astype(jnp.int32), axis_name).astype(bool)
+    if skip_nonfinite:
+        finite = finite & grads_finite
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if scale is not None:
+        # float16 overflow of the scaled gradients: skip the update and halve the scale;
+        # after 2,000 finite steps double it (the usual dynamic loss-scaling rule).
+        good = state.loss_scale[1] + 1
+        grow = good >= 2000
+        new_scale = jnp.where(
+            grads_finite,
+            jnp.stack([jnp.where(grow, scale * 2, scale), jnp.where(grow, 0.0, good)]),
+            jnp.stack([jnp.maximum(scale / 2, 1.0), jnp.float32(0.0)]),
+        )
+        keep = lambda new, old: jnp.where(grads_finite, new, old)  # noqa: E731
+        new_state = new_state.replace(
+            params=jax.tree.map(keep, new_state.params, state.params),
+            opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
+            loss_scale=new_scale,
+        )
     if skip_nonfinite:
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         new_state = new_state.replace(
