@@ -45,6 +45,9 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS.get(name)
 
 
+CONV_PADDINGS = ("SAME", "VALID", "CIRCULAR", "CAUSAL", "REFLECT")
+
+
 class Conv(nn.Conv):
     """``flax.linen.Conv`` that names itself when its input is too small.
 
@@ -52,6 +55,11 @@ class Conv(nn.Conv):
     """
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
+        if isinstance(self.padding, str) and self.padding.upper() not in CONV_PADDINGS:
+            raise UserError(
+                f"invalid padding {self.padding!r} for layer '{self.name}'; choose one of: "
+                f"{', '.join(CONV_PADDINGS)}, an int or ((top, bottom), (left, right))"
+            )
         if inputs.ndim == 4:
             k = tuple(self.kernel_size)
             s = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides or (1, 1))

@@ -142,9 +142,13 @@ def _source(spec: DatasetSpec, split: str, data_dir: str):
             prepared = False
         if not prepared:
             raise _not_prepared(spec, data_dir) from None
-        if "split" in str(e).lower():
-            raise UserError(f"dataset {spec.name!r} has no split {split!r}: {e}") from None
-        raise _not_prepared(spec, data_dir, why=f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "0 length" in msg:
+            raise UserError(f"split {split!r} of dataset {spec.name!r} is empty") from None
+        raise UserError(
+            f"cannot read split {split!r} of dataset {spec.name!r} in {data_dir} ({msg}); "
+            "valid splits are tfds split expressions such as 'train', 'test', 'train[:90%]'"
+        ) from None
 
 
 def load(name: str, split: str, data_dir: str | None = None) -> Split:

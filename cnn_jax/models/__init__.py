@@ -58,9 +58,26 @@ def create(name: str, num_classes: int, **opts: Any) -> nn.Module:
                 f"model {name!r} has no option {k!r}{suggest(k, valid)}; "
                 f"valid options: {', '.join(sorted(valid))}"
             )
+    for k, v in opts.items():
+        _check_size(name, k, v, valid[k])
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
     return cls(num_classes=num_classes, **opts)
+
+
+def _check_size(model: str, key: str, value: Any, default: Any) -> None:
+    """Sizes must stay positive: an option whose default is a positive number (or a tuple
+    of them) rejects zero and negative values."""
+    def positive(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+    if positive(default) and isinstance(value, (int, float)) and not positive(value):
+        raise UserError(f"model {model!r} option {key} must be positive, got {value!r}")
+    if (isinstance(default, (tuple, list)) and default and all(positive(d) for d in default)
+            and isinstance(value, (tuple, list))):
+        bad = [v for v in value if isinstance(v, (int, float)) and not positive(v)]
+        if bad:
+            raise UserError(f"model {model!r} option {key} must hold positive sizes, got {tuple(value)!r}")
 
 
 def features(model: nn.Module, variables, x: jax.Array) -> dict[str, jax.Array]:
