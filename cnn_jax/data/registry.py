@@ -161,11 +161,18 @@ def load(name: str, split: str, data_dir: str | None = None) -> Split:
     n = len(src)
     if n == 0:
         raise UserError(f"split {split!r} of dataset {name!r} is empty")
-    try:  # one batched read of the ArrayRecord files
-        records = src.__getitems__(list(range(n)))
-    except (AttributeError, TypeError):  # sources without batched reads (e.g. tfds mock_data)
-        records = [src[i] for i in range(n)]
-    images = np.stack([np.asarray(r["image"]) for r in records]).astype(np.uint8)
+    try:
+        try:  # one batched read of the ArrayRecord files
+            records = src.__getitems__(list(range(n)))
+        except (AttributeError, TypeError):  # sources without batched reads (e.g. tfds mock_data)
+            records = [src[i] for i in range(n)]
+        images = np.stack([np.asarray(r["image"]) for r in records]).astype(np.uint8)
+    except (RuntimeError, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(
+            f"cannot read dataset {name!r} from {data_dir}: its files are corrupt or truncated "
+            f"({first}); delete {os.path.join(data_dir, spec.tfds_name)} and prepare it again"
+        ) from None
     if images.ndim == 3:
         images = images[..., None]
     labels = np.asarray([r["label"] for r in records], dtype=np.int32)

@@ -351,15 +351,15 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
 
 def _scale_lr(state, factor: float):
     """Multiplies the injected learning-rate scale (``on_nan="lower_lr"``) by ``factor``."""
+    def injected(x):  # optax's Inject(Stateful)HyperparamsState
+        return hasattr(x, "hyperparams") and hasattr(x, "_replace")
+
     def visit(x):
-        if isinstance(x, optax.InjectHyperparamsState):
-            hp = dict(x.hyperparams)
-            hp["step_size"] = hp["step_size"] * factor
-            return x._replace(hyperparams=hp)
+        if injected(x):
+            return x._replace(hyperparams={**x.hyperparams, "step_size": x.hyperparams["step_size"] * factor})
         return x
 
-    opt_state = jax.tree.map(visit, state.opt_state, is_leaf=lambda x: isinstance(x, optax.InjectHyperparamsState))
-    return state.replace(opt_state=opt_state)
+    return state.replace(opt_state=jax.tree.map(visit, state.opt_state, is_leaf=injected))
 
 
 def _data_state(it_state: dict, pending) -> dict:

@@ -117,9 +117,10 @@ class Runner:
                                     self.local_devices),
                 state,
             )
+        # A copy, never an alias: the train step donates its input buffers.
         if self.mode == "single":
-            return jax.device_put(state, self.devices[0])
-        return jax.device_put(state, self.replicated)
+            return jax.device_put(state, self.devices[0], may_alias=False)
+        return jax.device_put(state, self.replicated, may_alias=False)
 
     def get_state(self, state):
         """The state in a device-independent layout (one copy), e.g. for checkpoints."""

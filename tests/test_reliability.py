@@ -1,0 +1,273 @@
+"""Reliability: preemption, hard kills, corruption, divergence, mismatch, locks, determinism,
+and one clear line for each bad input through the real command line."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from cnn_jax import config as config_lib
+from cnn_jax import train
+from cnn_jax.errors import Diverged, UserError
+from cnn_jax.train.checkpoint import Checkpoints
+from cnn_jax.train.workdir import WorkdirLock
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+EXP = "experiments/lenet5_mnist.py"
+
+
+def _cfg(data_dir, **over):
+    c = config_lib.base_config()
+    c.data.data_dir = data_dir
+    c.data.name, c.model.name, c.data.batch_size = "digits", "mlp", 32
+    c.train.steps, c.train.checkpoint_every_steps, c.train.log_every_steps = 12, 3, 3
+    for k, v in over.items():
+        group, key = k.split("__")
+        with c[group].unlocked():
+            c[group][key] = v
+    return c
+
+
+def _cli(data_dir, workdir, *extra, steps=40):
+    return [sys.executable, "-m", "cnn_jax", "train", "--config", EXP, "--workdir", str(workdir),
+            f"--config.data.data_dir={data_dir}", "--config.model.name=mlp",
+            "--config.data.name=digits", "--config.data.batch_size=32",
+            f"--config.train.steps={steps}", "--config.train.checkpoint_every_steps=2",
+            "--config.train.log_every_steps=2", "--config.model.dropout=0.2", "--quiet", *extra]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env.pop("CNN_JAX_HOST_DEVICES", None)
+    return env
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def _params(workdir, data_dir_cfg):
+    s = train.build(config_lib.resolve(data_dir_cfg))
+    state, _, step = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True).restore(s.state)
+    return jax.device_get(state.params), step
+
+
+def test_sigterm_saves_and_resume_is_exact(data_dir, tmp_path):
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(data_dir, ref, steps=400), check=True, env=_env(), cwd=ROOT, timeout=300)
+    wd = tmp_path / "run"
+    p = subprocess.Popen(_cli(data_dir, wd, steps=400), env=_env(), cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(wd / "metrics.jsonl") or os.path.getsize(wd / "metrics.jsonl") < 200:
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.05)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert time.monotonic() - sent < 10  # within seconds
+    assert p.returncode == 75, err
+    assert "preempted: SIGTERM received: saved a checkpoint at step" in err
+    step = int(err.split("at step ")[1].split(";")[0])
+    assert 0 < step < 400 and step in Checkpoints(str(wd / "checkpoints"), read_only=True).steps()
+    p2 = subprocess.run(_cli(data_dir, wd, steps=400)[:-1], capture_output=True, text=True,
+                        env=_env(), cwd=ROOT, timeout=300)
+    assert p2.returncode == 0 and f"resuming from step {step}" in p2.stdout
+    assert _read(wd / "metrics.jsonl") == _read(ref / "metrics.jsonl")
+    a, b = json.loads(_read(wd / "summary.json")), json.loads(_read(ref / "summary.json"))
+    assert a["test"] == b["test"] and a["train"] == b["train"]
+
+
+def test_kill_9_at_random_moments_then_resume_is_exact(data_dir, tmp_path):
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(data_dir, ref), check=True, env=_env(), cwd=ROOT, timeout=300)
+    wd = tmp_path / "run"
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(10):
+        p = subprocess.Popen(_cli(data_dir, wd), env=_env(), cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 6.0))
+        if p.poll() is None:
+            p.kill()  # SIGKILL: no chance to clean up
+            kills += 1
+        p.wait()
+        if os.path.exists(wd / "summary.json"):
+            break
+    assert kills >= 5
+    final = subprocess.run(_cli(data_dir, wd), capture_output=True, text=True, env=_env(), cwd=ROOT,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert _read(wd / "metrics.jsonl") == _read(ref / "metrics.jsonl")
+    a, b = json.loads(_read(wd / "summary.json")), json.loads(_read(ref / "summary.json"))
+    assert a["test"] == b["test"] and a["train"] == b["train"]
+
+
+def test_corrupt_newest_checkpoint_falls_back(data_dir, tmp_path, capsys):
+    c = _cfg(data_dir)
+    full = train.fit(c, str(tmp_path / "full"), progress=False)
+    wd = tmp_path / "run"
+    c9 = config_lib.apply_overrides(c, [("train.steps", "9")])
+    train.fit(c9, str(wd), progress=False)
+    newest = wd / "checkpoints" / "9"
+    assert newest.is_dir()
+    files = sorted(p for p in newest.rglob("*") if p.is_file() and p.stat().st_size > 100)
+    for f in files:  # garble every data file of the newest checkpoint
+        f.write_bytes(b"\0garbage" + f.read_bytes()[8:len(f.read_bytes()) // 2])
+    out = train.fit(c, str(wd), progress=True, allow_config_change=True)
+    err = capsys.readouterr().err
+    assert "warning: checkpoint step 9 is corrupt" in err
+    assert out["resumed_from"] == 6
+    assert out["test"] == full["test"]
+    assert os.listdir(wd / "corrupt_checkpoints")  # set aside, not deleted
+
+
+def test_divergence_stops_naming_the_step_and_keeps_last_good(data_dir, tmp_path):
+    c = _cfg(data_dir, optim__name="sgd", optim__learning_rate=1e12)
+    with pytest.raises(Diverged, match=r"loss is not finite at step \d+; the last good checkpoint"):
+        train.fit(c, str(tmp_path / "stop"), progress=False)
+    for step in Checkpoints(str(tmp_path / "stop" / "checkpoints"), read_only=True).steps():
+        params, _ = _params(str(tmp_path / "stop"), c) if step else (None, None)
+        if params is not None:
+            assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    skip = config_lib.apply_overrides(c, [("train.on_nan", "skip")])
+    out = train.fit(skip, str(tmp_path / "skip"), progress=False)
+    assert out["nonfinite_steps"] > 0
+    params, _ = _params(str(tmp_path / "skip"), skip)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_lower_lr_recovers(data_dir, tmp_path):
+    c = _cfg(data_dir, optim__name="sgd", optim__learning_rate=1e12, train__on_nan="lower_lr",
+             train__nan_lr_factor=1e-12, train__nan_max_retries=2)
+    out = train.fit(c, str(tmp_path / "run"), progress=False)
+    assert np.isfinite(out["test"]["loss"]) and out["test"]["accuracy"] > 0.2
+
+
+def test_restoring_into_another_model_names_the_paths(data_dir, tmp_path):
+    c = _cfg(data_dir)
+    train.fit(c, str(tmp_path / "run"), progress=False)
+    other = config_lib.apply_overrides(c, [("model.hidden", "(64,)")])
+    with pytest.raises(UserError, match=r"does not match this model \(.*shape differs: params/fc1/kernel"):
+        train.fit(other, str(tmp_path / "run"), progress=False, allow_config_change=True)
+
+
+def test_workdir_lock_and_stale_lock(data_dir, tmp_path):
+    c = _cfg(data_dir, train__steps=2)
+    wd = tmp_path / "run"
+    wd.mkdir()
+    with WorkdirLock(str(wd)):
+        with pytest.raises(UserError, match=rf"in use by another run \(pid {os.getpid()}\)"):
+            train.fit(c, str(wd), progress=False)
+    (wd / ".lock").write_text("999999\n")  # left by a dead process: no flock held
+    assert train.fit(c, str(wd), progress=False)["steps"] == 2
+
+
+def test_overwrite_needs_a_flag(data_dir, tmp_path):
+    c = _cfg(data_dir, train__steps=3)
+    train.fit(c, str(tmp_path / "run"), progress=False)
+    other = config_lib.apply_overrides(c, [("seed", "5")])
+    with pytest.raises(UserError, match="different config.*--overwrite"):
+        train.fit(other, str(tmp_path / "run"), progress=False)
+    out = train.fit(other, str(tmp_path / "run"), progress=False, overwrite=True)
+    assert out["resumed_from"] == 0
+
+
+def test_same_seed_bitwise_identical(data_dir, tmp_path):
+    c = _cfg(data_dir, model__dropout=0.3, data__flip=True)
+    a = train.fit(c, str(tmp_path / "a"), progress=False)
+    b = train.fit(c, str(tmp_path / "b"), progress=False)
+    assert a["test"] == b["test"] and _read(tmp_path / "a/metrics.jsonl") == _read(tmp_path / "b/metrics.jsonl")
+    pa, _ = _params(str(tmp_path / "a"), c)
+    pb, _ = _params(str(tmp_path / "b"), c)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)))
+
+
+BAD = [
+    (["--config.model.name=lenet6"], "unknown model 'lenet6'"),
+    (["--config.model.pool=maxx"], "unknown pool 'maxx'"),
+    (["--config.model.activation=rleu"], "unknown activation 'rleu'"),
+    (["--config.optim.name=adan"], "unknown optimizer 'adan'"),
+    (["--config.optim.schedule=cosin"], "unknown schedule 'cosin'"),
+    (["--config.train.loss=hinge"], "unknown loss 'hinge'"),
+    (["--config.data.name=mnist6k"], "unknown dataset 'mnist6k'"),
+    (["--config.train.epohcs=3"], "did you mean 'train.epochs'?"),
+    (["--config.model.activaton=tanh"], "did you mean 'model.activation'?"),
+    (["--config.train.epochs=abc"], "is not a valid int"),
+    (["--config.optim.learning_rate=fast"], "is not a valid float"),
+    (["--config.data.batch_size=0"], "data.batch_size must be a positive integer, got 0"),
+    (["--config.train.epochs=-2"], "train.epochs must be a non-negative integer, got -2"),
+    (["--config.model.hidden=0,84"], "must hold positive sizes"),
+    (["--config.data.batch_size=5000"], "data.batch_size 5000 is larger than the training split"),
+    (["--config.model.pool_window=64"], "layer 'pool1' (64x64 window"),
+    (["--config.model.padding=FULL"], "invalid padding 'FULL' for layer 'conv1'"),
+    (["--config.model.pool_padding=full"], "invalid padding 'full'"),
+    (["--config.data.test_split=test[:0]"], "split 'test[:0]' of dataset 'mnist5k' is empty"),
+    (["--config.train.on_nan=ignore"], "invalid train.on_nan 'ignore'"),
+    (["--config.parallel.mode=tpu"], "invalid parallel.mode 'tpu'"),
+    (["--config.model.name=simple_cnn", "--config.data.name=digits"], "layer 'pool2'"),
+    (["--config.data.name=cifar10", "DATA=missing"], "is not prepared in"),
+    (["DATA=corrupt"], "cannot"),
+    (["WORKDIR=/proc/cnn_jax_test"], "cannot create workdir"),
+    (["--config.data.batch_size=33", "--config.parallel.mode=sharded", "DEVICES=2"],
+     "data.batch_size 33 does not divide across 2 devices"),
+    (["CONFIG=syntax"], "syntax error"),
+    (["CONFIG=noget"], "defines no get_config"),
+    (["--checkpoint=1"], "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_input_end_to_end(data_dir, tmp_path, args, message):
+    """Each mistake: one line naming the value, exit 2, no traceback, nothing written."""
+    env = _env()
+    config, workdir, dd = EXP, str(tmp_path / "wd"), data_dir
+    flags = []
+    for a in args:
+        if a.startswith("DATA="):
+            dd = str(tmp_path / "data")
+            if a == "DATA=corrupt":  # a prepared-looking mnist5k whose files are garbage
+                import shutil
+
+                shutil.copytree(os.path.join(data_dir, "mnist5k"), os.path.join(dd, "mnist5k"))
+                for root, _, files in os.walk(dd):
+                    for f in files:
+                        if "array_record" in f:
+                            with open(os.path.join(root, f), "wb") as fh:
+                                fh.write(b"not an array record")
+        elif a.startswith("WORKDIR="):
+            workdir = a.split("=", 1)[1]
+        elif a.startswith("DEVICES="):
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={a.split('=')[1]}"
+        elif a.startswith("CONFIG="):
+            config = str(tmp_path / "exp.py")
+            with open(config, "w") as f:
+                f.write("def get_config(:\n" if a == "CONFIG=syntax" else "x = 1\n")
+        else:
+            flags.append(a)
+    # a run that is already there must survive every mistake untouched
+    sentinel = tmp_path / "wd" / "keep.txt"
+    if workdir == str(tmp_path / "wd"):
+        sentinel.parent.mkdir()
+        sentinel.write_text("precious")
+    p = subprocess.run(
+        [sys.executable, "-m", "cnn_jax", "train", "--config", config, "--workdir", workdir,
+         f"--config.data.data_dir={dd}", *flags],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=180,
+    )
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    lines = [x for x in p.stderr.strip().splitlines() if not x.startswith("WARNING")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr[-2000:]
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in p.stderr
+    if sentinel.parent.exists():
+        assert sorted(os.listdir(sentinel.parent)) == ["keep.txt"] and sentinel.read_text() == "precious"
