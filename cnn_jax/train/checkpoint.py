@@ -113,6 +113,9 @@ class Checkpoints:
         checkpoint at ``step`` and ``target`` (another model, pooling kind, width, ...)."""
         saved = _shapes(self.manager.item_metadata(step)["state"])
         wanted = _shapes(target)
+        model_keys = lambda d: {k: v for k, v in d.items() if k.split("/")[0] in ("params", "batch_stats")}  # noqa: E731
+        if model_keys(saved) != model_keys(wanted):  # name the model's paths, not the optimizer's
+            saved, wanted = model_keys(saved), model_keys(wanted)
         missing = sorted(set(wanted) - set(saved))
         extra = sorted(set(saved) - set(wanted))
         shape = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
