@@ -48,7 +48,14 @@ CIFAR = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110"}
 IMAGENET_RESNETS = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
 # Deeper members of a family: the same code as its first member with more blocks. Their
 # numerical and traced training steps run with -m slow.
-DEEP = {"resnet34", "resnet101", "resnet152", "resnet32", "resnet44", "resnet56", "resnet110"}
+DEEP = {"resnet34", "resnet101", "resnet152", "resnet32", "resnet44", "resnet56", "resnet110",
+        "vgg13", "vgg16", "vgg19", "vgg13_bn", "vgg16_bn", "vgg19_bn"}
+FIT = ["resnet20", "allcnn_c", "nin"]  # trained by test_fit_on_mock_cifar10
+# A numerical step by default for the seed's AlexNet (BatchNorm after the activation, dropout,
+# flattening classifier); resnet20, nin and allcnn_c train in test_fit_on_mock_cifar10, lenet5
+# and mlp in test_train.py, the others' steps are traced below; every model with -m slow.
+FAST_STEP = ["alexnet"]
+
 
 
 def small_shape(name: str) -> tuple[int, int, int]:
@@ -64,6 +71,15 @@ def tiny(name: str, num_classes: int = 10, **opts) -> nn.Module:
     if "width" in models.options(name) and "width" not in opts:
         opts["width"] = 0.0625 if name in IMAGENET_RESNETS else 0.125
     return models.create(name, num_classes, **opts)
+
+
+@functools.lru_cache(maxsize=None)
+def traced_create(name, num_classes, shape, opts=()):
+    """``(logits, variables)`` of ``models.create(name, num_classes, **dict(opts))`` on a
+    zero batch of one, traced only and cached (tests share their 224×224 traces)."""
+    model = models.create(name, num_classes, **dict(opts))
+    return jax.eval_shape(lambda: model.init_with_output(
+        RNGS, jnp.zeros((1, *shape)), train=False, mutable=True))
 
 
 def init_shapes(model, shape, batch=1):
@@ -122,7 +138,7 @@ def test_registry_holds_the_zoo():
         ("resnet34", 1000, (224, 224, 3), {}, 21_797_672),
         ("resnet50", 1000, (224, 224, 3), {}, 25_557_032),
         ("resnet101", 1000, (224, 224, 3), {}, 44_549_160),
-        ("resnet152", 1000, (224, 224, 3), {}, 60_192_808),
+        pytest.param("resnet152", 1000, (224, 224, 3), {}, 60_192_808, marks=pytest.mark.slow),
         ("googlenet", 1000, (224, 224, 3), {}, 6_624_904),
         # torchvision's googlenet(aux_logits=True): + 3,188,968 + 3,191,016
         ("googlenet", 1000, (224, 224, 3), {"aux_logits": True}, 13_004_888),
@@ -133,7 +149,7 @@ def test_registry_holds_the_zoo():
         ("resnet110", 10, (32, 32, 3), {}, 1_727_962),
         # downsampling by pooling moves no parameter
         ("resnet20", 10, (32, 32, 3), {"downsample": "pool", "pool": "avg"}, 269_722),
-        ("resnet50", 1000, (224, 224, 3), {"downsample": "pool"}, 25_557_032),
+        ("resnet18", 1000, (224, 224, 3), {"downsample": "pool"}, 11_689_512),
         # the seed's Keras AlexNet, 10 classes: conv 3,747,200 + dense 54,575,114 + BatchNorm
         # scale/bias 2 × 1,376 (Keras shows 58,325,066 trainable + 2,752 non-trainable)
         ("alexnet", 10, (227, 227, 3), {}, 58_325_066),
@@ -147,7 +163,7 @@ def test_registry_holds_the_zoo():
     ],
 )
 def test_pinned_parameter_counts(name, num_classes, shape, opts, expected):
-    v = init_shapes(models.create(name, num_classes, **opts), shape)
+    _, v = traced_create(name, num_classes, shape, tuple(sorted(opts.items())))
     assert n_params(v["params"]) == expected
 
 
@@ -207,7 +223,9 @@ def test_output_shape_intermediates_and_default_pool_sites(name):
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in models.names()]
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n
+     for n in models.names() if n not in FAST_STEP + FIT],  # those take real steps
 )
 def test_traced_train_step_keeps_the_state_structure(name):
     model = tiny(name)
@@ -219,9 +237,6 @@ def test_traced_train_step_keeps_the_state_structure(name):
     assert metrics["loss"].shape == () and metrics["count"].shape == ()
 
 
-# Numerical steps by default for one model per family not trained below (resnet20, nin and
-# allcnn_c train in test_fit_on_mock_cifar10); every model with -m slow.
-FAST_STEP = ["lenet5", "alexnet", "vgg11_bn", "resnet18"]
 
 
 @pytest.fixture
@@ -282,7 +297,9 @@ def _pool_opts(name, kind):
     return opts
 
 
-@pytest.mark.parametrize("name", sorted(POOL_SITES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in sorted(POOL_SITES)]
+)
 def test_every_pooling_site_uses_the_chosen_kind(name):
     _, _, kinds = traced_init(tiny(name, **_pool_opts(name, "avg")), small_shape(name))
     assert kinds == ["avg"] * POOL_SITES[name]
@@ -384,14 +401,17 @@ def test_resize_to_makes_a_small_input_fit():
         init_shapes(models.create("lenet5", 10, resize_to=(28, 0)), (40, 40, 1))
 
 
-def test_resize_to_is_bilinear_resizing():
-    model = models.create("nin", 10, width=0.125, resize_to=(16, 16))
-    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 8, 8, 3))
+def test_resize_to_is_bilinear_resizing(fast_compile):
+    model = models.create("lenet5", 10, resize_to=(28, 28))
+    direct = models.create("lenet5", 10)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 14, 14, 1))
     v = model.init(RNGS, x)
-    direct = models.create("nin", 10, width=0.125)
-    y = jax.image.resize(x, (1, 16, 16, 3), "bilinear")
-    np.testing.assert_allclose(jax.jit(model.apply)(v, x), jax.jit(direct.apply)(v, y),
-                               rtol=1e-5, atol=1e-6)
+
+    @jax.jit
+    def both(v, x):
+        return model.apply(v, x), direct.apply(v, jax.image.resize(x, (1, 28, 28, 1), "bilinear"))
+
+    np.testing.assert_allclose(*both(v, x), rtol=1e-5, atol=1e-6)
 
 
 def test_cifar_resnets_take_mnist_and_odd_sizes():
@@ -406,26 +426,14 @@ def test_cifar_resnets_take_mnist_and_odd_sizes():
 
 
 def test_imagenet_layouts_follow_torchvision():
-    model = models.create("resnet50", 1000)
-    _, state = jax.eval_shape(lambda: model.apply(
-        model.init(RNGS, jnp.zeros((1, 224, 224, 3))), jnp.zeros((1, 224, 224, 3)),
-        mutable=["intermediates"]))
-    f = feats(state)
+    f = feats(traced_create("resnet50", 1000, (224, 224, 3))[1])
     assert f["conv1"].shape == (1, 112, 112, 64) and f["maxpool"].shape == (1, 56, 56, 64)
     assert f["layer1_2"].shape == (1, 56, 56, 256) and f["layer4_2"].shape == (1, 7, 7, 2048)
-    g = models.create("googlenet", 1000)
-    _, state = jax.eval_shape(lambda: g.apply(
-        g.init(RNGS, jnp.zeros((1, 224, 224, 3))), jnp.zeros((1, 224, 224, 3)),
-        mutable=["intermediates"]))
-    f = feats(state)
+    f = feats(traced_create("googlenet", 1000, (224, 224, 3))[1])
     assert f["maxpool1"].shape == (1, 56, 56, 64) and f["maxpool2"].shape == (1, 28, 28, 192)
     assert f["inception3b"].shape == (1, 28, 28, 480) and f["maxpool4"].shape == (1, 7, 7, 832)
     assert f["inception5b"].shape == (1, 7, 7, 1024)
-    z = models.create("zfnet", 1000)
-    _, state = jax.eval_shape(lambda: z.apply(
-        z.init(RNGS, jnp.zeros((1, 224, 224, 3))), jnp.zeros((1, 224, 224, 3)),
-        mutable=["intermediates"]))
-    f = feats(state)  # Zeiler & Fergus, Fig. 3: 110, 55, 26, 13, 13, 6
+    f = feats(traced_create("zfnet", 1000, (224, 224, 3))[1])  # Zeiler & Fergus, Fig. 3: 110, 55, 26, 13, 13, 6
     assert [f[k].shape[1] for k in ("conv1", "pool1", "conv2", "pool2", "conv5", "pool3")] == [
         110, 55, 26, 13, 13, 6]
 
@@ -461,34 +469,50 @@ def test_unknown_norm_lists_choices():
         init_shapes(models.create("vgg11", 10, norm="batchnorm", width=0.125), (32, 32, 3))
 
 
-def test_batchnorm_uses_batch_statistics_in_training_only():
-    model = tiny("resnet20")
-    x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), (8, 16, 16, 3))
+def test_batchnorm_uses_batch_statistics_in_training_only(fast_compile):
+    model = models.create("lenet5", 10, norm="batch")
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), (8, 28, 28, 1))
     v = model.init(RNGS, x)
-    _, upd = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(v, x)
-    mean = upd["batch_stats"]["bn1"]["mean"]
-    conv = nn.Conv(2, (3, 3), padding=1, use_bias=False).apply({"params": v["params"]["conv1"]}, x)
+
+    @jax.jit
+    def run(v, x):
+        _, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
+        conv = nn.Conv(6, (5, 5), padding="SAME").apply({"params": v["params"]["conv1"]}, x)
+        return upd["batch_stats"]["bn1"]["mean"], conv, model.apply(v, x[:2]), model.apply(v, x[:1])
+
+    mean, conv, a, b = run(v, x)
     # flax momentum 0.9: running = 0.9 · 0 + 0.1 · batch mean
     np.testing.assert_allclose(mean, 0.1 * conv.mean((0, 1, 2)), rtol=1e-4, atol=1e-6)
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    a, b = apply(v, x[:2]), apply(v, x[:1])  # running statistics: no batch dependence
-    np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-5)  # running statistics in eval
 
 
-def test_activation_option_reaches_every_block():
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
-    outs = {}
-    for act in ("relu", "identity"):
-        m = tiny("resnet20", activation=act)
-        outs[act] = jax.jit(m.apply)(m.init(RNGS, x), x)
-    assert not np.allclose(outs["relu"], outs["identity"], atol=1e-4)
-    # identity everywhere: the network is affine in its input (BatchNorm in eval mode)
-    m = tiny("resnet20", activation="identity")
-    v = m.init(RNGS, x)
-    f = jax.jit(m.apply)
-    np.testing.assert_allclose(f(v, 2 * x) - f(v, x), f(v, x) - f(v, 0 * x), rtol=1e-3, atol=1e-4)
+def _count_primitive(jaxpr, name: str) -> int:
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == name
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, (list, tuple)) else [p]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    n += _count_primitive(inner, name)
+    return n
+
+
+@pytest.mark.parametrize(
+    "name,sites",
+    [("resnet20", 1 + 9 * 2), ("resnet50", 1 + 16 * 3), ("googlenet", 3 + 9 * 6),
+     ("vgg11", 8 + 2), ("alexnet", 5 + 2), ("nin", 9), ("allcnn_c", 9), ("lenet5", 2 + 2)],
+)
+def test_activation_option_reaches_every_layer(name, sites):
+    model = tiny(name, activation="tanh")
+    shape = small_shape(name)
+    v = init_shapes(model, shape)
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(v, jnp.zeros((1, *shape)))
+    assert _count_primitive(jaxpr.jaxpr, "tanh") == sites
+    jaxpr = jax.make_jaxpr(lambda v, x: tiny(name).apply(v, x))(v, jnp.zeros((1, *shape)))
+    assert _count_primitive(jaxpr.jaxpr, "tanh") == 0
     with pytest.raises(UserError, match="unknown activation 'rleu'"):
-        init_shapes(tiny("resnet20", activation="rleu"), (16, 16, 3))
+        init_shapes(tiny(name, activation="rleu"), shape)
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_logits():
