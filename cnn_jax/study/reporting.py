@@ -159,7 +159,14 @@ def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accurac
                      "cohens_d": c.cohens_d})
     out = pd.DataFrame(rows)
     if len(out):
-        out["p_holm"] = stats.holm(out["p_t"].tolist())
+        # One family of comparisons per setting of the other keys (e.g. per model): Holm
+        # adjusts each configuration's p-value for the comparisons made at that setting.
+        others = [k for k in keys if k not in base_labels]
+        families = out[others].astype(str).agg("|".join, axis=1) if others else pd.Series([""] * len(out))
+        out["p_holm"] = float("nan")
+        for fam in dict.fromkeys(families):
+            idx_f = out.index[families == fam]
+            out.loc[idx_f, "p_holm"] = stats.holm(out.loc[idx_f, "p_t"].tolist())
     return out
 
 
@@ -311,23 +318,23 @@ def _answer(agg, comp, keys, baseline, metric) -> list[str]:
 
 
 def _curves(workdir: str, df, keys, config):
-    """Mean test accuracy per logged step over the done seeds of ``config``."""
+    """Mean over the done seeds of ``config``: test accuracy per evaluation step, train
+    accuracy and loss per log step (each averaged over the steps since the last log)."""
     import numpy as np
 
     sub = _select(df, keys, config)
-    series = []
+    runs = []
     for name in sub[sub.status == "done"]["trial"]:
         recs = read_jsonl(os.path.join(workdir, store.TRIALS_DIR, name, "metrics.jsonl"))
-        test = {r["step"]: r["accuracy"] for r in recs if r["split"] == "test"}
-        train = {r["step"]: r["loss"] for r in recs if r["split"] == "train"}
-        series.append((test, train))
-    if not series:
+        runs.append(({r["step"]: r["accuracy"] for r in recs if r["split"] == "test"},
+                     {r["step"]: (r["accuracy"], r["loss"]) for r in recs if r["split"] == "train"}))
+    if not runs:
         return None
-    steps = sorted(set.intersection(*(set(t) for t, _ in series)))
-    tsteps = sorted(set.intersection(*(set(t) for _, t in series)))
-    acc = np.array([[t[s] for s in steps] for t, _ in series])
-    loss = np.array([[t[s] for s in tsteps] for _, t in series])
-    return steps, acc.mean(0), tsteps, loss.mean(0)
+    steps = sorted(set.intersection(*(set(t) for t, _ in runs)))
+    tsteps = sorted(set.intersection(*(set(t) for _, t in runs)))
+    test_acc = np.array([[t[s] for s in steps] for t, _ in runs]).mean(0)
+    train = np.array([[t[s] for s in tsteps] for _, t in runs])  # [runs, steps, 2]
+    return steps, test_acc, tsteps, train[..., 0].mean(0), train[..., 1].mean(0)
 
 
 def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -> dict[str, str]:
@@ -395,7 +402,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     ax.grid(axis="y", alpha=0.3)
     save(fig, "accuracy.png")
 
-    # 2. Learning curves: test accuracy and train loss per step, mean over seeds.
+    # 2. Learning curves: accuracy (train line, test markers) and train loss per step.
     fig, axes = plt.subplots(2, len(groups), figsize=(4.6 * len(groups), 6.5), squeeze=False)
     for gi, g in enumerate(groups):
         for lv in levels:
@@ -403,17 +410,20 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
             c = _curves(workdir, df, keys, cfg)
             if c is None:
                 continue
-            steps, acc, tsteps, loss = c
-            axes[0, gi].plot(steps, 100 * acc, marker=".", color=colors[lv], label=str(lv))
-            axes[1, gi].plot(tsteps, loss, color=colors[lv], label=str(lv))
+            steps, test_acc, tsteps, train_acc, train_loss = c
+            axes[0, gi].plot(tsteps, 100 * train_acc, color=colors[lv], lw=1, label=str(lv))
+            axes[0, gi].plot(steps, 100 * test_acc, "o", color=colors[lv], ms=5)
+            axes[1, gi].plot(tsteps, train_loss, color=colors[lv], lw=1, label=str(lv))
         axes[0, gi].set_title(glabel(g))
-        axes[0, gi].set_ylabel("test accuracy (%)")
+        axes[0, gi].set_ylabel("accuracy (%): train line, test dots")
         axes[1, gi].set_ylabel("train loss")
         axes[1, gi].set_xlabel("step")
         axes[1, gi].set_yscale("log")
+        lo = axes[0, gi].get_ylim()
+        axes[0, gi].set_ylim(max(lo[0], 50), min(lo[1], 100.5))
         for a in axes[:, gi]:
             a.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=8, title=_short(factor) if factor else None)
+    axes[1, -1].legend(fontsize=7, title=_short(factor) if factor else None, ncol=2)
     fig.suptitle("learning curves (mean over seeds)")
     fig.tight_layout()
     save(fig, "curves.png")
@@ -523,7 +533,8 @@ def write(workdir: str) -> dict:
             "Paired by seed: trials with the same seed share the data order and the "
             "initialisation of every layer they have in common. Δ = configuration − baseline"
             + (" in percentage points" if _is_fraction(metric) else "") + "; p-values are two-sided; "
-            "Holm adjusts the t-test p-values for the number of comparisons in this table; "
+            "Holm adjusts the t-test p-values for the number of comparisons made at the same "
+            "values of the other swept keys (e.g. per model); the verdict uses it at α = 0.05; "
             "Cohen's d_z = mean(Δ) / sd(Δ).",
             "",
             comparison_table(comp, keys, metric),
@@ -534,7 +545,7 @@ def write(workdir: str) -> dict:
         lines += ["## Plots", ""]
         captions = {
             "accuracy": f"{metric} per configuration, mean with 95 % CI over seeds",
-            "curves": "learning curves: test accuracy and training loss, mean over seeds",
+            "curves": "learning curves: train accuracy (line), test accuracy (dots) and train loss, mean over seeds",
             "acc_vs_params": f"{metric} against parameter count",
             "shift_consistency": "shift consistency against accuracy",
         }

@@ -304,9 +304,10 @@ def _execute(todo, workdir, workers, vmap, shift, log) -> dict:
     if n == 0:
         from cnn_jax.study import worker
 
-        for task in tasks:
-            if worker.run_task(task, handle):
-                raise KeyboardInterrupt  # SIGINT/SIGTERM: the trial was checkpointed
+        with worker.cached_datasets():
+            for task in tasks:
+                if worker.run_task(task, handle):
+                    raise KeyboardInterrupt  # SIGINT/SIGTERM: the trial was checkpointed
         return counts
     n = min(n, len(tasks))
     temp_cache = tempfile.mkdtemp(prefix="cnn-jax-sweep-xla-")
