@@ -405,13 +405,13 @@ def test_resize_to_is_bilinear_resizing(fast_compile):
     model = models.create("lenet5", 10, resize_to=(28, 28))
     direct = models.create("lenet5", 10)
     x = jax.random.uniform(jax.random.PRNGKey(0), (1, 14, 14, 1))
-    v = model.init(RNGS, x)
 
     @jax.jit
-    def both(v, x):
+    def both(x):
+        v = model.init(RNGS, x)
         return model.apply(v, x), direct.apply(v, jax.image.resize(x, (1, 28, 28, 1), "bilinear"))
 
-    np.testing.assert_allclose(*both(v, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(*both(x), rtol=1e-5, atol=1e-6)
 
 
 def test_cifar_resnets_take_mnist_and_odd_sizes():
@@ -472,15 +472,15 @@ def test_unknown_norm_lists_choices():
 def test_batchnorm_uses_batch_statistics_in_training_only(fast_compile):
     model = models.create("lenet5", 10, norm="batch")
     x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(0), (8, 28, 28, 1))
-    v = model.init(RNGS, x)
 
     @jax.jit
-    def run(v, x):
+    def run(x):
+        v = model.init(RNGS, x)
         _, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
         conv = nn.Conv(6, (5, 5), padding="SAME").apply({"params": v["params"]["conv1"]}, x)
         return upd["batch_stats"]["bn1"]["mean"], conv, model.apply(v, x[:2]), model.apply(v, x[:1])
 
-    mean, conv, a, b = run(v, x)
+    mean, conv, a, b = run(x)
     # flax momentum 0.9: running = 0.9 · 0 + 0.1 · batch mean
     np.testing.assert_allclose(mean, 0.1 * conv.mean((0, 1, 2)), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-5)  # running statistics in eval
@@ -572,9 +572,7 @@ def test_shortcut_a_pads_channels_with_zeros():
 
     block = BasicBlock(features=8, strides=2, shortcut="A", norm="none", activation="identity")
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 6, 4))
-    v = block.init(RNGS, x)
-    v = jax.tree.map(jnp.zeros_like, v)
-    y = block.apply(v, x)
+    y = jax.jit(lambda x: block.apply(jax.tree.map(jnp.zeros_like, block.init(RNGS, x)), x))(x)
     assert y.shape == (1, 3, 3, 8)
     np.testing.assert_array_equal(y[..., 2:6], x[:, ::2, ::2, :])
     assert not np.any(y[..., :2]) and not np.any(y[..., 6:])
