@@ -14,6 +14,14 @@ Conventions (NHWC arrays, ``x: f32[B, H, W, C]``):
 
 from __future__ import annotations
 
+# Registration happens on import: one module per family of kinds.
+from cnn_jax.pooling import antialias as _antialias  # noqa: F401  (blur, max_blur)
+from cnn_jax.pooling import basic as _basic  # noqa: F401  (max, avg)
+from cnn_jax.pooling import heads as _heads  # noqa: F401  (global heads)
+from cnn_jax.pooling import learned as _learned  # noqa: F401  (mixed, gated, strided_conv, lip)
+from cnn_jax.pooling import lp as _lp  # noqa: F401  (lp)
+from cnn_jax.pooling import softpool as _softpool  # noqa: F401  (softpool)
+from cnn_jax.pooling import stochastic as _stochastic  # noqa: F401  (stochastic, fractional_max)
 from cnn_jax.pooling.core import (
     HEADS,
     POOLS,
@@ -28,26 +36,18 @@ from cnn_jax.pooling.core import (
     register,
     register_head,
 )
-# Registration happens on import: one module per family of kinds.
-from cnn_jax.pooling import antialias as _antialias  # noqa: E402,F401  (blur, max_blur)
-from cnn_jax.pooling import basic as _basic  # noqa: E402,F401  (max, avg)
-from cnn_jax.pooling import heads as _heads  # noqa: E402,F401  (global heads)
-from cnn_jax.pooling import learned as _learned  # noqa: E402,F401  (mixed, gated, strided_conv, lip)
-from cnn_jax.pooling import lp as _lp  # noqa: E402,F401  (lp)
-from cnn_jax.pooling import softpool as _softpool  # noqa: E402,F401  (softpool)
-from cnn_jax.pooling import stochastic as _stochastic  # noqa: E402,F401  (stochastic, fractional_max)
 
 __all__ = [
     "HEADS",
     "POOLS",
     "GlobalPool",
-    "head_names",
-    "register_head",
     "Pool",
     "PoolKind",
+    "head_names",
     "names",
     "normalize_padding",
     "output_size",
     "pool",
     "register",
+    "register_head",
 ]

@@ -10,7 +10,7 @@ from jax import lax
 
 from cnn_jax.errors import UserError
 from cnn_jax.pooling.core import register
-from cnn_jax.pooling.windows import window_mean
+from cnn_jax.pooling.windows import patches, window_counts
 
 _LEARN = ("none", "layer", "channel")
 
@@ -18,17 +18,23 @@ _LEARN = ("none", "layer", "channel")
 def lp_mean(x: jax.Array, p, window, strides, pads, count_include_pad: bool = False) -> jax.Array:
     """``(mean_R |x|^p)^(1/p)`` for a float or traced ``p`` (scalar or per channel ``[C]``).
 
-    Overflow-safe: ``|x|`` is divided by its (gradient-stopped) maximum over the feature map
-    of each example and channel, and the result multiplied back; the power mean is
-    positively homogeneous, so values and gradients are unchanged. A window of zeros gives
-    0 with gradient 0 (where the derivative of ``t^(1/p)`` at 0 is infinite).
+    Overflow- and underflow-safe for any ``p``: each window is divided by its own
+    (gradient-stopped) maximum ``m`` and the result multiplied back,
+    ``m (mean_R (|x|/m)^p)^(1/p)``; the power mean is positively homogeneous, so values and
+    gradients are unchanged, and the sum is ``>= 1``. A window of zeros gives 0 with
+    gradient 0 (where the derivative of ``t^(1/p)`` at 0 is infinite).
     """
-    a = jnp.abs(x)
-    scale = lax.stop_gradient(jnp.max(a, axis=(1, 2), keepdims=True))
-    scale = jnp.where(scale > 0, scale, 1.0)
-    m = window_mean((a / scale) ** p, window, strides, pads, count_include_pad)
+    a = patches(jnp.abs(x), window, strides, pads, 0.0)  # [B, Ho, Wo, K, C]
+    m = lax.stop_gradient(jnp.max(a, axis=3))
     pos = m > 0
-    return jnp.where(pos, jnp.where(pos, m, 1.0) ** (1.0 / p), 0.0) * scale
+    m = jnp.where(pos, m, 1.0)
+    s = jnp.sum((a / m[:, :, :, None, :]) ** p, axis=3)
+    if count_include_pad or tuple(map(tuple, pads)) == ((0, 0), (0, 0)):
+        n = window[0] * window[1]
+    else:
+        n = window_counts(x.shape, window, strides, pads)
+    s = jnp.where(pos, s, 1.0)
+    return jnp.where(pos, m * (s / n) ** (1.0 / p), 0.0)
 
 
 class LpPool(nn.Module):

@@ -69,7 +69,7 @@ def fmp_boundaries(n: int, out: int, kind: str, key: jax.Array | None, batch: in
             t = jnp.full((batch, 1), max(1, -(-n // 2)), jnp.int32)
         else:
             t = jax.random.randint(key, (batch, 1), 1, n + 1, jnp.int32)
-        ceil_div = lambda m: (m + out - 1) // out  # noqa: E731
+        ceil_div = lambda m: (m + out - 1) // out
         return ceil_div(n * jnp.asarray(i)[None, :] + t) - ceil_div(t)
     # random: a random arrangement of (n - out) increments of 2 and (2 out - n) of 1.
     r = jax.random.uniform(key, (batch, out))
@@ -115,8 +115,9 @@ def fractional_max_pool(
     both kinds); Graham instead averages the predictions of several random draws, which you
     can do by applying the model with ``train=True`` and different ``'pool'`` keys.
 
-    ``window`` and ``strides`` are ignored (the reduction is set by ``alpha``) and the
-    kind does not pad: padding must resolve to none (``"VALID"``).
+    ``window``, ``strides`` and ``padding`` are ignored: the regions tile the unpadded
+    input and the reduction is set by ``alpha``, so at a pooling site this kind gives
+    larger outputs than the others (e.g. 28 -> 20 instead of 14 with ``alpha = sqrt(2)``).
 
     Args:
       alpha: reduction ratio in ``(1, 2]``; Graham uses ``sqrt(2)`` (default) and
@@ -130,11 +131,6 @@ def fractional_max_pool(
         raise UserError(
             f"pool 'fractional_max': invalid sequence {sequence!r}; choose one of: "
             f"{', '.join(_SEQUENCES)}"
-        )
-    if tuple(map(tuple, pads)) != ((0, 0), (0, 0)):
-        raise UserError(
-            f"pool 'fractional_max' does not pad (its regions tile the input), but the padding "
-            f"resolves to {pads!r}; use padding 'VALID' (SAME and explicit pads are not supported)"
         )
     if train and rng is None:
         raise UserError("pool 'fractional_max' samples in training mode: pass rng=")

@@ -80,19 +80,29 @@ def _block_max(xb: jax.Array) -> jax.Array:
     return jnp.max(xb, axis=(2, 4))
 
 
-def _first_max_onehot(xb: jax.Array, y: jax.Array) -> jax.Array:
+def _first_max_index(xb: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(y, idx)``: the window maxima and the row-major position of the first maximal
+    element of each window, ``idx: [B, Ho, 1, Wo, 1, C]``. Computed elementwise over the
+    ``kh*kw`` window slices (one fused pass; faster on CPU than a compare-and-reduce)."""
     kh, kw = xb.shape[2], xb.shape[4]
-    idx = _window_index(kh, kw)
-    hit = xb == y[:, :, None, :, None, :]
-    first = jnp.min(jnp.where(hit, idx, kh * kw), axis=(2, 4), keepdims=True)
-    return idx == first
+    k = kh * kw
+    s = [xb[:, :, i, :, j, :] for i in range(kh) for j in range(kw)]
+    y = s[0]
+    for v in s[1:]:
+        y = jnp.maximum(y, v)
+    dt = jnp.int8 if k <= 127 else jnp.int32
+    idx = jnp.full(y.shape, k - 1, dt)
+    for pos in range(k - 2, -1, -1):
+        idx = jnp.where(s[pos] == y, jnp.asarray(pos, dt), idx)
+    return y, idx[:, :, None, :, None, :]
 
 
 @_block_max.defjvp
 def _block_max_jvp(primals, tangents):
     (xb,), (xb_dot,) = primals, tangents
-    y = _block_max(xb)
-    onehot = _first_max_onehot(xb, y)
+    y, idx = _first_max_index(xb)
+    onehot = _window_index(xb.shape[2], xb.shape[4]) == idx
+    # Linear in xb_dot, so reverse mode transposes it to where(onehot, g, 0): a broadcast.
     y_dot = jnp.sum(jnp.where(onehot, xb_dot, jnp.zeros_like(xb_dot)), axis=(2, 4))
     return y, y_dot
 
@@ -121,7 +131,7 @@ def window_sum(x: jax.Array, window: Pair, strides: Pair, pads: Pads) -> jax.Arr
 @functools.lru_cache(maxsize=256)
 def _counts(hw: Pair, window: Pair, strides: Pair, pads: Pads) -> np.ndarray:
     (h, w), (kh, kw), (sh, sw) = hw, window, strides
-    (pt, pb), (pl, pr) = pads
+    (pt, _), (pl, _) = pads
     ho = output_size(h, kh, sh, pads[0])
     wo = output_size(w, kw, sw, pads[1])
     rows = np.array([min(i * sh - pt + kh, h) - max(i * sh - pt, 0) for i in range(ho)])
