@@ -1,0 +1,118 @@
+"""Training throughput of ``fit``'s exact step against PyTorch eager, side by side.
+
+Same layers, batch, optimizer (Adam, lr 1e-3) and float32 on both sides; the JAX side is
+the step ``fit`` runs (``cnn_jax.train.parallel.Runner`` in the default parallel mode, with
+the model built by ``cnn_jax.models.create``). Rounds alternate between the frameworks in
+one process so that drift of the shared machine hits both. Prints images/s and the ratio.
+
+  pip install -e ".[bench]"          # torch==2.13.0 (CPU)
+  python benchmarks/throughput.py [--batch-size 128] [--steps 50] [--rounds 5] [--pool max]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import numpy as np
+
+
+def jax_step(name: str, shape, batch_size: int, pool: str, mode: str):
+    import jax
+
+    from cnn_jax import config as config_lib
+    from cnn_jax import losses, models, optim
+    from cnn_jax.train import state as state_lib
+    from cnn_jax.train.parallel import Runner
+
+    model = models.create(name, 10, pool=pool)
+    c = config_lib.base_config().optim
+    state = state_lib.create(model, optim.build(c, 10_000, 100), shape, seed=0)
+    loss_fn = functools.partial(losses.softmax_cross_entropy, num_classes=10)
+    runner = Runner(mode, loss_fn, loss_fn)
+    rng = np.random.default_rng(0)
+    batch = runner.put_batch({
+        "image": rng.normal(size=(batch_size, *shape)).astype(np.float32),
+        "label": rng.integers(0, 10, batch_size).astype(np.int32),
+    })
+    st = [runner.put_state(state)]
+
+    def run(steps: int) -> None:
+        s = st[0]
+        for _ in range(steps):
+            s, sums = runner.train_step(s, batch)
+        jax.block_until_ready(sums)
+        st[0] = s
+
+    run(2)  # compile
+    return run, runner.mode
+
+
+def torch_step(name: str, shape, batch_size: int, pool: str):
+    import torch
+    from torch import nn
+
+    P = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
+    h, w, c = shape
+    if name == "lenet5":  # 6@5x5 SAME, pool, 16@5x5 VALID, pool, 120, 84, 10
+        net = nn.Sequential(
+            nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), P,
+            nn.Conv2d(6, 16, 5), nn.ReLU(), type(P)(2),
+            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, 10),
+        )
+    else:  # the seeds' TF CNN: conv32 3x3, pool, conv64 3x3, pool, conv64 3x3, dense 64, 10
+        net = nn.Sequential(
+            nn.Conv2d(c, 32, 3), nn.ReLU(), P, nn.Conv2d(32, 64, 3), nn.ReLU(), type(P)(2),
+            nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.ReLU(),
+            nn.Linear(64, 10),
+        )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(batch_size, c, h, w)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, batch_size))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+
+    run(2)
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--pool", default="max")
+    p.add_argument("--mode", default="auto", help="cnn_jax parallel mode (default: fit's default)")
+    p.add_argument("--models", default="lenet5,simple_cnn")
+    args = p.parse_args()
+    import torch
+
+    shapes = {"lenet5": (28, 28, 1), "simple_cnn": (32, 32, 3)}
+    print(f"torch {torch.__version__} threads={torch.get_num_threads()}; batch {args.batch_size}, "
+          f"{args.rounds} interleaved rounds x {args.steps} steps, pool={args.pool}")
+    for name in args.models.split(","):
+        jrun, mode = jax_step(name, shapes[name], args.batch_size, args.pool, args.mode)
+        trun = torch_step(name, shapes[name], args.batch_size, args.pool)
+        times = {"jax": [], "torch": []}
+        for _ in range(args.rounds):
+            for key, run in (("jax", jrun), ("torch", trun)):
+                t = time.perf_counter()
+                run(args.steps)
+                times[key].append(time.perf_counter() - t)
+        ips = {k: args.steps * args.batch_size / statistics.median(v) for k, v in times.items()}
+        print(f"{name:>10}: cnn_jax ({mode}) {ips['jax']:8.0f} img/s | torch {ips['torch']:8.0f} img/s"
+              f" | ratio {ips['jax'] / ips['torch']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
