@@ -308,8 +308,9 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
                     diverged_at, float("nan"),
                     f"training diverged: the loss is not finite at step {diverged_at}"
                     + (f" (after {retries} learning-rate reductions)" if retries else "")
-                    + f"; the last good checkpoint (step {good}) is kept in {ckpt.directory}; "
-                    "lower optim.learning_rate or set train.on_nan=skip or lower_lr",
+                    + (f"; the last good checkpoint (step {good}) is kept in {ckpt.directory}"
+                       if good is not None else "; no checkpoint had been written yet")
+                    + "; lower optim.learning_rate or set train.on_nan=skip or lower_lr",
                 )
             retries += 1
             host_state, data_state, start = ckpt.restore(s.state, "latest", sharding=runner.state_sharding())
