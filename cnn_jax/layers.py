@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -194,7 +193,7 @@ def scale_channels(channels: int, width: float) -> int:
     """``channels * width`` rounded to the nearest int, at least 1 (the ``width`` option)."""
     if not width > 0:
         raise UserError(f"model width must be a positive number, got {width!r}")
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

@@ -19,7 +19,7 @@ import pytest
 
 from cnn_jax import losses, models, pooling, train
 from cnn_jax.errors import ShapeError, UserError
-from cnn_jax.layers import AdaptiveAvgPool, NORMS
+from cnn_jax.layers import NORMS, AdaptiveAvgPool
 from cnn_jax.models.common import ceil_mode_pads
 from cnn_jax.train.state import TrainState
 
@@ -73,7 +73,7 @@ def tiny(name: str, num_classes: int = 10, **opts) -> nn.Module:
     return models.create(name, num_classes, **opts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def traced_create(name, num_classes, shape, opts=()):
     """``(logits, variables)`` of ``models.create(name, num_classes, **dict(opts))`` on a
     zero batch of one, traced only and cached (tests share their 224×224 traces)."""
@@ -417,11 +417,8 @@ def test_resize_to_is_bilinear_resizing(fast_compile):
 def test_cifar_resnets_take_mnist_and_odd_sizes():
     for shape, maps in [((28, 28, 1), (28, 14, 7)), ((9, 9, 3), (9, 5, 3))]:
         for opts in ({}, {"downsample": "pool", "pool": "avg"}):
-            model = tiny("resnet20", **opts)
-            _, state = jax.eval_shape(lambda: model.apply(
-                model.init(RNGS, jnp.zeros((1, *shape))), jnp.zeros((1, *shape)),
-                mutable=["intermediates"]))
-            f = feats(state)
+            _, v, _ = traced_init(tiny("resnet20", **opts), shape)
+            f = feats(v)
             assert (f["layer1_2"].shape[1], f["layer2_0"].shape[1], f["layer3_0"].shape[1]) == maps
 
 
@@ -579,12 +576,10 @@ def test_shortcut_a_pads_channels_with_zeros():
 
 
 def test_googlenet_aux_logits_are_recorded():
-    model = tiny("googlenet", aux_logits=True)
-    x = jnp.zeros((2, 64, 64, 3))
-    logits, state = jax.eval_shape(
-        lambda: model.apply(model.init(RNGS, x), x, mutable=["intermediates"]))
-    f = feats(state)
-    assert logits.shape == f["aux1"].shape == f["aux2"].shape == (2, 10)
+    logits, v = traced_create("googlenet", 1000, (224, 224, 3), (("aux_logits", True),))
+    f = feats(v)
+    assert logits.shape == f["aux1"].shape == f["aux2"].shape == (1, 1000)
+    assert "aux1" not in feats(traced_create("googlenet", 1000, (224, 224, 3))[1])
 
 
 # --- layers ---------------------------------------------------------------------------------
@@ -636,9 +631,10 @@ def _kind(*preferred):
 @pytest.mark.parametrize(
     "name,opts",
     [
-        ("resnet20", lambda: dict(width=0.25, downsample="pool", pool="avg")),
-        ("allcnn_c", lambda: dict(width=0.125, downsample="pool", pool=_kind("gated", "lp"))),
-        ("nin", lambda: dict(width=0.125, pool=_kind("stochastic", "max"))),
+        ("resnet20", lambda: {"width": 0.25, "downsample": "pool", "pool": "avg"}),
+        ("allcnn_c",
+         lambda: {"width": 0.125, "downsample": "pool", "pool": _kind("gated", "lp")}),
+        ("nin", lambda: {"width": 0.125, "pool": _kind("stochastic", "max")}),
     ],
 )
 def test_fit_on_mock_cifar10(name, opts, tmp_path, fast_compile):

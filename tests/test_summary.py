@@ -72,7 +72,9 @@ def test_batchnorm_statistics_and_dtype_in_the_summary():
     s = summary.summarize(models.create("resnet20", 10), (32, 32, 3))
     assert s.total_params == 269_722 and s.non_trainable == 2 * (16 * 7 + 32 * 6 + 64 * 6)
     half = summary.summarize(models.create("resnet20", 10, dtype="bfloat16"), (32, 32, 3))
-    conv = lambda t: next(r for r in t.rows if r.name == "conv1")  # noqa: E731
+    def conv(t):
+        return next(r for r in t.rows if r.name == "conv1")
+
     assert conv(half).output_bytes * 2 == conv(s).output_bytes == 32 * 32 * 16 * 4
     assert half.total_macs == s.total_macs
 

@@ -86,9 +86,10 @@ def features(model: nn.Module, variables, x: jax.Array) -> dict[str, jax.Array]:
     return dict(state["intermediates"]["features"])
 
 
-from cnn_jax.models import classic as _classic  # noqa: E402,F401  (registers the models)
-from cnn_jax.models import alexnet as _alexnet  # noqa: E402,F401
-from cnn_jax.models import googlenet as _googlenet  # noqa: E402,F401
-from cnn_jax.models import nin as _nin  # noqa: E402,F401  (nin, allcnn_c)
-from cnn_jax.models import resnet as _resnet  # noqa: E402,F401
-from cnn_jax.models import vgg as _vgg  # noqa: E402,F401
+# Registration: importing a model module registers its models.
+from cnn_jax.models import alexnet as _alexnet  # noqa: F401  (alexnet, alexnet_tv, zfnet)
+from cnn_jax.models import classic as _classic  # noqa: F401  (mlp, lenet5, simple_cnn)
+from cnn_jax.models import googlenet as _googlenet  # noqa: F401
+from cnn_jax.models import nin as _nin  # noqa: F401  (nin, allcnn_c)
+from cnn_jax.models import resnet as _resnet  # noqa: F401  (resnet18..152, resnet20..110)
+from cnn_jax.models import vgg as _vgg  # noqa: F401  (vgg11..19, *_bn)

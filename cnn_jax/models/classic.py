@@ -16,7 +16,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn_jax.layers import Conv, activation, compute_dtype, norm, record, resize_input, scale_channels
+from cnn_jax.layers import (
+    Conv,
+    activation,
+    compute_dtype,
+    norm,
+    record,
+    resize_input,
+    scale_channels,
+)
 from cnn_jax.models import register
 from cnn_jax.pooling import Pool
 

@@ -74,13 +74,13 @@ class Layers(nn.Module):
 
     def layer_options(self) -> dict[str, Any]:
         """The shared fields, to pass on to a block."""
-        return dict(
-            activation=self.activation,
-            norm=self.norm,
-            pool=self.pool,
-            pool_options=self.pool_options,
-            dtype=self.dtype,
-        )
+        return {
+            "activation": self.activation,
+            "norm": self.norm,
+            "pool": self.pool,
+            "pool_options": self.pool_options,
+            "dtype": self.dtype,
+        }
 
     @property
     def cdtype(self):
