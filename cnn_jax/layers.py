@@ -77,7 +77,8 @@ class Conv(nn.Conv):
                     raise ShapeError(
                         f"input too small: layer '{self.name}' ({k[0]}x{k[1]} convolution, "
                         f"{pad} padding) on a {inputs.shape[1]}x{inputs.shape[2]} feature map would "
-                        f"give an empty {out[0]}x{out[1]} output; use a larger input or SAME padding"
+                        f"give an empty {out[0]}x{out[1]} output; use a larger input, SAME padding or "
+                        "the model's resize_to option"
                     )
         return super().__call__(inputs)
 
