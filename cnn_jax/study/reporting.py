@@ -267,19 +267,46 @@ def timing_table(agg, keys: list[str]) -> str:
     return _table(header, rows, ["l"] * len(keys) + ["r"] * 3)
 
 
-def _panels(keys: list[str], baseline: dict) -> tuple[str | None, list[str]]:
-    """The factor compared along the x axis, and the keys that split it into series."""
-    if baseline:
-        factor = next(iter(baseline))
-    else:
-        factor = keys[-1] if keys else None
-    return factor, [k for k in keys if k != factor]
+CONFIG = "configuration"  # a column labelling each configuration by all its swept values
+
+
+def _panels(keys: list[str], baseline: dict) -> tuple[str, list[str]]:
+    """The factor compared along the x axis, and the keys that split it into series.
+
+    With a baseline on some keys: the first baseline key, split by the keys outside the
+    baseline (e.g. pool, per model). With one swept key: that key. Otherwise (a random
+    search, or a baseline that fixes every key): each configuration is a level of its own,
+    labelled by the :data:`CONFIG` column.
+    """
+    if baseline and not set(keys) <= set(baseline):
+        return next(iter(baseline)), [k for k in keys if k not in baseline]
+    if len(keys) == 1:
+        return keys[0], []
+    return CONFIG, []
+
+
+def _config_label(row, keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        v = row[k]
+        if v == "":
+            continue
+        parts.append(str(v) if k.endswith(".name") else f"{_short(k)}={v}")
+    return " ".join(parts)
+
+
+def _with_labels(frame, keys: list[str]):
+    if len(frame) and CONFIG not in frame:
+        frame = frame.copy()
+        frame[CONFIG] = [_config_label(r, keys) for _, r in frame.iterrows()]
+    return frame
 
 
 def _answer(agg, comp, keys, baseline, metric) -> list[str]:
     """Plain sentences that follow from the tables."""
     frac = _is_fraction(metric)
     factor, others = _panels(keys, baseline)
+    agg, comp = _with_labels(agg, keys), _with_labels(comp, keys)
     lines = []
     done = agg[agg.n > 0]
     if not len(done):
@@ -289,9 +316,15 @@ def _answer(agg, comp, keys, baseline, metric) -> list[str]:
         groups.setdefault(tuple(r[k] for k in others), []).append(r)
     for g, rs in groups.items():
         where = ", ".join(f"{_short(k)}={v}" for k, v in zip(others, g))
-        ranked = sorted(rs, key=lambda r: (-r["mean"], str(r[factor]) if factor else ""))
-        order = " > ".join(f"{r[factor] if factor else '?'} ({_val(r['mean'], frac)})" for r in ranked)
+        ranked = sorted(rs, key=lambda r: (-r["mean"], str(r[factor])))
+        order = " > ".join(f"{r[factor]} ({_val(r['mean'], frac)})" for r in ranked)
         lines.append(f"- {where + ': ' if where else ''}ranking by mean {_name(metric)}: {order}.")
+        best = ranked[0]
+        unit = " %" if frac else ""
+        lines.append(
+            f"  Best: **{best[factor]}**, "
+            f"{_val(best['mean'], frac)}{unit} (95 % CI [{_val(best['ci_lo'], frac)}, "
+            f"{_val(best['ci_hi'], frac)}] over {best['n']} seeds).")
     if len(comp):
         base = ", ".join(f"{_short(k)}={_label(v)}" for k, v in baseline.items())
         sig = comp[comp["p_holm"] < 0.05]
@@ -317,12 +350,19 @@ def _answer(agg, comp, keys, baseline, metric) -> list[str]:
 # ----------------------------------------------------------------------------- plots
 
 
-def _curves(workdir: str, df, keys, config):
-    """Mean over the done seeds of ``config``: test accuracy per evaluation step, train
+def _level(frame, factor: str, level, others: list[str], group: tuple):
+    """The rows of ``frame`` at ``factor == level`` and ``others == group``."""
+    rows = frame[frame[factor] == level]
+    for k, v in zip(others, group):
+        rows = rows[rows[k] == v]
+    return rows
+
+
+def _curves(workdir: str, sub):
+    """Mean over the done trials in ``sub``: test accuracy per evaluation step, train
     accuracy and loss per log step (each averaged over the steps since the last log)."""
     import numpy as np
 
-    sub = _select(df, keys, config)
     runs = []
     for name in sub[sub.status == "done"]["trial"]:
         recs = read_jsonl(os.path.join(workdir, store.TRIALS_DIR, name, "metrics.jsonl"))
@@ -339,6 +379,7 @@ def _curves(workdir: str, df, keys, config):
 
 def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -> dict[str, str]:
     """Writes the PNGs; returns ``{name: path relative to workdir}``."""
+    df, agg = _with_labels(df, keys), _with_labels(agg, keys)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -354,7 +395,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     out: dict[str, str] = {}
     if not len(agg):
         return out
-    levels = list(dict.fromkeys(agg[factor])) if factor else ["all"]
+    levels = list(dict.fromkeys(agg[factor]))
     groups = list(dict.fromkeys(tuple(r[k] for k in others) for _, r in agg.iterrows()))
     glabel = lambda g: ", ".join(str(v) for v in g) or "all"  # noqa: E731
     cmap = plt.get_cmap("tab10")
@@ -374,9 +415,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     for gi, g in enumerate(groups):
         xs, ys, lo, hi = [], [], [], []
         for li, lv in enumerate(levels):
-            rows = agg[(agg[factor] == lv) if factor else agg.index >= 0]
-            for k, v in zip(others, g):
-                rows = rows[rows[k] == v]
+            rows = _level(agg, factor, lv, others, g)
             if not len(rows):
                 continue
             r = rows.iloc[0]
@@ -385,16 +424,16 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
             ys.append(scale * r["mean"])
             lo.append(scale * (r["mean"] - r["ci_lo"]) if math.isfinite(r["ci_lo"]) else 0)
             hi.append(scale * (r["ci_hi"] - r["mean"]) if math.isfinite(r["ci_hi"]) else 0)
-            cfg = tuple(lv if k == factor else dict(zip(others, g))[k] for k in keys)
-            seeds = _select(df, keys, cfg)
+            seeds = _level(df, factor, lv, others, g)
             seeds = seeds[seeds.status == "done"][metric] * scale
             ax.scatter([x] * len(seeds), seeds, s=9, color="0.6", zorder=1)
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt=markers[gi % len(markers)], capsize=4, ms=6,
                     label=glabel(g), zorder=2)
     ax.set_xticks(range(len(levels)))
-    ax.set_xticklabels([str(lv) for lv in levels], rotation=30 if len(levels) > 5 else 0, ha="right"
-                       if len(levels) > 5 else "center")
-    ax.set_xlabel(_short(factor) if factor else "")
+    tilt = len(levels) > 5 or factor == CONFIG
+    ax.set_xticklabels([str(lv) for lv in levels], rotation=30 if tilt else 0, ha="right"
+                       if tilt else "center")
+    ax.set_xlabel(_short(factor))
     ax.set_ylabel(unit)
     ax.set_title(f"{metric}: mean and 95 % CI over seeds (grey: single seeds)")
     if len(groups) > 1 or groups[0]:
@@ -406,8 +445,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     fig, axes = plt.subplots(2, len(groups), figsize=(4.6 * len(groups), 6.5), squeeze=False)
     for gi, g in enumerate(groups):
         for lv in levels:
-            cfg = tuple(lv if k == factor else dict(zip(others, g))[k] for k in keys)
-            c = _curves(workdir, df, keys, cfg)
+            c = _curves(workdir, _level(df, factor, lv, others, g))
             if c is None:
                 continue
             steps, test_acc, tsteps, train_acc, train_loss = c
@@ -423,7 +461,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
         axes[0, gi].set_ylim(max(lo[0], 50), min(lo[1], 100.5))
         for a in axes[:, gi]:
             a.grid(alpha=0.3)
-    axes[1, -1].legend(fontsize=7, title=_short(factor) if factor else None, ncol=2)
+    axes[1, -1].legend(fontsize=7, title=_short(factor), ncol=1 if factor == CONFIG else 2)
     fig.suptitle("learning curves (mean over seeds)")
     fig.tight_layout()
     save(fig, "curves.png")
@@ -437,7 +475,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
             for k, v in zip(others, g):
                 rows = rows[rows[k] == v]
             for _, r in rows.iterrows():
-                lv = r[factor] if factor else "all"
+                lv = r[factor]
                 ax.errorbar([r[col]], [scale * r["mean"]],
                             yerr=[[scale * (r["mean"] - r["ci_lo"]) if math.isfinite(r["ci_lo"]) else 0],
                                   [scale * (r["ci_hi"] - r["mean"]) if math.isfinite(r["ci_hi"]) else 0]],
@@ -464,7 +502,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
             for k, v in zip(others, g):
                 rows = rows[rows[k] == v]
             for _, r in rows.iterrows():
-                lv = r[factor] if factor else "all"
+                lv = r[factor]
                 ax.plot(scale * r["mean"], 100 * r["shift_mean"], markers[gi % len(markers)],
                         color=colors[lv], ms=7)
                 ax.annotate(str(lv), (scale * r["mean"], 100 * r["shift_mean"]), fontsize=7,
@@ -483,9 +521,9 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
 # ----------------------------------------------------------------------------- report
 
 
-def write(workdir: str) -> dict:
-    """Writes ``results.csv``, ``report.md``, ``timing.md`` and ``plots/*.png``; returns
-    their paths and the two main tables as text."""
+def write(workdir: str, *, with_plots: bool = True) -> dict:
+    """Writes ``results.csv``, ``report.md``, ``timing.md`` and (unless ``with_plots`` is
+    false) ``plots/*.png``; returns their paths and the two main tables as text."""
     rec = store.load_sweep(workdir)
     opts = rec["study"]
     keys, metric, baseline = opts["keys"], opts.get("metric", "test_accuracy"), opts.get("baseline") or {}
@@ -495,7 +533,7 @@ def write(workdir: str) -> dict:
     agg = aggregate(df, keys, metric)
     comp = comparisons(df, keys, baseline, metric)
     shift = bool(opts.get("shift_consistency")) and df["shift_consistency"].notna().any()
-    figs = plots(workdir, df, agg, keys, baseline, metric)
+    figs = plots(workdir, df, agg, keys, baseline, metric) if with_plots else {}
 
     n = len(df)
     counts = {s: int((df.status == s).sum()) for s in ("done", "diverged", "failed")}

@@ -104,15 +104,15 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = ()) -> Plan:
 def default_workers() -> int:
     """Worker processes that fit this machine.
 
-    On CPU: two workers on two or more cores (measured on 2 shared cores: the pooling study
-    ran 1.3x faster with 2 workers than with 1, because compilation, data loading and
-    checkpointing are single-threaded and overlap with the other worker's training), at
-    most one per two cores beyond that. With an accelerator: one (its memory is shared).
+    On CPU: one per two cores. On 2 shared cores (18 LeNet-5 trials of the pooling study,
+    cold compilation cache, three pairs of runs alternating the order) one worker took
+    110, 200 and 136 s and two took 155, 189 and 150 s (the last with single-threaded XLA):
+    XLA already spreads one trial over both cores, and a second worker adds contention
+    more than it overlaps compilation. With an accelerator: one (its memory is shared).
     """
     if _accelerator_installed():
         return 1
-    cores = os.cpu_count() or 1
-    return 1 if cores < 2 else max(2, cores // 2)
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def _accelerator_installed() -> bool:
@@ -208,6 +208,7 @@ def run(
     vmap: str = "auto",
     dry_run: bool = False,
     report: bool = True,
+    plots: bool = True,
     log: Log = print,
 ) -> dict:
     """Runs (or resumes) a study into ``workdir``; returns counts and the report paths.
@@ -220,7 +221,8 @@ def run(
       vmap: ``"on"``, ``"off"`` or ``"auto"`` (on for accelerators): train the seeds of a
         config as one vmapped program.
       dry_run: list the trials and what would run, write nothing.
-      report: write ``results.csv``, ``report.md`` and the plots at the end.
+      report: write ``results.csv``, ``report.md`` and ``timing.md`` at the end.
+      plots: and the plots.
       log: where progress lines go.
     """
     if vmap not in ("on", "off", "auto"):
@@ -272,7 +274,7 @@ def run(
     if report:
         from cnn_jax.study import reporting as report_lib
 
-        result["report"] = report_lib.write(workdir)
+        result["report"] = report_lib.write(workdir, with_plots=plots)
     return result
 
 

@@ -129,15 +129,18 @@ def run_task(task: dict, emit: Emit) -> bool:
     trials = task["trials"]
     t0 = time.time()
     pending = {t["name"]: t for t in trials}
-    for t in trials:
-        store.write_status(t["dir"], "running", group_size=len(trials))
+
+    def running(t, together=1):
+        store.write_status(t["dir"], "running", trained_together=together)
         emit({"event": "running", "name": t["name"]})
+
     try:
         cfgs = [config_lib.from_json(t["config"]) for t in trials]
         # A finished run whose status was not yet written (killed in between): analyse only.
         finished = [t for t in trials if os.path.exists(os.path.join(t["dir"], "summary.json"))]
         for t, cfg in zip(trials, cfgs):
             if t in finished:
+                running(t)
                 model, test, state = _restore_final(config_lib.resolve(cfg), t["dir"])
                 summary = store.read_json(os.path.join(t["dir"], "summary.json"))
                 _finish(task, t, {"status": "done", "summary": summary, "model": model,
@@ -152,10 +155,13 @@ def run_task(task: dict, emit: Emit) -> bool:
                 pending.pop(t["name"], None)
                 _finish(task, t, outcome, emit, t0)
 
+            for t, _ in rest:
+                running(t, len(rest))
             if fit_seeds([c for _, c in rest], [t["dir"] for t, _ in rest], on_done=on_done) is None:
                 pass  # checkpoints at different steps: resume them one by one below
             rest = [(t, c) for t, c in rest if t["name"] in pending]
         for t, cfg in rest:  # one after another; a failure does not stop the others
+            running(t)
             try:
                 outcome = _fit_single(cfg, t["dir"])
             except Preempted:
