@@ -273,7 +273,7 @@ def parse_override_args(args: list[str]) -> tuple[list[tuple[str, str]], list[st
 def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Fills in the model's default options and validates names and sizes."""
     from cnn_jax import data, losses, models, optim, pooling
-    from cnn_jax.layers import ACTIVATIONS
+    from cnn_jax.layers import ACTIVATIONS, NORMS, compute_dtype
 
     cfg = copy.deepcopy(cfg)
     base = base_config()
@@ -298,6 +298,10 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         pooling.HEADS.get(cfg.model.head_pool)
     if "activation" in cfg.model:
         ACTIVATIONS.get(cfg.model.activation)
+    if "norm" in cfg.model:
+        NORMS.get(cfg.model.norm)
+    if "dtype" in cfg.model:
+        compute_dtype(cfg.model.dtype)
     data.DATASETS.get(cfg.data.name)
     optim.OPTIMIZERS.get(cfg.optim.name)
     optim.SCHEDULES.get(cfg.optim.schedule)

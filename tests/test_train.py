@@ -167,3 +167,40 @@ def test_low_precision_training_learns_and_keeps_float32_params(data_dir, tmp_pa
         assert state.loss_scale is not None and float(state.loss_scale[0]) >= 1.0
     feats = models.features(s.model, {"params": state.params}, jnp.zeros((1, 28, 28, 1)))
     assert feats["conv1"].dtype == jnp.dtype(dtype)  # computed in low precision
+
+
+def test_auxiliary_classifiers_are_trained_with_weight_0_3():
+    """Aux heads sown into "aux_logits" (GoogLeNet's, with aux_logits=True) enter the loss
+    as 0.3 × their loss."""
+    import flax.linen as nn
+
+    class TwoHeads(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            h = nn.Dense(8, name="trunk")(x.reshape(x.shape[0], -1))
+            if train:
+                self.sow("aux_logits", "heads", {"aux1": nn.Dense(3, name="aux1")(h)},
+                         reduce_fn=lambda a, b: {**a, **b}, init_fn=dict)
+            else:
+                nn.Dense(3, name="aux1")(h)
+            return nn.Dense(3, name="main")(h)
+
+    model = TwoHeads()
+    c = config_lib.base_config().optim
+    c.name, c.learning_rate = "sgd", 1.0
+    state = train.create_train_state(model, optim.build(c, 10, 10), (2, 2, 1), seed=0)
+    loss_fn = functools.partial(losses.softmax_cross_entropy, num_classes=3)
+    batch = {"image": np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1) / 8,
+             "label": np.array([1, 2], np.int32)}
+    new, _ = jax.jit(functools.partial(train.train_step, loss_fn=loss_fn))(state, batch)
+
+    def total(params):
+        h = batch["image"].reshape(2, -1) @ params["trunk"]["kernel"] + params["trunk"]["bias"]
+        main = h @ params["main"]["kernel"] + params["main"]["bias"]
+        aux = h @ params["aux1"]["kernel"] + params["aux1"]["bias"]
+        return jnp.mean(loss_fn(main, batch["label"])) + 0.3 * jnp.mean(loss_fn(aux, batch["label"]))
+
+    expected = jax.tree.map(lambda p, g: p - g, state.params, jax.grad(total)(state.params))
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(new.params["aux1"]["bias"] - state.params["aux1"]["bias"]).max()) > 1e-3

@@ -93,7 +93,8 @@ class GoogLeNet(Model):
     ``pool``) chooses another kind for the latter, e.g. when ``pool`` is a kind that
     downsamples whatever its stride (fractional max pooling). ``aux_logits``: add torchvision's auxiliary
     classifiers after 4a and 4d; their logits are recorded as intermediates ``aux1`` and
-    ``aux2`` (the returned value stays the main logits, so a loss that uses them must read
+    ``aux2`` and sown into the ``aux_logits`` collection, which the train step adds to the
+    loss with weight 0.3 (the returned value stays the main logits, so a custom loss must read
     them from ``features``). Inputs from 15×15 up work.
     """
 
@@ -131,6 +132,10 @@ class GoogLeNet(Model):
                 y = InceptionAux(num_classes=self.num_classes, conv_channels=self.ch(128),
                                  hidden=self.ch(1024), **opts, name=aux)(x, train=train)
                 record(self, aux, y)
+                # Auxiliary logits for the loss (train_step adds 0.3 × their loss, as in
+                # Szegedy et al. 2015); the returned value stays the main logits.
+                self.sow("aux_logits", "heads", {aux: y}, reduce_fn=lambda a, b: {**a, **b},
+                         init_fn=dict)
         x = self.global_pool(x, train)
         x = self.drop(x, self.dropout, name="dropout", train=train)
         return self.logits(x)

@@ -26,6 +26,10 @@ from cnn_jax.train.state import TrainState
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits, labels) -> f32[B]
 NO_STEP = 2**31 - 1
+# Weight of auxiliary classifiers' losses (models sow their logits into the "aux_logits"
+# collection in training mode, e.g. GoogLeNet's with aux_logits=True): 0.3 as in
+# Szegedy et al. 2015 and torchvision.
+AUX_LOSS_WEIGHT = 0.3
 
 
 def _sums(logits: jax.Array, labels: jax.Array, loss: jax.Array, mask: jax.Array) -> dict:
@@ -73,28 +77,28 @@ def train_step(
     if axis_name is not None:
         key = jax.random.fold_in(key, lax.axis_index(axis_name))
     dropout_key, pool_key = jax.random.split(key)
-    has_bs = bool(state.batch_stats)
 
     scale = state.loss_scale[0] if state.loss_scale is not None else None
 
     def compute_loss(params):
         with batch_axis(axis_name):
-            out = state.apply_fn(
+            logits, updates = state.apply_fn(
                 _variables(state, params),
                 batch["image"],
                 train=True,
-                mutable=["batch_stats"] if has_bs else False,
+                mutable=["batch_stats", "aux_logits"],
                 rngs={"dropout": dropout_key, "pool": pool_key},
             )
-        logits, updates = out if has_bs else (out, {})
         loss = loss_fn(logits.astype(jnp.float32), batch["label"])
         mean = jnp.mean(loss)
+        for aux in jax.tree.leaves(updates.get("aux_logits", {})):
+            mean = mean + AUX_LOSS_WEIGHT * jnp.mean(loss_fn(aux.astype(jnp.float32), batch["label"]))
         return (mean * scale if scale is not None else mean), (logits, loss, updates)
 
     grads, (logits, loss, updates) = jax.grad(compute_loss, has_aux=True)(state.params)
     if scale is not None:  # dynamic loss scaling (float16): unscale, check, adapt
         grads = jax.tree.map(lambda g: g / scale, grads)
-    batch_stats = updates.get("batch_stats", state.batch_stats)
+    batch_stats = updates.get("batch_stats", state.batch_stats) if state.batch_stats else state.batch_stats
     if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
         batch_stats = lax.pmean(batch_stats, axis_name)
