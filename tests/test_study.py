@@ -8,15 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-import jax
 import numpy as np
 import pandas as pd
 import pytest
 
-from cnn_jax import cli
+from cnn_jax import cli, train
 from cnn_jax import config as config_lib
-from cnn_jax import train
 from cnn_jax.study import runner, store
 from cnn_jax.train import writer as writer_lib
 
@@ -65,7 +64,7 @@ def _mtimes(workdir):
 
 
 def _report_identity(workdir):
-    return (open(os.path.join(workdir, "report.md")).read(),
+    return (Path(os.path.join(workdir, "report.md")).read_text(),
             pd.read_csv(os.path.join(workdir, "results.csv")).drop(columns=["train_seconds",
                                                                             "images_per_second"]))
 
@@ -88,15 +87,15 @@ def test_sweep_runs_every_trial_then_skips_them(tmp_path, data_dir):
                 "images_per_second", "test_loss"):
         assert df[col].notna().all(), col
     # the csv holds what the run directories hold
-    s = json.load(open(os.path.join(wd, "trials", df.trial[0], "summary.json")))
+    s = json.loads(Path(os.path.join(wd, "trials", df.trial[0], "summary.json")).read_text())
     assert df.test_accuracy[0] == pytest.approx(s["test"]["accuracy"]) and df.params[0] == s["params"]
     assert df.test_accuracy.between(0.4, 1).all()  # 12 steps learn something (chance 0.1)
-    report = open(os.path.join(wd, "report.md")).read()
+    report = Path(os.path.join(wd, "report.md")).read_text()
     assert "## Results per configuration" in report and "## Comparison with the baseline" in report
     assert "shift consistency" in report and "plots/accuracy.png" in report
     for png in ("accuracy", "curves", "acc_vs_params", "acc_vs_time", "shift_consistency"):
         path = os.path.join(wd, "plots", f"{png}.png")
-        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
     before, mtimes = _report_identity(wd), _mtimes(wd)
     again = runner.run(exp, wd, workers=0, log=lambda s: None)  # with plots: same report.md
     assert (again["ran"], again["skipped"]) == (0, 4)
@@ -139,7 +138,7 @@ def test_interrupted_sweep_resumes_only_missing_trials_with_an_identical_report(
     out = runner.run(exp, wd, workers=0, log=lambda s: None, plots=False)
     assert (out["ran"], out["skipped"], out["done"]) == (2, 2, 4)
     assert _mtimes(wd).items() >= mtimes.items()  # the done trials were not touched
-    assert json.load(open(os.path.join(wd, "trials", killed, "summary.json")))["resumed_from"] == 8
+    assert json.loads(Path(os.path.join(wd, "trials", killed, "summary.json")).read_text())["resumed_from"] == 8
     report, df = _report_identity(wd)
     ref_report, ref_df = _report_identity(ref)
     assert report == ref_report
@@ -191,8 +190,8 @@ def _alive(pid):
 def test_a_diverging_trial_is_recorded_and_the_others_complete(tmp_path, data_dir):
     exp = _experiment(tmp_path, data_dir, sweep='study.grid({"optim.learning_rate": [0.05, 1e8]})',
                       seeds=1, baseline="None")
-    text = open(exp).read().replace('c.train.steps = 12', 'c.train.steps = 12\n    c.optim.name = "sgd"')
-    open(exp, "w").write(text)
+    text = Path(exp).read_text().replace('c.train.steps = 12', 'c.train.steps = 12\n    c.optim.name = "sgd"')
+    Path(exp).write_text(text)
     wd = str(tmp_path / "sweep")
     lines = []
     out = runner.run(exp, wd, workers=0, log=lines.append, plots=False)
@@ -205,7 +204,7 @@ def test_a_diverging_trial_is_recorded_and_the_others_complete(tmp_path, data_di
     assert any(line.startswith("[2/2] diverged") or "diverged" in line for line in lines)
     df = pd.read_csv(os.path.join(wd, "results.csv"))
     assert list(df.status) == ["done", "diverged"] and np.isnan(df.test_accuracy[1])
-    assert "## Trials that did not finish" in open(os.path.join(wd, "report.md")).read()
+    assert "## Trials that did not finish" in Path(os.path.join(wd, "report.md")).read_text()
     # a finished divergence is not retried
     assert runner.run(exp, wd, workers=0, log=lambda s: None, report=False)["ran"] == 0
 
@@ -264,7 +263,7 @@ def test_vmapped_sweep_writes_normal_trials(tmp_path, data_dir):
     assert out["done"] == 3
     df = pd.read_csv(os.path.join(wd, "results.csv"))
     assert df.test_accuracy.notna().all() and df.shift_consistency.notna().all()
-    s = json.load(open(os.path.join(wd, "trials", df.trial[0], "summary.json")))
+    s = json.loads(Path(os.path.join(wd, "trials", df.trial[0], "summary.json")).read_text())
     assert s["seeds_trained_together"] == 3
     assert runner.run(exp, wd, workers=0, vmap="on", log=lambda s: None, report=False)["ran"] == 0
 
@@ -318,9 +317,9 @@ def test_cli_dry_run_status_and_report(capsys, tmp_path, data_dir):
     code, out, _ = _cli(capsys, "sweep", exp, "--workdir", wd, "--workers", "0", "--config.train.steps=6")
     assert code == 0 and "4 trials: 4 run now" in out and "report:  " + os.path.join(wd, "report.md") in out
     assert "| relu | 2/2 |" in out  # the aggregate table is printed
-    assert json.load(open(os.path.join(wd, store.SWEEP_FILE)))["overrides"] == [["train.steps", "6"]]
+    assert json.loads(Path(os.path.join(wd, store.SWEEP_FILE)).read_text())["overrides"] == [["train.steps", "6"]]
     t = store.load_sweep(wd)["trials"][0]
-    assert config_lib.from_json(open(os.path.join(wd, "trials", t["name"], "config.json")).read()
+    assert config_lib.from_json(Path(os.path.join(wd, "trials", t["name"], "config.json")).read_text()
                                 ).train.steps == 6
     code, out, _ = _cli(capsys, "status", wd)
     assert code == 0 and "4 trials" in out and "done 4" in out

@@ -2,8 +2,8 @@
 tables against scipy, results.csv, determinism, plots."""
 
 import json
-import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,11 @@ ACC = {
 }
 
 
-def _fake_sweep(workdir, acc=ACC, diverge=None, baseline={"model.pool": "max"}):
-    """A sweep directory as `cnn-jax sweep` leaves it, with the accuracies above."""
+def _fake_sweep(workdir, acc=ACC, diverge=None, baseline="max"):
+    """A sweep directory as `cnn-jax sweep` leaves it, with the accuracies above (random
+    timings); ``baseline``: the baseline pool, or ``None``."""
+    baseline = {"model.pool": baseline} if baseline else None
+    rng = np.random.default_rng()
     models = list(dict.fromkeys(m for m, _ in acc))
     pools = list(dict.fromkeys(p for _, p in acc))
     s = study.Study(study.grid({"model.name": models, "model.pool": pools}), seeds=5,
@@ -42,16 +45,15 @@ def _fake_sweep(workdir, acc=ACC, diverge=None, baseline={"model.pool": "max"}):
                                "step 7; the last good checkpoint (step 5) is kept in /x", step=7)
             continue
         a = acc[key][seed]
-        json.dump({"test": {"accuracy": a, "loss": 1 - a, "top5": 1.0, "count": 1000},
+        summary = {"test": {"accuracy": a, "loss": 1 - a, "top5": 1.0, "count": 1000},
                    "best": {"accuracy": a, "step": 20}, "train": {"loss": 0.1, "accuracy": 0.99},
                    "steps": 20, "epochs": 1.0, "params": 1000 if key[0] == "mlp" else 2000,
-                   "train_seconds": 10 * np.random.rand(), "images_per_second": 1000 * np.random.rand()},
-                  open(os.path.join(d, "summary.json"), "w"))
-        json.dump({"shift_consistency": a - 0.1}, open(os.path.join(d, store.ANALYSIS_FILE), "w"))
-        with open(os.path.join(d, "metrics.jsonl"), "w") as f:
-            for step in (5, 10, 15, 20):
-                f.write(json.dumps({"step": step, "split": "train", "loss": 1 / step, "accuracy": a}) + "\n")
-            f.write(json.dumps({"step": 20, "split": "test", "loss": 1 - a, "accuracy": a}) + "\n")
+                   "train_seconds": 10 * rng.random(), "images_per_second": 1000 * rng.random()}
+        Path(d, "summary.json").write_text(json.dumps(summary))
+        Path(d, store.ANALYSIS_FILE).write_text(json.dumps({"shift_consistency": a - 0.1}))
+        records = [{"step": step, "split": "train", "loss": 1 / step, "accuracy": a} for step in (5, 10, 15, 20)]
+        records.append({"step": 20, "split": "test", "loss": 1 - a, "accuracy": a})
+        Path(d, "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         store.write_status(d, "done")
     store.write_json(os.path.join(workdir, store.SWEEP_FILE), {
         "version": 1, "experiment": "experiments/fake.py", "overrides": [["data.data_dir", "/data"]],
@@ -87,7 +89,7 @@ def test_tables_match_scipy(tmp_path):
 def test_report_content_is_deterministic_and_complete(tmp_path):
     wd = _fake_sweep(str(tmp_path), diverge=(("mlp", "lp"), 4))
     out = reporting.write(wd)
-    text = open(out["report"]).read()
+    text = Path(out["report"]).read_text()
     assert "| lenet5 | avg | 5/5 |" in text
     assert "| mlp | lp | 4/5 (1 diverged) |" in text
     assert "## Comparison with the baseline (model.pool = max)" in text
@@ -102,10 +104,10 @@ def test_report_content_is_deterministic_and_complete(tmp_path):
     for name in os.listdir(os.path.join(wd, "trials")):
         p = os.path.join(wd, "trials", name, "summary.json")
         if os.path.exists(p):
-            s = json.load(open(p))
+            s = json.loads(Path(p).read_text())
             s["train_seconds"] *= 3
-            json.dump(s, open(p, "w"))
-    assert open(reporting.write(wd)["report"]).read() == text
+            Path(p).write_text(json.dumps(s))
+    assert Path(reporting.write(wd)["report"]).read_text() == text
     # results.csv: one row per trial, pandas reads it, timings in their own columns
     df = pd.read_csv(out["results"])
     assert len(df) == 30 and list(df.columns[:4]) == ["trial", "status", "model.name", "model.pool"]
@@ -116,7 +118,7 @@ def test_report_content_is_deterministic_and_complete(tmp_path):
         sum(sum(v) for v in ACC.values()) - ACC[("mlp", "lp")][4])
     # the plots are real images
     for p in out["plots"]:
-        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 5000
+        assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 5000
     assert {os.path.basename(p) for p in out["plots"]} == {
         "accuracy.png", "curves.png", "acc_vs_params.png", "acc_vs_time.png", "shift_consistency.png"}
 
@@ -125,17 +127,17 @@ def test_answer_names_the_significant_differences(tmp_path):
     acc = dict(ACC)
     acc[("lenet5", "avg")] = [v - 0.02 + 0.001 * i for i, v in enumerate(ACC[("lenet5", "max")])]
     wd = _fake_sweep(str(tmp_path), acc=acc)
-    text = open(reporting.write(wd, with_plots=False)["report"]).read()
+    text = Path(reporting.write(wd, with_plots=False)["report"]).read_text()
     answer = text.split("## What the numbers say")[1].split("##")[0]
     assert "model=lenet5: ranking by mean test accuracy: lp (98.12) > max (98.10) > avg (96.30)" in answer
     assert "Significantly different from pool=max" in answer and "avg (model=lenet5): Δ -1.80 pp" in answer
     assert "cannot go below p = 0.0625" in answer
-    row = [line for line in text.splitlines() if line.startswith("| lenet5 | avg | 5 |")][0]
+    row = next(line for line in text.splitlines() if line.startswith("| lenet5 | avg | 5 |"))
     assert row.endswith("| worse |")
 
 
 def test_without_baseline_every_configuration_is_ranked(tmp_path):
     wd = _fake_sweep(str(tmp_path), baseline=None)
-    text = open(reporting.write(wd, with_plots=False)["report"]).read()
+    text = Path(reporting.write(wd, with_plots=False)["report"]).read_text()
     assert "## Comparison" not in text
     assert "Best: **lenet5 pool=lp**, 98.12 %" in text

@@ -12,7 +12,6 @@ from cnn_jax import study
 from cnn_jax.errors import UserError
 from cnn_jax.study import stats, store
 
-
 # ----------------------------------------------------------------------------- sweeps
 
 

@@ -1,13 +1,13 @@
 """Figures of a run and the shift-consistency measure."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cnn_jax import cli
+from cnn_jax import cli, data, train
 from cnn_jax import config as config_lib
-from cnn_jax import data, train
 from cnn_jax.viz import plots, shift
 
 
@@ -93,7 +93,7 @@ def test_viz_writes_every_figure(run_dir, tmp_path, capsys):
     names = sorted(os.path.basename(p) for p in printed)
     assert names == ["confusion.png", "curves.png", "features_3.png", "filters.png", "per_class.png"]
     for p in printed:
-        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 5000
+        assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 5000
         w, h = _png_size(p)
         assert w > 200 and h > 150
     # the feature-map figure has a row per recorded layer: it is much taller than wide rows

@@ -62,7 +62,6 @@ def cmd_status(args, overrides) -> int:
 
     from cnn_jax.errors import UserError
     from cnn_jax.study import store
-    from cnn_jax.train.writer import read_jsonl
 
     if overrides:
         raise UserError("status takes no --config overrides")
@@ -84,7 +83,7 @@ def cmd_status(args, overrides) -> int:
         extra = ""
         if s in ("running", "interrupted"):
             path = os.path.join(d, "metrics.jsonl")
-            steps = [r["step"] for r in read_jsonl(path)] if os.path.exists(path) else []
+            steps = [r["step"] for r in store.read_jsonl(path)]
             extra = f"(at step {max(steps)})" if steps else "(starting)"
             if s == "running":
                 extra += f" pid {st.get('pid')}"
@@ -95,10 +94,28 @@ def cmd_status(args, overrides) -> int:
             acc = (summary.get("test") or {}).get("accuracy")
             extra = f"test accuracy {acc:.4f}" if acc is not None else ""
         print(f"  {s:<11} {name}  {extra}".rstrip())
-    if counts["interrupted"] or counts["queued"] or counts["failed"] or counts["missing"]:
+    owner = _sweep_owner(args.workdir)
+    if owner:
+        print(f"a sweep is running on it (pid {owner})")
+    elif counts["interrupted"] or counts["queued"] or counts["failed"] or counts["missing"]:
         print(f"re-run `cnn-jax sweep {rec['experiment']} --workdir {args.workdir}` to finish "
-              "(finished trials are skipped, interrupted ones resume)")
+              "(finished trials are skipped, interrupted ones resume, failed ones are retried)")
     return 0
+
+
+def _sweep_owner(workdir: str) -> int | None:
+    """The pid of the live sweep holding ``workdir``'s lock file, if any."""
+    import os
+
+    try:
+        with open(os.path.join(workdir, ".lock")) as f:
+            pid = int(f.read().strip() or 0)
+        if pid:
+            os.kill(pid, 0)
+            return pid
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def cmd_report(args, overrides) -> int:

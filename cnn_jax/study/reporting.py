@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from cnn_jax.study import stats, store
-from cnn_jax.train.writer import read_jsonl
+from cnn_jax.study.store import read_jsonl
 
 TIMING_COLUMNS = ("train_seconds", "images_per_second")
 PLOTS_DIR = "plots"
@@ -116,7 +116,7 @@ def aggregate(df, keys: list[str], metric: str = "test_accuracy"):
         best = stats.mean_ci(done["best_accuracy"])
         rows.append({
             **dict(zip(keys, config)),
-            "n": int(len(done)), "trials": int(len(sub)),
+            "n": len(done), "trials": len(sub),
             "diverged": int((sub.status == "diverged").sum()), "failed": int((sub.status == "failed").sum()),
             "mean": e.mean, "std": e.std, "ci_lo": e.lo, "ci_hi": e.hi,
             "best_mean": best.mean,
@@ -397,7 +397,8 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
         return out
     levels = list(dict.fromkeys(agg[factor]))
     groups = list(dict.fromkeys(tuple(r[k] for k in others) for _, r in agg.iterrows()))
-    glabel = lambda g: ", ".join(str(v) for v in g) or "all"  # noqa: E731
+    def glabel(g):
+        return ", ".join(str(v) for v in g) or "all"
     cmap = plt.get_cmap("tab10")
     colors = {lv: cmap(i % 10) for i, lv in enumerate(levels)}
     markers = "osD^vP*X"
@@ -559,10 +560,10 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
         "",
     ]
     if shift:
-        lines += [f"Shift consistency: fraction of test images whose predicted class is the same "
-                  f"under two random translations of up to ±{opts['shift_consistency']} pixels "
-                  "(zero fill; the same shifts for every trial), as in Zhang (2019), "
-                  "*Making Convolutional Networks Shift-Invariant Again*.", ""]
+        lines += [(f"Shift consistency: fraction of test images whose predicted class is the same "
+                   f"under two random translations of up to ±{opts['shift_consistency']} pixels "
+                   "(zero fill; the same shifts for every trial), as in Zhang (2019), "
+                   "*Making Convolutional Networks Shift-Invariant Again*."), ""]
     if len(comp):
         base = ", ".join(f"{k} = {_label(v)}" for k, v in baseline.items())
         lines += [
@@ -590,10 +591,10 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
         for name, cap in captions.items():
             if name in figs:
                 lines += [f"![{cap}]({figs[name]})", ""]
-    lines += ["Training time and throughput depend on the machine and its load; they are in "
-              "[timing.md](timing.md), the timing columns of `results.csv` "
-              "and `plots/acc_vs_time.png`, and are kept out of this file so that it depends "
-              "only on the results.", ""]
+    lines += [("Training time and throughput depend on the machine and its load; they are in "
+               "[timing.md](timing.md), the timing columns of `results.csv` "
+               "and `plots/acc_vs_time.png`, and are kept out of this file so that it depends "
+               "only on the results."), ""]
     bad = df[df.status.isin(["diverged", "failed"])]
     if len(bad):
         lines += ["## Trials that did not finish", "",

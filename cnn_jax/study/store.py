@@ -217,6 +217,22 @@ def read_json(path: str) -> Any | None:
         return None
 
 
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a ``metrics.jsonl`` (a torn last line from a kill is skipped), without
+    importing the training stack."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return out
+
+
 def write_status(trial_dir: str, status: str, **extra: Any) -> None:
     assert status in STATUSES, status
     os.makedirs(trial_dir, exist_ok=True)

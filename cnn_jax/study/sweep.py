@@ -118,7 +118,7 @@ class Product(Sweep):
                 for b in s.points():
                     clash = set(a) & set(b)
                     if clash:
-                        raise UserError(f"product of sweeps sets {sorted(clash)[0]!r} twice")
+                        raise UserError(f"product of sweeps sets {min(clash)!r} twice")
                     new.append({**a, **b})
             out = new
         return out
@@ -314,10 +314,11 @@ class Study:
         seeds = self.seed_list()
         if not seeds or len(set(seeds)) != len(seeds):
             raise UserError(f"Study.seeds must be a positive count or distinct ints, got {self.seeds!r}")
-        if "seed" in self.sweep.keys():
+        swept = self.sweep.keys()  # a Sweep method, not a dict
+        if "seed" in swept:
             raise UserError("the sweep sets 'seed' itself; give seeds through Study(seeds=...) instead")
         for k in self.baseline or {}:
-            if k not in self.sweep.keys():
+            if k not in swept:
                 raise UserError(
                     f"baseline key {k!r} is not swept; swept keys: {', '.join(self.sweep.keys())}"
                 )

@@ -166,7 +166,7 @@ def run_task(task: dict, emit: Emit) -> bool:
                 outcome = _fit_single(cfg, t["dir"])
             except Preempted:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001  (one trial's failure is recorded, not raised)
                 outcome = {"status": "failed", "error": _error_text(e),
                            "traceback": traceback.format_exc(limit=-8)}
             pending.pop(t["name"])
@@ -176,7 +176,7 @@ def run_task(task: dict, emit: Emit) -> bool:
             store.write_status(t["dir"], "queued", error=str(e))
             emit({"event": "interrupted", "name": t["name"], "error": str(e)})
         return True
-    except Exception as e:  # a failing trial never stops the sweep
+    except Exception as e:  # noqa: BLE001  (a failing trial never stops the sweep)
         err = _error_text(e)
         tb = traceback.format_exc(limit=-8)
         for t in list(pending.values()):
