@@ -11,8 +11,10 @@ the input and the parameters, if any) divided by that of ``avg``; ``max (reduce_
 is plain ``lax.reduce_window`` max, the path that the reshape fast path replaces. Then the
 full training step (``cnn_jax.train.train_step``, jitted as ``fit`` does) of ``lenet5``
 (28×28×1) and ``simple_cnn`` (32×32×3) at batch 128 with ``max`` and with ``avg``
-pooling. Timings are medians over interleaved rounds in one process (each round times
-every variant once), so slow drifts of a shared machine hit all variants alike.
+pooling (and, for reference, with plain ``lax.reduce_window`` max). Timings are medians
+over interleaved rounds in one process (each round times every variant once), so slow
+drifts of a shared machine hit all variants alike; both wall-clock and process CPU time
+are shown (the latter is less disturbed by other jobs on the machine).
 """
 
 from __future__ import annotations
@@ -35,14 +37,20 @@ from cnn_jax import train as train_lib
 from cnn_jax.losses import LOSSES
 
 
-def _time(fn, *args, reps: int) -> float:
-    """Seconds per call of ``fn(*args)`` (already compiled), averaged over ``reps`` calls."""
+def _time(fn, *args, reps: int) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds per call of ``fn(*args)`` (already compiled), averaged over
+    ``reps`` calls. ``cpu`` is this process's CPU time (all threads): on a machine shared
+    with other jobs it is less disturbed by them than the wall-clock time."""
     jax.block_until_ready(fn(*args))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(reps):
         out = fn(*args)
     jax.block_until_ready(out)
-    return (time.perf_counter() - t) / reps
+    return (time.perf_counter() - t) / reps, (time.process_time() - c) / reps
+
+
+def _medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return (statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples))
 
 
 def _pool_fns(shape, kinds):
@@ -78,17 +86,19 @@ def bench_kinds(rounds: int, kinds) -> None:
         fns = _pool_fns(shape, kinds)
         for fn, args in fns.values():  # compile
             jax.block_until_ready(fn(*args))
-        reps = max(1, int(0.02 / max(_time(fns["avg"][0], *fns["avg"][1], reps=3), 1e-6)))
+        reps = max(1, int(0.02 / max(_time(fns["avg"][0], *fns["avg"][1], reps=3)[0], 1e-6)))
         times = {k: [] for k in fns}
         for _ in range(rounds):
             for k, (fn, args) in fns.items():
                 times[k].append(_time(fn, *args, reps=reps))
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = {k: _medians(v) for k, v in times.items()}
+        wall0, cpu0 = med["avg"]
         print(f"\nforward+backward, input {'x'.join(map(str, shape))}, 2x2/2 VALID "
               f"(median of {rounds} rounds x {reps} calls)")
-        print(f"{'kind':<22}{'ms':>9}{'vs avg':>9}")
-        for k in sorted(med, key=med.get):
-            print(f"{k:<22}{med[k] * 1e3:>9.3f}{med[k] / med['avg']:>9.2f}")
+        print(f"{'kind':<22}{'wall ms':>9}{'vs avg':>8}{'cpu ms':>9}{'vs avg':>8}")
+        for k in sorted(med, key=lambda k: med[k][1]):
+            wall, cpu = med[k]
+            print(f"{k:<22}{wall * 1e3:>9.3f}{wall / wall0:>8.2f}{cpu * 1e3:>9.3f}{cpu / cpu0:>8.2f}")
         sys.stdout.flush()
 
 
@@ -143,12 +153,13 @@ def bench_steps(rounds: int) -> None:
                 # the same work.
                 times[p].append(_time(lambda s, d, step=step: step(s, d)[1], state, data,
                                       reps=reps))
-        med = {p: statistics.median(v) for p, v in times.items()}
+        med = {p: _medians(v) for p, v in times.items()}
         print(f"train step {model_name} {'x'.join(map(str, input_shape))}, batch 128 "
-              f"(median of {rounds} rounds x {reps} steps): max {med['max'] * 1e3:.2f} ms, "
-              f"avg {med['avg'] * 1e3:.2f} ms, max/avg {med['max'] / med['avg']:.3f}; "
-              f"reduce_window max {med[_RW] * 1e3:.2f} ms, "
-              f"reduce_window max/avg {med[_RW] / med['avg']:.3f}")
+              f"(median of {rounds} rounds x {reps} steps)")
+        for i, what in ((0, "wall"), (1, "cpu ")):
+            mx, av, rw = med["max"][i], med["avg"][i], med[_RW][i]
+            print(f"  {what}: max {mx * 1e3:7.2f} ms  avg {av * 1e3:7.2f} ms  max/avg {mx / av:.3f}"
+                  f"  | reduce_window max {rw * 1e3:7.2f} ms  reduce_window max/avg {rw / av:.3f}")
         sys.stdout.flush()
 
 

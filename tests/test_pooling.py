@@ -782,6 +782,22 @@ def test_gradients_match_finite_differences_under_jit_and_vmap(kind, opts, paddi
             assert float(an) == pytest.approx(float(fd), rel=1e-5, abs=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_every_kind_and_head_keeps_the_compute_dtype(dtype):
+    x = jax.ShapeDtypeStruct((2, 8, 8, 3), dtype)
+    rngs = {"params": jax.random.PRNGKey(0), "pool": jax.random.PRNGKey(1)}
+    for kind in pooling.names():
+        layer = Pool(kind)
+        v = jax.eval_shape(layer.init, rngs, x)
+        for train in (False, True):
+            y = jax.eval_shape(functools.partial(layer.apply, train=train, rngs=rngs), v, x)
+            assert y.dtype == dtype, (kind, train)
+    for head in pooling.head_names():
+        layer = GlobalPool(head)
+        v = jax.eval_shape(layer.init, rngs, x)
+        assert jax.eval_shape(layer.apply, v, x).dtype == dtype, head
+
+
 def test_pool_rng_stream_drives_stochastic_kinds():
     x = jnp.asarray(np.random.RandomState(0).rand(2, 8, 8, 3), jnp.float32)
     for kind in [k for k in pooling.names() if pooling.POOLS.get(k).stochastic]:

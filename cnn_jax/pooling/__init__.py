@@ -9,7 +9,40 @@ Conventions (NHWC arrays, ``x: f32[B, H, W, C]``):
   (``nn.MaxPool2d``). Note that :func:`flax.linen.max_pool` defaults to stride 1.
 * ``padding`` is ``"VALID"``, ``"SAME"`` (XLA convention: when the total padding is odd,
   the extra row/column goes at the end, i.e. bottom/right) or explicit
-  ``((top, bottom), (left, right))``.
+  ``((top, bottom), (left, right))``. Every windowed kind takes all three; padding never
+  wins a max, is excluded from averages and weights (``count_include_pad=True`` counts it
+  in ``avg``/``lp``/``mixed``/``gated`` means), is zeros for ``strided_conv`` and for the
+  gate of ``gated``. ``blur`` and ``max_blur`` reflect-pad their filter as in the authors'
+  code (the site's padding sets their output size); ``fractional_max`` ignores window,
+  strides and padding.
+* ``train=True`` changes only ``stochastic`` and ``fractional_max``, which then sample from
+  the ``rng`` argument (the ``'pool'`` rng stream under :class:`Pool`).
+* Non-overlapping max/avg windows (``strides == window``) take a reshape-and-reduce path
+  with the same values and gradients as ``lax.reduce_window`` (see
+  :mod:`cnn_jax.pooling.windows`).
+
+Kinds (each docstring gives the definition and the paper):
+
+==================  =========================================================  ==========
+kind                definition                                                 parameters
+==================  =========================================================  ==========
+``max``             ``max_R x``                                                --
+``avg``             ``mean_R x`` (``count_include_pad``)                       --
+``lp``              ``(mean_R |x|^p)^(1/p)``                                   ``rho`` if learned
+``stochastic``      sample ``i ~ a_i / sum a`` (train), ``sum a^2 / sum a``     --
+``mixed``           ``a max + (1 - a) avg``                                    ``a_logit``
+``gated``           ``g max + (1 - g) avg``, ``g = sigmoid(omega . x_R)``       ``omega``
+``strided_conv``    learned ``kh x kw`` convolution, stride, ``C -> C``       ``kernel, bias``
+``blur``            binomial low-pass, then subsample                          --
+``max_blur``        dense max (stride 1), then ``blur``                        --
+``softpool``        ``sum_R softmax(x) x``                                     --
+``lip``             ``sum_R x e^l / sum_R e^l``, ``l`` a small conv            ``logit/*``
+``fractional_max``  max over pseudo-random/random regions, ratio ``alpha``     --
+==================  =========================================================  ==========
+
+Global heads (:class:`GlobalPool`, ``f32[B, H, W, C] -> f32[B, C']``): ``avg``, ``max``,
+``avg_max`` (sum), ``concat_avg_max`` (``2C``), ``gem`` (learned ``p``), ``spp``
+(``C * sum(l^2)``).
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ def _resolve(x, window, strides, padding, layer: str):
         raise ShapeError(
             f"input too small: {where} ({window[0]}x{window[1]} window, stride "
             f"{strides[0]}x{strides[1]}) on a {x.shape[1]}x{x.shape[2]} feature map would give an "
-            f"empty {out[0]}x{out[1]} output; use a larger input or SAME padding"
+            f"empty {out[0]}x{out[1]} output; use a larger input, SAME padding or the model's "
+            "resize_to option"
         )
     return window, strides, pads
 
@@ -169,7 +170,13 @@ def pool(
     rng: jax.Array | None = None,
     **options: Any,
 ) -> jax.Array:
-    """Pools ``x: f32[B, H, W, C]`` with a registered kind that has no parameters.
+    """Pools ``x: f32[B, H, W, C]`` with a registered kind that has a functional form
+    (every kind except those that only exist with learned parameters: ``gated``,
+    ``strided_conv``, ``lip``; ``lp`` and ``mixed`` are used here with a fixed exponent or
+    mixing proportion).
+
+    Training and evaluation differ only for the stochastic kinds (``stochastic``,
+    ``fractional_max``), which sample from ``rng`` when ``train=True``.
 
     Args:
       x: NHWC input.
@@ -191,7 +198,7 @@ def pool(
     window, strides, pads = _resolve(x, window, strides, padding, layer="")
     if spec.stochastic and train and rng is None:
         raise UserError(f"pool {kind!r} samples in training mode: pass rng=")
-    return spec.fn(x, window, strides, pads, train=train, rng=rng, **options)
+    return spec.fn(x, window, strides, pads, train=train, rng=rng, **options).astype(x.dtype)
 
 
 class Pool(nn.Module):
@@ -199,7 +206,9 @@ class Pool(nn.Module):
 
     Kinds with parameters keep them in a submodule named ``impl`` under this layer, so the
     parameter paths of the other layers are the same whichever kind is chosen.
-    Stochastic kinds draw from the ``'pool'`` rng stream in training mode.
+    Stochastic kinds draw from the ``'pool'`` rng stream in training mode
+    (``model.apply(..., train=True, rngs={"pool": key})``). ``options`` are the kind's
+    options (see its docstring); an unknown one is a :class:`UserError`.
     """
 
     kind: str = "max"
@@ -214,11 +223,14 @@ class Pool(nn.Module):
         check_options(spec, self.options, functional=spec.module is None)
         window, strides, pads = _resolve(x, self.window, self.strides, self.padding, self.name or "")
         if spec.module is not None:
-            return spec.module(window=window, strides=strides, pads=pads, **self.options, name="impl")(
+            y = spec.module(window=window, strides=strides, pads=pads, **self.options, name="impl")(
                 x, train=train
             )
-        rng = self.make_rng("pool") if (spec.stochastic and train) else None
-        return spec.fn(x, window, strides, pads, train=train, rng=rng, **self.options)
+        else:
+            rng = self.make_rng("pool") if (spec.stochastic and train) else None
+            y = spec.fn(x, window, strides, pads, train=train, rng=rng, **self.options)
+        # float32 parameters must not silently promote a bfloat16/float16 model's activations
+        return y.astype(x.dtype)
 
 
 HEADS: Registry[PoolKind] = Registry("head pool")
@@ -270,5 +282,7 @@ class GlobalPool(nn.Module):
         spec = HEADS.get(self.kind)
         _check_head_options(spec, self.options)
         if spec.module is not None:
-            return spec.module(**self.options, name="impl")(x, train=train)
-        return spec.fn(x, **self.options)
+            y = spec.module(**self.options, name="impl")(x, train=train)
+        else:
+            y = spec.fn(x, **self.options)
+        return y.astype(x.dtype)

@@ -68,7 +68,7 @@ def _blocks(x: jax.Array, window: Pair, pads: Pads, value: float) -> jax.Array:
     return x.reshape(b, ho, kh, wo, kw, c)
 
 
-def _window_index(kh: int, kw: int) -> jax.Array:
+def _window_index(kh: int, kw: int) -> np.ndarray:
     """Row-major position of each window element, shaped to broadcast against blocks."""
     return (np.arange(kh)[:, None] * kw + np.arange(kw)[None, :]).reshape(1, 1, kh, 1, kw, 1)
 
@@ -97,14 +97,22 @@ def _first_max_index(xb: jax.Array) -> tuple[jax.Array, jax.Array]:
     return y, idx[:, :, None, :, None, :]
 
 
+@jax.checkpoint
+def _select_first(idx: jax.Array, xb_dot: jax.Array) -> jax.Array:
+    """The tangent of the first maximal element of each window. Checkpointed so that
+    reverse mode keeps only ``idx`` (one byte per output) and rebuilds the one-hot mask in
+    the backward pass, instead of storing a full-size mask."""
+    pos = _window_index(xb_dot.shape[2], xb_dot.shape[4]).astype(idx.dtype)
+    zero = jnp.zeros((), xb_dot.dtype)
+    return jnp.sum(jnp.where(pos == idx, xb_dot, zero), axis=(2, 4))
+
+
 @_block_max.defjvp
 def _block_max_jvp(primals, tangents):
     (xb,), (xb_dot,) = primals, tangents
     y, idx = _first_max_index(xb)
-    onehot = _window_index(xb.shape[2], xb.shape[4]) == idx
     # Linear in xb_dot, so reverse mode transposes it to where(onehot, g, 0): a broadcast.
-    y_dot = jnp.sum(jnp.where(onehot, xb_dot, jnp.zeros_like(xb_dot)), axis=(2, 4))
-    return y, y_dot
+    return y, _select_first(idx, xb_dot)
 
 
 def window_max(x: jax.Array, window: Pair, strides: Pair, pads: Pads) -> jax.Array:
@@ -155,7 +163,7 @@ def window_mean(
     if count_include_pad or tuple(map(tuple, pads)) == VALID_PADS:
         return sums / (window[0] * window[1])
     counts = window_counts(x.shape, window, strides, pads)
-    return sums / np.maximum(counts, 1.0)
+    return sums / jnp.asarray(np.maximum(counts, 1.0), sums.dtype)
 
 
 def patches(
