@@ -61,9 +61,16 @@ def _params(workdir, data_dir_cfg):
     return jax.device_get(state.params), step
 
 
+def _reference(data_dir, workdir, steps):
+    """The uninterrupted run of the command _cli() builds, in this process (same results)."""
+    from cnn_jax import cli
+
+    assert cli.main(_cli(data_dir, workdir, steps=steps)[3:]) == 0
+
+
 def test_sigterm_saves_and_resume_is_exact(data_dir, tmp_path):
     ref = tmp_path / "ref"
-    subprocess.run(_cli(data_dir, ref, steps=400), check=True, env=_env(), cwd=ROOT, timeout=300)
+    _reference(data_dir, ref, 400)
     wd = tmp_path / "run"
     p = subprocess.Popen(_cli(data_dir, wd, steps=400), env=_env(), cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -74,7 +81,7 @@ def test_sigterm_saves_and_resume_is_exact(data_dir, tmp_path):
     sent = time.monotonic()
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
-    assert time.monotonic() - sent < 10  # within seconds
+    assert time.monotonic() - sent < 30  # within seconds (measured ~1-7 s; slack for a loaded CI)
     assert p.returncode == 75, err
     assert "preempted: SIGTERM received: saved a checkpoint at step" in err
     step = int(err.split("at step ")[1].split(";")[0])
@@ -89,7 +96,7 @@ def test_sigterm_saves_and_resume_is_exact(data_dir, tmp_path):
 
 def test_kill_9_at_random_moments_then_resume_is_exact(data_dir, tmp_path):
     ref = tmp_path / "ref"
-    subprocess.run(_cli(data_dir, ref), check=True, env=_env(), cwd=ROOT, timeout=300)
+    _reference(data_dir, ref, 40)
     wd = tmp_path / "run"
     rng = random.Random(1234)
     kills = 0
@@ -132,13 +139,13 @@ def test_corrupt_newest_checkpoint_falls_back(data_dir, tmp_path, capsys):
 
 
 def test_divergence_stops_naming_the_step_and_keeps_last_good(data_dir, tmp_path):
-    c = _cfg(data_dir, optim__name="sgd", optim__learning_rate=1e12)
-    with pytest.raises(Diverged, match=r"loss is not finite at step \d+; the last good checkpoint"):
+    c = _cfg(data_dir, optim__name="sgd", optim__learning_rate=1e12, train__checkpoint_every_steps=1)
+    with pytest.raises(Diverged, match=r"loss is not finite at step (\d+); the last good checkpoint "
+                                       r"\(step \d+\) is kept") as e:
         train.fit(c, str(tmp_path / "stop"), progress=False)
-    for step in Checkpoints(str(tmp_path / "stop" / "checkpoints"), read_only=True).steps():
-        params, _ = _params(str(tmp_path / "stop"), c) if step else (None, None)
-        if params is not None:
-            assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    assert Checkpoints(str(tmp_path / "stop" / "checkpoints"), read_only=True).steps()[-1] == e.value.step - 1
+    params, _ = _params(str(tmp_path / "stop"), c)  # the last good checkpoint restores, finite
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
     skip = config_lib.apply_overrides(c, [("train.on_nan", "skip")])
     out = train.fit(skip, str(tmp_path / "skip"), progress=False)
     assert out["nonfinite_steps"] > 0
@@ -227,9 +234,13 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD, ids=[str(i) for i in range(len(BAD))])
-def test_bad_input_end_to_end(data_dir, tmp_path, args, message):
+SUBPROCESS = {0, 9, 23}  # plus every case that needs its own devices
+
+
+@pytest.mark.parametrize("index", range(len(BAD)), ids=[str(i) for i in range(len(BAD))])
+def test_bad_input_end_to_end(data_dir, tmp_path, capsys, index):
     """Each mistake: one line naming the value, exit 2, no traceback, nothing written."""
+    args, message = BAD[index]
     env = _env()
     config, workdir, dd = EXP, str(tmp_path / "wd"), data_dir
     flags = []
@@ -260,15 +271,20 @@ def test_bad_input_end_to_end(data_dir, tmp_path, args, message):
     if workdir == str(tmp_path / "wd"):
         sentinel.parent.mkdir()
         sentinel.write_text("precious")
-    p = subprocess.run(
-        [sys.executable, "-m", "cnn_jax", "train", "--config", config, "--workdir", workdir,
-         f"--config.data.data_dir={dd}", *flags],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=180,
-    )
-    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
-    lines = [x for x in p.stderr.strip().splitlines() if not x.startswith("WARNING")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr[-2000:]
+    argv = ["train", "--config", config, "--workdir", workdir, f"--config.data.data_dir={dd}", *flags]
+    if "XLA_FLAGS" in env or index in SUBPROCESS:  # a real process: exit status, no traceback
+        p = subprocess.run([sys.executable, "-m", "cnn_jax", *argv], capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=180)
+        code, err = p.returncode, p.stderr
+    else:  # the same entry point in this process (much faster)
+        from cnn_jax import cli
+
+        code = cli.main(argv)
+        err = capsys.readouterr().err
+    assert code == 2, (code, err[-2000:])
+    lines = [x for x in err.strip().splitlines() if not x.startswith("WARNING")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err[-2000:]
     assert message in lines[0], lines[0]
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in err
     if sentinel.parent.exists():
         assert sorted(os.listdir(sentinel.parent)) == ["keep.txt"] and sentinel.read_text() == "precious"
