@@ -5,9 +5,10 @@ All functions take NHWC ``x: f32[B, H, W, C]``, a ``window`` and ``strides`` pai
 
 Fast path for non-overlapping windows
 -------------------------------------
-On XLA CPU the backward pass of ``lax.reduce_window`` max (``select_and_scatter``) and,
-to a lesser degree, of ``reduce_window`` add is slow: it made LeNet-5 and small CIFAR
-training steps 1.3–1.5× slower with max than with average pooling. When
+On XLA CPU the backward pass of ``lax.reduce_window`` max (``select_and_scatter``) is
+slow: with it, training steps are ~1.2–1.3× (LeNet-5) and ~1.7× (``simple_cnn``) slower
+with max than with average pooling on 2 cores (``benchmarks/pooling.py``); with the path
+below, max and average pooling cost about the same. When
 ``strides == window`` (every input position belongs to at most one window), the input is
 padded (with the reduction's identity: ``-inf`` for max, ``0`` for sums), cropped to the
 rows/columns that some window covers, reshaped to ``[B, Ho, kh, Wo, kw, C]`` and reduced
