@@ -8,7 +8,16 @@ kinds x 5 seeds, compared with ReLU at the same pooling, paired by seed.
 Command:
   cnn-jax sweep experiments/activations.py --workdir runs/activations
 
-Cost: 30 trials of 3 epochs at batch 64; about 4 minutes on 2 CPU cores.
+Cost: 30 trials of 2 epochs at batch 64: 1 min 52 s on 2 CPU cores shared with other jobs
+(load average 4-5), one worker.
+
+Result (measured; test accuracy on 1,000 images, mean ± sd over 5 seeds):
+  max + relu  93.98 ± 0.83 %    avg + relu  91.66 ± 1.56 %
+  max + tanh  92.70 ± 1.08 %    avg + tanh  91.80 ± 0.53 %
+  max + sig.  46.30 ± 6.31 %    avg + sig.  48.28 ± 7.18 %
+With max pooling ReLU beats tanh (-1.28 pp [-1.79, -0.77], Holm p = 0.002); with average
+pooling they tie (+0.14 pp, p = 0.80). Sigmoid has not learned in 2 epochs at Adam 1e-3
+(about 47 %): the activation matters far more than the pooling here.
 """
 
 from cnn_jax import study
@@ -22,7 +31,7 @@ def get_config():
     c.data.batch_size = 64
     c.optim.name = "adam"
     c.optim.learning_rate = 1e-3
-    c.train.epochs = 3
+    c.train.epochs = 2
     c.train.log_every_steps = 10
     return c
 

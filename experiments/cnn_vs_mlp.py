@@ -10,9 +10,16 @@ MLP, plus shift consistency (a CNN's advantage should show there most).
 Command:
   cnn-jax sweep experiments/cnn_vs_mlp.py --workdir runs/cnn_vs_mlp
 
-Cost: 20 trials of 3 epochs at batch 64; about 3 minutes on 2 CPU cores.
+Cost: 20 trials of 3 epochs at batch 64: 2 min 13 s on 2 CPU cores shared with other jobs
+(load average 5-6), one worker.
 
-Result: see the docstring of the commit that last measured it, or run it (report.md).
+Result (measured; test accuracy on 1,000 images, mean ± sd over 5 seeds, shift consistency):
+  mlp 0.29 (61,245 params)  92.14 ± 0.55 %  shift 31.4 %
+  lenet5 (61,706)           94.92 ± 0.90 %  shift 50.3 %  vs MLP +2.78 pp [1.78, 3.78], Holm .003
+  simple_cnn 0.8 (59,685)   95.34 ± 0.68 %  shift 48.5 %  vs MLP +3.20 pp [2.59, 3.81], Holm .0004
+  mlp 1.0 (235,146)         93.18 ± 0.84 %  shift 32.9 %  vs MLP +1.04 pp [-0.06, 2.14], p 0.059
+At equal size both CNNs beat the MLP, and by more than 4x the parameters buy the MLP; their
+predictions also survive small translations far better (+17 to +19 pp of shift consistency).
 """
 
 from cnn_jax import study
@@ -35,10 +42,12 @@ def get_config():
 
 def get_sweep():
     return study.Study(
-        study.zipped({
-            "model.name": ["mlp", "lenet5", "simple_cnn", "mlp"],
-            "model.width": [0.29, 1.0, 0.8, 1.0],
-        }),
+        study.zipped(
+            {
+                "model.name": ["mlp", "lenet5", "simple_cnn", "mlp"],
+                "model.width": [0.29, 1.0, 0.8, 1.0],
+            }
+        ),
         seeds=5,
         baseline=MATCHED_MLP,
         title="CNN vs MLP at matched parameter counts (about 61k) on 5,000 MNIST digits",

@@ -19,7 +19,7 @@ from cnn_jax import config as config_lib
 from cnn_jax.study import runner, store
 from cnn_jax.train import writer as writer_lib
 
-EXPERIMENT = '''
+EXPERIMENT = """
 from cnn_jax import study
 from cnn_jax.config import base_config
 
@@ -40,33 +40,49 @@ def get_config():
 
 def get_sweep():
     return study.Study({sweep}, seeds={seeds}, baseline={baseline})
-'''
+"""
 
 ACTIVATIONS = 'study.grid({"model.activation": ["relu", "tanh"]})'
 
 
-def _experiment(tmp_path, data_dir, sweep=ACTIVATIONS, seeds=2, baseline='{"model.activation": "relu"}',
-                name="exp.py"):
+def _experiment(
+    tmp_path,
+    data_dir,
+    sweep=ACTIVATIONS,
+    seeds=2,
+    baseline='{"model.activation": "relu"}',
+    name="exp.py",
+):
     path = tmp_path / name
-    path.write_text(EXPERIMENT.format(data_dir=data_dir, sweep=sweep, seeds=seeds, baseline=baseline))
+    path.write_text(
+        EXPERIMENT.format(data_dir=data_dir, sweep=sweep, seeds=seeds, baseline=baseline)
+    )
     return str(path)
 
 
 def _statuses(workdir):
     rec = store.load_sweep(workdir)
-    return {t["name"]: store.read_status(os.path.join(workdir, "trials", t["name"]))["status"]
-            for t in rec["trials"]}
+    return {
+        t["name"]: store.read_status(os.path.join(workdir, "trials", t["name"]))["status"]
+        for t in rec["trials"]
+    }
 
 
 def _mtimes(workdir):
-    return {n: os.stat(os.path.join(workdir, "trials", n, "summary.json")).st_mtime_ns
-            for n, s in _statuses(workdir).items() if s == "done"}
+    return {
+        n: os.stat(os.path.join(workdir, "trials", n, "summary.json")).st_mtime_ns
+        for n, s in _statuses(workdir).items()
+        if s == "done"
+    }
 
 
 def _report_identity(workdir):
-    return (Path(os.path.join(workdir, "report.md")).read_text(),
-            pd.read_csv(os.path.join(workdir, "results.csv")).drop(columns=["train_seconds",
-                                                                            "images_per_second"]))
+    return (
+        Path(os.path.join(workdir, "report.md")).read_text(),
+        pd.read_csv(os.path.join(workdir, "results.csv")).drop(
+            columns=["train_seconds", "images_per_second"]
+        ),
+    )
 
 
 def test_sweep_runs_every_trial_then_skips_them(tmp_path, data_dir):
@@ -78,17 +94,32 @@ def test_sweep_runs_every_trial_then_skips_them(tmp_path, data_dir):
     # every trial is a normal run directory
     for name in _statuses(wd):
         d = os.path.join(wd, "trials", name)
-        assert {"config.json", "metrics.jsonl", "summary.json", "status.json", "analysis.json",
-                "checkpoints"} <= set(os.listdir(d))
+        assert {
+            "config.json",
+            "metrics.jsonl",
+            "summary.json",
+            "status.json",
+            "analysis.json",
+            "checkpoints",
+        } <= set(os.listdir(d))
     df = pd.read_csv(os.path.join(wd, "results.csv"))
     assert len(df) == 4 and list(df["model.activation"]) == ["relu", "relu", "tanh", "tanh"]
     assert list(df.seed) == [0, 1, 0, 1]
-    for col in ("test_accuracy", "best_accuracy", "shift_consistency", "params", "train_seconds",
-                "images_per_second", "test_loss"):
+    for col in (
+        "test_accuracy",
+        "best_accuracy",
+        "shift_consistency",
+        "params",
+        "train_seconds",
+        "images_per_second",
+        "test_loss",
+    ):
         assert df[col].notna().all(), col
     # the csv holds what the run directories hold
     s = json.loads(Path(os.path.join(wd, "trials", df.trial[0], "summary.json")).read_text())
-    assert df.test_accuracy[0] == pytest.approx(s["test"]["accuracy"]) and df.params[0] == s["params"]
+    assert (
+        df.test_accuracy[0] == pytest.approx(s["test"]["accuracy"]) and df.params[0] == s["params"]
+    )
     assert df.test_accuracy.between(0.4, 1).all()  # 12 steps learn something (chance 0.1)
     report = Path(os.path.join(wd, "report.md")).read_text()
     assert "## Results per configuration" in report and "## Comparison with the baseline" in report
@@ -109,7 +140,8 @@ class _Kill(BaseException):
 
 
 def test_interrupted_sweep_resumes_only_missing_trials_with_an_identical_report(
-        tmp_path, data_dir, monkeypatch):
+    tmp_path, data_dir, monkeypatch
+):
     exp = _experiment(tmp_path, data_dir)
     ref = str(tmp_path / "ref")
     runner.run(exp, ref, workers=0, log=lambda s: None, plots=False)
@@ -138,7 +170,12 @@ def test_interrupted_sweep_resumes_only_missing_trials_with_an_identical_report(
     out = runner.run(exp, wd, workers=0, log=lambda s: None, plots=False)
     assert (out["ran"], out["skipped"], out["done"]) == (2, 2, 4)
     assert _mtimes(wd).items() >= mtimes.items()  # the done trials were not touched
-    assert json.loads(Path(os.path.join(wd, "trials", killed, "summary.json")).read_text())["resumed_from"] == 8
+    assert (
+        json.loads(Path(os.path.join(wd, "trials", killed, "summary.json")).read_text())[
+            "resumed_from"
+        ]
+        == 8
+    )
     report, df = _report_identity(wd)
     ref_report, ref_df = _report_identity(ref)
     assert report == ref_report
@@ -146,7 +183,9 @@ def test_interrupted_sweep_resumes_only_missing_trials_with_an_identical_report(
 
 
 def test_killed_cli_sweep_reruns_only_the_missing_trials(tmp_path, data_dir):
-    exp = _experiment(tmp_path, data_dir, sweep='study.grid({"model.activation": ["relu", "tanh", "elu"]})')
+    exp = _experiment(
+        tmp_path, data_dir, sweep='study.grid({"model.activation": ["relu", "tanh", "elu"]})'
+    )
     wd = str(tmp_path / "sweep")
     cmd = [sys.executable, "-m", "cnn_jax", "sweep", exp, "--workdir", wd, "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -162,8 +201,10 @@ def test_killed_cli_sweep_reruns_only_the_missing_trials(tmp_path, data_dir):
         proc.send_signal(signal.SIGKILL)  # no cleanup at all in the parent
         proc.wait()
     # the worker notices that its parent is gone and exits by itself
-    pids = {store.read_json(os.path.join(wd, "trials", n, "status.json")).get("pid")
-            for n in _statuses(wd)}
+    pids = {
+        store.read_json(os.path.join(wd, "trials", n, "status.json")).get("pid")
+        for n in _statuses(wd)
+    }
     for _ in range(100):
         if not any(_alive(p) for p in pids if p and p != proc.pid):
             break
@@ -188,9 +229,18 @@ def _alive(pid):
 
 
 def test_a_diverging_trial_is_recorded_and_the_others_complete(tmp_path, data_dir):
-    exp = _experiment(tmp_path, data_dir, sweep='study.grid({"optim.learning_rate": [0.05, 1e8]})',
-                      seeds=1, baseline="None")
-    text = Path(exp).read_text().replace('c.train.steps = 12', 'c.train.steps = 12\n    c.optim.name = "sgd"')
+    exp = _experiment(
+        tmp_path,
+        data_dir,
+        sweep='study.grid({"optim.learning_rate": [0.05, 1e8]})',
+        seeds=1,
+        baseline="None",
+    )
+    text = (
+        Path(exp)
+        .read_text()
+        .replace("c.train.steps = 12", 'c.train.steps = 12\n    c.optim.name = "sgd"')
+    )
     Path(exp).write_text(text)
     wd = str(tmp_path / "sweep")
     lines = []
@@ -228,9 +278,12 @@ def test_vmapped_seeds_equal_sequential_runs(tmp_path, data_dir):
     from cnn_jax.study import seeds as seeds_lib
 
     seeds = [0, 1, 2]
-    ref = [train.fit(_fit_cfg(data_dir, s), str(tmp_path / f"fit{s}"), progress=False) for s in seeds]
-    outs = seeds_lib.fit_seeds([_fit_cfg(data_dir, s) for s in seeds],
-                               [str(tmp_path / f"vmap{s}") for s in seeds])
+    ref = [
+        train.fit(_fit_cfg(data_dir, s), str(tmp_path / f"fit{s}"), progress=False) for s in seeds
+    ]
+    outs = seeds_lib.fit_seeds(
+        [_fit_cfg(data_dir, s) for s in seeds], [str(tmp_path / f"vmap{s}") for s in seeds]
+    )
     for s, r, o in zip(seeds, ref, outs):
         assert o["status"] == "done"
         a = writer_lib.read_jsonl(str(tmp_path / f"fit{s}" / "metrics.jsonl"))
@@ -245,7 +298,8 @@ def test_vmapped_seeds_equal_sequential_runs(tmp_path, data_dir):
         fit_state = train.evaluate(str(tmp_path / f"fit{s}"))
         assert fit_state["loss"] == pytest.approx(o["summary"]["test"]["loss"], rel=2e-5)
         assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints"} <= set(
-            os.listdir(tmp_path / f"vmap{s}"))
+            os.listdir(tmp_path / f"vmap{s}")
+        )
     # the seeds really differ from each other (own init, data order, dropout)
     accs = [o["summary"]["test"]["loss"] for o in outs]
     assert len(set(accs)) == 3
@@ -256,8 +310,13 @@ def test_vmapped_seeds_equal_sequential_runs(tmp_path, data_dir):
 
 
 def test_vmapped_sweep_writes_normal_trials(tmp_path, data_dir):
-    exp = _experiment(tmp_path, data_dir, sweep='study.grid({"model.activation": ["relu"]})', seeds=3,
-                      baseline="None")
+    exp = _experiment(
+        tmp_path,
+        data_dir,
+        sweep='study.grid({"model.activation": ["relu"]})',
+        seeds=3,
+        baseline="None",
+    )
     wd = str(tmp_path / "sweep")
     out = runner.run(exp, wd, workers=0, vmap="on", log=lambda s: None, plots=False)
     assert out["done"] == 3
@@ -278,12 +337,23 @@ def _cli(capsys, *argv):
 
 
 def test_cli_errors_are_one_line(capsys, tmp_path, data_dir):
-    code, _, err = _cli(capsys, "sweep", str(tmp_path / "nope.py"), "--workdir", str(tmp_path / "w"))
-    assert code == 2 and err.strip() == f"error: experiment file '{tmp_path / 'nope.py'}' does not exist"
+    code, _, err = _cli(
+        capsys, "sweep", str(tmp_path / "nope.py"), "--workdir", str(tmp_path / "w")
+    )
+    assert (
+        code == 2
+        and err.strip() == f"error: experiment file '{tmp_path / 'nope.py'}' does not exist"
+    )
     assert not (tmp_path / "w").exists()
     # an experiment without get_sweep is not a study
-    code, _, err = _cli(capsys, "sweep", "experiments/lenet5_mnist.py", "--workdir", str(tmp_path / "w"))
-    assert code == 2 and "defines no get_sweep() function" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _cli(
+        capsys, "sweep", "experiments/lenet5_mnist.py", "--workdir", str(tmp_path / "w")
+    )
+    assert (
+        code == 2
+        and "defines no get_sweep() function" in err
+        and len(err.strip().splitlines()) == 1
+    )
     # a directory that is not a sweep
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -291,9 +361,11 @@ def test_cli_errors_are_one_line(capsys, tmp_path, data_dir):
     for cmd in ("status", "report"):
         code, _, err = _cli(capsys, cmd, str(run_dir))
         assert code == 2
-        assert err.strip() == (f"error: '{run_dir}' is not a sweep directory (no sweep.json) (it is a "
-                               "single run: use `cnn-jax evaluate` or `cnn-jax viz`); give the "
-                               "--workdir of a `cnn-jax sweep`")
+        assert err.strip() == (
+            f"error: '{run_dir}' is not a sweep directory (no sweep.json) (it is a "
+            "single run: use `cnn-jax evaluate` or `cnn-jax viz`); give the "
+            "--workdir of a `cnn-jax sweep`"
+        )
     code, _, err = _cli(capsys, "status", str(tmp_path / "missing"))
     assert code == 2 and "does not exist" in err
     # sweeping into a non-empty directory that is not a sweep is refused
@@ -301,8 +373,13 @@ def test_cli_errors_are_one_line(capsys, tmp_path, data_dir):
     code, _, err = _cli(capsys, "sweep", exp, "--workdir", str(run_dir))
     assert code == 2 and "is not a sweep directory; use a new --workdir" in err
     # a bad sweep value names the point
-    bad = _experiment(tmp_path, data_dir, sweep='study.grid({"model.activation": ["rleu"]})',
-                      baseline="None", name="bad.py")
+    bad = _experiment(
+        tmp_path,
+        data_dir,
+        sweep='study.grid({"model.activation": ["rleu"]})',
+        baseline="None",
+        name="bad.py",
+    )
     code, _, err = _cli(capsys, "sweep", bad, "--workdir", str(tmp_path / "w2"))
     assert code == 2 and "sweep point {model.activation='rleu'}: unknown activation 'rleu'" in err
     assert not (tmp_path / "w2").exists()
@@ -311,16 +388,30 @@ def test_cli_errors_are_one_line(capsys, tmp_path, data_dir):
 def test_cli_dry_run_status_and_report(capsys, tmp_path, data_dir):
     exp = _experiment(tmp_path, data_dir)
     wd = str(tmp_path / "sweep")
-    code, out, _ = _cli(capsys, "sweep", exp, "--workdir", wd, "--dry-run", "--config.train.steps=6")
+    code, out, _ = _cli(
+        capsys, "sweep", exp, "--workdir", wd, "--dry-run", "--config.train.steps=6"
+    )
     assert code == 0 and out.count("run  ") == 4 and "4 trials: 4 to run" in out
     assert not os.path.exists(wd)
-    code, out, _ = _cli(capsys, "sweep", exp, "--workdir", wd, "--workers", "0", "--config.train.steps=6")
-    assert code == 0 and "4 trials: 4 run now" in out and "report:  " + os.path.join(wd, "report.md") in out
+    code, out, _ = _cli(
+        capsys, "sweep", exp, "--workdir", wd, "--workers", "0", "--config.train.steps=6"
+    )
+    assert (
+        code == 0
+        and "4 trials: 4 run now" in out
+        and "report:  " + os.path.join(wd, "report.md") in out
+    )
     assert "| relu | 2/2 |" in out  # the aggregate table is printed
-    assert json.loads(Path(os.path.join(wd, store.SWEEP_FILE)).read_text())["overrides"] == [["train.steps", "6"]]
+    assert json.loads(Path(os.path.join(wd, store.SWEEP_FILE)).read_text())["overrides"] == [
+        ["train.steps", "6"]
+    ]
     t = store.load_sweep(wd)["trials"][0]
-    assert config_lib.from_json(Path(os.path.join(wd, "trials", t["name"], "config.json")).read_text()
-                                ).train.steps == 6
+    assert (
+        config_lib.from_json(
+            Path(os.path.join(wd, "trials", t["name"], "config.json")).read_text()
+        ).train.steps
+        == 6
+    )
     code, out, _ = _cli(capsys, "status", wd)
     assert code == 0 and "4 trials" in out and "done 4" in out
     os.remove(os.path.join(wd, "report.md"))

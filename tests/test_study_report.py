@@ -31,8 +31,9 @@ def _fake_sweep(workdir, acc=ACC, diverge=None, baseline="max"):
     rng = np.random.default_rng()
     models = list(dict.fromkeys(m for m, _ in acc))
     pools = list(dict.fromkeys(p for _, p in acc))
-    s = study.Study(study.grid({"model.name": models, "model.pool": pools}), seeds=5,
-                    baseline=baseline)
+    s = study.Study(
+        study.grid({"model.name": models, "model.pool": pools}), seeds=5, baseline=baseline
+    )
     trials = []
     for point, seed in s.trials():
         key = (point["model.name"], point["model.pool"])
@@ -41,23 +42,44 @@ def _fake_sweep(workdir, acc=ACC, diverge=None, baseline="max"):
         d = os.path.join(workdir, "trials", name)
         os.makedirs(d)
         if diverge == (key, seed):
-            store.write_status(d, "diverged", error="training diverged: the loss is not finite at "
-                               "step 7; the last good checkpoint (step 5) is kept in /x", step=7)
+            store.write_status(
+                d,
+                "diverged",
+                error="training diverged: the loss is not finite at "
+                "step 7; the last good checkpoint (step 5) is kept in /x",
+                step=7,
+            )
             continue
         a = acc[key][seed]
-        summary = {"test": {"accuracy": a, "loss": 1 - a, "top5": 1.0, "count": 1000},
-                   "best": {"accuracy": a, "step": 20}, "train": {"loss": 0.1, "accuracy": 0.99},
-                   "steps": 20, "epochs": 1.0, "params": 1000 if key[0] == "mlp" else 2000,
-                   "train_seconds": 10 * rng.random(), "images_per_second": 1000 * rng.random()}
+        summary = {
+            "test": {"accuracy": a, "loss": 1 - a, "top5": 1.0, "count": 1000},
+            "best": {"accuracy": a, "step": 20},
+            "train": {"loss": 0.1, "accuracy": 0.99},
+            "steps": 20,
+            "epochs": 1.0,
+            "params": 1000 if key[0] == "mlp" else 2000,
+            "train_seconds": 10 * rng.random(),
+            "images_per_second": 1000 * rng.random(),
+        }
         Path(d, "summary.json").write_text(json.dumps(summary))
         Path(d, store.ANALYSIS_FILE).write_text(json.dumps({"shift_consistency": a - 0.1}))
-        records = [{"step": step, "split": "train", "loss": 1 / step, "accuracy": a} for step in (5, 10, 15, 20)]
+        records = [
+            {"step": step, "split": "train", "loss": 1 / step, "accuracy": a}
+            for step in (5, 10, 15, 20)
+        ]
         records.append({"step": 20, "split": "test", "loss": 1 - a, "accuracy": a})
         Path(d, "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         store.write_status(d, "done")
-    store.write_json(os.path.join(workdir, store.SWEEP_FILE), {
-        "version": 1, "experiment": "experiments/fake.py", "overrides": [["data.data_dir", "/data"]],
-        "study": s.options(), "trials": trials})
+    store.write_json(
+        os.path.join(workdir, store.SWEEP_FILE),
+        {
+            "version": 1,
+            "experiment": "experiments/fake.py",
+            "overrides": [["data.data_dir", "/data"]],
+            "study": s.options(),
+            "trials": trials,
+        },
+    )
     return workdir
 
 
@@ -69,7 +91,9 @@ def test_tables_match_scipy(tmp_path):
     row = agg[(agg["model.name"] == "lenet5") & (agg["model.pool"] == "avg")].iloc[0]
     x = ACC[("lenet5", "avg")]
     lo, hi = sps.t.interval(0.95, 4, loc=np.mean(x), scale=sps.sem(x))
-    assert (row["n"], row["mean"], row["ci_lo"], row["ci_hi"]) == pytest.approx((5, np.mean(x), lo, hi))
+    assert (row["n"], row["mean"], row["ci_lo"], row["ci_hi"]) == pytest.approx(
+        (5, np.mean(x), lo, hi)
+    )
     assert row["shift_mean"] == pytest.approx(np.mean(x) - 0.1)
     comp = reporting.comparisons(df, keys, {"model.pool": "max"})
     assert len(comp) == 4  # avg and lp, per model; max is the baseline
@@ -78,7 +102,9 @@ def test_tables_match_scipy(tmp_path):
     assert c["p_t"] == pytest.approx(sps.ttest_rel(x, base).pvalue)
     assert c["p_wilcoxon"] == pytest.approx(sps.wilcoxon(x, base, method="exact").pvalue)
     d = np.subtract(x, base)
-    assert c["diff"] == pytest.approx(d.mean()) and c["cohens_d"] == pytest.approx(d.mean() / d.std(ddof=1))
+    assert c["diff"] == pytest.approx(d.mean()) and c["cohens_d"] == pytest.approx(
+        d.mean() / d.std(ddof=1)
+    )
     # Holm within each model: two comparisons per family
     lp = comp[(comp["model.name"] == "lenet5") & (comp["model.pool"] == "lp")].iloc[0]
     ps = sorted([c["p_t"], lp["p_t"]])
@@ -98,7 +124,9 @@ def test_report_content_is_deterministic_and_complete(tmp_path):
     assert "/data" not in text  # the data directory is not part of the result
     assert "train seconds" not in text and "timing.md" in text
     # lp vs max for mlp is paired over the 4 seeds both have
-    comp = reporting.comparisons(reporting.collect(wd), ["model.name", "model.pool"], {"model.pool": "max"})
+    comp = reporting.comparisons(
+        reporting.collect(wd), ["model.name", "model.pool"], {"model.pool": "max"}
+    )
     assert comp[(comp["model.name"] == "mlp") & (comp["model.pool"] == "lp")]["n"].iloc[0] == 4
     # rewriting gives the same report even though the timings differ
     for name in os.listdir(os.path.join(wd, "trials")):
@@ -111,16 +139,29 @@ def test_report_content_is_deterministic_and_complete(tmp_path):
     # results.csv: one row per trial, pandas reads it, timings in their own columns
     df = pd.read_csv(out["results"])
     assert len(df) == 30 and list(df.columns[:4]) == ["trial", "status", "model.name", "model.pool"]
-    assert {"seed", "test_accuracy", "best_accuracy", "shift_consistency", "params", "train_seconds",
-            "images_per_second"} <= set(df.columns)
+    assert {
+        "seed",
+        "test_accuracy",
+        "best_accuracy",
+        "shift_consistency",
+        "params",
+        "train_seconds",
+        "images_per_second",
+    } <= set(df.columns)
     assert df.status.value_counts().to_dict() == {"done": 29, "diverged": 1}
     assert df.loc[df.status == "done", "test_accuracy"].sum() == pytest.approx(
-        sum(sum(v) for v in ACC.values()) - ACC[("mlp", "lp")][4])
+        sum(sum(v) for v in ACC.values()) - ACC[("mlp", "lp")][4]
+    )
     # the plots are real images
     for p in out["plots"]:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 5000
     assert {os.path.basename(p) for p in out["plots"]} == {
-        "accuracy.png", "curves.png", "acc_vs_params.png", "acc_vs_time.png", "shift_consistency.png"}
+        "accuracy.png",
+        "curves.png",
+        "acc_vs_params.png",
+        "acc_vs_time.png",
+        "shift_consistency.png",
+    }
 
 
 def test_answer_names_the_significant_differences(tmp_path):
@@ -129,8 +170,14 @@ def test_answer_names_the_significant_differences(tmp_path):
     wd = _fake_sweep(str(tmp_path), acc=acc)
     text = Path(reporting.write(wd, with_plots=False)["report"]).read_text()
     answer = text.split("## What the numbers say")[1].split("##")[0]
-    assert "model=lenet5: ranking by mean test accuracy: lp (98.12) > max (98.10) > avg (96.30)" in answer
-    assert "Significantly different from pool=max" in answer and "avg (model=lenet5): Δ -1.80 pp" in answer
+    assert (
+        "model=lenet5: ranking by mean test accuracy: lp (98.12) > max (98.10) > avg (96.30)"
+        in answer
+    )
+    assert (
+        "Significantly different from pool=max" in answer
+        and "avg (model=lenet5): Δ -1.80 pp" in answer
+    )
     assert "cannot go below p = 0.0625" in answer
     row = next(line for line in text.splitlines() if line.startswith("| lenet5 | avg | 5 |"))
     assert row.endswith("| worse |")

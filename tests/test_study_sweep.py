@@ -29,13 +29,18 @@ def test_grid_is_the_product_with_the_first_key_slowest():
 
 def test_zip_chain_product_compose():
     z = study.zipped({"optim.learning_rate": [1e-3, 1e-2], "optim.name": ["adam", "sgd"]})
-    assert z.points() == [{"optim.learning_rate": 1e-3, "optim.name": "adam"},
-                          {"optim.learning_rate": 1e-2, "optim.name": "sgd"}]
+    assert z.points() == [
+        {"optim.learning_rate": 1e-3, "optim.name": "adam"},
+        {"optim.learning_rate": 1e-2, "optim.name": "sgd"},
+    ]
     c = study.grid({"model.pool": ["max"]}) + study.grid({"model.pool": ["avg", "lp"]})
     assert [p["model.pool"] for p in c] == ["max", "avg", "lp"]
     p = study.grid({"model.name": ["a", "b"]}) * z
-    assert len(p) == 4 and p.points()[1] == {"model.name": "a", "optim.learning_rate": 1e-2,
-                                             "optim.name": "sgd"}
+    assert len(p) == 4 and p.points()[1] == {
+        "model.name": "a",
+        "optim.learning_rate": 1e-2,
+        "optim.name": "sgd",
+    }
     with pytest.raises(UserError, match="equal length, got optim.learning_rate: 2, optim.name: 1"):
         study.zipped({"optim.learning_rate": [1, 2], "optim.name": ["adam"]})
     with pytest.raises(UserError, match="sets 'model.pool' twice"):
@@ -45,10 +50,12 @@ def test_zip_chain_product_compose():
 
 
 def test_random_search_is_seeded_distinct_and_within_bounds():
-    space = {"optim.learning_rate": study.log_uniform(1e-4, 1e-1),
-             "optim.weight_decay": study.uniform(0.0, 1e-3),
-             "data.batch_size": [32, 64, 128],
-             "train.epochs": study.int_uniform(1, 3)}
+    space = {
+        "optim.learning_rate": study.log_uniform(1e-4, 1e-1),
+        "optim.weight_decay": study.uniform(0.0, 1e-3),
+        "data.batch_size": [32, 64, 128],
+        "train.epochs": study.int_uniform(1, 3),
+    }
     a = study.random_search(space, budget=12, seed=3).points()
     b = study.random_search(space, budget=12, seed=3).points()
     c = study.random_search(space, budget=12, seed=4).points()
@@ -62,16 +69,29 @@ def test_random_search_is_seeded_distinct_and_within_bounds():
     # a space with only 3 distinct points cannot give more than 3
     assert len(study.random_search({"data.batch_size": [32, 64, 128]}, budget=10)) == 3
     # log-uniform: the log of the samples is spread over the whole range
-    lr = np.log10([p["optim.learning_rate"] for p in study.random_search(
-        {"optim.learning_rate": study.log_uniform(1e-4, 1e-1)}, budget=200).points()])
+    lr = np.log10(
+        [
+            p["optim.learning_rate"]
+            for p in study.random_search(
+                {"optim.learning_rate": study.log_uniform(1e-4, 1e-1)}, budget=200
+            ).points()
+        ]
+    )
     assert lr.min() < -3.7 and lr.max() > -1.3 and abs(lr.mean() + 2.5) < 0.25
 
 
 def test_study_crosses_every_point_with_every_seed():
-    s = study.Study(study.grid({"model.pool": ["max", "avg"]}), seeds=3, baseline={"model.pool": "max"})
-    assert s.trials() == [({"model.pool": "max"}, 0), ({"model.pool": "max"}, 1),
-                          ({"model.pool": "max"}, 2), ({"model.pool": "avg"}, 0),
-                          ({"model.pool": "avg"}, 1), ({"model.pool": "avg"}, 2)]
+    s = study.Study(
+        study.grid({"model.pool": ["max", "avg"]}), seeds=3, baseline={"model.pool": "max"}
+    )
+    assert s.trials() == [
+        ({"model.pool": "max"}, 0),
+        ({"model.pool": "max"}, 1),
+        ({"model.pool": "max"}, 2),
+        ({"model.pool": "avg"}, 0),
+        ({"model.pool": "avg"}, 1),
+        ({"model.pool": "avg"}, 2),
+    ]
     assert study.Study(study.grid({"model.pool": ["max"]}), seeds=[7, 11]).seed_list() == [7, 11]
     with pytest.raises(UserError, match="baseline key 'model.name' is not swept"):
         study.Study(study.grid({"model.pool": ["max"]}), baseline={"model.name": "lenet5"})
@@ -89,11 +109,14 @@ def _base():
 
 
 def test_trial_names_are_readable_and_hashes_stable():
-    s = study.Study(study.grid({"model.name": ["lenet5", "mlp"], "model.activation": ["relu", "tanh"]}),
-                    seeds=2)
+    s = study.Study(
+        study.grid({"model.name": ["lenet5", "mlp"], "model.activation": ["relu", "tanh"]}), seeds=2
+    )
     trials = store.plan(s, _base())
     names = [t.name for t in trials]
-    assert names[0].startswith("lenet5_activation-relu_seed0_") and len(names[0].split("_")[-1]) == 8
+    assert (
+        names[0].startswith("lenet5_activation-relu_seed0_") and len(names[0].split("_")[-1]) == 8
+    )
     assert len(set(names)) == len(names) == 8
     again = store.plan(s, _base())
     assert [t.name for t in again] == names  # stable: same configs, same names
@@ -114,8 +137,10 @@ def test_trial_names_are_readable_and_hashes_stable():
 
 def test_points_keep_python_types():
     # padding of lenet5 is a tuple: a sweep value replaces it whole (not parsed as text)
-    s = study.Study(study.grid({"model.padding": [("SAME", "SAME"), "VALID"],
-                                "optim.learning_rate": [1]}), seeds=1)
+    s = study.Study(
+        study.grid({"model.padding": [("SAME", "SAME"), "VALID"], "optim.learning_rate": [1]}),
+        seeds=1,
+    )
     t = store.plan(s, _base())
     assert tuple(t[0].config.model.padding) == ("SAME", "SAME")
     assert t[1].config.model.padding == "VALID"
@@ -153,16 +178,24 @@ def test_mean_ci_matches_scipy_t_interval():
 def test_paired_t_matches_scipy_ttest_rel():
     t, p = stats.paired_t(A, B)
     ref = sps.ttest_rel(A, B)
-    assert t == pytest.approx(ref.statistic, rel=1e-12) and p == pytest.approx(ref.pvalue, rel=1e-10)
+    assert t == pytest.approx(ref.statistic, rel=1e-12) and p == pytest.approx(
+        ref.pvalue, rel=1e-10
+    )
     assert all(math.isnan(v) for v in stats.paired_t([1.0, 2.0], [1.0, 2.0]))
     assert stats.paired_t([2.0, 3.0, 4.0], [1.0, 2.0, 3.0]) == (math.inf, 0.0)
 
 
-@pytest.mark.parametrize("a,b", [
-    (A, B),
-    ([1.0, 2.0, 3.0, 4.0, 5.0], [1.5, 1.1, 2.2, 5.7, 3.6]),  # no ties: scipy exact is exact
-    (list(np.random.default_rng(0).normal(size=12)), list(np.random.default_rng(1).normal(size=12))),
-])
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        (A, B),
+        ([1.0, 2.0, 3.0, 4.0, 5.0], [1.5, 1.1, 2.2, 5.7, 3.6]),  # no ties: scipy exact is exact
+        (
+            list(np.random.default_rng(0).normal(size=12)),
+            list(np.random.default_rng(1).normal(size=12)),
+        ),
+    ],
+)
 def test_wilcoxon_exact_matches_scipy(a, b):
     w, p = stats.wilcoxon(a, b)
     ref = sps.wilcoxon(a, b, method="exact", zero_method="wilcox")
@@ -187,8 +220,9 @@ def test_cohens_d_paired_and_holm():
     # d_z relates to t: t = d_z * sqrt(n)
     assert stats.paired_t(A, B)[0] == pytest.approx(stats.cohens_d_paired(A, B) * math.sqrt(6))
     # Holm: sorted p * (m - rank), made monotone, capped at 1; NaN ignored
-    assert stats.holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan],
-                                                                       nan_ok=True)
+    assert stats.holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx(
+        [0.03, 0.06, 0.06, math.nan], nan_ok=True
+    )
     assert stats.holm([0.5, 0.9]) == [1.0, 1.0]
 
 

@@ -53,7 +53,9 @@ def test_shift_consistency_by_hand():
     # a classifier that ignores position is perfectly consistent; one that reads a fixed
     # pixel of random images is not
     assert shift.shift_consistency(lambda x: (x.sum((1, 2, 3)) > 0).astype(int), split, 3) == 1.0
-    assert shift.shift_consistency(lambda x: (x[:, 3, 3, 0] > 127).astype(int), _split(rnd), 3) < 0.8
+    assert (
+        shift.shift_consistency(lambda x: (x[:, 3, 3, 0] > 127).astype(int), _split(rnd), 3) < 0.8
+    )
 
 
 def test_confusion_and_per_class_by_hand():
@@ -91,7 +93,13 @@ def test_viz_writes_every_figure(run_dir, tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert code == 0
     names = sorted(os.path.basename(p) for p in printed)
-    assert names == ["confusion.png", "curves.png", "features_3.png", "filters.png", "per_class.png"]
+    assert names == [
+        "confusion.png",
+        "curves.png",
+        "features_3.png",
+        "filters.png",
+        "per_class.png",
+    ]
     for p in printed:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 5000
         w, h = _png_size(p)

@@ -41,8 +41,13 @@ def cmd_sweep(args, overrides) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     result = runner.run(
-        args.experiment, args.workdir, overrides=overrides, workers=args.workers,
-        vmap=args.vmap_seeds, dry_run=args.dry_run, report=not args.dry_run,
+        args.experiment,
+        args.workdir,
+        overrides=overrides,
+        workers=args.workers,
+        vmap=args.vmap_seeds,
+        dry_run=args.dry_run,
+        report=not args.dry_run,
     )
     if args.dry_run:
         return 0
@@ -98,8 +103,10 @@ def cmd_status(args, overrides) -> int:
     if owner:
         print(f"a sweep is running on it (pid {owner})")
     elif counts["interrupted"] or counts["queued"] or counts["failed"] or counts["missing"]:
-        print(f"re-run `cnn-jax sweep {rec['experiment']} --workdir {args.workdir}` to finish "
-              "(finished trials are skipped, interrupted ones resume, failed ones are retried)")
+        print(
+            f"re-run `cnn-jax sweep {rec['experiment']} --workdir {args.workdir}` to finish "
+            "(finished trials are skipped, interrupted ones resume, failed ones are retried)"
+        )
     return 0
 
 
@@ -133,15 +140,27 @@ def cmd_report(args, overrides) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
-        "sweep", help="run a study: every trial of an experiment's get_sweep() (skips finished ones)",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "sweep",
+        help="run a study: every trial of an experiment's get_sweep() (skips finished ones)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("experiment", help="experiment file FILE.py[:ARG] with get_config() and get_sweep()")
+    s.add_argument(
+        "experiment", help="experiment file FILE.py[:ARG] with get_config() and get_sweep()"
+    )
     s.add_argument("--workdir", required=True, help="sweep directory (one run directory per trial)")
-    s.add_argument("--workers", type=int, default=None,
-                   help="parallel worker processes (default: fits the machine; 0: in this process)")
-    s.add_argument("--vmap-seeds", choices=("auto", "on", "off"), default="auto",
-                   help="train the seeds of a config as one vmapped program (auto: on accelerators)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel worker processes (default: fits the machine; 0: in this process)",
+    )
+    s.add_argument(
+        "--vmap-seeds",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="train the seeds of a config as one vmapped program (auto: on accelerators)",
+    )
     s.add_argument("--dry-run", action="store_true", help="list the trials and what would run")
     s.set_defaults(func=cmd_sweep)
 

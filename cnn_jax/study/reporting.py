@@ -47,22 +47,43 @@ def _row(workdir: str, trial: dict, keys: list[str]) -> dict:
     analysis = store.read_json(os.path.join(d, store.ANALYSIS_FILE)) or {}
     nan = math.nan
     if summary:
-        test, best, train = summary.get("test", {}), summary.get("best", {}), summary.get("train") or {}
+        test, best, train = (
+            summary.get("test", {}),
+            summary.get("best", {}),
+            summary.get("train") or {},
+        )
         row.update(
-            test_accuracy=test.get("accuracy", nan), test_loss=test.get("loss", nan),
-            test_top5=test.get("top5", nan), test_count=test.get("count", nan),
-            best_accuracy=_num(best.get("accuracy")), best_step=_num(best.get("step")),
-            train_loss=_num(train.get("loss")), train_accuracy=_num(train.get("accuracy")),
+            test_accuracy=test.get("accuracy", nan),
+            test_loss=test.get("loss", nan),
+            test_top5=test.get("top5", nan),
+            test_count=test.get("count", nan),
+            best_accuracy=_num(best.get("accuracy")),
+            best_step=_num(best.get("step")),
+            train_loss=_num(train.get("loss")),
+            train_accuracy=_num(train.get("accuracy")),
             shift_consistency=_num(analysis.get("shift_consistency")),
-            params=summary.get("params", nan), steps=summary.get("steps", nan),
+            params=summary.get("params", nan),
+            steps=summary.get("steps", nan),
             epochs=summary.get("epochs", nan),
             train_seconds=_num(summary.get("train_seconds")),
             images_per_second=_num(summary.get("images_per_second")),
         )
     else:
-        for c in ("test_accuracy", "test_loss", "test_top5", "test_count", "best_accuracy", "best_step",
-                  "train_loss", "train_accuracy", "shift_consistency", "params", "steps", "epochs",
-                  *TIMING_COLUMNS):
+        for c in (
+            "test_accuracy",
+            "test_loss",
+            "test_top5",
+            "test_count",
+            "best_accuracy",
+            "best_step",
+            "train_loss",
+            "train_accuracy",
+            "shift_consistency",
+            "params",
+            "steps",
+            "epochs",
+            *TIMING_COLUMNS,
+        ):
             row[c] = nan
     err = st.get("error", "") if st["status"] in ("failed", "diverged") else ""
     row["error"] = err.split("; the last good checkpoint")[0]
@@ -114,18 +135,29 @@ def aggregate(df, keys: list[str], metric: str = "test_accuracy"):
         e = stats.mean_ci(done[metric])
         sc = stats.mean_ci(done["shift_consistency"])
         best = stats.mean_ci(done["best_accuracy"])
-        rows.append({
-            **dict(zip(keys, config)),
-            "n": len(done), "trials": len(sub),
-            "diverged": int((sub.status == "diverged").sum()), "failed": int((sub.status == "failed").sum()),
-            "mean": e.mean, "std": e.std, "ci_lo": e.lo, "ci_hi": e.hi,
-            "best_mean": best.mean,
-            "shift_mean": sc.mean, "shift_ci_lo": sc.lo, "shift_ci_hi": sc.hi,
-            "params": float(done["params"].iloc[0]) if len(done) else math.nan,
-            "train_loss": float(done["train_loss"].mean()) if len(done) else math.nan,
-            "train_seconds": float(done["train_seconds"].mean()) if len(done) else math.nan,
-            "images_per_second": float(done["images_per_second"].mean()) if len(done) else math.nan,
-        })
+        rows.append(
+            {
+                **dict(zip(keys, config)),
+                "n": len(done),
+                "trials": len(sub),
+                "diverged": int((sub.status == "diverged").sum()),
+                "failed": int((sub.status == "failed").sum()),
+                "mean": e.mean,
+                "std": e.std,
+                "ci_lo": e.lo,
+                "ci_hi": e.hi,
+                "best_mean": best.mean,
+                "shift_mean": sc.mean,
+                "shift_ci_lo": sc.lo,
+                "shift_ci_hi": sc.hi,
+                "params": float(done["params"].iloc[0]) if len(done) else math.nan,
+                "train_loss": float(done["train_loss"].mean()) if len(done) else math.nan,
+                "train_seconds": float(done["train_seconds"].mean()) if len(done) else math.nan,
+                "images_per_second": float(done["images_per_second"].mean())
+                if len(done)
+                else math.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -154,15 +186,27 @@ def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accurac
         b = b[b.status == "done"].set_index("seed")[metric]
         seeds = sorted(set(a.index) & set(b.index))
         c = stats.compare([a[s] for s in seeds], [b[s] for s in seeds])
-        rows.append({**dict(zip(keys, config)), "n": c.n, "diff": c.mean_diff, "diff_lo": c.diff_lo,
-                     "diff_hi": c.diff_hi, "t": c.t, "p_t": c.p_t, "p_wilcoxon": c.p_wilcoxon,
-                     "cohens_d": c.cohens_d})
+        rows.append(
+            {
+                **dict(zip(keys, config)),
+                "n": c.n,
+                "diff": c.mean_diff,
+                "diff_lo": c.diff_lo,
+                "diff_hi": c.diff_hi,
+                "t": c.t,
+                "p_t": c.p_t,
+                "p_wilcoxon": c.p_wilcoxon,
+                "cohens_d": c.cohens_d,
+            }
+        )
     out = pd.DataFrame(rows)
     if len(out):
         # One family of comparisons per setting of the other keys (e.g. per model): Holm
         # adjusts each configuration's p-value for the comparisons made at that setting.
         others = [k for k in keys if k not in base_labels]
-        families = out[others].astype(str).agg("|".join, axis=1) if others else pd.Series([""] * len(out))
+        families = (
+            out[others].astype(str).agg("|".join, axis=1) if others else pd.Series([""] * len(out))
+        )
         out["p_holm"] = float("nan")
         for fam in dict.fromkeys(families):
             idx_f = out.index[families == fam]
@@ -216,21 +260,37 @@ def _short(k: str) -> str:
 def aggregate_table(agg, keys: list[str], metric: str, shift: bool) -> str:
     frac = _is_fraction(metric)
     unit = " %" if frac else ""
-    header = [_short(k) for k in keys] + ["n", f"{_name(metric)}{unit} mean ± sd", "95 % CI",
-                                          f"best{unit}"]
+    header = [_short(k) for k in keys] + [
+        "n",
+        f"{_name(metric)}{unit} mean ± sd",
+        "95 % CI",
+        f"best{unit}",
+    ]
     if shift:
         header += ["shift consistency %", "95 % CI (shift)"]
     header += ["params", "final train loss"]
     rows = []
     for _, r in agg.iterrows():
-        n = f"{r['n']}/{r['trials']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "") + (
-            f" ({r['failed']} failed)" if r["failed"] else "")
+        n = (
+            f"{r['n']}/{r['trials']}"
+            + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
+            + (f" ({r['failed']} failed)" if r["failed"] else "")
+        )
         row = [str(r[k]) for k in keys] + [
-            n, f"{_val(r['mean'], frac)} ± {_val(r['std'], frac)}",
-            f"[{_val(r['ci_lo'], frac)}, {_val(r['ci_hi'], frac)}]", _val(r["best_mean"], frac)]
+            n,
+            f"{_val(r['mean'], frac)} ± {_val(r['std'], frac)}",
+            f"[{_val(r['ci_lo'], frac)}, {_val(r['ci_hi'], frac)}]",
+            _val(r["best_mean"], frac),
+        ]
         if shift:
-            row += [_pct(r["shift_mean"], 1), f"[{_pct(r['shift_ci_lo'], 1)}, {_pct(r['shift_ci_hi'], 1)}]"]
-        row += ["-" if not math.isfinite(r["params"]) else f"{int(r['params']):,}", _f(r["train_loss"], 4)]
+            row += [
+                _pct(r["shift_mean"], 1),
+                f"[{_pct(r['shift_ci_lo'], 1)}, {_pct(r['shift_ci_hi'], 1)}]",
+            ]
+        row += [
+            "-" if not math.isfinite(r["params"]) else f"{int(r['params']):,}",
+            _f(r["train_loss"], 4),
+        ]
         rows.append(row)
     align = ["l"] * len(keys) + ["r"] * (len(header) - len(keys))
     return _table(header, rows, align)
@@ -247,23 +307,45 @@ def _verdict(r, alpha: float = 0.05) -> str:
 def comparison_table(comp, keys: list[str], metric: str) -> str:
     frac = _is_fraction(metric)
     d_unit = " (pp)" if frac else ""
-    header = [_short(k) for k in keys] + ["n", f"Δ{d_unit}", "95 % CI of Δ", "t", "p (t-test)",
-                                          "p (Wilcoxon)", "p (Holm)", "Cohen's d_z", "verdict"]
+    header = [_short(k) for k in keys] + [
+        "n",
+        f"Δ{d_unit}",
+        "95 % CI of Δ",
+        "t",
+        "p (t-test)",
+        "p (Wilcoxon)",
+        "p (Holm)",
+        "Cohen's d_z",
+        "verdict",
+    ]
     rows = []
     scale = 100 if frac else 1
     for _, r in comp.iterrows():
-        rows.append([str(r[k]) for k in keys] + [
-            str(r["n"]), f"{_f(scale * r['diff'], 2):>6}",
-            f"[{_f(scale * r['diff_lo'], 2)}, {_f(scale * r['diff_hi'], 2)}]", _f(r["t"], 2),
-            _p(r["p_t"]), _p(r["p_wilcoxon"]), _p(r["p_holm"]), _f(r["cohens_d"], 2), _verdict(r)])
+        rows.append(
+            [str(r[k]) for k in keys]
+            + [
+                str(r["n"]),
+                f"{_f(scale * r['diff'], 2):>6}",
+                f"[{_f(scale * r['diff_lo'], 2)}, {_f(scale * r['diff_hi'], 2)}]",
+                _f(r["t"], 2),
+                _p(r["p_t"]),
+                _p(r["p_wilcoxon"]),
+                _p(r["p_holm"]),
+                _f(r["cohens_d"], 2),
+                _verdict(r),
+            ]
+        )
     align = ["l"] * len(keys) + ["r"] * 8 + ["l"]
     return _table(header, rows, align)
 
 
 def timing_table(agg, keys: list[str]) -> str:
     header = [_short(k) for k in keys] + ["n", "train seconds (mean)", "images/s (mean)"]
-    rows = [[str(r[k]) for k in keys] + [str(r["n"]), _f(r["train_seconds"], 1), _f(r["images_per_second"], 0)]
-            for _, r in agg.iterrows()]
+    rows = [
+        [str(r[k]) for k in keys]
+        + [str(r["n"]), _f(r["train_seconds"], 1), _f(r["images_per_second"], 0)]
+        for _, r in agg.iterrows()
+    ]
     return _table(header, rows, ["l"] * len(keys) + ["r"] * 3)
 
 
@@ -302,7 +384,33 @@ def _with_labels(frame, keys: list[str]):
     return frame
 
 
-def _answer(agg, comp, keys, baseline, metric) -> list[str]:
+def _significant(comp, factor, others, baseline, metric) -> list[str]:
+    frac = _is_fraction(metric)
+    base = ", ".join(f"{_short(k)}={_label(v)}" for k, v in baseline.items())
+    what = f"{_name(metric)}: " if metric != "test_accuracy" else ""
+    sig = comp[comp["p_holm"] < 0.05]
+    if not len(sig):
+        text = (
+            f"{what}no configuration differs significantly from {base} "
+            "(paired t-test, Holm-adjusted, α = 0.05)."
+        )
+        return [f"- {text[0].upper()}{text[1:]}"]
+    parts = []
+    for _, r in sig.iterrows():
+        where = ", ".join(f"{_short(k)}={r[k]}" for k in others)
+        d = 100 * r["diff"] if frac else r["diff"]
+        parts.append(
+            f"{r[factor]}{f' ({where})' if where else ''}: Δ {d:+.2f}"
+            f"{' pp' if frac else ''}, p(Holm) {_p(r['p_holm'])}"
+        )
+    text = (
+        f"{what}significantly different from {base} (paired t-test, Holm-adjusted, "
+        "α = 0.05): " + "; ".join(parts) + "."
+    )
+    return [f"- {text[0].upper()}{text[1:]}"]
+
+
+def _answer(agg, comp, keys, baseline, metric, comp_shift=None) -> list[str]:
     """Plain sentences that follow from the tables."""
     frac = _is_fraction(metric)
     factor, others = _panels(keys, baseline)
@@ -324,26 +432,20 @@ def _answer(agg, comp, keys, baseline, metric) -> list[str]:
         lines.append(
             f"  Best: **{best[factor]}**, "
             f"{_val(best['mean'], frac)}{unit} (95 % CI [{_val(best['ci_lo'], frac)}, "
-            f"{_val(best['ci_hi'], frac)}] over {best['n']} seeds).")
+            f"{_val(best['ci_hi'], frac)}] over {best['n']} seeds)."
+        )
     if len(comp):
-        base = ", ".join(f"{_short(k)}={_label(v)}" for k, v in baseline.items())
-        sig = comp[comp["p_holm"] < 0.05]
-        if len(sig):
-            parts = []
-            for _, r in sig.iterrows():
-                where = ", ".join(f"{_short(k)}={r[k]}" for k in others)
-                d = 100 * r["diff"] if frac else r["diff"]
-                parts.append(f"{r[factor]}{f' ({where})' if where else ''}: Δ {d:+.2f}"
-                             f"{' pp' if frac else ''}, p(Holm) {_p(r['p_holm'])}")
-            lines.append(f"- Significantly different from {base} (paired t-test, Holm-adjusted, "
-                         f"α = 0.05): " + "; ".join(parts) + ".")
-        else:
-            lines.append(f"- No configuration differs significantly from {base} (paired t-test, "
-                         "Holm-adjusted, α = 0.05).")
+        lines += _significant(comp, factor, others, baseline, metric)
+        if comp_shift is not None and len(comp_shift):
+            lines += _significant(
+                _with_labels(comp_shift, keys), factor, others, baseline, "shift_consistency"
+            )
         n_min = int(comp["n"].min())
         if n_min <= 5:
-            lines.append(f"- With {n_min} paired seeds the exact two-sided Wilcoxon test cannot go "
-                         f"below p = {2 / 2 ** n_min:.4f}; it is reported as a robustness check.")
+            lines.append(
+                f"- With {n_min} paired seeds the exact two-sided Wilcoxon test cannot go "
+                f"below p = {2 / 2**n_min:.4f}; it is reported as a robustness check."
+            )
     return lines
 
 
@@ -366,8 +468,12 @@ def _curves(workdir: str, sub):
     runs = []
     for name in sub[sub.status == "done"]["trial"]:
         recs = read_jsonl(os.path.join(workdir, store.TRIALS_DIR, name, "metrics.jsonl"))
-        runs.append(({r["step"]: r["accuracy"] for r in recs if r["split"] == "test"},
-                     {r["step"]: (r["accuracy"], r["loss"]) for r in recs if r["split"] == "train"}))
+        runs.append(
+            (
+                {r["step"]: r["accuracy"] for r in recs if r["split"] == "test"},
+                {r["step"]: (r["accuracy"], r["loss"]) for r in recs if r["split"] == "train"},
+            )
+        )
     if not runs:
         return None
     steps = sorted(set.intersection(*(set(t) for t, _ in runs)))
@@ -397,21 +503,26 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
         return out
     levels = list(dict.fromkeys(agg[factor]))
     groups = list(dict.fromkeys(tuple(r[k] for k in others) for _, r in agg.iterrows()))
+
     def glabel(g):
         return ", ".join(str(v) for v in g) or "all"
+
     cmap = plt.get_cmap("tab10")
     colors = {lv: cmap(i % 10) for i, lv in enumerate(levels)}
     markers = "osD^vP*X"
 
     def save(fig, name):
         path = os.path.join(PLOTS_DIR, name)
-        fig.savefig(os.path.join(workdir, path), dpi=110, bbox_inches="tight",
-                    metadata={"Software": None})
+        fig.savefig(
+            os.path.join(workdir, path), dpi=110, bbox_inches="tight", metadata={"Software": None}
+        )
         plt.close(fig)
         out[name.removesuffix(".png")] = path
 
     # 1. Metric per level of the factor, with 95 % CI error bars and the seeds as dots.
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(levels) * max(1, len(groups)) ** 0.5 + 2), 4.2))
+    fig, ax = plt.subplots(
+        figsize=(max(6, 0.8 * len(levels) * max(1, len(groups)) ** 0.5 + 2), 4.2)
+    )
     width = 0.8 / max(1, len(groups))
     for gi, g in enumerate(groups):
         xs, ys, lo, hi = [], [], [], []
@@ -428,12 +539,21 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
             seeds = _level(df, factor, lv, others, g)
             seeds = seeds[seeds.status == "done"][metric] * scale
             ax.scatter([x] * len(seeds), seeds, s=9, color="0.6", zorder=1)
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt=markers[gi % len(markers)], capsize=4, ms=6,
-                    label=glabel(g), zorder=2)
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[lo, hi],
+            fmt=markers[gi % len(markers)],
+            capsize=4,
+            ms=6,
+            label=glabel(g),
+            zorder=2,
+        )
     ax.set_xticks(range(len(levels)))
     tilt = len(levels) > 5 or factor == CONFIG
-    ax.set_xticklabels([str(lv) for lv in levels], rotation=30 if tilt else 0, ha="right"
-                       if tilt else "center")
+    ax.set_xticklabels(
+        [str(lv) for lv in levels], rotation=30 if tilt else 0, ha="right" if tilt else "center"
+    )
     ax.set_xlabel(_short(factor))
     ax.set_ylabel(unit)
     ax.set_title(f"{metric}: mean and 95 % CI over seeds (grey: single seeds)")
@@ -468,8 +588,10 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     save(fig, "curves.png")
 
     # 3./4. Metric against parameters and against training time.
-    for col, name, xlabel in (("params", "acc_vs_params.png", "parameters"),
-                              ("train_seconds", "acc_vs_time.png", "training time per trial (s)")):
+    for col, name, xlabel in (
+        ("params", "acc_vs_params.png", "parameters"),
+        ("train_seconds", "acc_vs_time.png", "training time per trial (s)"),
+    ):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for gi, g in enumerate(groups):
             rows = agg
@@ -477,12 +599,25 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
                 rows = rows[rows[k] == v]
             for _, r in rows.iterrows():
                 lv = r[factor]
-                ax.errorbar([r[col]], [scale * r["mean"]],
-                            yerr=[[scale * (r["mean"] - r["ci_lo"]) if math.isfinite(r["ci_lo"]) else 0],
-                                  [scale * (r["ci_hi"] - r["mean"]) if math.isfinite(r["ci_hi"]) else 0]],
-                            fmt=markers[gi % len(markers)], color=colors[lv], capsize=3, ms=6)
-                ax.annotate(str(lv), (r[col], scale * r["mean"]), fontsize=7, xytext=(4, 2),
-                            textcoords="offset points")
+                ax.errorbar(
+                    [r[col]],
+                    [scale * r["mean"]],
+                    yerr=[
+                        [scale * (r["mean"] - r["ci_lo"]) if math.isfinite(r["ci_lo"]) else 0],
+                        [scale * (r["ci_hi"] - r["mean"]) if math.isfinite(r["ci_hi"]) else 0],
+                    ],
+                    fmt=markers[gi % len(markers)],
+                    color=colors[lv],
+                    capsize=3,
+                    ms=6,
+                )
+                ax.annotate(
+                    str(lv),
+                    (r[col], scale * r["mean"]),
+                    fontsize=7,
+                    xytext=(4, 2),
+                    textcoords="offset points",
+                )
         for gi, g in enumerate(groups):
             ax.plot([], [], markers[gi % len(markers)], color="0.3", label=glabel(g))
         if col == "params" and np.nanmax(agg[col]) / max(np.nanmin(agg[col]), 1) > 20:
@@ -504,10 +639,20 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
                 rows = rows[rows[k] == v]
             for _, r in rows.iterrows():
                 lv = r[factor]
-                ax.plot(scale * r["mean"], 100 * r["shift_mean"], markers[gi % len(markers)],
-                        color=colors[lv], ms=7)
-                ax.annotate(str(lv), (scale * r["mean"], 100 * r["shift_mean"]), fontsize=7,
-                            xytext=(4, 2), textcoords="offset points")
+                ax.plot(
+                    scale * r["mean"],
+                    100 * r["shift_mean"],
+                    markers[gi % len(markers)],
+                    color=colors[lv],
+                    ms=7,
+                )
+                ax.annotate(
+                    str(lv),
+                    (scale * r["mean"], 100 * r["shift_mean"]),
+                    fontsize=7,
+                    xytext=(4, 2),
+                    textcoords="offset points",
+                )
             ax.plot([], [], markers[gi % len(markers)], color="0.3", label=glabel(g))
         ax.set_xlabel(unit)
         ax.set_ylabel("shift consistency (%)")
@@ -527,31 +672,45 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
     false) ``plots/*.png``; returns their paths and the two main tables as text."""
     rec = store.load_sweep(workdir)
     opts = rec["study"]
-    keys, metric, baseline = opts["keys"], opts.get("metric", "test_accuracy"), opts.get("baseline") or {}
+    keys, metric, baseline = (
+        opts["keys"],
+        opts.get("metric", "test_accuracy"),
+        opts.get("baseline") or {},
+    )
     df = collect(workdir)
     csv_path = os.path.join(workdir, "results.csv")
     df.to_csv(csv_path, index=False)
     agg = aggregate(df, keys, metric)
     comp = comparisons(df, keys, baseline, metric)
     shift = bool(opts.get("shift_consistency")) and df["shift_consistency"].notna().any()
+    comp_shift = (
+        comparisons(df, keys, baseline, "shift_consistency")
+        if shift and metric != "shift_consistency"
+        else None
+    )
     figs = plots(workdir, df, agg, keys, baseline, metric) if with_plots else {}
 
     n = len(df)
     counts = {s: int((df.status == s).sum()) for s in ("done", "diverged", "failed")}
     unfinished = n - sum(counts.values())
-    overrides = [f"`--config.{k}={v}`" for k, v in rec.get("overrides", []) if k not in store.HASH_IGNORE]
+    overrides = [
+        f"`--config.{k}={v}`" for k, v in rec.get("overrides", []) if k not in store.HASH_IGNORE
+    ]
     test_n = df["test_count"].dropna()
     lines = [f"# {opts.get('title') or 'Study: ' + os.path.basename(rec['experiment'])}", ""]
     if opts.get("question"):
         lines += [opts["question"].strip(), ""]
     seeds = opts["seeds"]
     lines += [
-        f"Experiment `{rec['experiment']}`" + (f" with {' '.join(overrides)}" if overrides else "") + ".",
+        f"Experiment `{rec['experiment']}`"
+        + (f" with {' '.join(overrides)}" if overrides else "")
+        + ".",
         f"{n} trials ({n // max(len(seeds), 1)} configurations × {len(seeds)} seeds "
         f"{_label(tuple(seeds))}): {counts['done']} done, {counts['diverged']} diverged, "
         f"{counts['failed']} failed" + (f", {unfinished} not finished" if unfinished else "") + ".",
         f"Metric: `{metric}` at the end of training"
-        + (f" on {int(test_n.iloc[0])} test images" if len(test_n) else "") + "; "
+        + (f" on {int(test_n.iloc[0])} test images" if len(test_n) else "")
+        + "; "
         "95 % confidence intervals use the t distribution over seeds.",
         "",
         "## Results per configuration",
@@ -560,10 +719,16 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
         "",
     ]
     if shift:
-        lines += [(f"Shift consistency: fraction of test images whose predicted class is the same "
-                   f"under two random translations of up to ±{opts['shift_consistency']} pixels "
-                   "(zero fill; the same shifts for every trial), as in Zhang (2019), "
-                   "*Making Convolutional Networks Shift-Invariant Again*."), ""]
+        lines += [
+            (
+                f"Shift consistency: fraction of test images whose predicted class is the same "
+                f"under two random translations of up to ±{opts['shift_consistency']} pixels "
+                "(zero fill; the same shifts for every trial), as in Zhang (2019), "
+                "*Making Convolutional Networks Shift-Invariant Again*. Read it next to "
+                "accuracy: a model that predicts few classes is consistent trivially."
+            ),
+            "",
+        ]
     if len(comp):
         base = ", ".join(f"{k} = {_label(v)}" for k, v in baseline.items())
         lines += [
@@ -571,7 +736,8 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
             "",
             "Paired by seed: trials with the same seed share the data order and the "
             "initialisation of every layer they have in common. Δ = configuration − baseline"
-            + (" in percentage points" if _is_fraction(metric) else "") + "; p-values are two-sided; "
+            + (" in percentage points" if _is_fraction(metric) else "")
+            + "; p-values are two-sided; "
             "Holm adjusts the t-test p-values for the number of comparisons made at the same "
             "values of the other swept keys (e.g. per model); the verdict uses it at α = 0.05; "
             "Cohen's d_z = mean(Δ) / sd(Δ).",
@@ -579,36 +745,68 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
             comparison_table(comp, keys, metric),
             "",
         ]
-    lines += ["## What the numbers say", ""] + _answer(agg, comp, keys, baseline, metric) + [""]
+        if comp_shift is not None and len(comp_shift):
+            lines += [
+                f"### Shift consistency compared with the baseline ({base})",
+                "",
+                "The same paired analysis for shift consistency.",
+                "",
+                comparison_table(comp_shift, keys, "shift_consistency"),
+                "",
+            ]
+    lines += (
+        ["## What the numbers say", ""]
+        + _answer(agg, comp, keys, baseline, metric, comp_shift)
+        + [""]
+    )
     if figs:
         lines += ["## Plots", ""]
         captions = {
             "accuracy": f"{metric} per configuration, mean with 95 % CI over seeds",
-            "curves": "learning curves: train accuracy (line), test accuracy (dots) and train loss, mean over seeds",
+            "curves": (
+                "learning curves: train accuracy (line), test accuracy (dots) and train loss, "
+                "mean over seeds"
+            ),
             "acc_vs_params": f"{metric} against parameter count",
             "shift_consistency": "shift consistency against accuracy",
         }
         for name, cap in captions.items():
             if name in figs:
                 lines += [f"![{cap}]({figs[name]})", ""]
-    lines += [("Training time and throughput depend on the machine and its load; they are in "
-               "[timing.md](timing.md), the timing columns of `results.csv` "
-               "and `plots/acc_vs_time.png`, and are kept out of this file so that it depends "
-               "only on the results."), ""]
+    lines += [
+        (
+            "Training time and throughput depend on the machine and its load; they are in "
+            "[timing.md](timing.md), the timing columns of `results.csv` "
+            "and `plots/acc_vs_time.png`, and are kept out of this file so that it depends "
+            "only on the results."
+        ),
+        "",
+    ]
     bad = df[df.status.isin(["diverged", "failed"])]
     if len(bad):
-        lines += ["## Trials that did not finish", "",
-                  _table(["trial", "status", "error"],
-                         [[r["trial"], r["status"], str(r["error"]).replace("|", "/")]
-                          for _, r in bad.iterrows()]), ""]
+        lines += [
+            "## Trials that did not finish",
+            "",
+            _table(
+                ["trial", "status", "error"],
+                [
+                    [r["trial"], r["status"], str(r["error"]).replace("|", "/")]
+                    for _, r in bad.iterrows()
+                ],
+            ),
+            "",
+        ]
     report_path = os.path.join(workdir, "report.md")
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
     timing_path = os.path.join(workdir, "timing.md")
     with open(timing_path, "w") as f:
-        f.write("# Timing\n\nMeasured on the machine that ran each trial (it varies with its "
-                "load). Trials that trained together (vmapped seeds) share their group's time.\n\n"
-                + timing_table(agg, keys) + "\n\n![accuracy vs training time](plots/acc_vs_time.png)\n")
+        f.write(
+            "# Timing\n\nMeasured on the machine that ran each trial (it varies with its "
+            "load). Trials that trained together (vmapped seeds) share their group's time.\n\n"
+            + timing_table(agg, keys)
+            + "\n\n![accuracy vs training time](plots/acc_vs_time.png)\n"
+        )
     return {
         "results": csv_path,
         "report": report_path,

@@ -34,7 +34,8 @@ Log = Callable[[str], None]
 
 
 def load_experiment(spec: str):
-    """``(base_config, study)`` from ``FILE.py[:ARG]`` (``get_config([ARG])``, ``get_sweep([ARG])``)."""
+    """``(base_config, study)`` from ``FILE.py[:ARG]``: ``get_config([ARG])`` and
+    ``get_sweep([ARG])``."""
     path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
     if not os.path.isfile(path):
         raise UserError(f"experiment file {path!r} does not exist")
@@ -50,7 +51,9 @@ def load_experiment(spec: str):
     except UserError:
         raise
     except Exception as e:
-        raise UserError(f"{path}: error while loading experiment file: {type(e).__name__}: {e}") from e
+        raise UserError(
+            f"{path}: error while loading experiment file: {type(e).__name__}: {e}"
+        ) from e
     get_config = getattr(module, "get_config", None)
     get_sweep = getattr(module, "get_sweep", None)
     if not callable(get_config):
@@ -116,8 +119,10 @@ def default_workers() -> int:
 
 
 def _accelerator_installed() -> bool:
-    return any(importlib.util.find_spec(m) is not None
-               for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu"))
+    return any(
+        importlib.util.find_spec(m) is not None
+        for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
+    )
 
 
 def _runtime_settings(temp_cache: str | None) -> dict:
@@ -130,7 +135,8 @@ def _runtime_settings(temp_cache: str | None) -> dict:
         if cache:
             jax_settings["jax_compilation_cache_dir"] = cache
             jax_settings["jax_persistent_cache_min_compile_time_secs"] = (
-                jax.config.jax_persistent_cache_min_compile_time_secs)
+                jax.config.jax_persistent_cache_min_compile_time_secs
+            )
     if not jax_settings.get("jax_compilation_cache_dir") and temp_cache:
         # No persistent cache: the seeds of one config would each compile again; a cache
         # for the duration of this sweep (deleted afterwards) shares one compilation.
@@ -144,8 +150,12 @@ class _Worker:
         from cnn_jax.study import worker
 
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker.worker_main, args=(child, settings, os.getpid()),
-                                daemon=True, name="cnn-jax-sweep-worker")
+        self.proc = ctx.Process(
+            target=worker.worker_main,
+            args=(child, settings, os.getpid()),
+            daemon=True,
+            name="cnn-jax-sweep-worker",
+        )
         self.proc.start()
         child.close()
         self.task: dict | None = None
@@ -185,8 +195,10 @@ def _tasks(trials: list[store.Trial], workdir: str, vmap: str, shift: int) -> li
         groups.setdefault(t.group, []).append(t)
     return [
         {
-            "trials": [{"name": t.name, "dir": t.dir(workdir), "config": config_lib.to_json(t.config)}
-                       for t in g],
+            "trials": [
+                {"name": t.name, "dir": t.dir(workdir), "config": config_lib.to_json(t.config)}
+                for t in g
+            ],
             "vmap": vmap,
             "shift": shift,
             "shift_seed": 0,
@@ -241,14 +253,22 @@ def run(
     todo = [t for t in p.trials if states[t.name]["status"] not in store.FINISHED]
     n_done = sum(states[t.name]["status"] == "done" for t in p.trials)
     n_div = sum(states[t.name]["status"] == "diverged" for t in p.trials)
-    result = {"trials": len(p.trials), "skipped": len(p.trials) - len(todo), "ran": 0,
-              "done": n_done, "diverged": n_div, "failed": 0}
+    result = {
+        "trials": len(p.trials),
+        "skipped": len(p.trials) - len(todo),
+        "ran": 0,
+        "done": n_done,
+        "diverged": n_div,
+        "failed": 0,
+    }
     if dry_run:
         for t in p.trials:
             st = states[t.name]["status"]
             log(f"{'run ' if st not in store.FINISHED else 'skip'}  {t.name}  ({st})")
-        log(f"{len(p.trials)} trials: {len(todo)} to run, {len(p.trials) - len(todo)} finished "
-            f"(dry run: nothing written)")
+        log(
+            f"{len(p.trials)} trials: {len(todo)} to run, {len(p.trials) - len(todo)} finished "
+            f"(dry run: nothing written)"
+        )
         return result
 
     from cnn_jax.train import workdir as workdir_lib
@@ -257,20 +277,31 @@ def run(
     with workdir_lib.WorkdirLock(workdir):
         old = store.read_json(os.path.join(workdir, store.SWEEP_FILE))
         if old is not None and (old.get("experiment"), old.get("overrides")) != (
-                p.record["experiment"], p.record["overrides"]):
-            log(f"note: {workdir} held the sweep of {old.get('experiment')} with overrides "
-                f"{old.get('overrides')}; it now lists this one (earlier trials stay on disk and are "
-                "reused where their configs match)")
+            p.record["experiment"],
+            p.record["overrides"],
+        ):
+            log(
+                f"note: {workdir} held the sweep of {old.get('experiment')} with overrides "
+                f"{old.get('overrides')}; it now lists this one (earlier trials stay on disk and "
+                "are reused where their configs match)"
+            )
         store.write_json(os.path.join(workdir, store.SWEEP_FILE), p.record)
         for t in todo:
             store.write_status(t.dir(workdir), "queued")
-        log(f"{len(p.trials)} trials ({len(p.trials) // len(p.study.seed_list())} configurations x "
+        log(
+            f"{len(p.trials)} trials ({len(p.trials) // len(p.study.seed_list())} configurations x "
             f"{len(p.study.seed_list())} seeds) in {workdir}: {len(todo)} to run, "
-            f"{len(p.trials) - len(todo)} already finished")
+            f"{len(p.trials) - len(todo)} already finished"
+        )
         t0 = time.perf_counter()
         counts = _execute(todo, workdir, workers, vmap, p.study.shift_consistency, log)
-        result.update(ran=len(todo), failed=counts["failed"], done=n_done + counts["done"],
-                      diverged=n_div + counts["diverged"], seconds=time.perf_counter() - t0)
+        result.update(
+            ran=len(todo),
+            failed=counts["failed"],
+            done=n_done + counts["done"],
+            diverged=n_div + counts["diverged"],
+            seconds=time.perf_counter() - t0,
+        )
     if report:
         from cnn_jax.study import reporting as report_lib
 

@@ -53,8 +53,12 @@ def _from_json_sums(sums):
 
 
 def _summary(workdir, test_metrics, last_train, s, params, train_seconds, ips, start, together):
-    history = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "test"]
-    best = max(history, key=lambda r: r["accuracy"]) if history else {"accuracy": None, "step": None}
+    history = [
+        r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "test"
+    ]
+    best = (
+        max(history, key=lambda r: r["accuracy"]) if history else {"accuracy": None, "step": None}
+    )
     out = {
         "test": test_metrics,
         "best": {"accuracy": best["accuracy"], "step": best["step"]},
@@ -81,7 +85,9 @@ def _check_group(cfgs) -> None:
     for c in cfgs[1:]:
         other = dict(config_lib._flat(c.to_dict()))
         other.pop("seed")
-        if json.dumps(ref, sort_keys=True, default=list) != json.dumps(other, sort_keys=True, default=list):
+        if json.dumps(ref, sort_keys=True, default=list) != json.dumps(
+            other, sort_keys=True, default=list
+        ):
             raise ValueError("fit_seeds needs configs that differ only by their seed")
     seeds = [c.seed for c in cfgs]
     if len(set(seeds)) != len(seeds):
@@ -145,8 +151,10 @@ def _fit_vmapped(cfgs, workdirs, s, on_done) -> list[dict] | None:
     try:
         for lock in locks:
             lock.acquire()
-        ckpts = [Checkpoints(os.path.join(wd, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best)
-                 for wd in workdirs]
+        ckpts = [
+            Checkpoints(os.path.join(wd, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best)
+            for wd in workdirs
+        ]
         steps = [set(c.steps()) for c in ckpts]
         start = 0
         if any(steps):
@@ -162,16 +170,26 @@ def _fit_vmapped(cfgs, workdirs, s, on_done) -> list[dict] | None:
             states.append(st)
             data_states.append(ds)
         its = [
-            data.train_iterator(s.train, cf.data.batch_size, cf.seed, state=ds.get("iterator"),
-                                crop_padding=cf.data.crop_padding, flip=cf.data.flip)
+            data.train_iterator(
+                s.train,
+                cf.data.batch_size,
+                cf.seed,
+                state=ds.get("iterator"),
+                crop_padding=cf.data.crop_padding,
+                flip=cf.data.flip,
+            )
             for cf, ds in zip(cfgs, data_states)
         ]
         stacked = _stack(states)
         del states
-        vstep = jax.jit(jax.vmap(functools.partial(step_lib.train_step, loss_fn=s.loss_fn)),
-                        donate_argnums=0)
-        veval = jax.jit(jax.vmap(functools.partial(step_lib.eval_step, loss_fn=s.eval_loss_fn),
-                                 in_axes=(0, None)))
+        vstep = jax.jit(
+            jax.vmap(functools.partial(step_lib.train_step, loss_fn=s.loss_fn)), donate_argnums=0
+        )
+        veval = jax.jit(
+            jax.vmap(
+                functools.partial(step_lib.eval_step, loss_fn=s.eval_loss_fn), in_axes=(0, None)
+            )
+        )
         writers = [MetricWriter(wd, resume_step=start) for wd in workdirs]
         eval_every = cfg.train.eval_every_epochs * s.steps_per_epoch
         log_every, ckpt_every = cfg.train.log_every_steps, cfg.train.checkpoint_every_steps
@@ -205,9 +223,10 @@ def _fit_vmapped(cfgs, workdirs, s, on_done) -> list[dict] | None:
                     alive[i] = False
                     good = ckpts[i].latest_step()
                     diverged[i] = {
-                        "status": "diverged", "step": first,
+                        "status": "diverged",
+                        "step": first,
                         "error": f"training diverged: the loss is not finite at step {first}; "
-                                 f"the last good checkpoint (step {good}) is kept",
+                        f"the last good checkpoint (step {good}) is kept",
                     }
                     if on_done is not None:
                         on_done(i, {**diverged[i]})
@@ -217,7 +236,9 @@ def _fit_vmapped(cfgs, workdirs, s, on_done) -> list[dict] | None:
                 for i in range(k):
                     if alive[i]:
                         logged = step_lib.summarize({key: v[i] for key, v in host_acc.items()})
-                        writers[i].write(step, "train", {kk: v for kk, v in logged.items() if kk != "count"})
+                        writers[i].write(
+                            step, "train", {kk: v for kk, v in logged.items() if kk != "count"}
+                        )
                         last_train[i] = logged
                 acc = None
             if is_eval:
@@ -234,14 +255,25 @@ def _fit_vmapped(cfgs, workdirs, s, on_done) -> list[dict] | None:
                     test_metrics[i] = step_lib.summarize({key: v[i] for key, v in host.items()})
                     writers[i].write(step, "test", test_metrics[i])
                     metrics = {"accuracy": test_metrics[i]["accuracy"]}
-                pending = None if host_pending is None else {key: float(v[i]) for key, v in host_pending.items()}
-                ckpts[i].save(step, _unstack(stacked, i),
-                              {"iterator": its[i].get_state(), "pending": pending}, metrics)
+                pending = (
+                    None
+                    if host_pending is None
+                    else {key: float(v[i]) for key, v in host_pending.items()}
+                )
+                ckpts[i].save(
+                    step,
+                    _unstack(stacked, i),
+                    {"iterator": its[i].get_state(), "pending": pending},
+                    metrics,
+                )
         for c in ckpts:
             c.wait()
         elapsed = time.perf_counter() - t_start
-        ips = (k * steps_timed * cfg.data.batch_size / (time.perf_counter() - t_first)
-               if t_first and steps_timed else None)
+        ips = (
+            k * steps_timed * cfg.data.batch_size / (time.perf_counter() - t_first)
+            if t_first and steps_timed
+            else None
+        )
         outcomes: list[dict] = []
         for i in range(k):
             if i in diverged:
@@ -249,9 +281,24 @@ def _fit_vmapped(cfgs, workdirs, s, on_done) -> list[dict] | None:
                 continue
             state = _unstack(stacked, i)
             # Cost per trial: the group's time shared by its seeds.
-            summary = _summary(workdirs[i], test_metrics[i], last_train[i], s,
-                               loop.num_params(s.state.params), elapsed / k, ips, start, k)
-            out = {"status": "done", "summary": summary, "state": state, "model": s.model, "test": s.test}
+            summary = _summary(
+                workdirs[i],
+                test_metrics[i],
+                last_train[i],
+                s,
+                loop.num_params(s.state.params),
+                elapsed / k,
+                ips,
+                start,
+                k,
+            )
+            out = {
+                "status": "done",
+                "summary": summary,
+                "state": state,
+                "model": s.model,
+                "test": s.test,
+            }
             if on_done is not None:
                 on_done(i, out)
             outcomes.append(out)

@@ -54,8 +54,13 @@ class Trial:
         return os.path.join(workdir, TRIALS_DIR, self.name)
 
     def record(self) -> dict:
-        return {"name": self.name, "hash": self.hash, "group": self.group,
-                "point": _jsonable(self.point), "seed": self.seed}
+        return {
+            "name": self.name,
+            "hash": self.hash,
+            "group": self.group,
+            "point": _jsonable(self.point),
+            "seed": self.seed,
+        }
 
 
 def _jsonable(v):
@@ -118,7 +123,9 @@ def _assign(node, key, last, value):
         node[last] = value
 
 
-def trial_config(base: ml_collections.ConfigDict, point: dict, seed: int) -> ml_collections.ConfigDict:
+def trial_config(
+    base: ml_collections.ConfigDict, point: dict, seed: int
+) -> ml_collections.ConfigDict:
     """``base`` with the sweep ``point`` and ``seed`` applied, resolved and validated."""
     cfg = base
     if "model.name" in point:  # first, so that model options of the new model are known
@@ -177,11 +184,18 @@ def plan(study: Study, base: ml_collections.ConfigDict) -> list[Trial]:
             shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
             raise UserError(f"sweep point {{{shown}}}: {e}") from None
         digest = config_hash(cfg)
-        t = Trial(trial_name(point, seed, digest), digest, config_hash(cfg, without=("seed",))[:12],
-                  dict(point), int(seed), cfg)
+        t = Trial(
+            trial_name(point, seed, digest),
+            digest,
+            config_hash(cfg, without=("seed",))[:12],
+            dict(point),
+            int(seed),
+            cfg,
+        )
         if digest in seen:
             raise UserError(
-                f"sweep points {seen[digest].point} and {point} give the same config (seed {seed}); "
+                f"sweep points {seen[digest].point} and {point} give the same config "
+                f"(seed {seed}); "
                 "a swept value has no effect"
             )
         seen[digest] = t
@@ -236,8 +250,10 @@ def read_jsonl(path: str) -> list[dict]:
 def write_status(trial_dir: str, status: str, **extra: Any) -> None:
     assert status in STATUSES, status
     os.makedirs(trial_dir, exist_ok=True)
-    write_json(os.path.join(trial_dir, STATUS_FILE),
-               {"status": status, "pid": os.getpid(), "host": socket.gethostname(), **extra})
+    write_json(
+        os.path.join(trial_dir, STATUS_FILE),
+        {"status": status, "pid": os.getpid(), "host": socket.gethostname(), **extra},
+    )
 
 
 def read_status(trial_dir: str) -> dict:
@@ -272,11 +288,16 @@ def is_sweep(workdir: str) -> bool:
 def load_sweep(workdir: str) -> dict:
     """``sweep.json`` of ``workdir``; a :class:`UserError` if it is not a sweep directory."""
     if not os.path.isdir(workdir):
-        raise UserError(f"{workdir!r} does not exist (run `cnn-jax sweep EXPERIMENT --workdir {workdir}` first)")
+        raise UserError(
+            f"{workdir!r} does not exist (run `cnn-jax sweep EXPERIMENT --workdir {workdir}` first)"
+        )
     rec = read_json(os.path.join(workdir, SWEEP_FILE))
     if rec is None:
-        hint = " (it is a single run: use `cnn-jax evaluate` or `cnn-jax viz`)" if os.path.exists(
-            os.path.join(workdir, "config.json")) else ""
+        hint = (
+            " (it is a single run: use `cnn-jax evaluate` or `cnn-jax viz`)"
+            if os.path.exists(os.path.join(workdir, "config.json"))
+            else ""
+        )
         raise UserError(
             f"{workdir!r} is not a sweep directory (no {SWEEP_FILE}){hint}; give the --workdir "
             "of a `cnn-jax sweep`"

@@ -52,7 +52,9 @@ class Sweep:
         return product(self, other)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} points over {', '.join(self.keys()) or 'no keys'})"
+        return (
+            f"{type(self).__name__}({len(self)} points over {', '.join(self.keys()) or 'no keys'})"
+        )
 
 
 def _check_key(key: Any) -> str:
@@ -251,8 +253,14 @@ class Random(Sweep):
         # number of *distinct* points when the space has that many.
         while len(out) < self.budget and draws < 100 * self.budget:
             draws += 1
-            p = {k: (d.sample(rng) if isinstance(d, Distribution) else
-                     Distribution("choice", tuple(d)).sample(rng)) for k, d in self.space}
+            p = {
+                k: (
+                    d.sample(rng)
+                    if isinstance(d, Distribution)
+                    else Distribution("choice", tuple(d)).sample(rng)
+                )
+                for k, d in self.space
+            }
             key = repr(sorted(p.items()))
             if key in seen:
                 continue
@@ -261,7 +269,9 @@ class Random(Sweep):
         return out
 
 
-def random_search(space: Mapping[str, Distribution | Sequence], budget: int, seed: int = 0) -> Sweep:
+def random_search(
+    space: Mapping[str, Distribution | Sequence], budget: int, seed: int = 0
+) -> Sweep:
     """``budget`` distinct points drawn from ``space`` with ``numpy.random.default_rng``.
 
     Args:
@@ -313,10 +323,14 @@ class Study:
             raise UserError(f"Study.sweep must be a sweep (grid, zipped, ...), got {self.sweep!r}")
         seeds = self.seed_list()
         if not seeds or len(set(seeds)) != len(seeds):
-            raise UserError(f"Study.seeds must be a positive count or distinct ints, got {self.seeds!r}")
+            raise UserError(
+                f"Study.seeds must be a positive count or distinct ints, got {self.seeds!r}"
+            )
         swept = self.sweep.keys()  # a Sweep method, not a dict
         if "seed" in swept:
-            raise UserError("the sweep sets 'seed' itself; give seeds through Study(seeds=...) instead")
+            raise UserError(
+                "the sweep sets 'seed' itself; give seeds through Study(seeds=...) instead"
+            )
         for k in self.baseline or {}:
             if k not in swept:
                 raise UserError(

@@ -39,7 +39,10 @@ def _analysis(task: dict, model, test, state) -> dict:
             task["_predictors"][id(model)] = fn
         v = shift.variables_of(state)
         out["shift_consistency"] = shift.shift_consistency(
-            lambda x: fn(v, x), test, max_shift=task["shift"], seed=task.get("shift_seed", 0),
+            lambda x: fn(v, x),
+            test,
+            max_shift=task["shift"],
+            seed=task.get("shift_seed", 0),
         )
         out["shift_max"] = task["shift"]
         out["shift_seed"] = task.get("shift_seed", 0)
@@ -54,13 +57,22 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, t0: float) -> No
         store.write_json(os.path.join(d, store.ANALYSIS_FILE), analysis)
         store.write_status(d, "done")
         s = outcome["summary"]
-        emit({"event": "done", "name": trial["name"], "accuracy": s["test"]["accuracy"],
-              "shift_consistency": analysis.get("shift_consistency"), "seconds": time.time() - t0})
+        emit(
+            {
+                "event": "done",
+                "name": trial["name"],
+                "accuracy": s["test"]["accuracy"],
+                "shift_consistency": analysis.get("shift_consistency"),
+                "seconds": time.time() - t0,
+            }
+        )
     elif status == "diverged":
         store.write_status(d, "diverged", error=outcome["error"], step=outcome.get("step"))
         emit({"event": "diverged", "name": trial["name"], "error": outcome["error"]})
     else:
-        store.write_status(d, "failed", error=outcome["error"], traceback=outcome.get("traceback", ""))
+        store.write_status(
+            d, "failed", error=outcome["error"], traceback=outcome.get("traceback", "")
+        )
         emit({"event": "failed", "name": trial["name"], "error": outcome["error"]})
 
 
@@ -70,8 +82,9 @@ def _restore_final(cfg, d):
     from cnn_jax.train.checkpoint import Checkpoints
 
     s = loop.build(cfg, with_train=False)
-    ckpt = Checkpoints(os.path.join(d, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best,
-                       read_only=True)
+    ckpt = Checkpoints(
+        os.path.join(d, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best, read_only=True
+    )
     try:
         state, _, _ = ckpt.restore(s.state, "latest")
     finally:
@@ -92,8 +105,12 @@ def _fit_single(cfg, d) -> dict:
     for split in ("train", "test"):
         loss = (summary.get(split) or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            return {"status": "diverged", "step": summary["steps"], "loss": loss,
-                    "error": f"training diverged: final {split} loss is {loss}"}
+            return {
+                "status": "diverged",
+                "step": summary["steps"],
+                "loss": loss,
+                "error": f"training diverged: final {split} loss is {loss}",
+            }
     model, test, state = _restore_final(cfg, d)
     return {"status": "done", "summary": summary, "model": model, "test": test, "state": state}
 
@@ -143,8 +160,19 @@ def run_task(task: dict, emit: Emit) -> bool:
                 running(t)
                 model, test, state = _restore_final(config_lib.resolve(cfg), t["dir"])
                 summary = store.read_json(os.path.join(t["dir"], "summary.json"))
-                _finish(task, t, {"status": "done", "summary": summary, "model": model,
-                                  "test": test, "state": state}, emit, t0)
+                _finish(
+                    task,
+                    t,
+                    {
+                        "status": "done",
+                        "summary": summary,
+                        "model": model,
+                        "test": test,
+                        "state": state,
+                    },
+                    emit,
+                    t0,
+                )
                 pending.pop(t["name"])
         rest = [(t, c) for t, c in zip(trials, cfgs) if t["name"] in pending]
         if len(rest) > 1 and _use_vmap(task, config_lib.resolve(rest[0][1])):
@@ -157,7 +185,10 @@ def run_task(task: dict, emit: Emit) -> bool:
 
             for t, _ in rest:
                 running(t, len(rest))
-            if fit_seeds([c for _, c in rest], [t["dir"] for t, _ in rest], on_done=on_done) is None:
+            if (
+                fit_seeds([c for _, c in rest], [t["dir"] for t, _ in rest], on_done=on_done)
+                is None
+            ):
                 pass  # checkpoints at different steps: resume them one by one below
             rest = [(t, c) for t, c in rest if t["name"] in pending]
         for t, cfg in rest:  # one after another; a failure does not stop the others
@@ -167,8 +198,11 @@ def run_task(task: dict, emit: Emit) -> bool:
             except Preempted:
                 raise
             except Exception as e:  # noqa: BLE001  (one trial's failure is recorded, not raised)
-                outcome = {"status": "failed", "error": _error_text(e),
-                           "traceback": traceback.format_exc(limit=-8)}
+                outcome = {
+                    "status": "failed",
+                    "error": _error_text(e),
+                    "traceback": traceback.format_exc(limit=-8),
+                }
             pending.pop(t["name"])
             _finish(task, t, outcome, emit, t0)
     except Preempted as e:
@@ -221,6 +255,9 @@ def _watch_parent(parent: int) -> None:
     while True:
         time.sleep(0.5)
         if os.getppid() != parent:
+            from multiprocessing import util
+
+            util._run_finalizers(0)  # release semaphores (no leak warnings)
             os._exit(1)
 
 

@@ -49,7 +49,9 @@ def filters(kernel: np.ndarray, title: str = "first-layer filters"):
     kh, kw, cin, cout = kernel.shape
     cols = min(cout, 8)
     rows = math.ceil(cout / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols + 0.4, 1.2 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.2 * cols + 0.4, 1.2 * rows + 0.6), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= cout:
@@ -64,8 +66,9 @@ def filters(kernel: np.ndarray, title: str = "first-layer filters"):
     return fig
 
 
-def feature_maps(image: np.ndarray, feats: dict[str, np.ndarray], max_channels: int = 16,
-                 title: str = ""):
+def feature_maps(
+    image: np.ndarray, feats: dict[str, np.ndarray], max_channels: int = 16, title: str = ""
+):
     """The input ``image: [H, W, C]`` and, one row per layer, the activations of every
     layer in ``feats`` (``[1, H, W, C]``: the first ``max_channels`` channels as images;
     ``[1, D]``: a bar per unit)."""
@@ -86,8 +89,11 @@ def feature_maps(image: np.ndarray, feats: dict[str, np.ndarray], max_channels: 
             for j, axj in enumerate(axes):
                 axj.imshow(a[..., j], cmap="viridis", interpolation="nearest")
                 axj.axis("off")
-            sub.suptitle(f"{name}: {a.shape[0]}x{a.shape[1]}x{a.shape[2]}"
-                         + (f" (first {c} channels)" if c < a.shape[-1] else ""), fontsize=9)
+            sub.suptitle(
+                f"{name}: {a.shape[0]}x{a.shape[1]}x{a.shape[2]}"
+                + (f" (first {c} channels)" if c < a.shape[-1] else ""),
+                fontsize=9,
+            )
         else:
             axb = sub.subplots(1, 1)
             flat = a.reshape(-1)
@@ -139,8 +145,15 @@ def confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int, title: st
         for i in range(num_classes):
             for j in range(num_classes):
                 if m[i, j]:
-                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if m[i, j] > m.max() / 2 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(m[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if m[i, j] > m.max() / 2 else "black",
+                    )
         ax.set_xticks(range(num_classes))
         ax.set_yticks(range(num_classes))
     ax.set_xlabel("predicted class")
@@ -186,8 +199,13 @@ def save(fig, path: str) -> str:
     return path
 
 
-def render(workdir: str, what: Sequence[str] = WHAT, out: str | None = None, image_index: int = 0,
-           checkpoint: str | int = "latest") -> list[str]:
+def render(
+    workdir: str,
+    what: Sequence[str] = WHAT,
+    out: str | None = None,
+    image_index: int = 0,
+    checkpoint: str | int = "latest",
+) -> list[str]:
     """Writes the figures ``what`` of run ``workdir`` into ``out`` (default ``workdir/viz``);
     returns their paths."""
     from cnn_jax.errors import UserError
@@ -207,8 +225,12 @@ def render(workdir: str, what: Sequence[str] = WHAT, out: str | None = None, ima
         path = os.path.join(workdir, "metrics.jsonl")
         if not os.path.exists(path):
             raise UserError(f"no metrics.jsonl in {workdir!r}: the run has not logged anything yet")
-        paths.append(save(curves(read_jsonl(path), f"learning curves: {name}"),
-                          os.path.join(out, "curves.png")))
+        paths.append(
+            save(
+                curves(read_jsonl(path), f"learning curves: {name}"),
+                os.path.join(out, "curves.png"),
+            )
+        )
     need_model = [w for w in what if w != "curves"]
     if not need_model:
         return paths
@@ -218,25 +240,39 @@ def render(workdir: str, what: Sequence[str] = WHAT, out: str | None = None, ima
         if found is None:
             raise UserError(f"the model of {workdir!r} has no convolution: no filters to show")
         layer, kernel = found
-        paths.append(save(filters(kernel, f"{layer} filters (step {step})"),
-                          os.path.join(out, "filters.png")))
+        paths.append(
+            save(
+                filters(kernel, f"{layer} filters (step {step})"), os.path.join(out, "filters.png")
+            )
+        )
     if "features" in what:
         from cnn_jax import models
 
         if not 0 <= image_index < len(test):
-            raise UserError(f"--image-index {image_index} is out of range: the test split has "
-                            f"{len(test)} images (0..{len(test) - 1})")
+            raise UserError(
+                f"--image-index {image_index} is out of range: the test split has "
+                f"{len(test)} images (0..{len(test) - 1})"
+            )
         from cnn_jax.data import Split, eval_batches
 
-        one = Split(images=test.images[image_index:image_index + 1],
-                    labels=test.labels[image_index:image_index + 1], spec=test.spec)
+        one = Split(
+            images=test.images[image_index : image_index + 1],
+            labels=test.labels[image_index : image_index + 1],
+            spec=test.spec,
+        )
         x = next(eval_batches(one, 1))["image"]
         feats = {k: np.asarray(v) for k, v in models.features(model, variables, x).items()}
         label = int(test.labels[image_index])
         pred = int(np.argmax(feats["logits"][0])) if "logits" in feats else None
-        title = f"test image {image_index}: label {label}" + (f", predicted {pred}" if pred is not None else "")
-        paths.append(save(feature_maps(test.images[image_index], feats, title=title),
-                          os.path.join(out, f"features_{image_index}.png")))
+        title = f"test image {image_index}: label {label}" + (
+            f", predicted {pred}" if pred is not None else ""
+        )
+        paths.append(
+            save(
+                feature_maps(test.images[image_index], feats, title=title),
+                os.path.join(out, f"features_{image_index}.png"),
+            )
+        )
     if "confusion" in what or "per_class" in what:
         from cnn_jax.viz import shift
 

@@ -35,7 +35,8 @@ def shift_images(images: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarr
 
 def random_shifts(n: int, max_shift: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two independent shifts per image, uniform in ``[-max_shift, max_shift]`` per axis:
-    arrays ``i32[2, n]`` of ``dy`` and of ``dx`` (a function of ``n``, ``max_shift`` and ``seed``)."""
+    arrays ``i32[2, n]`` of ``dy`` and of ``dx`` (a function of ``n``, ``max_shift`` and
+    ``seed``)."""
     rng = np.random.default_rng([seed, 0x5F1F7])
     dy = rng.integers(-max_shift, max_shift + 1, size=(2, n))
     dx = rng.integers(-max_shift, max_shift + 1, size=(2, n))
@@ -51,20 +52,23 @@ def predictions(predict: Predict, split: Split, batch_size: int = 500) -> np.nda
     return np.concatenate(out) if out else np.zeros(0, int)
 
 
-def consistency_under(predict: Predict, split: Split, dy: np.ndarray, dx: np.ndarray,
-                      batch_size: int = 500) -> float:
+def consistency_under(
+    predict: Predict, split: Split, dy: np.ndarray, dx: np.ndarray, batch_size: int = 500
+) -> float:
     """Fraction of images of ``split`` classified alike under shift ``(dy[0], dx[0])`` and
     shift ``(dy[1], dx[1])`` (each ``[2, N]``)."""
     preds = []
     for k in range(2):
-        moved = Split(images=shift_images(split.images, dy[k], dx[k]), labels=split.labels,
-                      spec=split.spec)
+        moved = Split(
+            images=shift_images(split.images, dy[k], dx[k]), labels=split.labels, spec=split.spec
+        )
         preds.append(predictions(predict, moved, batch_size))
     return float(np.mean(preds[0] == preds[1]))
 
 
-def shift_consistency(predict: Predict, split: Split, max_shift: int = 3, seed: int = 0,
-                      batch_size: int = 500) -> float:
+def shift_consistency(
+    predict: Predict, split: Split, max_shift: int = 3, seed: int = 0, batch_size: int = 500
+) -> float:
     """Zhang's consistency of ``predict`` on ``split`` under random shifts up to
     ``max_shift`` pixels (seeded: every model of a study sees the same shifts)."""
     dy, dx = random_shifts(len(split), max_shift, seed)
