@@ -234,3 +234,10 @@ def test_compare_pairs_and_summarises():
     assert c.p_t == pytest.approx(sps.ttest_rel(A, B).pvalue)
     with pytest.raises(ValueError, match="equal lengths"):
         stats.compare([1, 2], [1])
+
+
+def test_a_larger_random_budget_extends_the_smaller_one():
+    # so re-running a search with a larger budget reuses every finished trial
+    space = {"optim.learning_rate": study.log_uniform(1e-4, 3e-2), "data.batch_size": [32, 64, 128]}
+    small = study.random_search(space, budget=12, seed=0).points()
+    assert study.random_search(space, budget=24, seed=0).points()[:12] == small
