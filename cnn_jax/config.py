@@ -166,6 +166,10 @@ def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return out
 
 
+# Model options that are dicts of kind-specific options (``--config.model.pool_options.alpha=0.3``).
+FREE_FORM = ("pool_options", "head_pool_options", "branch_pool_options")
+
+
 def set_key(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
     """Applies one override ``key=text`` (``key`` dotted, relative to the config root)."""
     parts = key.split(".")
@@ -174,10 +178,14 @@ def set_key(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
         here = ".".join(parts[: i + 1])
         if not isinstance(node, ml_collections.ConfigDict) or p not in node:
             # A model option not in the experiment's config: allowed if the model has it.
-            if parts[:-1] == ["model"] and _model_has_option(cfg, p):
+            if i == 1 and parts[0] == "model" and _model_has_option(cfg, p):
                 from cnn_jax import models
 
-                node[p] = _to_config_value(models.options(cfg.model.name)[p])
+                with node.unlocked():
+                    node[p] = _to_config_value(models.options(cfg.model.name)[p])
+            elif (i == 2 == len(parts) - 1 and parts[0] == "model" and parts[1] in FREE_FORM
+                  and isinstance(node, ml_collections.ConfigDict)):
+                pass  # a new key of a free-form options dict (checked by the pool kind)
             else:
                 raise UserError(
                     f"unknown config key {here!r}{suggest(here, _keys(cfg) + _model_keys(cfg))}"
@@ -185,7 +193,7 @@ def set_key(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
         if i < len(parts) - 1:
             node = node[p]
     last = parts[-1]
-    value = parse_value(key, text, node[last])
+    value = parse_value(key, text, node[last] if last in node else None)
     with node.unlocked() if hasattr(node, "unlocked") else _null():
         try:
             node[last] = value

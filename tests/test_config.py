@@ -87,3 +87,19 @@ def test_shipped_experiments_resolve():
     assert files
     for f in files:
         config_lib.resolve(config_lib.load_experiment(f))
+
+
+def test_pool_options_take_new_keys_from_the_command_line():
+    c = _apply(("model.pool", "mixed"), ("model.pool_options.alpha", "0.3"))
+    assert c.model.pool_options.alpha == 0.3
+    with pytest.raises(UserError, match="unknown config key 'model.pool_option'"):
+        _apply(("model.pool_option.alpha", "0.3"))
+
+
+def test_switching_the_model_drops_options_it_lacks(tmp_path):
+    from cnn_jax import models
+
+    c = config_lib.apply_overrides(config_lib.load_experiment("experiments/lenet5_mnist.py"),
+                                   [("model.name", "mlp")])
+    assert set(c.model) - {"name"} <= set(models.options("mlp"))
+    config_lib.resolve(c)
