@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "config", "data", "errors", "layers", "losses", "models", "optim", "pooling", "registry",
-    "summary", "train",
+    "study", "summary", "train", "viz",
 }
 
 

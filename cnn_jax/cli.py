@@ -18,6 +18,10 @@ USAGE_EXAMPLES = """examples:
   cnn-jax evaluate --workdir runs/lenet-avg --checkpoint best
   cnn-jax summary --model lenet5 --config.model.activation=tanh --input-shape 28,28,1
   cnn-jax prepare cifar10 --data-dir ~/tensorflow_datasets
+  cnn-jax sweep experiments/pooling_study.py --workdir runs/pooling
+  cnn-jax status runs/pooling
+  cnn-jax report runs/pooling
+  cnn-jax viz --workdir runs/lenet-avg --what features --image-index 7
 """
 
 
