@@ -82,8 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
 RESUME_SAFE_KEYS = ("data.data_dir", "data.prefetch", "train.log_every_steps", "parallel.mode")
 
 
-def load_experiment(spec: str) -> ml_collections.ConfigDict:
-    """Loads ``FILE.py`` or ``FILE.py:ARG`` and returns ``get_config([ARG])``."""
+def load_module(spec: str):
+    """Imports experiment file ``FILE.py`` or ``FILE.py:ARG``; returns ``(module, path, arg)``.
+    Syntax and import errors become one-line :class:`UserError` messages."""
     path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
     if not os.path.isfile(path):
         raise UserError(f"experiment file {path!r} does not exist")
@@ -100,6 +101,12 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
         raise
     except Exception as e:
         raise UserError(f"{path}: error while loading experiment file: {type(e).__name__}: {e}") from e
+    return module, path, arg
+
+
+def load_experiment(spec: str) -> ml_collections.ConfigDict:
+    """Loads ``FILE.py`` or ``FILE.py:ARG`` and returns ``get_config([ARG])``."""
+    module, path, arg = load_module(spec)
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
         raise UserError(f"experiment file {path!r} defines no get_config() function")

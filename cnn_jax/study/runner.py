@@ -36,24 +36,7 @@ Log = Callable[[str], None]
 def load_experiment(spec: str):
     """``(base_config, study)`` from ``FILE.py[:ARG]``: ``get_config([ARG])`` and
     ``get_sweep([ARG])``."""
-    path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
-    if not os.path.isfile(path):
-        raise UserError(f"experiment file {path!r} does not exist")
-    name = "cnn_jax_experiment_" + os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise UserError(f"experiment file {path!r} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise UserError(f"{path}:{e.lineno}: syntax error in experiment file: {e.msg}") from None
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(
-            f"{path}: error while loading experiment file: {type(e).__name__}: {e}"
-        ) from e
+    module, path, arg = config_lib.load_module(spec)
     get_config = getattr(module, "get_config", None)
     get_sweep = getattr(module, "get_sweep", None)
     if not callable(get_config):
