@@ -594,10 +594,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for gi, g in enumerate(groups):
-            rows = agg
-            for k, v in zip(others, g):
-                rows = rows[rows[k] == v]
-            for _, r in rows.iterrows():
+            for _, r in _select(agg, others, g).iterrows():
                 lv = r[factor]
                 ax.errorbar(
                     [r[col]],
@@ -634,10 +631,7 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     if agg["shift_mean"].notna().any():
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for gi, g in enumerate(groups):
-            rows = agg
-            for k, v in zip(others, g):
-                rows = rows[rows[k] == v]
-            for _, r in rows.iterrows():
+            for _, r in _select(agg, others, g).iterrows():
                 lv = r[factor]
                 ax.plot(
                     scale * r["mean"],
