@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnn_jax import conv as conv_ops
 from cnn_jax.errors import ShapeError, UserError
 from cnn_jax.pooling.core import normalize_padding, output_size
 from cnn_jax.registry import Registry
@@ -53,6 +54,7 @@ class Conv(nn.Conv):
     Parameter paths are those of ``nn.Conv`` (``<name>/kernel``, ``<name>/bias``).
     """
 
+    @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
         if isinstance(self.padding, str) and self.padding.upper() not in CONV_PADDINGS:
             raise UserError(
@@ -80,7 +82,30 @@ class Conv(nn.Conv):
                         f"give an empty {out[0]}x{out[1]} output; use a larger input, SAME padding or "
                         "the model's resize_to option"
                     )
+            if pads is not None and self._plain():
+                return self._conv2d(inputs, k, s, pads)
         return super().__call__(inputs)
+
+    def _plain(self) -> bool:
+        """A dense, undilated, unmasked convolution with flax's default operation."""
+        one = lambda v: v is None or v == 1 or tuple(v) in ((1,), (1, 1))  # noqa: E731
+        return (
+            self.feature_group_count == 1 and one(self.input_dilation) and one(self.kernel_dilation)
+            and self.shared_weights and self.mask is None and self.precision is None
+            and self.conv_general_dilated is None and self.conv_general_dilated_cls is None
+        )
+
+    def _conv2d(self, inputs: jax.Array, k: tuple, s: tuple, pads) -> jax.Array:
+        """The same parameters and result as ``nn.Conv``, computed by :mod:`cnn_jax.conv`
+        (CPU-friendly gradients) for stride 1 and with its fast bias gradient always."""
+        kernel = self.param("kernel", self.kernel_init, (*k, inputs.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        if s == (1, 1):
+            y = conv_ops.conv2d(inputs, kernel, pads)
+        else:
+            y = jax.lax.conv_general_dilated(inputs, kernel, s, pads, dimension_numbers=conv_ops.DIMENSION_NUMBERS)
+        return y + bias if bias is not None else y
 
 
 def _explicit_pads(pad: Any) -> bool:

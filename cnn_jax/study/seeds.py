@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cnn_jax import conv as conv_ops
 from cnn_jax import config as config_lib
 from cnn_jax import data
 from cnn_jax.train import loop
@@ -188,13 +189,17 @@ def _fit_vmapped(cfgs, workdirs, s, on_done) -> list[dict] | None:
         ]
         stacked = _stack(states)
         del states
+        opts = conv_ops.compiler_options()
         vstep = jax.jit(
-            jax.vmap(functools.partial(step_lib.train_step, loss_fn=s.loss_fn)), donate_argnums=0
+            jax.vmap(functools.partial(step_lib.train_step, loss_fn=s.loss_fn)),
+            donate_argnums=0,
+            compiler_options=opts,
         )
         veval = jax.jit(
             jax.vmap(
                 functools.partial(step_lib.eval_step, loss_fn=s.eval_loss_fn), in_axes=(0, None)
-            )
+            ),
+            compiler_options=opts,
         )
         writers = [MetricWriter(wd, resume_step=start) for wd in workdirs]
         eval_every = cfg.train.eval_every_epochs * s.steps_per_epoch

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cnn_jax import conv as conv_ops
 from cnn_jax.errors import UserError
 from cnn_jax.train import step as step_lib
 
@@ -60,8 +61,9 @@ class Runner:
             self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
             self.replicated = NamedSharding(self.mesh, PartitionSpec())
             self.batch_sharding = NamedSharding(self.mesh, PartitionSpec(AXIS))
-            self._train = jax.jit(train, donate_argnums=0)
-            self._eval = jax.jit(evaluate)
+            opts = conv_ops.compiler_options()
+            self._train = jax.jit(train, donate_argnums=0, compiler_options=opts)
+            self._eval = jax.jit(evaluate, compiler_options=opts)
 
     # -- batches -------------------------------------------------------------------------
 

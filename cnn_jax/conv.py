@@ -1,0 +1,149 @@
+"""Stride-1 2-D convolution whose training step XLA:CPU runs fast.
+
+``conv2d(x, w, pads)`` computes ``lax.conv_general_dilated`` for NHWC inputs, HWIO
+kernels, stride 1, no dilation and one feature group (``layers.Conv`` routes such layers
+here). On accelerators it *is* that operation. On the CPU backend two shapes that XLA's
+convolution handles badly (a tiny channel count on the minor axis) take another
+formulation, measured at batch 128 on 2 cores (``benchmarks/RESULTS.md``):
+
+* a single-channel input with few filters (LeNet-5's 5x5x1x6 first layer): the forward
+  is a loop over the ``kh*kw`` taps adding shifted, scaled copies of the input (conv +
+  ReLU + 2x2 max pooling: forward 8.2 -> 2.1 ms, with gradient 9.5 -> 3.5 ms);
+* 2..8 input channels (LeNet-5's second layer, 6 -> 16): the input gradient is one matrix
+  product giving every tap's contribution, added into place by a loop over the taps
+  ("col2im"), instead of XLA's transposed convolution (4.5 -> 2.0 ms).
+
+Kernel gradients and everything else stay XLA's. Together: LeNet-5's whole training step
+1.57x faster than with XLA's convolutions (interleaved in one process). Every path is
+checked against ``lax.conv_general_dilated`` and its gradients in ``tests/test_conv.py``;
+``CNN_JAX_CONV=xla`` (read when a step is traced) turns them off.
+
+:func:`compiler_options` are the XLA options of the jitted training and evaluation
+programs on CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+TAP_MAX_IN = 1  # the tap loop for single-channel inputs ...
+TAP_MAX_OUT = 16  # ... with few output channels (LeNet-5's first layer)
+COL2IM_MAX_IN = 8  # input gradient by col2im for 2..8 input channels (LeNet-5's second)
+
+
+def _cpu_paths() -> bool:
+    return jax.default_backend() == "cpu" and os.environ.get("CNN_JAX_CONV", "auto") != "xla"
+
+
+def _lax_conv(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
+    return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS)
+
+
+def _tap_sum(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
+    """``sum_{i,j,c} x_pad[:, i:i+Ho, j:j+Wo, c] * w[i, j, c, :]`` as a loop over the taps.
+
+    A loop, not an unrolled sum: XLA would fuse an unrolled sum into every consumer and
+    recompute all ``kh*kw*C`` terms per element read (the max-pooling gradient reads each
+    element again), which made LeNet-5's step 2x slower than XLA's convolution."""
+    kh, kw, cin, cout = w.shape
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    n, ho, wo = x.shape[0], xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    wa = w.astype(acc_dtype).reshape(kh * kw * cin, cout)
+
+    def tap(t, acc):
+        i, rest = t // (kw * cin), t % (kw * cin)
+        j, c = rest // cin, rest % cin
+        plane = lax.dynamic_slice(xp, (0, i, j, c), (n, ho, wo, 1))
+        return acc + plane.astype(acc_dtype) * wa[t]
+
+    acc = lax.fori_loop(0, kh * kw * cin, tap, jnp.zeros((n, ho, wo, cout), acc_dtype))
+    return acc.astype(jnp.result_type(x, w))
+
+
+def _col2im_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.Array:
+    """``d conv / d x``: one matrix product gives every tap's contribution
+    ``[kh*kw, C, N, Ho, Wo]`` (channels-major, so the loop below works on long rows), then
+    a loop adds each tap's piece into its window of the padded input gradient."""
+    kh, kw, cin, cout = w.shape
+    n, ho, wo, _ = g.shape
+    acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
+    cols = lax.dot_general(w.reshape(kh * kw, cin, cout), g, (((2,), (3,)), ((), ())),
+                           preferred_element_type=acc_dtype)
+    hp, wp = x_shape[1] + sum(pads[0]), x_shape[2] + sum(pads[1])
+
+    def tap(t, acc):
+        i, j = t // kw, t % kw
+        piece = lax.dynamic_index_in_dim(cols, t, 0, keepdims=False)
+        window = lax.dynamic_slice(acc, (0, 0, i, j), (cin, n, ho, wo))
+        return lax.dynamic_update_slice(acc, window + piece, (0, 0, i, j))
+
+    acc = lax.fori_loop(0, kh * kw, tap, jnp.zeros((cin, n, hp, wp), acc_dtype))
+    (top, _), (left, _) = pads
+    acc = acc[:, :, top : top + x_shape[1], left : left + x_shape[2]]
+    return jnp.transpose(acc, (1, 2, 3, 0)).astype(g.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, pads: Pads, taps: bool, col2im: bool):
+    return _tap_sum(x, w, pads) if taps else _lax_conv(x, w, pads)
+
+
+def _conv_fwd(x, w, pads, taps, col2im):
+    return _conv(x, w, pads, taps, col2im), (x, w)
+
+
+def _conv_bwd(pads, taps, col2im, res, g):
+    x, w = res
+    if col2im:
+        dw = jax.vjp(lambda w_: _lax_conv(x, w_, pads), w)[1](g)[0]
+        return _col2im_input_grad(g, w, x.shape, pads), dw
+    # XLA's own gradients; the input's is dropped by XLA when, as usual, x is the image.
+    return jax.vjp(lambda x_, w_: _lax_conv(x_, w_, pads), x, w)[1](g)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv2d(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
+    """Stride-1 NHWC x HWIO convolution with explicit ``((top, bottom), (left, right))``
+    non-negative padding; the CPU formulations described in the module docstring."""
+    pads = tuple((int(a), int(b)) for a, b in pads)
+    _, _, cin, cout = w.shape
+    if not _cpu_paths() or min(min(p) for p in pads) < 0:
+        return _lax_conv(x, w, pads)
+    taps = cin <= TAP_MAX_IN and cout <= TAP_MAX_OUT
+    col2im = 1 < cin <= COL2IM_MAX_IN
+    if not (taps or col2im):
+        return _lax_conv(x, w, pads)
+    return _conv(x, w, pads, taps, col2im)
+
+
+# XLA:CPU in jaxlib 0.10 hands convolutions to YNNPACK by default; on the shapes of these
+# networks they ran 1.5-6x slower than XLA's own (Eigen) convolutions (the CIFAR net's
+# second layer: forward 12.7 -> 4.9 ms, kernel gradient 20.4 -> 7.7 ms), so the training
+# and evaluation programs turn it off.
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def _cpu_options_supported() -> bool:
+    try:
+        jax.jit(lambda a: a + 1, compiler_options=_CPU_OPTIONS).lower(1.0).compile()
+    except Exception:  # an XLA without the option: keep its defaults
+        return False
+    return True
+
+
+def compiler_options() -> dict | None:
+    """XLA options for the jitted training/evaluation programs (``None``: the defaults)."""
+    if jax.default_backend() != "cpu" or not _cpu_options_supported():
+        return None
+    return dict(_CPU_OPTIONS)
