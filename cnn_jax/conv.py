@@ -49,9 +49,10 @@ def _lax_conv(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
 def _tap_sum(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
     """``sum_{i,j,c} x_pad[:, i:i+Ho, j:j+Wo, c] * w[i, j, c, :]`` as a loop over the taps.
 
-    A loop, not an unrolled sum: XLA would fuse an unrolled sum into every consumer and
-    recompute all ``kh*kw*C`` terms per element read (the max-pooling gradient reads each
-    element again), which made LeNet-5's step 2x slower than XLA's convolution."""
+    A loop (over kernel rows), not a fully unrolled sum: XLA would fuse an unrolled sum
+    into every consumer and recompute all ``kh*kw*C`` terms per element read (the
+    max-pooling gradient reads each element again), which made LeNet-5's step 2x slower
+    than XLA's convolution."""
     kh, kw, cin, cout = w.shape
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     n, ho, wo = x.shape[0], xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
@@ -64,7 +65,8 @@ def _tap_sum(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
         plane = lax.dynamic_slice(xp, (0, i, j, c), (n, ho, wo, 1))
         return acc + plane.astype(acc_dtype) * wa[t]
 
-    acc = lax.fori_loop(0, kh * kw * cin, tap, jnp.zeros((n, ho, wo, cout), acc_dtype))
+    # One kernel row per iteration (measured: +9 % on LeNet-5's step against one tap).
+    acc = lax.fori_loop(0, kh * kw * cin, tap, jnp.zeros((n, ho, wo, cout), acc_dtype), unroll=kw * cin)
     return acc.astype(jnp.result_type(x, w))
 
 
@@ -85,7 +87,7 @@ def _col2im_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.A
         window = lax.dynamic_slice(acc, (0, 0, i, j), (cin, n, ho, wo))
         return lax.dynamic_update_slice(acc, window + piece, (0, 0, i, j))
 
-    acc = lax.fori_loop(0, kh * kw, tap, jnp.zeros((cin, n, hp, wp), acc_dtype))
+    acc = lax.fori_loop(0, kh * kw, tap, jnp.zeros((cin, n, hp, wp), acc_dtype), unroll=kw)
     (top, _), (left, _) = pads
     acc = acc[:, :, top : top + x_shape[1], left : left + x_shape[2]]
     return jnp.transpose(acc, (1, 2, 3, 0)).astype(g.dtype)

@@ -77,21 +77,31 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
         )
     spe = max(n_train // cfg.data.batch_size, 1)
     total = cfg.train.steps or cfg.train.epochs * spe
-    model = models.create(cfg.model.name, spec.num_classes, **model_options(cfg))
+    model, state, loss_fn, eval_loss_fn = training_parts(cfg, spec.shape, spec.num_classes, total, spe)
+    return Setup(cfg, model, train, test, state, loss_fn, eval_loss_fn, spe, total)
+
+
+def training_parts(cfg: ml_collections.ConfigDict, shape, num_classes: int, total: int, spe: int):
+    """``(model, state, loss_fn, eval_loss_fn)`` for ``cfg`` on inputs of ``shape`` without
+    touching data (``build`` and ``cnn-jax bench``)."""
+    model = models.create(cfg.model.name, num_classes, **model_options(cfg))
     tx = optim.build(cfg.optim, total, spe)
     if cfg.train.on_nan == "lower_lr":
         # A learning-rate multiplier that lives in (and is checkpointed with) opt_state.
         tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
     state = state_lib.create(
-        model, tx, spec.shape, cfg.seed,
+        model, tx, shape, cfg.seed,
         dynamic_loss_scale=cfg.model.get("dtype") == "float16",
     )
     loss = losses.LOSSES.get(cfg.train.loss)
-    loss_fn = functools.partial(
-        loss, num_classes=spec.num_classes, label_smoothing=cfg.train.label_smoothing
-    )
-    eval_loss_fn = functools.partial(loss, num_classes=spec.num_classes)
-    return Setup(cfg, model, train, test, state, loss_fn, eval_loss_fn, spe, total)
+    loss_fn = functools.partial(loss, num_classes=num_classes, label_smoothing=cfg.train.label_smoothing)
+    eval_loss_fn = functools.partial(loss, num_classes=num_classes)
+    return model, state, loss_fn, eval_loss_fn
+
+
+def make_runner(cfg: ml_collections.ConfigDict, loss_fn, eval_loss_fn) -> Runner:
+    """The step runner ``fit`` uses for ``cfg``."""
+    return Runner(cfg.parallel.mode, loss_fn, eval_loss_fn, skip_nonfinite=cfg.train.on_nan == "skip")
 
 
 def num_params(params) -> int:
@@ -195,7 +205,7 @@ def fit(
     cfg = config_lib.resolve(config)
     workdir_lib.check(cfg, workdir, allow_config_change, overwrite)
     s = build(cfg)  # every user mistake in data, model or shapes surfaces before writing
-    runner = Runner(cfg.parallel.mode, s.loss_fn, s.eval_loss_fn, skip_nonfinite=cfg.train.on_nan == "skip")
+    runner = make_runner(cfg, s.loss_fn, s.eval_loss_fn)
     runner.check_batch_size(cfg.data.batch_size)
     eval_batch = -(-cfg.data.eval_batch_size // runner.num_devices) * runner.num_devices
     primary = jax.process_index() == 0
@@ -236,6 +246,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
     if cfg.train.on_nan == "lower_lr" and start == 0:
         ckpt.save(0, host_state, {"iterator": None, "pending": None})  # the last good state
     t_start = time.perf_counter()
+    first_step_at = None
     try:
         while True:  # one pass per (re)start: lower_lr goes back to the last good checkpoint
             state = runner.put_state(host_state)
@@ -259,6 +270,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
                     if t_first is None:
                         jax.block_until_ready(sums)
                         t_first = time.perf_counter()
+                        first_step_at = first_step_at or time.time()
                     else:
                         steps_timed += 1
                     is_eval = step % eval_every == 0 or step == s.total_steps
@@ -340,6 +352,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
         "params": num_params(s.state.params),
         "train_seconds": train_seconds,
         "images_per_second": ips,
+        "first_step_at": first_step_at,  # Unix time the first step of this run finished
         "resumed_from": start,
         "nonfinite_steps": nonfinite_total,
         "parallel": {"mode": runner.mode, "devices": runner.num_devices},
