@@ -29,6 +29,9 @@ def main() -> None:
 
     overrides, rest = config_lib.parse_override_args(sys.argv[1:])
     args = p.parse_args(rest)
+    from cnn_jax import cli
+
+    cli.host_device_flags(["train"])  # the XLA host devices `cnn-jax train` would have
     import jax
 
     from cnn_jax import data
@@ -37,7 +40,7 @@ def main() -> None:
 
     cfg = config_lib.resolve(config_lib.apply_overrides(config_lib.load_experiment(args.config), overrides))
     s = loop.build(cfg)
-    runner = loop.make_runner(cfg, s.loss_fn, s.eval_loss_fn)
+    runner = loop.make_runner(cfg, s.loss_fn, s.eval_loss_fn, s.model, s.test.spec.shape)
     it = data.train_iterator(s.train, cfg.data.batch_size, cfg.seed,
                              crop_padding=cfg.data.crop_padding, flip=cfg.data.flip)
     batches = runner.prefetch(it, cfg.data.prefetch)

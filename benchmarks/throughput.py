@@ -1,9 +1,11 @@
 """Training throughput of ``fit``'s exact step against PyTorch eager, side by side.
 
 Same layers, batch, optimizer (Adam, lr 1e-3) and float32 on both sides; the JAX side is
-the step ``fit`` runs (``cnn_jax.train.parallel.Runner`` in the default parallel mode, with
-the model built by ``cnn_jax.models.create``). Rounds alternate between the frameworks in
-one process so that drift of the shared machine hits both. Prints images/s and the ratio.
+the step ``fit`` runs for that model (``loop.training_parts`` and ``loop.make_runner``,
+default ``parallel.mode=auto``, in a process with the XLA host devices ``cnn-jax train``
+sets up). Rounds alternate between the frameworks in one process so that drift of the
+shared machine hits both, with a short rest before each timed block so that neither
+runtime's spinning worker threads eat into the other's time. Prints images/s and the ratio.
 
   pip install -e ".[bench]"          # torch==2.13.0 (CPU)
   python benchmarks/throughput.py [--batch-size 128] [--steps 50] [--rounds 5] [--pool max]
@@ -12,7 +14,6 @@ one process so that drift of the shared machine hits both. Prints images/s and t
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 
@@ -20,18 +21,17 @@ import numpy as np
 
 
 def jax_step(name: str, shape, batch_size: int, pool: str, mode: str):
+    """``fit``'s step for ``name`` (base config: Adam 1e-3, float32) and its run function."""
     import jax
 
     from cnn_jax import config as config_lib
-    from cnn_jax import losses, models, optim
-    from cnn_jax.train import state as state_lib
-    from cnn_jax.train.parallel import Runner
+    from cnn_jax.train import loop
 
-    model = models.create(name, 10, pool=pool)
-    c = config_lib.base_config().optim
-    state = state_lib.create(model, optim.build(c, 10_000, 100), shape, seed=0)
-    loss_fn = functools.partial(losses.softmax_cross_entropy, num_classes=10)
-    runner = Runner(mode, loss_fn, loss_fn)
+    cfg = config_lib.base_config()
+    cfg.model.name, cfg.model.pool, cfg.data.batch_size, cfg.parallel.mode = name, pool, batch_size, mode
+    cfg = config_lib.resolve(cfg)
+    model, state, loss_fn, eval_loss_fn = loop.training_parts(cfg, shape, 10, 10_000, 100)
+    runner = loop.make_runner(cfg, loss_fn, eval_loss_fn, model, shape)
     rng = np.random.default_rng(0)
     batch = runner.put_batch({
         "image": rng.normal(size=(batch_size, *shape)).astype(np.float32),
@@ -47,7 +47,7 @@ def jax_step(name: str, shape, batch_size: int, pool: str, mode: str):
         st[0] = s
 
     run(2)  # compile
-    return run, runner.mode
+    return run, f"{runner.mode}, {runner.num_devices} device(s)"
 
 
 def torch_step(name: str, shape, batch_size: int, pool: str):
@@ -93,8 +93,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--pool", default="max")
     p.add_argument("--mode", default="auto", help="cnn_jax parallel mode (default: fit's default)")
+    p.add_argument("--pause", type=float, default=0.5, help="seconds of rest before each timed block")
     p.add_argument("--models", default="lenet5,simple_cnn")
     args = p.parse_args()
+    from cnn_jax import cli
+
+    cli.host_device_flags(["train"])  # the XLA host devices `cnn-jax train` would have
     import torch
 
     shapes = {"lenet5": (28, 28, 1), "simple_cnn": (32, 32, 3)}
@@ -106,6 +110,7 @@ def main() -> None:
         times = {"jax": [], "torch": []}
         for _ in range(args.rounds):
             for key, run in (("jax", jrun), ("torch", trun)):
+                time.sleep(args.pause)  # let the other runtime's spinning threads go idle
                 t = time.perf_counter()
                 run(args.steps)
                 times[key].append(time.perf_counter() - t)

@@ -75,8 +75,7 @@ def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int |
         raise UserError(f"the batch size must be positive, got {batch_size}")
     total = steps + warmup + 1
     model, state, loss_fn, eval_loss_fn = loop.training_parts(cfg, shape, num_classes, total, total)
-    del model
-    runner = loop.make_runner(cfg, loss_fn, eval_loss_fn)
+    runner = loop.make_runner(cfg, loss_fn, eval_loss_fn, model, shape)
     runner.check_batch_size(batch_size)
     rng = np.random.default_rng(cfg.seed)
     batch = {

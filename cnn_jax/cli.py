@@ -30,20 +30,42 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def host_device_flags() -> None:
-    """``CNN_JAX_HOST_DEVICES=N`` splits the CPU into N XLA devices (set before jax is
-    imported), so that ``parallel.mode=auto`` shards the batch over them. Off by default:
-    with jaxlib 0.10 on a loaded 2-core machine, CPU collectives between host devices were
-    seen to abort with a rendezvous timeout (see README, "Parallel training"). An explicit
-    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins."""
+HOST_DEVICE_COMMANDS = ("train", "bench", "evaluate")
+MAX_HOST_DEVICES = 8
+
+
+def host_device_flags(argv: list[str] | None = None) -> None:
+    """Splits the CPU into XLA host devices before jax is imported, so that
+    ``parallel.mode=auto`` can shard a large enough step over the cores
+    (:func:`cnn_jax.train.loop.auto_mode`).
+
+    ``CNN_JAX_HOST_DEVICES=N`` asks for N devices (1: off); unset, ``train``, ``bench`` and
+    ``evaluate`` take one per core (at most 8) and other commands one in all (a sweep's
+    trials run in worker processes instead). An explicit
+    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins. The CPU collectives'
+    time-outs are raised to 10 minutes: with the default ones, a heavily loaded machine was
+    seen to abort a rendezvous between host devices."""
     flags = os.environ.get("XLA_FLAGS", "")
-    n = os.environ.get("CNN_JAX_HOST_DEVICES", "")
-    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules or not n:
+    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
         return
-    if not n.isdigit() or int(n) < 1:
+    n = os.environ.get("CNN_JAX_HOST_DEVICES", "")
+    if n and (not n.isdigit() or int(n) < 1):
         raise UserError(f"CNN_JAX_HOST_DEVICES must be a positive integer, got {n!r}")
+    if not n:
+        command = next((a for a in (argv or []) if not a.startswith("-")), None)
+        if command not in HOST_DEVICE_COMMANDS:
+            return
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        n = str(min(cores, MAX_HOST_DEVICES))
     if int(n) > 1:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+        extra = [f"--xla_force_host_platform_device_count={n}"]
+        for flag in ("xla_cpu_collective_timeout_seconds", "xla_cpu_collective_call_terminate_timeout_seconds"):
+            if flag not in flags:
+                extra.append(f"--{flag}=600")
+        os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
 def _init_distributed(args) -> None:
@@ -245,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        host_device_flags()
+        host_device_flags(argv)
         from cnn_jax import config as config_lib
 
         overrides, rest = config_lib.parse_override_args(argv)

@@ -1,10 +1,11 @@
 """Seeded batching with grain: training stream with checkpointable state, full evaluation.
 
-Training: ``grain.MapDataset.range(N).seed(seed).shuffle().repeat().batch(B)`` gives a
-fresh permutation every epoch, deterministic in ``seed``; batches are contiguous slices
-of that stream, so an epoch is ``N // B`` steps and a batch may straddle two epochs (as in
-the Flax examples). Its iterator state (``{"next_index": step}``) is saved with every
-checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
+Training: an infinite grain ``MapDataset`` whose element ``step`` is the batch of that
+step: the examples ``[step * B, (step + 1) * B)`` of the stream formed by one fresh
+permutation per epoch (``numpy.random.default_rng([seed, ..., epoch])``), so each epoch
+sees every example once, an epoch is ``N // B`` steps and a batch may straddle two epochs
+(as in the Flax examples). Its iterator state (``{"next_index": step}``) is saved with
+every checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
 
 Evaluation sees every example exactly once: the last batch is padded with zeros and a
 ``mask`` marks the real examples (never dropped).
@@ -12,6 +13,7 @@ Evaluation sees every example exactly once: the last batch is padded with zeros 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import grain
@@ -66,28 +68,32 @@ def train_dataset(
             f"choose at most {n}"
         )
 
-    def make(step: int, idx: np.ndarray) -> dict[str, np.ndarray]:
+    @functools.lru_cache(maxsize=2)
+    def permutation(epoch: int) -> np.ndarray:
+        return np.random.default_rng([seed, 0x5EED, epoch]).permutation(n)
+
+    def make(step: int, _) -> dict[str, np.ndarray]:
+        start = step * batch_size
+        first, last = start // n, (start + batch_size - 1) // n
+        order = permutation(first) if first == last else np.concatenate([permutation(first), permutation(last)])
+        idx = order[start - first * n : start - first * n + batch_size]
         images = split.images[idx]
         if crop_padding or flip:
             rng = np.random.default_rng([seed, 0xA06, step])
             images = _augment(images, rng, crop_padding, flip)
         return {"image": _normalize(images, split), "label": split.labels[idx]}
 
-    return (
-        grain.MapDataset.range(n)
-        .seed(seed)
-        .shuffle()
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
-        .map_with_index(make)
-    )
+    # One element per step; its index is the step (the iterator state), the batch's
+    # examples are computed with NumPy (grain's per-element shuffle cost 1.2 ms per batch
+    # of 64, a quarter of a LeNet-5 step on 2 cores).
+    return grain.MapDataset.range(1).repeat().map_with_index(make)
 
 
 def train_iterator(split: Split, batch_size: int, seed: int, *, state: dict | None = None, **aug):
     """A grain iterator over :func:`train_dataset`; ``state`` is a saved ``get_state()``."""
     it = iter(
         train_dataset(split, batch_size, seed, **aug).to_iter_dataset(
-            grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
+            grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
         )
     )
     if state is not None:
