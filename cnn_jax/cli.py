@@ -18,6 +18,7 @@ USAGE_EXAMPLES = """examples:
   cnn-jax evaluate --workdir runs/lenet-avg --checkpoint best
   cnn-jax summary --model lenet5 --config.model.activation=tanh --input-shape 28,28,1
   cnn-jax prepare cifar10 --data-dir ~/tensorflow_datasets
+  cnn-jax bench --model lenet5 --batch-size 128
   cnn-jax sweep experiments/pooling_study.py --workdir runs/pooling
   cnn-jax status runs/pooling
   cnn-jax report runs/pooling
@@ -98,7 +99,7 @@ def _setup_runtime(debug: bool) -> None:
     cache = os.environ.get("CNN_JAX_CACHE_DIR", os.path.expanduser("~/.cache/cnn_jax/xla"))
     if cache and cache.lower() not in ("0", "off", "none"):
         jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
     try:
         import tensorflow_datasets as tfds
 

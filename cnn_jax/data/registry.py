@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -157,6 +158,52 @@ def load(name: str, split: str, data_dir: str | None = None) -> Split:
     spec = DATASETS.get(name)
     data_dir = data_dir or default_data_dir()
     tfds_split = {"train": spec.train_split, "test": spec.test_split}.get(split, split)
+    cache = _decoded_cache_path(spec, tfds_split, data_dir)
+    if cache is not None:
+        try:
+            with np.load(cache) as z:
+                return Split(images=z["images"], labels=z["labels"], spec=spec)
+        except (OSError, KeyError, ValueError):
+            pass  # not written yet (or unreadable): decode and write it below
+    split_data = _decode(spec, split, tfds_split, data_dir)
+    if cache is not None:
+        _write_decoded(cache, split_data)
+    return split_data
+
+
+# Decoding a split's PNGs through tfds took 1.2 s of the 5.8 s from `cnn-jax train` to
+# LeNet-5's first step on mnist5k; the decoded arrays are kept next to the prepared files,
+# keyed by those files' names, sizes and modification times (so a re-prepared dataset is
+# decoded again). An unwritable data directory just means no cache.
+_CACHE_DIR = ".cnn_jax_decoded"
+
+
+def _decoded_cache_path(spec: DatasetSpec, tfds_split: str, data_dir: str) -> str | None:
+    root = os.path.join(data_dir, spec.tfds_name)
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != _CACHE_DIR)
+        for f in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, f))
+            entries.append(f"{os.path.relpath(os.path.join(dirpath, f), root)}:{st.st_size}:{st.st_mtime_ns}")
+    if not entries:
+        return None
+    key = hashlib.sha256("\n".join([tfds_split, *entries]).encode()).hexdigest()[:24]
+    return os.path.join(root, _CACHE_DIR, f"{key}.npz")
+
+
+def _write_decoded(path: str, split: Split) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, images=split.images, labels=split.labels)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _decode(spec: DatasetSpec, split: str, tfds_split: str, data_dir: str) -> Split:
+    name = spec.name
     src = _source(spec, tfds_split, data_dir)
     n = len(src)
     if n == 0:

@@ -31,13 +31,16 @@ class MetricWriter:
                     f.write(json.dumps(line) + "\n")
             os.replace(tmp, self.path)
         self._file = open(self.path, "a")
-        if self.tensorboard:
+        # The TensorBoard writer opens at the first write: importing tensorboardX imports
+        # PyTorch when that is installed (1.2 s here), which would delay the first step.
+        self._purge_step = resume_step + 1 if resume_step else None
+
+    def _tensorboard(self):
+        if self._tb is None and self.tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(
-                os.path.join(self.workdir, "tensorboard"),
-                purge_step=resume_step + 1 if resume_step else None,
-            )
+            self._tb = SummaryWriter(os.path.join(self.workdir, "tensorboard"), purge_step=self._purge_step)
+        return self._tb
 
     def truncate(self, step: int) -> None:
         """Drops what was logged after ``step`` (training went back to that step)."""
@@ -51,10 +54,11 @@ class MetricWriter:
         line = {"step": int(step), "split": split, **metrics}
         self._file.write(json.dumps(line) + "\n")
         self._file.flush()
-        if self._tb is not None:
+        tb = self._tensorboard()
+        if tb is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and k != "count":
-                    self._tb.add_scalar(f"{split}/{k}", v, step)
+                    tb.add_scalar(f"{split}/{k}", v, step)
 
     def close(self) -> None:
         if self._file is not None:
