@@ -1,5 +1,6 @@
 """Datasets: embedded splits, the grain pipeline, full evaluation, tfds paths under mock_data."""
 
+import os
 import time
 
 import numpy as np
@@ -114,3 +115,27 @@ def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path):
 def test_unknown_dataset_lists_choices():
     with pytest.raises(UserError, match="unknown dataset 'mnist5'.*choose one of:.*mnist5k"):
         data.load("mnist5", "train")
+
+
+def test_decoded_split_cache_equals_decoding_and_follows_the_files(data_dir, tmp_path, monkeypatch):
+    import glob
+    import shutil
+
+    from cnn_jax.data import registry
+
+    d = str(tmp_path / "dd")
+    shutil.copytree(os.path.join(data_dir, "digits"), os.path.join(d, "digits"))
+    first = data.load("digits", "test", d)  # decodes and writes the cache
+    caches = glob.glob(os.path.join(d, "**", registry._CACHE_DIR, "*.npz"), recursive=True)
+    assert len(caches) == 1
+    calls = []
+    monkeypatch.setattr(registry, "_decode", lambda *a: calls.append(a) or first)
+    again = data.load("digits", "test", d)  # from the cache: no decoding
+    assert calls == []
+    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    # Files of the prepared dataset change (re-prepared): the cache no longer applies.
+    info = glob.glob(os.path.join(d, "**", "dataset_info.json"), recursive=True)[0]
+    os.utime(info, ns=(1, 1))
+    data.load("digits", "test", d)
+    assert len(calls) == 1
