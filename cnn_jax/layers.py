@@ -88,7 +88,7 @@ class Conv(nn.Conv):
 
     def _plain(self) -> bool:
         """A dense, undilated, unmasked convolution with flax's default operation."""
-        one = lambda v: v is None or v == 1 or tuple(v) in ((1,), (1, 1))  # noqa: E731
+        one = lambda v: v is None or (v == 1 if isinstance(v, int) else all(d == 1 for d in v))  # noqa: E731
         return (
             self.feature_group_count == 1 and one(self.input_dilation) and one(self.kernel_dilation)
             and self.shared_weights and self.mask is None and self.precision is None
@@ -96,8 +96,8 @@ class Conv(nn.Conv):
         )
 
     def _conv2d(self, inputs: jax.Array, k: tuple, s: tuple, pads) -> jax.Array:
-        """The same parameters and result as ``nn.Conv``, computed by :mod:`cnn_jax.conv`
-        (CPU-friendly gradients) for stride 1 and with its fast bias gradient always."""
+        """The same parameters and result as ``nn.Conv``: stride 1 through
+        :func:`cnn_jax.conv.conv2d` (its CPU formulations), other strides through lax."""
         kernel = self.param("kernel", self.kernel_init, (*k, inputs.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)

@@ -54,7 +54,7 @@ class Runner:
             raise UserError("parallel.mode=single runs one process; use sharded or pmap with several hosts")
         train = functools.partial(step_lib.train_step, loss_fn=loss_fn, skip_nonfinite=skip_nonfinite)
         evaluate = functools.partial(step_lib.eval_step, loss_fn=eval_loss_fn)
-        if mode == "pmap":
+        if mode == "pmap":  # (jax.pmap takes no compiler options: XLA's CPU defaults there)
             self._train = jax.pmap(functools.partial(train, axis_name=AXIS), axis_name=AXIS, donate_argnums=0)
             self._eval = jax.pmap(functools.partial(evaluate, axis_name=AXIS), axis_name=AXIS)
         else:
