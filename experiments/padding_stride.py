@@ -10,21 +10,18 @@ setting (VALID, stride 2), paired by seed.
 Command:
   cnn-jax sweep experiments/padding_stride.py --workdir runs/padding_stride
 
-Cost: 12 trials of 1 epoch at batch 32: 3 min 49 s on 2 CPU cores shared with other jobs
-(load average 4-5), one worker; the stride-1 trials take ~10x longer (25-29 s of training
-against 2.6-3.2 s).
+Cost: 12 trials of 1 epoch at batch 32: 2 min 43 s on 2 CPU cores, one worker; the
+stride-1 trials take 5-8x longer (13.9-20.3 s of training against 2.6-2.7 s).
 
-Result (measured with commit a7fa7cf, before issue 7 changed the initialisation
-(rbg) and the batch order: a re-run draws from the same distributions, not these digits;
-test accuracy on 1,000 images, mean ± sd over 3 seeds, parameters):
-  VALID, stride 2 (the seeds')  92.50 ± 1.30 %     93,322
-  VALID, stride 1               94.93 ± 1.70 %  1,694,858   vs seeds' +2.43 pp [-0.29, 5.16]
-  SAME,  stride 2               94.37 ± 1.07 %    257,162   vs seeds' +1.87 pp [0.37, 3.36], p 0.033
-  SAME,  stride 1               94.30 ± 0.62 %  2,825,354   vs seeds' +1.80 pp [-1.43, 5.03]
-Every variant is 1.8-2.4 pp better than the seeds' setting at this short budget, but none
-significantly after Holm's correction with 3 seeds (raw p 0.03-0.14); SAME padding gets
-most of the gain at 2.7x the parameters, overlapping pooling costs 18-30x the parameters
-and ~10x the time for no further gain.
+Result (measured; test accuracy on 1,000 images, mean ± sd over 3 seeds, parameters):
+  VALID, stride 2 (the seeds')  92.97 ± 2.08 %     93,322
+  VALID, stride 1               95.63 ± 0.96 %  1,694,858   vs seeds' +2.67 pp [-2.60, 7.94]
+  SAME,  stride 2               96.17 ± 0.90 %    257,162   vs seeds' +3.20 pp [-1.56, 7.96]
+  SAME,  stride 1               95.37 ± 1.15 %  2,825,354   vs seeds' +2.40 pp [-2.67, 7.47]
+Every variant is 2.4-3.2 pp better than the seeds' setting at this short budget, but none
+significantly with 3 seeds (raw p 0.10-0.18, Holm 0.30-0.32); SAME padding gets the
+largest gain at 2.7x the parameters, overlapping pooling costs 18-30x the parameters and
+5-8x the time for no further gain.
 """
 
 from cnn_jax import study
