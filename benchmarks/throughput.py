@@ -24,20 +24,13 @@ def jax_step(name: str, shape, batch_size: int, pool: str, mode: str):
     """``fit``'s step for ``name`` (base config: Adam 1e-3, float32) and its run function."""
     import jax
 
+    from cnn_jax import bench
     from cnn_jax import config as config_lib
-    from cnn_jax.train import loop
 
     cfg = config_lib.base_config()
     cfg.model.name, cfg.model.pool, cfg.data.batch_size, cfg.parallel.mode = name, pool, batch_size, mode
-    cfg = config_lib.resolve(cfg)
-    model, state, loss_fn, eval_loss_fn = loop.training_parts(cfg, shape, 10, 10_000, 100)
-    runner = loop.make_runner(cfg, loss_fn, eval_loss_fn, model, shape)
-    rng = np.random.default_rng(0)
-    batch = runner.put_batch({
-        "image": rng.normal(size=(batch_size, *shape)).astype(np.float32),
-        "label": rng.integers(0, 10, batch_size).astype(np.int32),
-    })
-    st = [runner.put_state(state)]
+    runner, state, batch = bench.setup(config_lib.resolve(cfg), shape, 10, 10_000)
+    st = [state]
 
     def run(steps: int) -> None:
         s = st[0]

@@ -58,12 +58,27 @@ def cmd_bench(args, overrides) -> int:
     return 0
 
 
+def setup(cfg, shape, num_classes: int, total_steps: int):
+    """``fit``'s runner for ``cfg`` with the placed initial state and one synthetic batch
+    (seeded by ``cfg.seed``) on the devices: ``(runner, state, batch)``."""
+    from cnn_jax.train import loop
+
+    model, state, loss_fn, eval_loss_fn = loop.training_parts(cfg, shape, num_classes, total_steps, total_steps)
+    runner = loop.make_runner(cfg, loss_fn, eval_loss_fn, model, shape)
+    runner.check_batch_size(cfg.data.batch_size)
+    rng = np.random.default_rng(cfg.seed)
+    batch = {
+        "image": rng.normal(size=(cfg.data.batch_size, *shape)).astype(np.float32),
+        "label": rng.integers(0, num_classes, cfg.data.batch_size).astype(np.int32),
+    }
+    return runner, runner.put_state(state), runner.put_batch(runner.local_slice(batch))
+
+
 def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int | None = None) -> dict:
     """Times ``fit``'s step for the resolved config ``cfg``; returns the JSON fields."""
     import jax
 
     from cnn_jax import data
-    from cnn_jax.train import loop
 
     spec = data.DATASETS.get(cfg.data.name)
     shape = tuple(shape or spec.shape)
@@ -73,17 +88,7 @@ def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int |
     batch_size = cfg.data.batch_size
     if batch_size < 1:
         raise UserError(f"the batch size must be positive, got {batch_size}")
-    total = steps + warmup + 1
-    model, state, loss_fn, eval_loss_fn = loop.training_parts(cfg, shape, num_classes, total, total)
-    runner = loop.make_runner(cfg, loss_fn, eval_loss_fn, model, shape)
-    runner.check_batch_size(batch_size)
-    rng = np.random.default_rng(cfg.seed)
-    batch = {
-        "image": rng.normal(size=(batch_size, *shape)).astype(np.float32),
-        "label": rng.integers(0, num_classes, batch_size).astype(np.int32),
-    }
-    batch = runner.put_batch(runner.local_slice(batch))
-    state = runner.put_state(state)
+    runner, state, batch = setup(cfg, shape, num_classes, steps + warmup + 1)
 
     t = time.perf_counter()
     state, sums = runner.train_step(state, batch)

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from cnn_jax import cli, config as config_lib
+from cnn_jax import cli
 from cnn_jax.train import loop
 
 FIELDS = {"images_per_second", "step_ms_median", "step_ms_p10", "step_ms_p90", "compile_s",
@@ -114,5 +114,3 @@ def test_auto_mode_elsewhere_keeps_the_runner_rule(monkeypatch):
 
     _cpu_devices(monkeypatch, 1)
     assert loop.auto_mode(models.create("simple_cnn", 10), (32, 32, 3), 128) == "auto"
-    cfg = config_lib.resolve(config_lib.base_config())
-    assert cfg.parallel.mode == "auto"
