@@ -71,7 +71,7 @@ def setup(cfg, shape, num_classes: int, total_steps: int):
         "image": rng.normal(size=(cfg.data.batch_size, *shape)).astype(np.float32),
         "label": rng.integers(0, num_classes, cfg.data.batch_size).astype(np.int32),
     }
-    return runner, runner.put_state(state), runner.put_batch(runner.local_slice(batch))
+    return runner, runner.put_state(state), runner.put_batch(batch)  # put_batch takes this process's rows
 
 
 def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int | None = None) -> dict:

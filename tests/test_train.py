@@ -204,3 +204,40 @@ def test_auxiliary_classifiers_are_trained_with_weight_0_3():
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert float(jnp.abs(new.params["aux1"]["bias"] - state.params["aux1"]["bias"]).max()) > 1e-3
+
+
+def test_combine_adds_sums_and_keeps_the_first_nonfinite_step():
+    from cnn_jax.train import step as step_lib
+
+    a = {"loss": jnp.float32(1.5), "count": jnp.float32(4), "first_nonfinite": jnp.int32(7)}
+    b = {"loss": jnp.float32(2.0), "count": jnp.float32(8), "first_nonfinite": jnp.int32(step_lib.NO_STEP)}
+    assert step_lib.combine(None, b) is b
+    out = jax.device_get(step_lib.combine(a, b))
+    assert float(out["loss"]) == 3.5 and float(out["count"]) == 12.0
+    assert int(out["first_nonfinite"]) == 7
+    # a resumed run's pending sums come back from JSON as NumPy scalars
+    out = jax.device_get(step_lib.combine({k: np.asarray(v) for k, v in a.items()}, b))
+    assert float(out["loss"]) == 3.5 and int(out["first_nonfinite"]) == 7
+
+
+def test_multi_process_dispatch_waits_for_the_step_before_last():
+    from cnn_jax.train.loop import _pace
+
+    class Output:  # records when the loop waits for it
+        def __init__(self, name, log):
+            self.name, self.log = name, log
+
+        def block_until_ready(self):
+            self.log.append(self.name)
+            return self
+
+    log: list = []
+    steps = [Output(f"step{i}", log) for i in range(4)]
+    in_flight = None
+    for i, out in enumerate(steps):
+        in_flight = _pace(in_flight, out, True)
+        assert log == [f"step{j}" for j in range(i)]  # dispatching step i waited for i - 1
+    in_flight = None
+    for out in steps:  # one process: never waits
+        in_flight = _pace(in_flight, out, False)
+    assert in_flight is None and len(log) == 3
