@@ -82,12 +82,10 @@ def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int |
 
     spec = data.DATASETS.get(cfg.data.name)
     shape = tuple(shape or spec.shape)
-    num_classes = num_classes or spec.num_classes
+    num_classes = spec.num_classes if num_classes is None else num_classes
     if num_classes < 1:
         raise UserError(f"--num-classes must be positive, got {num_classes}")
-    batch_size = cfg.data.batch_size
-    if batch_size < 1:
-        raise UserError(f"the batch size must be positive, got {batch_size}")
+    batch_size = cfg.data.batch_size  # positive: config.resolve checked it
     runner, state, batch = setup(cfg, shape, num_classes, steps + warmup + 1)
 
     t = time.perf_counter()

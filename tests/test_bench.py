@@ -39,6 +39,7 @@ def test_bench_takes_configs_overrides_and_input_shapes(capsys):
     (["--batch-size", "0"], "data.batch_size"),
     (["--model", "lenett5"], "unknown model 'lenett5'"),
     (["--input-shape", "28,28"], "invalid --input-shape '28,28'"),
+    (["--num-classes", "0"], "--num-classes must be positive, got 0"),
 ])
 def test_bench_user_mistakes(capsys, extra, message):
     argv = ["bench", "--model", "lenet5", "--batch-size", "4", "--steps", "2", *extra]

@@ -124,7 +124,9 @@ def test_decoded_split_cache_equals_decoding_and_follows_the_files(data_dir, tmp
     from cnn_jax.data import registry
 
     d = str(tmp_path / "dd")
-    shutil.copytree(os.path.join(data_dir, "digits"), os.path.join(d, "digits"))
+    # without a cache another test's load may have left there: the first load must decode
+    shutil.copytree(os.path.join(data_dir, "digits"), os.path.join(d, "digits"),
+                    ignore=shutil.ignore_patterns(registry._CACHE_DIR))
     first = data.load("digits", "test", d)  # decodes and writes the cache
     caches = glob.glob(os.path.join(d, "**", registry._CACHE_DIR, "*.npz"), recursive=True)
     assert len(caches) == 1
