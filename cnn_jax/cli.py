@@ -108,23 +108,16 @@ def _setup_runtime(debug: bool) -> None:
         pass
 
 
-def _config_from_args(config_spec: str | None, overrides, *, model: str | None = None):
+def _config_from_args(config_spec, overrides, *, model=None):
     from cnn_jax import config as config_lib
 
-    cfg = config_lib.load_experiment(config_spec) if config_spec else config_lib.base_config()
-    if model is not None:
-        overrides = [("model.name", model), *overrides]
-    return config_lib.resolve(config_lib.apply_overrides(cfg, overrides))
+    return config_lib.from_args(config_spec, overrides, model=model)
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise UserError(f"invalid --input-shape {text!r}; write H,W,C with positive ints, e.g. 28,28,1")
-    return shape
+    from cnn_jax import config as config_lib
+
+    return config_lib.parse_shape(text)
 
 
 def cmd_train(args, overrides) -> int:

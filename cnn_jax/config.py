@@ -394,3 +394,23 @@ def _flat(d, prefix=""):
         else:
             out[prefix + k] = v
     return out
+
+
+def from_args(config_spec: str | None, overrides, *, model: str | None = None):
+    """The resolved config of a command line: the experiment file ``config_spec`` (or
+    :func:`base_config`), ``model`` as ``model.name`` and the ``--config.a.b=V`` overrides."""
+    cfg = load_experiment(config_spec) if config_spec else base_config()
+    if model is not None:
+        overrides = [("model.name", model), *overrides]
+    return resolve(apply_overrides(cfg, list(overrides)))
+
+
+def parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
+    """``"H,W,C"`` as a tuple of three positive ints (a one-line error otherwise)."""
+    try:
+        shape = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"invalid {flag} {text!r}; write H,W,C with positive ints, e.g. 28,28,1")
+    return shape
