@@ -1,0 +1,122 @@
+"""The results of a sweep directory: one row per trial (``results.csv``) and its curves.
+
+Reads each trial's status, ``summary.json``, ``analysis.json`` and ``metrics.jsonl`` through
+:mod:`cnn_jax.rundir`; imports neither JAX nor the training stack, so a report can be made
+where nothing can train. Also the one spelling of swept values and keys in tables and plots
+(:func:`label`, :func:`short`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from cnn_jax import rundir
+from cnn_jax.study import store
+
+TIMING_COLUMNS = ("train_seconds", "images_per_second")
+# The columns read from a finished trial, in the order of ``results.csv``; NaN otherwise.
+RESULT_COLUMNS = (
+    "test_accuracy",
+    "test_loss",
+    "test_top5",
+    "test_count",
+    "best_accuracy",
+    "best_step",
+    "train_loss",
+    "train_accuracy",
+    "shift_consistency",
+    "params",
+    "steps",
+    "epochs",
+    *TIMING_COLUMNS,
+)
+
+
+def label(v: Any) -> str:
+    """A swept value as tables, plots and ``results.csv`` write it (``None`` is ``-``)."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(label(x) for x in v) + ")"
+    return str(v)
+
+
+def short(key: str) -> str:
+    """A swept key's column title: its last part (``model.pool`` -> ``pool``), or the part
+    before ``.name`` (``model.name`` -> ``model``)."""
+    last = key.split(".")[-1]
+    return last if last != "name" else key.split(".")[0]
+
+
+def trial_dir(workdir: str, name: str) -> str:
+    return os.path.join(workdir, rundir.TRIALS, name)
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _measured(summary: dict, analysis: dict) -> dict[str, Any]:
+    """The :data:`RESULT_COLUMNS` of a finished trial."""
+    nan = math.nan
+    test, best = summary.get("test", {}), summary.get("best", {})
+    train = summary.get("train") or {}
+    return {
+        "test_accuracy": test.get("accuracy", nan),
+        "test_loss": test.get("loss", nan),
+        "test_top5": test.get("top5", nan),
+        "test_count": test.get("count", nan),
+        "best_accuracy": _num(best.get("accuracy")),
+        "best_step": _num(best.get("step")),
+        "train_loss": _num(train.get("loss")),
+        "train_accuracy": _num(train.get("accuracy")),
+        "shift_consistency": _num(analysis.get("shift_consistency")),
+        "params": summary.get("params", nan),
+        "steps": summary.get("steps", nan),
+        "epochs": summary.get("epochs", nan),
+        "train_seconds": _num(summary.get("train_seconds")),
+        "images_per_second": _num(summary.get("images_per_second")),
+    }
+
+
+def _row(workdir: str, trial: dict, keys: list[str]) -> dict:
+    d = trial_dir(workdir, trial["name"])
+    st = store.read_status(d)
+    row: dict[str, Any] = {"trial": trial["name"], "status": st["status"]}
+    for k in keys:
+        row[k] = label(trial["point"].get(k)) if k in trial["point"] else ""
+    row["seed"] = trial["seed"]
+    summary = rundir.read_summary(d) if st["status"] == "done" else None
+    if summary:
+        analysis = rundir.read_json(rundir.path(d, rundir.ANALYSIS)) or {}
+        row.update(_measured(summary, analysis))
+    else:
+        row.update(dict.fromkeys(RESULT_COLUMNS, math.nan))
+    err = st.get("error", "") if st["status"] in ("failed", "diverged") else ""
+    row["error"] = err.split("; the last good checkpoint")[0]
+    return row
+
+
+def collect(workdir: str):
+    """One row per trial of the sweep in ``workdir``, in sweep order (a ``DataFrame``)."""
+    import pandas as pd
+
+    rec = store.load_sweep(workdir)
+    keys = rec["study"]["keys"]
+    rows = [_row(workdir, t, keys) for t in rec["trials"]]
+    return pd.DataFrame(rows)
+
+
+def series(workdir: str, name: str) -> tuple[dict[int, float], dict[int, tuple[float, float]]]:
+    """Trial ``name``'s logged metrics: ``({step: test accuracy}, {step: (train accuracy,
+    train loss)})``, the train values averaged over the steps since the previous log."""
+    recs = rundir.read_metrics(trial_dir(workdir, name))
+    test = {r["step"]: r["accuracy"] for r in recs if r["split"] == "test"}
+    train = {r["step"]: (r["accuracy"], r["loss"]) for r in recs if r["split"] == "train"}
+    return test, train
