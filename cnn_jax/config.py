@@ -19,6 +19,12 @@ import ml_collections
 
 from cnn_jax.errors import UserError, suggest
 
+# ``train.on_nan``: what a non-finite (NaN/Inf) loss does.
+ON_NAN_STOP, ON_NAN_SKIP, ON_NAN_LOWER_LR = "stop", "skip", "lower_lr"
+ON_NAN = (ON_NAN_STOP, ON_NAN_SKIP, ON_NAN_LOWER_LR)
+# ``parallel.mode``: how the per-device step runs (see cnn_jax.train.parallel).
+PARALLEL_MODES = ("auto", "single", "pmap", "sharded")
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Every key the library reads, with defaults. Experiments change what they study."""
@@ -69,7 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
     # A non-finite (NaN/Inf) loss: "stop" (error naming the step, last good checkpoint
     # kept), "skip" (that step changes nothing) or "lower_lr" (back to the last good
     # checkpoint with the learning rate times nan_lr_factor, at most nan_max_retries times).
-    c.train.on_nan = "stop"
+    c.train.on_nan = ON_NAN_STOP
     c.train.nan_lr_factor = 0.1
     c.train.nan_max_retries = 3
 
@@ -173,24 +179,30 @@ def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return out
 
 
-# Model options that are dicts of kind-specific options (``--config.model.pool_options.alpha=0.3``).
-FREE_FORM = ("pool_options", "head_pool_options", "branch_pool_options")
+def _free_form(cfg, option: str) -> bool:
+    """Whether model option ``option`` is a dict of kind-specific options (e.g.
+    ``pool_options``), which takes new keys: read from the model's own declaration."""
+    from cnn_jax import models
+
+    name = cfg.model.get("name")
+    return name in models.MODELS and isinstance(models.options(name).get(option), dict)
 
 
-def set_key(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
-    """Applies one override ``key=text`` (``key`` dotted, relative to the config root)."""
+def _node_for(cfg: ml_collections.ConfigDict, key: str):
+    """The group holding dotted ``key`` (created for a model option the experiment's config
+    lacks but its model has, and for a new key of a free-form options dict); an unknown key
+    fails with a suggestion."""
     parts = key.split(".")
     node = cfg
     for i, p in enumerate(parts):
         here = ".".join(parts[: i + 1])
         if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-            # A model option not in the experiment's config: allowed if the model has it.
             if i == 1 and parts[0] == "model" and _model_has_option(cfg, p):
                 from cnn_jax import models
 
                 with node.unlocked():
                     node[p] = _to_config_value(models.options(cfg.model.name)[p])
-            elif (i == 2 == len(parts) - 1 and parts[0] == "model" and parts[1] in FREE_FORM
+            elif (i == 2 == len(parts) - 1 and parts[0] == "model" and _free_form(cfg, parts[1])
                   and isinstance(node, ml_collections.ConfigDict)):
                 pass  # a new key of a free-form options dict (checked by the pool kind)
             else:
@@ -199,21 +211,38 @@ def set_key(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
                 )
         if i < len(parts) - 1:
             node = node[p]
-    last = parts[-1]
-    value = parse_value(key, text, node[last] if last in node else None)
-    with node.unlocked() if hasattr(node, "unlocked") else _null():
-        try:
-            node[last] = value
-        except (TypeError, ValueError) as e:
-            raise UserError(f"invalid value for {key}: {text!r} ({e})") from None
+    return node, parts[-1]
 
 
-class _null:
-    def __enter__(self):
-        return self
+def set_key(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Applies one command-line override ``key=text`` (parsed to the type of the field)."""
+    node, last = _node_for(cfg, key)
+    _assign(node, key, last, parse_value(key, text, node[last] if last in node else None))
 
-    def __exit__(self, *a):
-        return False
+
+def set_value(cfg: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    """Sets dotted ``key`` to the Python ``value``: the one typed way to change a config
+    (sweeps use it; no text round trip). Unknown keys fail as on the command line; a model
+    option missing from the experiment's config is added when the model has it; a string
+    given for a numeric or boolean field is parsed as on the command line."""
+    node, last = _node_for(cfg, key)
+    if last in node and isinstance(value, str):
+        current = node[last]
+        if isinstance(current, (bool, int, float)) and current is not None:
+            value = parse_value(key, value, current)
+    _assign(node, key, last, value)
+
+
+def _assign(node, key: str, last: str, value: Any) -> None:
+    current = node[last] if last in node else None
+    if isinstance(current, ml_collections.ConfigDict):
+        raise UserError(f"config key {key!r} is a group; set one of its keys ({key}.NAME=...)")
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    with node.ignore_type():
+        node[last] = value
 
 
 def _model_has_option(cfg, key: str) -> bool:
@@ -288,7 +317,8 @@ def parse_override_args(args: list[str]) -> tuple[list[tuple[str, str]], list[st
 def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Fills in the model's default options and validates names and sizes."""
     from cnn_jax import data, losses, models, optim, pooling
-    from cnn_jax.layers import ACTIVATIONS, NORMS, compute_dtype
+    from cnn_jax.activations import ACTIVATIONS
+    from cnn_jax.layers import NORMS, compute_dtype
 
     cfg = copy.deepcopy(cfg)
     base = base_config()
@@ -321,8 +351,8 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     optim.OPTIMIZERS.get(cfg.optim.name)
     optim.SCHEDULES.get(cfg.optim.schedule)
     losses.LOSSES.get(cfg.train.loss)
-    _choice(cfg, "train.on_nan", ("stop", "skip", "lower_lr"))
-    _choice(cfg, "parallel.mode", ("auto", "single", "pmap", "sharded"))
+    _choice(cfg, "train.on_nan", ON_NAN)
+    _choice(cfg, "parallel.mode", PARALLEL_MODES)
     if not 0 < cfg.train.nan_lr_factor < 1:
         raise UserError(f"train.nan_lr_factor must be in (0, 1), got {cfg.train.nan_lr_factor}")
     for key in ("data.batch_size", "data.eval_batch_size", "train.eval_every_epochs",
@@ -340,7 +370,23 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise UserError(f"train.label_smoothing must be in [0, 1), got {cfg.train.label_smoothing}")
     if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
         raise UserError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
+    return _mark_resolved(cfg)
+
+
+def _mark_resolved(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    # The resolved config's own text, kept beside it (not a config field): a later change
+    # to the config makes :func:`resolved` resolve it again.
+    object.__setattr__(cfg, "_resolved_json", to_json(cfg))
     return cfg
+
+
+def resolved(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``cfg`` itself if it is the unchanged output of :func:`resolve` (or was read back with
+    ``from_json(..., resolved=True)``), else ``resolve(cfg)``: a config is resolved once and
+    handed down resolved."""
+    if getattr(cfg, "_resolved_json", None) == to_json(cfg):
+        return cfg
+    return resolve(cfg)
 
 
 def _choice(cfg, key, choices):
@@ -361,17 +407,20 @@ def to_json(cfg: ml_collections.ConfigDict) -> str:
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=list)
 
 
-def from_json(text: str) -> ml_collections.ConfigDict:
+def from_json(text: str, *, resolved: bool = False) -> ml_collections.ConfigDict:
+    """A config from :func:`to_json` text; ``resolved=True`` marks it as the output of
+    :func:`resolve` (for a config that was resolved before it was written)."""
     def fix(d):
         return {k: fix(v) if isinstance(v, dict) else (tuple(v) if isinstance(v, list) else v)
                 for k, v in d.items()}
 
-    return ml_collections.ConfigDict(fix(json.loads(text)))
+    cfg = ml_collections.ConfigDict(fix(json.loads(text)))
+    return _mark_resolved(cfg) if resolved else cfg
 
 
 def diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict, ignore=RESUME_SAFE_KEYS):
     """Dotted keys whose values differ between two configs, as ``[(key, a, b)]``."""
-    fa, fb = _flat(a.to_dict()), _flat(b.to_dict())
+    fa, fb = flatten(a), flatten(b)
     out = []
     for k in sorted(set(fa) | set(fb)):
         if k in ignore:
@@ -386,11 +435,13 @@ def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def _flat(d, prefix=""):
+def flatten(cfg, prefix: str = "") -> dict[str, Any]:
+    """``{dotted_key: value}`` of a config (or a nested dict), leaves only."""
+    d = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, prefix + k + "."))
+            out.update(flatten(v, prefix + k + "."))
         else:
             out[prefix + k] = v
     return out

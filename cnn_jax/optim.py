@@ -38,7 +38,7 @@ def _adam(lr, c):
     return optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps)
 
 
-@OPTIMIZERS.register("adamw")
+@OPTIMIZERS.register("adamw", decoupled_weight_decay=True)
 def _adamw(lr, c):
     return optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay)
 
@@ -90,7 +90,8 @@ def build(c, total_steps: int, steps_per_epoch: int) -> optax.GradientTransforma
     parts = []
     if c.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(c.grad_clip_norm))
-    if c.weight_decay > 0 and c.name != "adamw":
+    # Optimizers that decay weights themselves declare it; for the others it is an L2 term.
+    if c.weight_decay > 0 and not OPTIMIZERS.meta(c.name, "decoupled_weight_decay", False):
         parts.append(optax.add_decayed_weights(c.weight_decay))
     parts.append(make(lr, c))
     return optax.chain(*parts) if len(parts) > 1 else parts[0]

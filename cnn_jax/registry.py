@@ -7,7 +7,7 @@ registration, errors list the valid names, and tests iterate :meth:`Registry.nam
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cnn_jax.errors import UserError, suggest
 
@@ -20,20 +20,28 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str | None = None) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name`` (default: its ``__name__``)."""
+    def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` (default: its ``__name__``), with
+        optional metadata (``meta``) that code asks of an entry instead of testing its name."""
 
         def deco(obj: T) -> T:
-            self.add(name or obj.__name__, obj)  # type: ignore[attr-defined]
+            self.add(name or obj.__name__, obj, **meta)  # type: ignore[attr-defined]
             return obj
 
         return deco
 
-    def add(self, name: str, obj: T) -> None:
+    def add(self, name: str, obj: T, **meta: Any) -> None:
         if name in self._entries:
             raise ValueError(f"{self.kind} '{name}' is already registered")
         self._entries[name] = obj
+        self._meta[name] = dict(meta)
+
+    def meta(self, name: str, key: str, default: Any = None) -> Any:
+        """Metadata ``key`` of entry ``name`` (``default`` when it was not declared)."""
+        self.get(name)
+        return self._meta[name].get(key, default)
 
     def get(self, name: str) -> T:
         try:

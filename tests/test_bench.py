@@ -6,8 +6,9 @@ import types
 
 import pytest
 
-from cnn_jax import cli
-from cnn_jax.train import loop
+from cnn_jax import cli, runtime
+from cnn_jax.errors import UserError
+from cnn_jax.train import assemble
 
 FIELDS = {"images_per_second", "step_ms_median", "step_ms_p10", "step_ms_p90", "compile_s",
           "devices", "mode", "platform", "model", "batch_size", "input_shape", "steps"}
@@ -61,7 +62,7 @@ def no_jax(monkeypatch):
 
 
 def test_host_devices_one_per_core_for_training_commands(no_jax):
-    cli.host_device_flags(["--debug", "train", "--config", "x.py"])
+    runtime.host_device_flags(["--debug", "train", "--config", "x.py"])
     flags = os.environ["XLA_FLAGS"]
     assert "--xla_force_host_platform_device_count=3" in flags
     assert "--xla_cpu_collective_timeout_seconds=600" in flags
@@ -69,33 +70,33 @@ def test_host_devices_one_per_core_for_training_commands(no_jax):
 
 @pytest.mark.parametrize("argv", [["sweep", "e.py"], ["summary", "--model", "lenet5"], []])
 def test_host_devices_not_split_for_other_commands(no_jax, argv):
-    cli.host_device_flags(argv)
+    runtime.host_device_flags(argv)
     assert "XLA_FLAGS" not in os.environ
 
 
 def test_host_devices_from_the_environment(no_jax):
     no_jax.setenv("CNN_JAX_HOST_DEVICES", "2")
-    cli.host_device_flags(["sweep", "e.py"])
+    runtime.host_device_flags(["sweep", "e.py"])
     assert "--xla_force_host_platform_device_count=2" in os.environ["XLA_FLAGS"]
     no_jax.setenv("CNN_JAX_HOST_DEVICES", "1")
     no_jax.delenv("XLA_FLAGS")
-    cli.host_device_flags(["train"])
+    runtime.host_device_flags(["train"])
     assert "XLA_FLAGS" not in os.environ
     no_jax.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=5")
     no_jax.setenv("CNN_JAX_HOST_DEVICES", "2")
-    cli.host_device_flags(["train"])
+    runtime.host_device_flags(["train"])
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=5"
 
 
 def test_bad_host_device_count_is_a_user_error(no_jax):
     no_jax.setenv("CNN_JAX_HOST_DEVICES", "two")
-    with pytest.raises(cli.UserError, match="CNN_JAX_HOST_DEVICES must be a positive integer, got 'two'"):
-        cli.host_device_flags(["train"])
+    with pytest.raises(UserError, match="CNN_JAX_HOST_DEVICES must be a positive integer, got 'two'"):
+        runtime.host_device_flags(["train"])
 
 
 def _cpu_devices(monkeypatch, n):
     fake = [types.SimpleNamespace(platform="cpu", process_index=0) for _ in range(n)]
-    monkeypatch.setattr(loop.jax, "devices", lambda: fake)
+    monkeypatch.setattr(assemble.jax, "devices", lambda: fake)
 
 
 @pytest.mark.parametrize("name,shape,batch,mode", [
@@ -107,11 +108,11 @@ def test_auto_mode_on_cpu_host_devices_follows_the_step_size(monkeypatch, name, 
     from cnn_jax import models
 
     _cpu_devices(monkeypatch, 2)
-    assert loop.auto_mode(models.create(name, 10), shape, batch) == mode
+    assert assemble.auto_mode(models.create(name, 10), shape, batch) == mode
 
 
 def test_auto_mode_elsewhere_keeps_the_runner_rule(monkeypatch):
     from cnn_jax import models
 
     _cpu_devices(monkeypatch, 1)
-    assert loop.auto_mode(models.create("simple_cnn", 10), (32, 32, 3), 128) == "auto"
+    assert assemble.auto_mode(models.create("simple_cnn", 10), (32, 32, 3), 128) == "auto"

@@ -17,6 +17,7 @@ import pytest
 from cnn_jax import cli, train
 from cnn_jax import config as config_lib
 from cnn_jax.study import runner, store
+from cnn_jax import rundir
 from cnn_jax.train import writer as writer_lib
 
 EXPERIMENT = """
@@ -275,7 +276,7 @@ def _fit_cfg(data_dir, seed):
 
 
 def test_vmapped_seeds_equal_sequential_runs(tmp_path, data_dir):
-    from cnn_jax.study import seeds as seeds_lib
+    from cnn_jax.train import vmap as seeds_lib
 
     seeds = [0, 1, 2]
     ref = [
@@ -286,8 +287,11 @@ def test_vmapped_seeds_equal_sequential_runs(tmp_path, data_dir):
     )
     for s, r, o in zip(seeds, ref, outs):
         assert o["status"] == "done"
-        a = writer_lib.read_jsonl(str(tmp_path / f"fit{s}" / "metrics.jsonl"))
-        b = writer_lib.read_jsonl(str(tmp_path / f"vmap{s}" / "metrics.jsonl"))
+        # fit_seeds hands back what it trained, like fit
+        assert o["result"].summary is not None and o["result"].state.step.shape == ()
+        o = {"status": o["status"], "summary": o["result"].summary}
+        a = rundir.read_jsonl(str(tmp_path / f"fit{s}" / "metrics.jsonl"))
+        b = rundir.read_jsonl(str(tmp_path / f"vmap{s}" / "metrics.jsonl"))
         assert [(x["step"], x["split"]) for x in a] == [(x["step"], x["split"]) for x in b]
         for x, y in zip(a, b):
             for k in ("loss", "accuracy", "top5"):
@@ -301,12 +305,12 @@ def test_vmapped_seeds_equal_sequential_runs(tmp_path, data_dir):
             os.listdir(tmp_path / f"vmap{s}")
         )
     # the seeds really differ from each other (own init, data order, dropout)
-    accs = [o["summary"]["test"]["loss"] for o in outs]
+    accs = [o["result"].summary["test"]["loss"] for o in outs]
     assert len(set(accs)) == 3
     # a vmapped run resumes like any run: fit on its directory has nothing left to do
     again = train.fit(_fit_cfg(data_dir, 1), str(tmp_path / "vmap1"), progress=False)
     assert again["resumed_from"] == 6
-    assert again["test"]["loss"] == pytest.approx(outs[1]["summary"]["test"]["loss"], rel=1e-6)
+    assert again["test"]["loss"] == pytest.approx(outs[1]["result"].summary["test"]["loss"], rel=1e-6)
 
 
 def test_vmapped_sweep_writes_normal_trials(tmp_path, data_dir):

@@ -66,6 +66,7 @@ def cmd_status(args, overrides) -> int:
     import os
 
     from cnn_jax.errors import UserError
+    from cnn_jax import rundir
     from cnn_jax.study import store
 
     if overrides:
@@ -87,15 +88,14 @@ def cmd_status(args, overrides) -> int:
             continue
         extra = ""
         if s in ("running", "interrupted"):
-            path = os.path.join(d, "metrics.jsonl")
-            steps = [r["step"] for r in store.read_jsonl(path)]
+            steps = [r["step"] for r in rundir.read_metrics(d)]
             extra = f"(at step {max(steps)})" if steps else "(starting)"
             if s == "running":
                 extra += f" pid {st.get('pid')}"
         elif s in ("failed", "diverged"):
             extra = st.get("error", "")
         elif s == "done":
-            summary = store.read_json(os.path.join(d, "summary.json")) or {}
+            summary = rundir.read_summary(d) or {}
             acc = (summary.get("test") or {}).get("accuracy")
             extra = f"test accuracy {acc:.4f}" if acc is not None else ""
         print(f"  {s:<11} {name}  {extra}".rstrip())

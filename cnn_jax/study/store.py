@@ -27,13 +27,16 @@ from typing import Any
 import ml_collections
 
 from cnn_jax import config as config_lib
+from cnn_jax import rundir
 from cnn_jax.errors import UserError
+from cnn_jax.rundir import read_json, write_json
 from cnn_jax.study.sweep import Study
 
-SWEEP_FILE = "sweep.json"
-STATUS_FILE = "status.json"
-ANALYSIS_FILE = "analysis.json"
-TRIALS_DIR = "trials"
+# File names of a sweep directory (defined in cnn_jax.rundir).
+SWEEP_FILE = rundir.SWEEP
+STATUS_FILE = rundir.STATUS
+ANALYSIS_FILE = rundir.ANALYSIS
+TRIALS_DIR = rundir.TRIALS
 STATUSES = ("queued", "running", "done", "failed", "diverged")
 FINISHED = ("done", "diverged")  # failed trials are retried by the next sweep
 HASH_IGNORE = ("data.data_dir",)  # where the data lives does not change a result
@@ -74,55 +77,6 @@ def _jsonable(v):
 # ----------------------------------------------------------------------------- configs
 
 
-def _text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (list, tuple)):
-        return repr(tuple(v))
-    return repr(v)
-
-
-def set_value(cfg: ml_collections.ConfigDict, key: str, value: Any) -> None:
-    """Sets dotted ``key`` to the Python ``value`` (typed, unlike a command-line override).
-
-    Unknown keys fail as on the command line (with a suggestion); a model option missing
-    from the experiment's config is added when the model has it. A string given for a
-    numeric or boolean field is parsed as on the command line.
-    """
-    parts = key.split(".")
-    node = cfg
-    for p in parts[:-1]:
-        if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-            break
-        node = node[p]
-    else:
-        if isinstance(node, ml_collections.ConfigDict) and parts[-1] in node:
-            _assign(node, key, parts[-1], value)
-            return
-    # Unknown here: let the command-line path add a model option or report the mistake.
-    config_lib.set_key(cfg, key, _text(value))
-    node = cfg
-    for p in parts[:-1]:
-        node = node[p]
-    _assign(node, key, parts[-1], value)
-
-
-def _assign(node, key, last, value):
-    current = node[last]
-    if isinstance(current, ml_collections.ConfigDict):
-        raise UserError(f"config key {key!r} is a group; sweep one of its keys ({key}.NAME)")
-    if isinstance(value, str) and isinstance(current, (bool, int, float)) and current is not None:
-        value = config_lib.parse_value(key, value, current)
-    if isinstance(value, list):
-        value = tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    with node.ignore_type():
-        node[last] = value
-
-
 def trial_config(
     base: ml_collections.ConfigDict, point: dict, seed: int
 ) -> ml_collections.ConfigDict:
@@ -136,14 +90,14 @@ def trial_config(
         cfg = copy.deepcopy(cfg)
     for k, v in point.items():
         if k != "model.name":
-            set_value(cfg, k, v)
+            config_lib.set_value(cfg, k, v)
     cfg.seed = int(seed)
     return config_lib.resolve(cfg)
 
 
 def config_hash(cfg: ml_collections.ConfigDict, *, without: tuple[str, ...] = ()) -> str:
     """SHA-256 (hex) of the resolved config, ignoring :data:`HASH_IGNORE` and ``without``."""
-    flat = config_lib._flat(json.loads(config_lib.to_json(cfg)))
+    flat = config_lib.flatten(json.loads(config_lib.to_json(cfg)))
     for k in (*HASH_IGNORE, *without):
         flat.pop(k, None)
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
@@ -206,47 +160,6 @@ def plan(study: Study, base: ml_collections.ConfigDict) -> list[Trial]:
 # ----------------------------------------------------------------------------- files
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Atomic write (temporary file and rename), so a kill never leaves half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_default)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _default(o):
-    if isinstance(o, tuple):
-        return list(o)
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(type(o).__name__)
-
-
-def read_json(path: str) -> Any | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (a torn last line from a kill is skipped), without
-    importing the training stack."""
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except FileNotFoundError:
-        pass
-    return out
-
-
 def write_status(trial_dir: str, status: str, **extra: Any) -> None:
     assert status in STATUSES, status
     os.makedirs(trial_dir, exist_ok=True)
@@ -262,7 +175,7 @@ def read_status(trial_dir: str) -> dict:
     st = read_json(os.path.join(trial_dir, STATUS_FILE))
     if st is None:
         return {"status": "missing"}
-    if st.get("status") == "done" and not os.path.exists(os.path.join(trial_dir, "summary.json")):
+    if st.get("status") == "done" and not rundir.is_finished(trial_dir):
         return {**st, "status": "interrupted"}
     if st.get("status") == "running" and not _alive(st.get("pid"), st.get("host")):
         return {**st, "status": "interrupted"}
@@ -281,8 +194,7 @@ def _alive(pid, host) -> bool:
     return True
 
 
-def is_sweep(workdir: str) -> bool:
-    return os.path.isfile(os.path.join(workdir, SWEEP_FILE))
+is_sweep = rundir.is_sweep
 
 
 def load_sweep(workdir: str) -> dict:
@@ -295,7 +207,7 @@ def load_sweep(workdir: str) -> dict:
     if rec is None:
         hint = (
             " (it is a single run: use `cnn-jax evaluate` or `cnn-jax viz`)"
-            if os.path.exists(os.path.join(workdir, "config.json"))
+            if rundir.is_run(workdir)
             else ""
         )
         raise UserError(

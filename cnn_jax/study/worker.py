@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+from cnn_jax import rundir
 from cnn_jax.study import store
 
 Emit = Callable[[dict], None]
@@ -27,20 +28,21 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
-def _analysis(task: dict, model, test, state) -> dict:
-    """Post-training measures of one trial (``analysis.json``)."""
+def _analysis(task: dict, result) -> dict:
+    """Post-training measures of one trial (``analysis.json``) from what it trained."""
     out: dict = {}
     if task.get("shift", 0) > 0:
         from cnn_jax.viz import shift
 
+        model = result.setup.model
         fn = task.setdefault("_predictors", {}).get(id(model))
         if fn is None:
             fn = shift.predictor(model)
             task["_predictors"][id(model)] = fn
-        v = shift.variables_of(state)
+        v = shift.variables_of(result.state)
         out["shift_consistency"] = shift.shift_consistency(
             lambda x: fn(v, x),
-            test,
+            result.setup.test,
             max_shift=task["shift"],
             seed=task.get("shift_seed", 0),
         )
@@ -53,15 +55,15 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, t0: float) -> No
     d = trial["dir"]
     status = outcome["status"]
     if status == "done":
-        analysis = _analysis(task, outcome["model"], outcome["test"], outcome["state"])
-        store.write_json(os.path.join(d, store.ANALYSIS_FILE), analysis)
+        result = outcome["result"]
+        analysis = _analysis(task, result)
+        rundir.write_json(os.path.join(d, rundir.ANALYSIS), analysis)
         store.write_status(d, "done")
-        s = outcome["summary"]
         emit(
             {
                 "event": "done",
                 "name": trial["name"],
-                "accuracy": s["test"]["accuracy"],
+                "accuracy": result.summary["test"]["accuracy"],
                 "shift_consistency": analysis.get("shift_consistency"),
                 "seconds": time.time() - t0,
             }
@@ -76,20 +78,12 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, t0: float) -> No
         emit({"event": "failed", "name": trial["name"], "error": outcome["error"]})
 
 
-def _restore_final(cfg, d):
-    """Model, test split and final state of a finished run directory."""
+def _restored(d: str):
+    """What a finished run directory trained (its status was not written: killed in between)."""
     from cnn_jax.train import loop
-    from cnn_jax.train.checkpoint import Checkpoints
 
-    s = loop.build(cfg, with_train=False)
-    ckpt = Checkpoints(
-        os.path.join(d, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best, read_only=True
-    )
-    try:
-        state, _, _ = ckpt.restore(s.state, "latest")
-    finally:
-        ckpt.close()
-    return s.model, s.test, state
+    r = loop.restore(d, "latest")
+    return loop.FitResult(rundir.read_summary(d), r.state, r.setup)
 
 
 def _fit_single(cfg, d) -> dict:
@@ -98,30 +92,29 @@ def _fit_single(cfg, d) -> dict:
     from cnn_jax.errors import Diverged
 
     try:
-        summary = train.fit(cfg, d, progress=False)
+        result = train.fit(cfg, d, progress=False)
     except Diverged as e:
         return {"status": "diverged", "error": str(e), "step": e.step, "loss": e.loss}
     # Until fit detects divergence itself: a non-finite final loss is a divergence.
     for split in ("train", "test"):
-        loss = (summary.get(split) or {}).get("loss")
+        loss = (result.summary.get(split) or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             return {
                 "status": "diverged",
-                "step": summary["steps"],
+                "step": result.summary["steps"],
                 "loss": loss,
                 "error": f"training diverged: final {split} loss is {loss}",
             }
-    model, test, state = _restore_final(cfg, d)
-    return {"status": "done", "summary": summary, "model": model, "test": test, "state": state}
+    return {"status": "done", "result": result}
 
 
 def _use_vmap(task: dict, cfg) -> bool:
     mode = task.get("vmap", "off")
     if mode == "off":
         return False
-    from cnn_jax.study import seeds
+    from cnn_jax.train import vmap
 
-    if not seeds.supported(cfg):
+    if not vmap.supported(cfg):
         return False
     if mode == "auto":
         import jax
@@ -133,7 +126,7 @@ def _use_vmap(task: dict, cfg) -> bool:
 def run_task(task: dict, emit: Emit) -> bool:
     """Runs ``task = {"trials": [{"name", "dir", "config"}], "vmap": "on"|"off"|"auto",
     "shift": int}``: the trials (seeds of one config) one after another through
-    ``cnn_jax.train.fit``, or together through :func:`cnn_jax.study.seeds.fit_seeds`.
+    ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
 
     Emits ``{"event": "running"|"done"|"failed"|"diverged"|"interrupted", "name": ...}``
     per trial. Never raises for a failing trial: the error goes to its status file and
@@ -152,31 +145,17 @@ def run_task(task: dict, emit: Emit) -> bool:
         emit({"event": "running", "name": t["name"]})
 
     try:
-        cfgs = [config_lib.from_json(t["config"]) for t in trials]
+        # The store resolved every trial's config: it is handed down as is.
+        cfgs = [config_lib.from_json(t["config"], resolved=True) for t in trials]
         # A finished run whose status was not yet written (killed in between): analyse only.
-        finished = [t for t in trials if os.path.exists(os.path.join(t["dir"], "summary.json"))]
-        for t, cfg in zip(trials, cfgs):
-            if t in finished:
+        for t in trials:
+            if rundir.is_finished(t["dir"]):
                 running(t)
-                model, test, state = _restore_final(config_lib.resolve(cfg), t["dir"])
-                summary = store.read_json(os.path.join(t["dir"], "summary.json"))
-                _finish(
-                    task,
-                    t,
-                    {
-                        "status": "done",
-                        "summary": summary,
-                        "model": model,
-                        "test": test,
-                        "state": state,
-                    },
-                    emit,
-                    t0,
-                )
+                _finish(task, t, {"status": "done", "result": _restored(t["dir"])}, emit, t0)
                 pending.pop(t["name"])
         rest = [(t, c) for t, c in zip(trials, cfgs) if t["name"] in pending]
-        if len(rest) > 1 and _use_vmap(task, config_lib.resolve(rest[0][1])):
-            from cnn_jax.study.seeds import fit_seeds
+        if len(rest) > 1 and _use_vmap(task, rest[0][1]):
+            from cnn_jax.train.vmap import fit_seeds
 
             def on_done(i, outcome):
                 t = rest[i][0]

@@ -1,17 +1,38 @@
-"""Training: state, pure steps, checkpoints and the ``fit``/``evaluate`` loop."""
+"""Training: state, pure steps, assembly, checkpoints and the one training loop.
 
-from cnn_jax.train.loop import build, evaluate, fit
-from cnn_jax.train.state import TrainState
-from cnn_jax.train.state import create as create_train_state
-from cnn_jax.train.step import eval_step, summarize, train_step
+``fit`` (and its vmapped-seeds mode, :func:`cnn_jax.train.vmap.fit_seeds`), ``evaluate``
+and ``restore``; ``build`` assembles a run from a resolved config. Submodules load on
+first use, so ``import cnn_jax.train`` does not import JAX (``cnn_jax.rundir`` reads run
+directories without it).
+"""
 
-__all__ = [
-    "TrainState",
-    "build",
-    "create_train_state",
-    "eval_step",
-    "evaluate",
-    "fit",
-    "summarize",
-    "train_step",
-]
+import importlib
+
+_EXPORTS = {
+    "FitResult": ("cnn_jax.train.loop", "FitResult"),
+    "Restored": ("cnn_jax.train.loop", "Restored"),
+    "fit": ("cnn_jax.train.loop", "fit"),
+    "evaluate": ("cnn_jax.train.loop", "evaluate"),
+    "restore": ("cnn_jax.train.loop", "restore"),
+    "build": ("cnn_jax.train.assemble", "build"),
+    "Setup": ("cnn_jax.train.assemble", "Setup"),
+    "fit_seeds": ("cnn_jax.train.vmap", "fit_seeds"),
+    "TrainState": ("cnn_jax.train.state", "TrainState"),
+    "create_train_state": ("cnn_jax.train.state", "create"),
+    "eval_step": ("cnn_jax.train.step", "eval_step"),
+    "summarize": ("cnn_jax.train.step", "summarize"),
+    "train_step": ("cnn_jax.train.step", "train_step"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'cnn_jax.train' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -17,120 +17,45 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import json
 import os
-import signal
-import sys
-import threading
 import time
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
-import optax
 
 from cnn_jax import config as config_lib
-from cnn_jax import data, losses, models, optim
+from cnn_jax import data, rundir
 from cnn_jax.errors import Diverged, Preempted, UserError
+from cnn_jax.train import periodic
 from cnn_jax.train import state as state_lib
 from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
+from cnn_jax.train.assemble import Setup, build, eval_batch_size, make_runner, num_params
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.parallel import Runner
-from cnn_jax.train.writer import MetricWriter, read_jsonl
+from cnn_jax.train.progress import Progress, Signals
+from cnn_jax.train.writer import MetricWriter
 
 
 @dataclasses.dataclass
-class Setup:
-    """Everything built from a resolved config."""
+class FitResult:
+    """What :func:`fit` trained: the summary (also ``summary.json``), the final train state
+    (on the host) and the :class:`~cnn_jax.train.assemble.Setup` it was built from (model,
+    splits, loss functions), so no caller has to rebuild or re-restore it.
 
-    cfg: ml_collections.ConfigDict
-    model: Any
-    train: data.Split | None
-    test: data.Split
+    ``result["test"]`` reads the summary (``result.summary["test"]``)."""
+
+    summary: dict
     state: state_lib.TrainState
-    loss_fn: Any
-    eval_loss_fn: Any
-    steps_per_epoch: int
-    total_steps: int
+    setup: Setup
 
+    def __getitem__(self, key: str) -> Any:
+        return self.summary[key]
 
-def model_options(cfg: ml_collections.ConfigDict) -> dict:
-    opts = cfg.model.to_dict()
-    opts.pop("name")
-    return opts
-
-
-def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
-    """Loads the data, creates the model, optimizer and initial state for ``cfg``."""
-    data_dir = cfg.data.data_dir or data.default_data_dir()
-    spec = data.DATASETS.get(cfg.data.name)
-    test = data.load(cfg.data.name, cfg.data.test_split, data_dir)
-    train = data.load(cfg.data.name, cfg.data.train_split, data_dir) if with_train else None
-    n_train = len(train) if train is not None else cfg.data.batch_size
-    if with_train and cfg.data.batch_size > n_train:
-        raise UserError(
-            f"data.batch_size {cfg.data.batch_size} is larger than the training split of "
-            f"{cfg.data.name!r} ({n_train} examples); choose at most {n_train}"
-        )
-    spe = max(n_train // cfg.data.batch_size, 1)
-    total = cfg.train.steps or cfg.train.epochs * spe
-    model, state, loss_fn, eval_loss_fn = training_parts(cfg, spec.shape, spec.num_classes, total, spe)
-    return Setup(cfg, model, train, test, state, loss_fn, eval_loss_fn, spe, total)
-
-
-def training_parts(cfg: ml_collections.ConfigDict, shape, num_classes: int, total: int, spe: int):
-    """``(model, state, loss_fn, eval_loss_fn)`` for ``cfg`` on inputs of ``shape`` without
-    touching data (``build`` and ``cnn-jax bench``)."""
-    model = models.create(cfg.model.name, num_classes, **model_options(cfg))
-    tx = optim.build(cfg.optim, total, spe)
-    if cfg.train.on_nan == "lower_lr":
-        # A learning-rate multiplier that lives in (and is checkpointed with) opt_state.
-        tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
-    state = state_lib.create(
-        model, tx, shape, cfg.seed,
-        dynamic_loss_scale=cfg.model.get("dtype") == "float16",
-    )
-    loss = losses.LOSSES.get(cfg.train.loss)
-    loss_fn = functools.partial(loss, num_classes=num_classes, label_smoothing=cfg.train.label_smoothing)
-    eval_loss_fn = functools.partial(loss, num_classes=num_classes)
-    return model, state, loss_fn, eval_loss_fn
-
-
-# ``parallel.mode=auto`` on CPU host devices shards the batch only when each device gets at
-# least this many multiply-adds per step (forward): measured on 2 cores at batch 128,
-# sharding over 2 host devices made the seeds' CIFAR net (290 M per device) 1.4-1.6x
-# faster and LeNet-5 (27 M per device) 0.85x as fast (benchmarks/RESULTS.md).
-AUTO_SHARD_MIN_MACS = 100_000_000
-
-
-def auto_mode(model, shape, batch_size: int) -> str:
-    """``parallel.mode=auto``: ``single`` or ``sharded`` over several CPU host devices (one
-    process) by the size of the step; elsewhere the Runner's rule (sharded over >1 device)."""
-    devices = jax.devices()
-    if len(devices) < 2 or jax.process_count() > 1 or any(d.platform != "cpu" for d in devices):
-        return "auto"
-    if batch_size % len(devices):
-        return "single"
-    from cnn_jax import summary
-
-    macs = summary.summarize(model, tuple(shape)).total_macs * batch_size // len(devices)
-    return "sharded" if macs >= AUTO_SHARD_MIN_MACS else "single"
-
-
-def make_runner(cfg: ml_collections.ConfigDict, loss_fn, eval_loss_fn, model=None, shape=None) -> Runner:
-    """The step runner ``fit`` uses for ``cfg`` (``model`` and input ``shape`` let
-    ``parallel.mode=auto`` choose by the size of the step, see :func:`auto_mode`)."""
-    mode = cfg.parallel.mode
-    if mode == "auto" and model is not None:
-        mode = auto_mode(model, shape, cfg.data.batch_size)
-    return Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=cfg.train.on_nan == "skip")
-
-
-def num_params(params) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+    @property
+    def model(self):
+        return self.setup.model
 
 
 def run_eval(state, split: data.Split, batch_size: int, runner: Runner) -> dict:
@@ -160,62 +85,6 @@ def _pace(in_flight, new, bounded: bool):
     return new
 
 
-class _Signals:
-    """SIGTERM/SIGINT set a flag that the loop checks after every step (a second signal
-    falls through to the default behaviour)."""
-
-    def __init__(self):
-        self.received: str | None = None
-        self._old: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-
-class _Progress:
-    """A tqdm bar on a terminal; evaluation lines always (unless quiet)."""
-
-    def __init__(self, total: int, initial: int, spe: int, batch_size: int, mode: bool | None):
-        self.quiet = mode is False
-        show_bar = (sys.stderr.isatty() if mode is None else mode) and not self.quiet
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
-            total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not show_bar,
-            leave=False, file=sys.stderr,
-        )
-        self.spe, self.batch_size = spe, batch_size
-
-    def update(self, step: int, metrics: dict | None, ips: float | None) -> None:
-        self.bar.update(1)
-        if metrics is not None:
-            self.bar.set_description(f"epoch {(step - 1) // self.spe + 1}")
-            self.bar.set_postfix(
-                loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.4f}",
-                img_s=f"{ips:.0f}" if ips else "-", refresh=False,
-            )
-
-    def line(self, text: str) -> None:
-        if not self.quiet:
-            self.bar.write(text, file=sys.stdout)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def fit(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -223,11 +92,12 @@ def fit(
     progress: bool | None = None,
     allow_config_change: bool = False,
     overwrite: bool = False,
-) -> dict:
+) -> FitResult:
     """Trains ``config`` into ``workdir`` (resuming if it holds checkpoints).
 
     Args:
-      config: an experiment config (see :func:`cnn_jax.config.base_config`).
+      config: an experiment config (see :func:`cnn_jax.config.base_config`); resolved here
+        unless it already is (:func:`cnn_jax.config.resolve` output is handed down as is).
       workdir: run directory.
       progress: ``True``/``False`` force the progress bar on/off (``False`` is quiet: no
         per-epoch lines either); ``None`` shows it on a terminal only.
@@ -235,9 +105,10 @@ def fit(
       overwrite: delete the workdir's previous run and start afresh.
 
     Returns:
-      The final metrics: ``test`` (loss, accuracy, top5, count), ``best`` (accuracy and
-      step), ``train`` (last logged), ``steps``, ``params``, ``train_seconds``,
-      ``images_per_second``, ``resumed_from``, ``nonfinite_steps``.
+      A :class:`FitResult`: ``summary`` (``test`` loss/accuracy/top5/count, ``best``
+      accuracy and step, ``train`` (last logged), ``steps``, ``params``, ``train_seconds``,
+      ``images_per_second``, ``resumed_from``, ``nonfinite_steps``), the final ``state``
+      and the ``setup``.
 
     Raises:
       UserError: a mistake in the config, data or workdir (nothing is written).
@@ -245,17 +116,16 @@ def fit(
         ``"lower_lr"``); the last good checkpoint is kept.
       Preempted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
     """
-    cfg = config_lib.resolve(config)
+    cfg = config_lib.resolved(config)
     workdir_lib.check(cfg, workdir, allow_config_change, overwrite)
     s = build(cfg)  # every user mistake in data, model or shapes surfaces before writing
-    runner = make_runner(cfg, s.loss_fn, s.eval_loss_fn, s.model, s.test.spec.shape)
+    runner = make_runner(cfg, s.loss_fn, s.eval_loss_fn, s.model, s.input_shape)
     runner.check_batch_size(cfg.data.batch_size)
-    eval_batch = -(-cfg.data.eval_batch_size // runner.num_devices) * runner.num_devices
     primary = jax.process_index() == 0
     workdir_lib.create(workdir)
     # One writer per workdir; in a multi-host run process 0 holds the lock for all.
     lock = workdir_lib.WorkdirLock(workdir) if primary else contextlib.nullcontext()
-    with lock, _Signals() as signals:
+    with lock, Signals() as signals:
         if overwrite and primary:
             workdir_lib.clear(workdir)
         elif primary and lock.stale_owner and progress is not False:
@@ -263,30 +133,38 @@ def fit(
                   flush=True)
         if primary:
             workdir_lib.write_config(cfg, workdir)
-        return _train(cfg, s, runner, workdir, eval_batch, progress, signals, primary)
+        return _train(cfg, s, runner, workdir, progress, signals, primary)
 
 
-def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progress, signals, primary):
-    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_latest, cfg.train.keep_best)
+def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, primary) -> FitResult:
+    eval_batch = eval_batch_size(cfg, runner)
+    ckpt = Checkpoints(os.path.join(workdir, rundir.CHECKPOINTS), cfg.train.keep_latest, cfg.train.keep_best)
     host_state = s.state
     start, data_state = 0, {}
     if ckpt.latest_step() is not None:
         host_state, data_state, start = ckpt.restore(host_state, "latest", sharding=runner.state_sharding())
         if start and progress is not False and primary:
-            print(
-                f"resuming from step {start} (epoch {start / s.steps_per_epoch:.2f}) of "
-                f"{os.path.join(workdir, 'checkpoints')}",
-                flush=True,
-            )
+            if start >= s.total_steps and rundir.is_finished(workdir):
+                print(
+                    f"already finished at step {start} ({start / s.steps_per_epoch:g} epochs) in "
+                    f"{workdir}; to train longer, raise train.epochs or train.steps and pass "
+                    "--allow-config-change",
+                    flush=True,
+                )
+            else:
+                print(
+                    f"resuming from step {start} (epoch {start / s.steps_per_epoch:.2f}) of "
+                    f"{os.path.join(workdir, rundir.CHECKPOINTS)}",
+                    flush=True,
+                )
     writer = MetricWriter(workdir, resume_step=start, enabled=primary)
-    bar = _Progress(s.total_steps, start, s.steps_per_epoch, cfg.data.batch_size,
-                    progress if primary else False)
-    eval_every = cfg.train.eval_every_epochs * s.steps_per_epoch
-    log_every = cfg.train.log_every_steps
-    ckpt_every = cfg.train.checkpoint_every_steps
+    bar = Progress(s.total_steps, start, s.steps_per_epoch, cfg.data.batch_size,
+                   progress if primary else False)
+    when = periodic.Schedule.of(cfg, s.steps_per_epoch, s.total_steps)
+    on_nan = cfg.train.on_nan
     retries = 0
     nonfinite_total = 0
-    if cfg.train.on_nan == "lower_lr" and start == 0:
+    if on_nan == config_lib.ON_NAN_LOWER_LR and start == 0:
         ckpt.save(0, host_state, {"iterator": None, "pending": None})  # the last good state
     t_start = time.perf_counter()
     first_step_at = None
@@ -300,7 +178,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
             batches = runner.prefetch(it, cfg.data.prefetch)
             # Train metrics are summed between log points; the pending sums are
             # checkpointed so that a resumed run logs exactly what an uninterrupted one does.
-            acc = _from_json_sums(data_state.get("pending"))
+            acc = periodic.pending_from_json(data_state.get("pending"))
             last_train, test_metrics = {}, None
             t_first, steps_timed = None, 0
             in_flight = None  # see _pace
@@ -318,27 +196,26 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
                         first_step_at = first_step_at or time.time()
                     else:
                         steps_timed += 1
-                    is_eval = step % eval_every == 0 or step == s.total_steps
-                    is_ckpt = is_eval or (ckpt_every and step % ckpt_every == 0) or signals.received
+                    preempted = bool(signals.received)
                     logged = ips = None
-                    if step % log_every == 0 or is_eval or is_ckpt:
+                    if when.needs_host(step, preempted):
                         host_acc = jax.device_get(acc)
                         if int(host_acc["first_nonfinite"]) != step_lib.NO_STEP:
-                            if cfg.train.on_nan != "skip":
+                            if on_nan != config_lib.ON_NAN_SKIP:
                                 diverged_at = int(host_acc["first_nonfinite"])
                                 break
-                        if step % log_every == 0 or is_eval:
+                        if when.is_log(step):
                             logged = step_lib.summarize(host_acc)
                             nonfinite_total += int(host_acc["nonfinite"])
-                            elapsed = time.perf_counter() - t_first
-                            ips = steps_timed * cfg.data.batch_size / elapsed if elapsed > 0 and steps_timed else None
+                            ips = periodic.images_per_second(
+                                steps_timed, cfg.data.batch_size, t_first, time.perf_counter())
                             record = {k: v for k, v in logged.items() if k != "count"}
-                            if cfg.train.on_nan == "skip":
+                            if on_nan == config_lib.ON_NAN_SKIP:
                                 record["skipped_steps"] = int(host_acc["nonfinite"])
                             writer.write(step, "train", record)
                             last_train, acc = logged, None
                     bar.update(step, logged, ips)
-                    if is_eval:
+                    if when.is_eval(step):
                         test_metrics = run_eval(state, s.test, eval_batch, runner)
                         writer.write(step, "test", test_metrics)
                         bar.line(
@@ -347,10 +224,10 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
                             f"{test_metrics['loss']:.4f} acc {test_metrics['accuracy']:.4f} "
                             f"({test_metrics['count']} images)"
                         )
-                    if is_ckpt:
-                        metrics = {"accuracy": test_metrics["accuracy"]} if is_eval else None
+                    if when.is_checkpoint(step, preempted):
+                        metrics = {"accuracy": test_metrics["accuracy"]} if when.is_eval(step) else None
                         ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)
-                    if signals.received:
+                    if preempted:
                         ckpt.wait()
                         raise Preempted(step, signals.received)
             finally:
@@ -359,7 +236,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
                 break
             # A non-finite loss: stop, or go back to the last good checkpoint with a lower lr.
             ckpt.wait()
-            if cfg.train.on_nan == "stop" or retries >= cfg.train.nan_max_retries:
+            if on_nan == config_lib.ON_NAN_STOP or retries >= cfg.train.nan_max_retries:
                 good = ckpt.latest_step()
                 raise Diverged(
                     diverged_at, float("nan"),
@@ -385,27 +262,23 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, eval_batch: int, progres
     train_seconds = time.perf_counter() - t_start
     if test_metrics is None:  # nothing left to train: evaluate the restored state
         test_metrics = run_eval(state, s.test, eval_batch, runner)
-    history = [r for r in _read_metrics(workdir) if r["split"] == "test"]
-    best = max(history, key=lambda r: r["accuracy"]) if history else {"accuracy": None, "step": None}
-    ips = steps_timed * cfg.data.batch_size / (time.perf_counter() - t_first) if t_first and steps_timed else None
-    summary = {
-        "test": test_metrics,
-        "best": {"accuracy": best["accuracy"], "step": best["step"]},
-        "train": last_train,
-        "steps": int(s.total_steps),
-        "epochs": s.total_steps / s.steps_per_epoch,
-        "params": num_params(s.state.params),
-        "train_seconds": train_seconds,
-        "images_per_second": ips,
-        "first_step_at": first_step_at,  # Unix time the first step of this run finished
-        "resumed_from": start,
-        "nonfinite_steps": nonfinite_total,
-        "parallel": {"mode": runner.mode, "devices": runner.num_devices},
-    }
-    if primary:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    return summary
+    summary = periodic.summary(
+        workdir,
+        test=test_metrics,
+        train=last_train,
+        steps=s.total_steps,
+        steps_per_epoch=s.steps_per_epoch,
+        params=num_params(s.state.params),
+        train_seconds=train_seconds,
+        images_per_second=periodic.images_per_second(
+            steps_timed, cfg.data.batch_size, t_first, time.perf_counter()),
+        first_step_at=first_step_at,
+        resumed_from=start,
+        nonfinite_steps=nonfinite_total,
+        parallel={"mode": runner.mode, "devices": runner.num_devices},
+        write=primary,
+    )
+    return FitResult(summary, runner.get_state(state), s)
 
 
 def _scale_lr(state, factor: float):
@@ -424,46 +297,54 @@ def _scale_lr(state, factor: float):
 def _data_state(it_state: dict, pending) -> dict:
     """What a checkpoint stores besides the train state: the grain iterator position after
     the last consumed batch and the train-metric sums since the last log point."""
-    sums = None if pending is None else {k: float(v) for k, v in jax.device_get(pending).items()}
-    return {"iterator": it_state, "pending": sums}
-
-
-def _from_json_sums(sums: dict | None):
-    if sums is None:
-        return None
-    return {k: np.int32(v) if k.startswith("first_") else np.float32(v) for k, v in sums.items()}
-
-
-def _read_metrics(workdir: str) -> list[dict]:
-    return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    return {"iterator": it_state, "pending": periodic.pending_to_json(pending)}
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
+    """The resolved config saved in run directory ``workdir``."""
+    path = os.path.join(workdir, rundir.CONFIG)
     if not os.path.exists(path):
-        raise UserError(f"{workdir!r} is not a run directory (no config.json)")
+        raise UserError(f"{workdir!r} is not a run directory (no {rundir.CONFIG})")
     with open(path) as f:
         return config_lib.resolve(config_lib.from_json(f.read()))
+
+
+@dataclasses.dataclass
+class Restored:
+    """A run directory brought back: its config, setup (test split, model), the restored
+    train state (on the host) and the step it was saved at."""
+
+    cfg: ml_collections.ConfigDict
+    setup: Setup
+    state: state_lib.TrainState
+    step: int
+
+
+def restore(workdir: str, checkpoint: str | int = "latest") -> Restored:
+    """The one way back into a run directory: restores checkpoint ``latest``, ``best`` or a
+    step of ``workdir`` (its model and test split built from its saved config)."""
+    cfg = load_run_config(workdir)
+    s = build(cfg, with_train=False)
+    ckpt_dir = os.path.join(workdir, rundir.CHECKPOINTS)
+    if not os.path.isdir(ckpt_dir):
+        raise UserError(f"no checkpoints in {workdir!r}")
+    ckpt = Checkpoints(ckpt_dir, cfg.train.keep_latest, cfg.train.keep_best, read_only=True)
+    try:
+        state, _, step = ckpt.restore(s.state, checkpoint)
+    finally:
+        ckpt.close()
+    return Restored(cfg, s, state, step)
 
 
 def evaluate(workdir: str, checkpoint: str | int = "latest", split: str = "test") -> dict:
     """Restores checkpoint ``latest``, ``best`` or a step from ``workdir`` and evaluates it on
     ``split``; returns metrics plus the ``step`` evaluated."""
-    cfg = load_run_config(workdir)
-    s = build(cfg, with_train=False)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        raise UserError(f"no checkpoints in {workdir!r}")
-    runner = Runner(cfg.parallel.mode, s.loss_fn, s.eval_loss_fn)
-    ckpt = Checkpoints(ckpt_dir, cfg.train.keep_latest, cfg.train.keep_best, read_only=True)
-    try:
-        state, _, step = ckpt.restore(s.state, checkpoint, sharding=runner.state_sharding())
-    finally:
-        ckpt.close()
+    r = restore(workdir, checkpoint)
+    cfg = r.cfg
+    runner = Runner(cfg.parallel.mode, r.setup.loss_fn, r.setup.eval_loss_fn)
     if split in ("test", cfg.data.test_split):
-        target = s.test
+        target = r.setup.test
     else:
         target = data.load(cfg.data.name, split, cfg.data.data_dir or None)
-    eval_batch = -(-cfg.data.eval_batch_size // runner.num_devices) * runner.num_devices
-    metrics = run_eval(runner.put_state(state), target, eval_batch, runner)
-    return {**metrics, "step": step, "split": split}
+    metrics = run_eval(runner.put_state(r.state), target, eval_batch_size(cfg, runner), runner)
+    return {**metrics, "step": r.step, "split": split}

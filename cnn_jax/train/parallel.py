@@ -29,10 +29,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cnn_jax import conv as conv_ops
+from cnn_jax.config import PARALLEL_MODES as MODES
 from cnn_jax.errors import UserError
 from cnn_jax.train import step as step_lib
 
-MODES = ("auto", "single", "pmap", "sharded")
 AXIS = "data"
 
 

@@ -8,9 +8,10 @@ import os
 import shutil
 
 from cnn_jax import config as config_lib
+from cnn_jax import rundir
 from cnn_jax.errors import UserError
 
-LOCK = ".lock"
+LOCK = rundir.LOCK
 
 
 class WorkdirLock:
@@ -75,7 +76,7 @@ def check(cfg, workdir: str, allow_config_change: bool, overwrite: bool) -> None
     """Refuses a workdir holding a run with another config (reads only)."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir!r} exists and is not a directory")
-    path = os.path.join(workdir, "config.json")
+    path = os.path.join(workdir, rundir.CONFIG)
     if os.path.exists(path) and not overwrite:
         try:
             with open(path) as f:
@@ -120,8 +121,4 @@ def clear(workdir: str) -> None:
 
 
 def write_config(cfg, workdir: str) -> None:
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config_lib.to_json(cfg))
-    os.replace(tmp, path)
+    rundir.write_text(os.path.join(workdir, rundir.CONFIG), config_lib.to_json(cfg))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from cnn_jax import rundir
+
 
 class MetricWriter:
     """Appends ``{"step", "split", ...metrics}`` lines and TensorBoard scalars.
@@ -17,14 +19,14 @@ class MetricWriter:
 
     def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True, enabled: bool = True):
         self.workdir, self.tensorboard, self.enabled = workdir, tensorboard, enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, rundir.METRICS)
         self._file = self._tb = None
         if enabled:
             self._open(resume_step)
 
     def _open(self, resume_step: int) -> None:
         if os.path.exists(self.path):
-            keep = [line for line in read_jsonl(self.path) if line["step"] <= resume_step]
+            keep = [line for line in rundir.read_jsonl(self.path) if line["step"] <= resume_step]
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
                 for line in keep:
@@ -39,7 +41,7 @@ class MetricWriter:
         if self._tb is None and self.tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(self.workdir, "tensorboard"), purge_step=self._purge_step)
+            self._tb = SummaryWriter(os.path.join(self.workdir, rundir.TENSORBOARD), purge_step=self._purge_step)
         return self._tb
 
     def truncate(self, step: int) -> None:
@@ -67,17 +69,3 @@ class MetricWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (a torn last line from a kill is ignored)."""
-    out = []
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out

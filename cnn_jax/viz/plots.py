@@ -208,26 +208,26 @@ def render(
 ) -> list[str]:
     """Writes the figures ``what`` of run ``workdir`` into ``out`` (default ``workdir/viz``);
     returns their paths."""
+    from cnn_jax import rundir
     from cnn_jax.errors import UserError
-    from cnn_jax.train.writer import read_jsonl
 
-    if os.path.isfile(os.path.join(workdir, "sweep.json")):
+    if rundir.is_sweep(workdir):
         raise UserError(
             f"{workdir!r} is a sweep directory; give one of its runs ({workdir}/trials/NAME) or "
             f"use `cnn-jax report {workdir}`"
         )
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        raise UserError(f"{workdir!r} is not a run directory (no config.json)")
+    if not rundir.is_run(workdir):
+        raise UserError(f"{workdir!r} is not a run directory (no {rundir.CONFIG})")
     out = out or os.path.join(workdir, "viz")
     name = os.path.basename(os.path.normpath(workdir))
     paths = []
     if "curves" in what:
-        path = os.path.join(workdir, "metrics.jsonl")
-        if not os.path.exists(path):
-            raise UserError(f"no metrics.jsonl in {workdir!r}: the run has not logged anything yet")
+        records = rundir.read_metrics(workdir)
+        if not records:
+            raise UserError(f"no {rundir.METRICS} in {workdir!r}: the run has not logged anything yet")
         paths.append(
             save(
-                curves(read_jsonl(path), f"learning curves: {name}"),
+                curves(records, f"learning curves: {name}"),
                 os.path.join(out, "curves.png"),
             )
         )
@@ -287,19 +287,8 @@ def render(
 
 
 def _restore(workdir: str, checkpoint):
-    from cnn_jax.errors import UserError
     from cnn_jax.train import loop
-    from cnn_jax.train.checkpoint import Checkpoints
     from cnn_jax.viz.shift import variables_of
 
-    cfg = loop.load_run_config(workdir)
-    s = loop.build(cfg, with_train=False)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        raise UserError(f"no checkpoints in {workdir!r}")
-    ckpt = Checkpoints(ckpt_dir, cfg.train.keep_latest, cfg.train.keep_best, read_only=True)
-    try:
-        state, _, step = ckpt.restore(s.state, checkpoint)
-    finally:
-        ckpt.close()
-    return s.model, variables_of(state), s.test, step
+    r = loop.restore(workdir, checkpoint)
+    return r.setup.model, variables_of(r.state), r.setup.test, r.step

@@ -1,0 +1,132 @@
+"""Assembly: everything a run needs, built once from a resolved config.
+
+``build(cfg)`` loads the splits and creates the model, optimizer, initial state and loss
+functions (a :class:`Setup`); ``make_runner`` picks the parallel mode and returns the
+:class:`~cnn_jax.train.parallel.Runner` that runs the pure steps. ``fit``, ``evaluate``,
+the vmapped seeds, ``restore`` and ``cnn-jax bench`` all assemble through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from cnn_jax import config as config_lib
+from cnn_jax import data, losses, models, optim
+from cnn_jax.errors import UserError
+from cnn_jax.train import state as state_lib
+from cnn_jax.train.parallel import Runner
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything built from a resolved config."""
+
+    cfg: ml_collections.ConfigDict
+    model: Any
+    train: data.Split | None
+    test: data.Split
+    state: state_lib.TrainState  # the initial state (seed ``cfg.seed``)
+    loss_fn: Any
+    eval_loss_fn: Any
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.test.spec.shape)
+
+
+def model_options(cfg: ml_collections.ConfigDict) -> dict:
+    opts = cfg.model.to_dict()
+    opts.pop("name")
+    return opts
+
+
+def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
+    """Loads the data, creates the model, optimizer and initial state for resolved ``cfg``."""
+    data_dir = cfg.data.data_dir or data.default_data_dir()
+    spec = data.DATASETS.get(cfg.data.name)
+    test = data.load(cfg.data.name, cfg.data.test_split, data_dir)
+    train = data.load(cfg.data.name, cfg.data.train_split, data_dir) if with_train else None
+    n_train = len(train) if train is not None else cfg.data.batch_size
+    if with_train and cfg.data.batch_size > n_train:
+        raise UserError(
+            f"data.batch_size {cfg.data.batch_size} is larger than the training split of "
+            f"{cfg.data.name!r} ({n_train} examples); choose at most {n_train}"
+        )
+    spe = max(n_train // cfg.data.batch_size, 1)
+    total = cfg.train.steps or cfg.train.epochs * spe
+    model, state, loss_fn, eval_loss_fn = training_parts(cfg, spec.shape, spec.num_classes, total, spe)
+    return Setup(cfg, model, train, test, state, loss_fn, eval_loss_fn, spe, total)
+
+
+def training_parts(cfg: ml_collections.ConfigDict, shape, num_classes: int, total: int, spe: int):
+    """``(model, state, loss_fn, eval_loss_fn)`` for ``cfg`` on inputs of ``shape`` without
+    touching data (``build`` and ``cnn-jax bench``)."""
+    model = models.create(cfg.model.name, num_classes, **model_options(cfg))
+    tx = optim.build(cfg.optim, total, spe)
+    if cfg.train.on_nan == config_lib.ON_NAN_LOWER_LR:
+        # A learning-rate multiplier that lives in (and is checkpointed with) opt_state.
+        tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
+    state = state_lib.create(
+        model, tx, shape, cfg.seed,
+        dynamic_loss_scale=cfg.model.get("dtype") == "float16",
+    )
+    loss = losses.LOSSES.get(cfg.train.loss)
+    loss_fn = functools.partial(loss, num_classes=num_classes, label_smoothing=cfg.train.label_smoothing)
+    eval_loss_fn = functools.partial(loss, num_classes=num_classes)
+    return model, state, loss_fn, eval_loss_fn
+
+
+def initial_state(s: Setup, seed: int) -> state_lib.TrainState:
+    """The initial state of ``s``'s model and optimizer for another ``seed``."""
+    return state_lib.create(
+        s.model, s.state.tx, s.input_shape, seed,
+        dynamic_loss_scale=s.cfg.model.get("dtype") == "float16",
+    )
+
+
+# ``parallel.mode=auto`` on CPU host devices shards the batch only when each device gets at
+# least this many multiply-adds per step (forward): measured on 2 cores at batch 128,
+# sharding over 2 host devices made the seeds' CIFAR net (290 M per device) 1.4-1.6x
+# faster and LeNet-5 (27 M per device) 0.85x as fast (benchmarks/RESULTS.md).
+AUTO_SHARD_MIN_MACS = 100_000_000
+
+
+def auto_mode(model, shape, batch_size: int) -> str:
+    """``parallel.mode=auto``: ``single`` or ``sharded`` over several CPU host devices (one
+    process) by the size of the step; elsewhere the Runner's rule (sharded over >1 device)."""
+    devices = jax.devices()
+    if len(devices) < 2 or jax.process_count() > 1 or any(d.platform != "cpu" for d in devices):
+        return "auto"
+    if batch_size % len(devices):
+        return "single"
+    from cnn_jax import summary
+
+    macs = summary.summarize(model, tuple(shape)).total_macs * batch_size // len(devices)
+    return "sharded" if macs >= AUTO_SHARD_MIN_MACS else "single"
+
+
+def make_runner(cfg: ml_collections.ConfigDict, loss_fn, eval_loss_fn, model=None, shape=None) -> Runner:
+    """The step runner for ``cfg`` (``model`` and input ``shape`` let ``parallel.mode=auto``
+    choose by the size of the step, see :func:`auto_mode`)."""
+    mode = cfg.parallel.mode
+    if mode == "auto" and model is not None:
+        mode = auto_mode(model, shape, cfg.data.batch_size)
+    return Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=cfg.train.on_nan == config_lib.ON_NAN_SKIP)
+
+
+def eval_batch_size(cfg: ml_collections.ConfigDict, runner: Runner) -> int:
+    """``data.eval_batch_size`` rounded up to a multiple of the runner's devices."""
+    return -(-cfg.data.eval_batch_size // runner.num_devices) * runner.num_devices
+
+
+def num_params(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
