@@ -107,3 +107,17 @@ def test_checkpoints_move_across_device_counts_and_modes(data_dir, tmp_path):
         s = _summary(tmp_path / name)
         assert s["resumed_from"] == 10 and s["parallel"]["devices"] == devices
         _close(s["test"], straight["test"])
+
+
+@pytest.mark.parametrize("devices", [2, 3])
+def test_callers_state_survives_a_donated_step_in_every_mode(devices):
+    """put_state copies: the donating step deletes the runner's buffers, never the caller's."""
+    out = json.loads(_py([os.path.join(HERE, "helpers", "donation.py")], devices).strip().splitlines()[-1])
+    assert out["devices"] == devices
+    results = out["results"]
+    assert sorted({(r["mode"], r["placed"]) for r in results}) == sorted(
+        (m, p) for m in ("single", "pmap", "sharded") for p in (False, True))
+    for r in results:
+        assert r["devices"] == (1 if r["mode"] == "single" else devices), r
+        assert r["step"] == 1 and r["leaves"] > 30, r
+        assert r["deleted"] == 0 and r["changed"] == 0, r

@@ -122,7 +122,10 @@ class Runner:
         # A copy, never an alias: the train step donates its input buffers.
         if self.mode == "single":
             return jax.device_put(state, self.devices[0], may_alias=False)
-        return jax.device_put(state, self.replicated, may_alias=False)
+        # ``may_alias=False`` alone is not enough here: putting a one-device array on a
+        # replicated sharding reused its buffer as the shard of the device it sat on (JAX
+        # 0.10.2), so the first donated step deleted the caller's state. Copy first.
+        return jax.device_put(jax.tree.map(_fresh_copy, state), self.replicated, may_alias=False)
 
     def get_state(self, state):
         """The state in a device-independent layout (one copy), e.g. for checkpoints."""
@@ -196,6 +199,11 @@ class Prefetcher:
                 except queue.Empty:
                     pass
                 self._thread.join(timeout=0.05)
+
+
+def _fresh_copy(x):
+    """A device array's values in new buffers (same sharding); anything else as it is."""
+    return jnp.copy(x) if isinstance(x, jax.Array) else x
 
 
 def _stack_on(x: np.ndarray, devices) -> jax.Array:
