@@ -33,9 +33,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args()
-    from cnn_jax import cli
+    from cnn_jax import runtime
 
-    cli._setup_runtime(False)  # the persistent compilation cache, as `cnn-jax` has it
+    runtime.setup_runtime(False)  # the persistent compilation cache, as `cnn-jax` has it
     import jax
     import jax.numpy as jnp
     import numpy as np

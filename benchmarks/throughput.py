@@ -89,9 +89,9 @@ def main() -> None:
     p.add_argument("--pause", type=float, default=0.5, help="seconds of rest before each timed block")
     p.add_argument("--models", default="lenet5,simple_cnn")
     args = p.parse_args()
-    from cnn_jax import cli
+    from cnn_jax import runtime
 
-    cli.host_device_flags(["train"])  # the XLA host devices `cnn-jax train` would have
+    runtime.host_device_flags(["train"])  # the XLA host devices `cnn-jax train` would have
     import torch
 
     shapes = {"lenet5": (28, 28, 1), "simple_cnn": (32, 32, 3)}

@@ -44,16 +44,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args, overrides) -> int:
-    from cnn_jax import cli
+    from cnn_jax import config as config_lib
 
     if args.batch_size is not None:
         overrides = [("data.batch_size", str(args.batch_size)), *overrides]
     for name, value, least in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0)):
         if value < least:
             raise UserError(f"{name} must be at least {least}, got {value}")
-    cfg = cli._config_from_args(args.config, overrides, model=args.model)
-    print(json.dumps(run(cfg, steps=args.steps, warmup=args.warmup,
-                         shape=cli._shape(args.input_shape) if args.input_shape else None,
+    cfg = config_lib.from_args(args.config, overrides, model=args.model)
+    shape = config_lib.parse_shape(args.input_shape) if args.input_shape else None
+    print(json.dumps(run(cfg, steps=args.steps, warmup=args.warmup, shape=shape,
                          num_classes=args.num_classes)))
     return 0
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from cnn_jax.errors import Preempted, UserError
+from cnn_jax.runtime import host_device_flags, init_distributed, setup_runtime
 
 USAGE_EXAMPLES = """examples:
   cnn-jax train --config experiments/lenet5_mnist.py --config.model.pool=avg --workdir runs/lenet-avg
@@ -29,83 +29,6 @@ USAGE_EXAMPLES = """examples:
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-HOST_DEVICE_COMMANDS = ("train", "bench", "evaluate")
-MAX_HOST_DEVICES = 8
-
-
-def host_device_flags(argv: list[str] | None = None) -> None:
-    """Splits the CPU into XLA host devices before jax is imported, so that
-    ``parallel.mode=auto`` can shard a large enough step over the cores
-    (:func:`cnn_jax.train.loop.auto_mode`).
-
-    ``CNN_JAX_HOST_DEVICES=N`` asks for N devices (1: off); unset, ``train``, ``bench`` and
-    ``evaluate`` take one per core (at most 8) and other commands one in all (a sweep's
-    trials run in worker processes instead). An explicit
-    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins. The CPU collectives'
-    time-outs are raised to 10 minutes: with the default ones, a heavily loaded machine was
-    seen to abort a rendezvous between host devices."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
-        return
-    n = os.environ.get("CNN_JAX_HOST_DEVICES", "")
-    if n and (not n.isdigit() or int(n) < 1):
-        raise UserError(f"CNN_JAX_HOST_DEVICES must be a positive integer, got {n!r}")
-    if not n:
-        command = next((a for a in (argv or []) if not a.startswith("-")), None)
-        if command not in HOST_DEVICE_COMMANDS:
-            return
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-        n = str(min(cores, MAX_HOST_DEVICES))
-    if int(n) > 1:
-        extra = [f"--xla_force_host_platform_device_count={n}"]
-        for flag in ("xla_cpu_collective_timeout_seconds", "xla_cpu_collective_call_terminate_timeout_seconds"):
-            if flag not in flags:
-                extra.append(f"--{flag}=600")
-        os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
-
-
-def _init_distributed(args) -> None:
-    """``jax.distributed.initialize`` from flags or the environment (multi-host runs)."""
-    coordinator = getattr(args, "coordinator", None) or os.environ.get("CNN_JAX_COORDINATOR")
-    nproc = getattr(args, "num_processes", None) or os.environ.get("CNN_JAX_NUM_PROCESSES")
-    pid = getattr(args, "process_id", None)
-    if pid is None and os.environ.get("CNN_JAX_PROCESS_ID") is not None:
-        pid = int(os.environ["CNN_JAX_PROCESS_ID"])
-    if not (coordinator or getattr(args, "distributed", False)):
-        return
-    import jax
-
-    kwargs = {}
-    if coordinator:
-        if nproc is None or pid is None:
-            raise UserError("--coordinator needs --num-processes and --process-id (or CNN_JAX_* variables)")
-        kwargs = dict(coordinator_address=coordinator, num_processes=int(nproc), process_id=int(pid))
-    jax.distributed.initialize(**kwargs)  # no arguments: JAX detects the cluster (SLURM, TPU, ...)
-
-
-def _setup_runtime(debug: bool) -> None:
-    """Quiet third-party logging and enable JAX's persistent compilation cache."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import absl.logging
-
-    absl.logging.set_verbosity("info" if debug else "error")
-    import jax
-
-    cache = os.environ.get("CNN_JAX_CACHE_DIR", os.path.expanduser("~/.cache/cnn_jax/xla"))
-    if cache and cache.lower() not in ("0", "off", "none"):
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
-    try:
-        import tensorflow_datasets as tfds
-
-        tfds.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _config_from_args(config_spec, overrides, *, model=None):
@@ -127,7 +50,7 @@ def cmd_train(args, overrides) -> int:
         raise UserError("train needs --config FILE.py (e.g. experiments/lenet5_mnist.py)")
     cfg = _config_from_args(args.config, overrides)
     progress = False if args.quiet else None
-    _init_distributed(args)
+    init_distributed(args)
     result = train.fit(
         cfg, args.workdir, progress=progress, allow_config_change=args.allow_config_change,
         overwrite=args.overwrite,
@@ -270,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
-        _setup_runtime(debug)
+        setup_runtime(debug)
         return args.func(args, overrides)
     except UserError as e:
         if debug:

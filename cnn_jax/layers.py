@@ -1,5 +1,6 @@
-"""Building blocks shared by the models: activations, normalisation layers, a shape-checked
-convolution, adaptive average pooling, input resizing, compute dtypes, features."""
+"""Building blocks shared by the models: normalisation layers, a shape-checked convolution,
+adaptive average pooling, input resizing, compute dtypes, features (activations are in
+:mod:`cnn_jax.activations`)."""
 
 from __future__ import annotations
 
@@ -18,32 +19,6 @@ from cnn_jax import conv as conv_ops
 from cnn_jax.errors import ShapeError, UserError
 from cnn_jax.pooling.core import normalize_padding, output_size
 from cnn_jax.registry import Registry
-
-ACTIVATIONS: Registry[Callable[[jax.Array], jax.Array]] = Registry("activation")
-
-for _name, _fn in {
-    "relu": nn.relu,
-    "tanh": jnp.tanh,
-    "sigmoid": nn.sigmoid,
-    "gelu": nn.gelu,
-    "silu": nn.silu,
-    "swish": nn.swish,
-    "elu": nn.elu,
-    "selu": nn.selu,
-    "leaky_relu": nn.leaky_relu,
-    "softplus": nn.softplus,
-    "mish": lambda x: x * jnp.tanh(nn.softplus(x)),
-    "relu6": nn.relu6,
-    "hard_swish": nn.hard_swish,
-    "identity": lambda x: x,
-}.items():
-    ACTIVATIONS.add(_name, _fn)
-
-
-def activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """The activation function registered as ``name``."""
-    return ACTIVATIONS.get(name)
-
 
 CONV_PADDINGS = ("SAME", "VALID", "CIRCULAR", "CAUSAL", "REFLECT")
 

@@ -1,14 +1,18 @@
 """Options and helpers shared by the model zoo.
 
 Every zoo model is a linen Module whose dataclass fields are its options (they become
-``--config.model.X=...`` overrides). The shared options are:
+``--config.model.X=...`` overrides). The fields are declared once, on the bases below:
+:class:`Base` (activation, norm, dtype), :class:`Layers` (+ the pooling kind, what blocks
+take), :class:`Classifier` (+ the whole-network options; the seeds' models in
+:mod:`cnn_jax.models.classic` build on it) and :class:`Model` (all of them and the global
+pooling head: the zoo's base). The shared options are:
 
 * ``pool``, ``pool_options``: the pooling kind used at every local pooling site (any name
   registered in :mod:`cnn_jax.pooling`); each model's docstring says where its sites are.
 * ``head_pool``, ``head_pool_options``: the global pooling head, where the model has one
   (:class:`cnn_jax.pooling.GlobalPool`; the classifier is sized from what the head returns, so
   heads that return more than ``C`` features, e.g. concatenated average and max, work).
-* ``activation``: a name from :data:`cnn_jax.layers.ACTIVATIONS`.
+* ``activation``: a name from :data:`cnn_jax.activations.ACTIVATIONS`.
 * ``norm``: ``none``, ``batch``, ``group`` or ``layer`` (:data:`cnn_jax.layers.NORMS`), after
   every convolution (before its activation unless the model says otherwise).
 * ``dropout``: the classifier dropout rate (training only).
@@ -34,16 +38,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_jax.activations import activation
 from cnn_jax.errors import UserError
-from cnn_jax.layers import (
-    Conv,
-    activation,
-    compute_dtype,
-    norm,
-    record,
-    resize_input,
-    scale_channels,
-)
+from cnn_jax.layers import Conv, compute_dtype, norm, record, resize_input, scale_channels
 from cnn_jax.pooling import GlobalPool, Pool
 
 
@@ -60,27 +57,16 @@ def ceil_mode_pads(n: int, window: int, stride: int, pad: int = 0) -> tuple[int,
     return (pad, max(pad, (out - 1) * stride + window - n - pad))
 
 
-class Layers(nn.Module):
-    """Fields and layer helpers shared by zoo models and their blocks.
+class Base(nn.Module):
+    """Fields and layer helpers of every model and block: activation, normalisation and
+    compute dtype.
 
     The helpers create submodules, so call them only from a compact method.
     """
 
     activation: str = "relu"
     norm: str = "none"
-    pool: str = "max"
-    pool_options: dict = dataclasses.field(default_factory=dict)
     dtype: str = "float32"
-
-    def layer_options(self) -> dict[str, Any]:
-        """The shared fields, to pass on to a block."""
-        return {
-            "activation": self.activation,
-            "norm": self.norm,
-            "pool": self.pool,
-            "pool_options": self.pool_options,
-            "dtype": self.dtype,
-        }
 
     @property
     def cdtype(self):
@@ -120,6 +106,24 @@ class Layers(nn.Module):
         x = self.normalize(x, norm_name or f"{name}_bn", train)
         return self.act(x) if act else x
 
+
+class Layers(Base):
+    """:class:`Base` and the pooling sites' kind: the fields and helpers blocks share with
+    the model that builds them (:meth:`layer_options`)."""
+
+    pool: str = "max"
+    pool_options: dict = dataclasses.field(default_factory=dict)
+
+    def layer_options(self) -> dict[str, Any]:
+        """The shared fields, to pass on to a block."""
+        return {
+            "activation": self.activation,
+            "norm": self.norm,
+            "pool": self.pool,
+            "pool_options": self.pool_options,
+            "dtype": self.dtype,
+        }
+
     def pool_layer(
         self, x: jax.Array, window, strides=None, padding: Any = "VALID", *, name: str,
         train: bool, kind: str | None = None,
@@ -141,15 +145,14 @@ class Layers(nn.Module):
         return self.pool_layer(x, window, stride, pads, name=name, train=train, kind=kind)
 
 
-class Model(Layers):
-    """Base of the zoo models: the shared options (see the module docstring)."""
+class Classifier(Base):
+    """:class:`Base` and the options of a whole network: ``num_classes``, ``dropout``,
+    ``width``, ``resize_to``, with the input, dense and classifier helpers."""
 
     num_classes: int = 1000
     dropout: float = 0.0
     width: float = 1.0
     resize_to: Any = None
-    head_pool: str = "avg"
-    head_pool_options: dict = dataclasses.field(default_factory=dict)
 
     def ch(self, channels: int) -> int:
         """``channels`` scaled by ``width``."""
@@ -159,13 +162,6 @@ class Model(Layers):
         """Resizes (``resize_to``) and casts the input to the compute dtype."""
         x = resize_input(x, self.resize_to)
         return x.astype(self.cdtype)
-
-    def global_pool(self, x: jax.Array, train: bool) -> jax.Array:
-        """The global pooling head ``f[B, H, W, C] -> f[B, C']``, recorded as ``head_pool``."""
-        x = GlobalPool(self.head_pool, dict(self.head_pool_options), name="head_pool")(
-            x, train=train
-        )
-        return record(self, "head_pool", x)
 
     def dense(self, x: jax.Array, features: int, *, name: str) -> jax.Array:
         return nn.Dense(features, dtype=self.cdtype, name=name)(x)
@@ -179,6 +175,20 @@ class Model(Layers):
         """The classifier ``Dense(num_classes)``, recorded, returned as float32."""
         x = self.dense(x, self.num_classes, name=name)
         return record(self, name, x).astype(jnp.float32)
+
+
+class Model(Classifier, Layers):
+    """Base of the zoo models: the shared options (see the module docstring)."""
+
+    head_pool: str = "avg"
+    head_pool_options: dict = dataclasses.field(default_factory=dict)
+
+    def global_pool(self, x: jax.Array, train: bool) -> jax.Array:
+        """The global pooling head ``f[B, H, W, C] -> f[B, C']``, recorded as ``head_pool``."""
+        x = GlobalPool(self.head_pool, dict(self.head_pool_options), name="head_pool")(
+            x, train=train
+        )
+        return record(self, "head_pool", x)
 
     def class_map_logits(self, x: jax.Array, train: bool) -> jax.Array:
         """Global pooling over class maps (NIN, All-CNN): the head output is the logits when

@@ -44,7 +44,8 @@ POOLS: Registry[PoolKind] = Registry("pool")
 
 def register(name: str, *, stochastic: bool = False, module: type[nn.Module] | None = None):
     """Registers a pooling kind: decorate its pure function, or its linen Module class for a
-    kind with parameters (fields ``window``, ``strides``, ``pads`` plus its options).
+    kind with parameters (a :class:`PoolModule`: fields ``window``, ``strides``, ``pads`` plus
+    its options).
 
     Args:
       name: registry name.
@@ -61,6 +62,32 @@ def register(name: str, *, stochastic: bool = False, module: type[nn.Module] | N
         return obj
 
     return deco
+
+
+class PoolModule(nn.Module):
+    """Base of the kinds with parameters: the explicit ``window``, ``strides`` and ``pads``
+    (``((top, bottom), (left, right))``) that :class:`Pool` resolves and passes; a subclass
+    adds its options as fields and is called as ``module(x, train=...)``."""
+
+    window: tuple[int, int] = (2, 2)
+    strides: tuple[int, int] = (2, 2)
+    pads: tuple = ((0, 0), (0, 0))
+
+
+LEARN = ("none", "layer", "channel")
+
+
+def learned_shape(kind: str, learn: str, x: jax.Array) -> tuple[int, ...] | None:
+    """The shape of the parameter a kind's ``learn`` option asks for on ``x: f[B, H, W, C]``:
+    ``None`` for ``"none"`` (fixed, no parameter), ``()`` for ``"layer"`` (one for the
+    layer), ``(C,)`` for ``"channel"``."""
+    if learn not in LEARN:
+        raise UserError(
+            f"pool {kind!r}: invalid learn {learn!r}; choose one of: {', '.join(LEARN)}"
+        )
+    if learn == "none":
+        return None
+    return () if learn == "layer" else (x.shape[-1],)
 
 
 _NOT_OPTIONS = {"x", "window", "strides", "pads", "train", "rng", "parent", "name"}

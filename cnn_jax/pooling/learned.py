@@ -13,11 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnn_jax.activations import activation as get_activation
 from cnn_jax.errors import UserError
-from cnn_jax.pooling.core import register
+from cnn_jax.pooling.core import PoolModule, learned_shape, register
 from cnn_jax.pooling.windows import patches, window_max, window_mean, window_sum
-
-_LEARN = ("none", "layer", "channel")
 
 
 def mix(x: jax.Array, a, window, strides, pads, count_include_pad: bool = False) -> jax.Array:
@@ -28,7 +27,7 @@ def mix(x: jax.Array, a, window, strides, pads, count_include_pad: bool = False)
     return av + a * (mx - av)
 
 
-class MixedPool(nn.Module):
+class MixedPool(PoolModule):
     """Mixed max-average pooling as a layer (see :func:`mixed_pool`).
 
     Attributes:
@@ -41,25 +40,18 @@ class MixedPool(nn.Module):
       count_include_pad: for the average branch (see :func:`avg_pool`).
     """
 
-    window: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: tuple = ((0, 0), (0, 0))
     alpha: float = 0.5
     learn: str = "layer"
     count_include_pad: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.learn not in _LEARN:
-            raise UserError(
-                f"pool 'mixed': invalid learn {self.learn!r}; choose one of: {', '.join(_LEARN)}"
-            )
-        if self.learn == "none":
+        shape = learned_shape("mixed", self.learn, x)
+        if shape is None:
             return mixed_pool(x, self.window, self.strides, self.pads, alpha=self.alpha,
                               count_include_pad=self.count_include_pad)
         if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
             raise UserError(f"pool 'mixed': a learned alpha must start in (0, 1), got {self.alpha!r}")
-        shape = () if self.learn == "layer" else (x.shape[-1],)
         init = float(np.log(self.alpha / (1.0 - self.alpha)))
         logit = self.param("a_logit", nn.initializers.constant(init), shape, jnp.float32)
         return mix(x, nn.sigmoid(logit), self.window, self.strides, self.pads,
@@ -89,7 +81,7 @@ def mixed_pool(
 
 
 @register("gated")
-class GatedPool(nn.Module):
+class GatedPool(PoolModule):
     """Gated max-average pooling (Lee, Gallagher & Tu 2016):
     ``y = g * max_R x + (1 - g) * mean_R x`` with a gate ``g = sigmoid(omega^T x_R)``
     computed from the window's own values.
@@ -106,9 +98,6 @@ class GatedPool(nn.Module):
       count_include_pad: for the average branch (see :func:`avg_pool`).
     """
 
-    window: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: tuple = ((0, 0), (0, 0))
     per_channel: bool = False
     count_include_pad: bool = False
 
@@ -126,7 +115,7 @@ class GatedPool(nn.Module):
 
 
 @register("strided_conv")
-class StridedConv(nn.Module):
+class StridedConv(PoolModule):
     """A learned strided convolution in place of pooling (Springenberg, Dosovitskiy, Brox &
     Riedmiller 2014, "Striving for simplicity: the all convolutional net").
 
@@ -142,17 +131,11 @@ class StridedConv(nn.Module):
       activation: activation applied after the convolution (``"identity"``: none).
     """
 
-    window: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: tuple = ((0, 0), (0, 0))
     use_bias: bool = True
     activation: str = "identity"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        # Imported here: cnn_jax.layers imports cnn_jax.pooling.core.
-        from cnn_jax.layers import activation as get_activation
-
         act = get_activation(self.activation)
         c = x.shape[-1]
         kernel = self.param(
@@ -168,7 +151,7 @@ class StridedConv(nn.Module):
 
 
 @register("lip")
-class LIP(nn.Module):
+class LIP(PoolModule):
     """Local importance pooling (Gao, Wang & Wu 2019, "LIP: Local importance-based
     pooling"): ``y = sum_R x * F(x) / sum_R F(x)`` with importance ``F(x) = exp(logit(x))``
     computed per position and channel by a small learned network.
@@ -183,9 +166,6 @@ class LIP(nn.Module):
       bound: the logit bound (``> 0``; the authors use 12).
     """
 
-    window: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: tuple = ((0, 0), (0, 0))
     logit_kernel: int = 3
     bound: float = 12.0
 

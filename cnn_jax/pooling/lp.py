@@ -9,10 +9,8 @@ import numpy as np
 from jax import lax
 
 from cnn_jax.errors import UserError
-from cnn_jax.pooling.core import register
+from cnn_jax.pooling.core import PoolModule, learned_shape, register
 from cnn_jax.pooling.windows import patches, window_counts
-
-_LEARN = ("none", "layer", "channel")
 
 
 def lp_mean(x: jax.Array, p, window, strides, pads, count_include_pad: bool = False) -> jax.Array:
@@ -37,7 +35,7 @@ def lp_mean(x: jax.Array, p, window, strides, pads, count_include_pad: bool = Fa
     return jnp.where(pos, m * (s / n) ** (1.0 / p), 0.0)
 
 
-class LpPool(nn.Module):
+class LpPool(PoolModule):
     """Lp pooling as a layer (see :func:`lp_pool`), optionally learning ``p``.
 
     Attributes:
@@ -48,25 +46,18 @@ class LpPool(nn.Module):
       count_include_pad: as in :func:`avg_pool`.
     """
 
-    window: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: tuple = ((0, 0), (0, 0))
     p: float = 2.0
     learn: str = "none"
     count_include_pad: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.learn not in _LEARN:
-            raise UserError(
-                f"pool 'lp': invalid learn {self.learn!r}; choose one of: {', '.join(_LEARN)}"
-            )
-        if self.learn == "none":
+        shape = learned_shape("lp", self.learn, x)
+        if shape is None:
             return lp_pool(x, self.window, self.strides, self.pads, p=self.p,
                            count_include_pad=self.count_include_pad)
         if not (isinstance(self.p, (int, float)) and self.p > 1):
             raise UserError(f"pool 'lp': a learned p must start > 1, got {self.p!r}")
-        shape = () if self.learn == "layer" else (x.shape[-1],)
         rho0 = float(np.log(np.expm1(self.p - 1.0)))  # softplus^-1(p - 1)
         rho = self.param("rho", nn.initializers.constant(rho0), shape, jnp.float32)
         p = 1.0 + nn.softplus(rho)
