@@ -91,20 +91,32 @@ def cmd_evaluate(args, overrides) -> int:
 
 def cmd_summary(args, overrides) -> int:
     from cnn_jax import data, models, summary
-    from cnn_jax.train.loop import model_options
+    from cnn_jax.train.assemble import model_options
 
     cfg = _config_from_args(args.config, overrides, model=args.model)
-    if args.input_shape:
-        shape = _shape(args.input_shape)
+    name = cfg.model.name
+    # Input shape and classes: the flags, else the dataset of a config that names one (an
+    # experiment file or a data.* override), else what the model was designed for.
+    if args.config or any(k.startswith("data.") for k, _ in overrides):
+        spec = data.DATASETS.get(cfg.data.name)
+        shape, num_classes, source = spec.shape, spec.num_classes, f"dataset {cfg.data.name}"
     else:
-        shape = data.DATASETS.get(cfg.data.name).shape
-    num_classes = args.num_classes or data.DATASETS.get(cfg.data.name).num_classes
+        (shape, num_classes), source = models.default_input(name), "the model's default"
+    shape_source = class_source = source
+    if args.input_shape:
+        shape, shape_source = _shape(args.input_shape), "--input-shape"
+    if args.num_classes is not None:
+        num_classes, class_source = args.num_classes, "--num-classes"
     if num_classes < 1:
         raise UserError(f"--num-classes must be positive, got {num_classes}")
-    model = models.create(cfg.model.name, num_classes, **model_options(cfg))
-    s = summary.summarize(model, shape)
-    if args.format == "table":
-        print(f"Model: {cfg.model.name}")
+    used = f"input {'x'.join(map(str, shape))} ({shape_source})"
+    model = models.create(name, num_classes, **model_options(cfg))
+    try:
+        s = summary.summarize(model, shape)
+    except UserError as e:
+        raise UserError(f"model {name!r} on {used}: {e}") from None
+    if args.format != "json":
+        print(f"Model: {name}, {used}, {num_classes} classes ({class_source})")
     print(s.render(args.format))
     return 0
 
@@ -152,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="layer table and parameter count (no weights allocated)")
     s.add_argument("--model", help="registered model name (default: the config's)")
     s.add_argument("--config", help="optional experiment file to take the model from")
-    s.add_argument("--input-shape", help="H,W,C (default: the config's dataset)")
-    s.add_argument("--num-classes", type=int, help="default: the config's dataset")
+    s.add_argument("--input-shape", help="H,W,C (default: the dataset of --config or --config.data.*, "
+                   "else the model's own: 224,224,3 for ImageNet models, 32,32,3 CIFAR, 28,28,1 MNIST)")
+    s.add_argument("--num-classes", type=int, help="default: as for --input-shape (1000 ImageNet, 10 else)")
     s.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     s.set_defaults(func=cmd_summary)
 

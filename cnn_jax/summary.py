@@ -4,6 +4,12 @@ Rows are the leaf layers in call order (found by intercepting every submodule ca
 tracing ``model.init`` abstractly), with their output shape, parameter count,
 multiply-accumulate count and output size.
 
+Parameters are counted as Keras counts them: a layer's count and ``Total params`` include
+its non-trainable statistics (BatchNorm's moving mean and variance, the ``batch_stats``
+collection), so a BatchNorm over C channels shows 4·C (scale, bias, mean, variance); the
+footer splits the total into ``Trainable params`` (what torchvision counts) and
+``Non-trainable params``.
+
 Conventions (all per example, i.e. for a batch of one):
 
 * **MACs** (multiply-accumulates): a convolution ``H_out · W_out · k_h · k_w · C_in / groups
@@ -41,7 +47,7 @@ class Row:
     name: str
     type: str
     output_shape: tuple
-    params: int
+    params: int  # trainable and non-trainable (BatchNorm statistics), as Keras counts
     macs: int = 0
     output_bytes: int = 0
 
@@ -49,9 +55,15 @@ class Row:
 @dataclasses.dataclass
 class Summary:
     rows: list[Row]
-    total_params: int
-    non_trainable: int
+    trainable_params: int
+    non_trainable_params: int
     input_shape: tuple
+    num_classes: int | None = None
+
+    @property
+    def total_params(self) -> int:
+        """Trainable parameters plus non-trainable statistics (Keras's ``Total params``)."""
+        return self.trainable_params + self.non_trainable_params
 
     @property
     def total_macs(self) -> int:
@@ -68,13 +80,14 @@ class Summary:
             f"Total MACs: {self.total_macs:,} ({_si(self.total_macs)}MACs) per example",
             f"Activation memory: {_bytes(self.activation_bytes)} per example (layer outputs)",
         ]
-        if self.non_trainable:
-            lines.append(f"Non-trainable (BatchNorm statistics): {self.non_trainable:,}")
         lines.append(f"Total params: {self.total_params:,}")
+        lines.append(f"Trainable params: {self.trainable_params:,}")
+        lines.append(f"Non-trainable params: {self.non_trainable_params:,}")
         return lines
 
     def table(self) -> str:
-        """Keras-style table; the last line is ``Total params: N``."""
+        """Keras-style table; the last lines are ``Total params: N``, ``Trainable params: N``
+        and ``Non-trainable params: N``."""
         headers = ("Layer", "Type", "Output shape", "Params", "MACs")
         body = [
             (r.name, r.type, _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}")
@@ -108,8 +121,10 @@ class Summary:
     def to_dict(self) -> dict:
         return {
             "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
             "total_params": self.total_params,
-            "non_trainable": self.non_trainable,
+            "trainable_params": self.trainable_params,
+            "non_trainable_params": self.non_trainable_params,
             "total_macs": self.total_macs,
             "activation_bytes": self.activation_bytes,
             "layers": [
@@ -120,7 +135,7 @@ class Summary:
         }
 
     def render(self, fmt: str = "table") -> str:
-        """``table`` (Keras style, last line ``Total params: N``), ``markdown`` or ``json``."""
+        """``table`` (Keras style, ending with the parameter counts), ``markdown`` or ``json``."""
         if fmt == "json":
             return json.dumps(self.to_dict())
         if fmt == "markdown":
@@ -211,22 +226,30 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> Summary:
 
     variables = jax.eval_shape(init)
     params = variables.get("params", {})
+    stats = variables.get("batch_stats", {})
     rows, seen = [], set()
     for path, typ, mod, in_shape, out in calls:
         if path in parents or path in seen:
             continue
         seen.add(path)
-        sub = params
-        for p in path:
-            sub = sub.get(p, {}) if isinstance(sub, dict) else {}
+        sub, sub_stats = _at(params, path), _at(stats, path)
         shape = tuple(out.shape) if hasattr(out, "shape") else ()
         rows.append(Row(
-            "/".join(path), typ, (None, *shape[1:]), _count(sub),
+            "/".join(path), typ, (None, *shape[1:]), _count(sub) + _count(sub_stats),
             macs=layer_macs(mod, sub, in_shape, shape), output_bytes=_out_bytes(out),
         ))
+    num_classes = getattr(model, "num_classes", None)
     return Summary(
         rows=rows,
-        total_params=_count(params),
-        non_trainable=_count(variables.get("batch_stats", {})),
+        trainable_params=_count(params),
+        non_trainable_params=_count(stats),
         input_shape=tuple(input_shape),
+        num_classes=num_classes if isinstance(num_classes, int) else None,
     )
+
+
+def _at(tree, path: tuple[str, ...]):
+    """The subtree of a variable collection at a module path (``{}`` where there is none)."""
+    for p in path:
+        tree = tree.get(p, {}) if isinstance(tree, dict) else {}
+    return tree

@@ -24,10 +24,11 @@ def run(capsys, *argv):
         (["--model", "lenet5", "--config.model.hidden=(120,100)", "--num-classes", "10"], "63,802"),
     ],
 )
-def test_summary_total_params_is_the_last_line(capsys, argv, total):
+def test_summary_ends_with_keras_parameter_counts(capsys, argv, total):
     code, out, _ = run(capsys, "summary", *argv)
     assert code == 0
-    assert out.strip().splitlines()[-1] == f"Total params: {total}"
+    assert out.strip().splitlines()[-3:] == [f"Total params: {total}", f"Trainable params: {total}",
+                                             "Non-trainable params: 0"]
     assert "conv1" in out and "Output shape" in out
 
 
@@ -100,4 +101,5 @@ def test_real_process_exit_codes(launcher):
     assert p.stderr.strip().startswith("error: unknown model 'vgg99'") and "Traceback" not in p.stderr
     p = subprocess.run([sys.executable, *launcher, "summary", "--model", "lenet5"],
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and p.stdout.strip().endswith("Total params: 61,706")
+    assert p.returncode == 0 and p.stdout.strip().endswith(
+        "Total params: 61,706\nTrainable params: 61,706\nNon-trainable params: 0")

@@ -27,7 +27,7 @@ def test_lenet5_macs_and_memory_by_hand():
     assert s.total_macs == 416_520
     # float32 outputs: 28·28·6 + 14·14·6 + 10·10·16 + 5·5·16 + 120 + 84 + 10 values
     assert s.activation_bytes == 4 * (4704 + 1176 + 1600 + 400 + 120 + 84 + 10)
-    assert s.total_params == 61_706
+    assert s.total_params == s.trainable_params == 61_706 and s.non_trainable_params == 0
 
 
 class _OneConv(nn.Module):
@@ -70,7 +70,11 @@ def test_vgg16_matches_torchvision_figures():
 
 def test_batchnorm_statistics_and_dtype_in_the_summary():
     s = summary.summarize(models.create("resnet20", 10), (32, 32, 3))
-    assert s.total_params == 269_722 and s.non_trainable == 2 * (16 * 7 + 32 * 6 + 64 * 6)
+    stats = 2 * (16 * 7 + 32 * 6 + 64 * 6)  # moving mean and variance of 19 BatchNorms
+    assert s.trainable_params == 269_722 and s.non_trainable_params == stats
+    assert s.total_params == 269_722 + stats == sum(r.params for r in s.rows)
+    bn = next(r for r in s.rows if r.name == "bn1")
+    assert bn.type == "BatchNorm" and bn.params == 4 * 16  # scale, bias, mean, variance
     half = summary.summarize(models.create("resnet20", 10, dtype="bfloat16"), (32, 32, 3))
     def conv(t):
         return next(r for r in t.rows if r.name == "conv1")
@@ -84,14 +88,15 @@ def test_nested_blocks_and_parametric_pools_are_rows():
     names = [r.name for r in s.rows]
     assert "layer2_0/downsample_conv" in names and "head_pool" in names
     assert s.rows[-1].name == "logits" and s.rows[-1].macs == 512 * 1000
-    assert sum(r.params for r in s.rows) == s.total_params == 11_689_512
+    assert s.trainable_params == 11_689_512  # torchvision's count (parameters only)
+    assert sum(r.params for r in s.rows) == s.total_params == 11_689_512 + s.non_trainable_params
     assert 1.81e9 < s.total_macs < 1.82e9  # torchvision: 1.81 GFLOPS
 
 
 def test_formats():
     s = summary.summarize(models.create("lenet5", 10), (28, 28, 1))
     table = s.render("table").splitlines()
-    assert table[-1] == "Total params: 61,706"
+    assert table[-3:] == ["Total params: 61,706", "Trainable params: 61,706", "Non-trainable params: 0"]
     assert "Total MACs: 416,520 (416.52 kMACs) per example" in table
     assert any(line.startswith("Activation memory: 31.62 KiB") for line in table)
     header = next(line for line in table if line.startswith("Layer"))
@@ -99,9 +104,10 @@ def test_formats():
     md = s.render("markdown").splitlines()
     assert md[0] == "| layer | type | output shape | params | MACs |"
     assert "| conv2 | Conv | (None, 10, 10, 16) | 2,416 | 240,000 |" in md
-    assert md[-1] == "Total params: 61,706"
+    assert md[-3] == "Total params: 61,706" and md[-1] == "Non-trainable params: 0"
     d = json.loads(s.render("json"))
-    assert d["total_macs"] == 416_520 and d["total_params"] == 61_706
+    assert d["total_macs"] == 416_520 and d["total_params"] == d["trainable_params"] == 61_706
+    assert d["non_trainable_params"] == 0 and d["num_classes"] == 10 and d["input_shape"] == [28, 28, 1]
     assert d["activation_bytes"] == s.activation_bytes
     assert d["layers"][0] == {"name": "conv1", "type": "Conv", "output_shape": [None, 28, 28, 6],
                               "params": 156, "macs": 117_600, "output_bytes": 28 * 28 * 6 * 4}
@@ -116,7 +122,61 @@ def test_cli_summary_formats(capsys, fmt):
     out = capsys.readouterr().out
     assert code == 0
     if fmt == "json":
-        assert json.loads(out)["total_params"] == 269_722
+        d = json.loads(out)
+        assert (d["total_params"], d["trainable_params"], d["non_trainable_params"]) == (271_098, 269_722, 1_376)
     else:
-        assert out.strip().splitlines()[-1] == "Total params: 269,722"
+        lines = out.strip().splitlines()
+        assert lines[0] == "Model: resnet20, input 32x32x3 (--input-shape), 10 classes (--num-classes)"
+        assert lines[-3:] == ["Total params: 271,098", "Trainable params: 269,722", "Non-trainable params: 1,376"]
 
+
+
+def test_keras_seed_alexnet_counts_as_keras_does():
+    # the seeds' AlexNet (227x227x3, 10 classes): 58,327,818 in Keras's model.summary(),
+    # total, of which 2,752 non-trainable (moving mean and variance of 1,376 BN channels)
+    s = summary.summarize(models.create("alexnet", 10), (227, 227, 3))
+    assert (s.total_params, s.trainable_params, s.non_trainable_params) == (58_327_818, 58_325_066, 2_752)
+    rows = {r.name: r.params for r in s.rows}
+    assert rows["bn1"] == 4 * 96 == 384 and rows["conv1"] == 11 * 11 * 3 * 96 + 96
+
+
+def test_every_model_declares_the_input_it_was_designed_for():
+    families = {"imagenet": ((224, 224, 3), 1000), "cifar": ((32, 32, 3), 10), "mnist": ((28, 28, 1), 10)}
+    for name in models.names():
+        family = models.MODELS.meta(name, "inputs")
+        assert family in families, name
+        shape, classes = models.default_input(name)
+        assert classes == families[family][1]
+        assert shape == families[family][0] or (name, shape) == ("alexnet", (227, 227, 3)), name
+        summary.summarize(models.create(name, classes), shape)  # the default input fits
+    assert models.default_input("resnet50") == ((224, 224, 3), 1000)
+    assert models.default_input("resnet56") == ((32, 32, 3), 10)
+    assert models.default_input("lenet5") == ((28, 28, 1), 10)
+
+
+@pytest.mark.parametrize("name,header,counts", [
+    ("resnet50", "Model: resnet50, input 224x224x3 (the model's default), 1000 classes (the model's default)",
+     None),  # torchvision: 25,557,032 parameters
+    ("alexnet", "Model: alexnet, input 227x227x3 (the model's default), 1000 classes (the model's default)",
+     ["Total params: 62,383,848", "Trainable params: 62,381,096", "Non-trainable params: 2,752"]),
+    ("simple_cnn", "Model: simple_cnn, input 32x32x3 (the model's default), 10 classes (the model's default)",
+     ["Total params: 122,570", "Trainable params: 122,570", "Non-trainable params: 0"]),
+])
+def test_cli_summary_uses_the_models_own_input_by_default(capsys, name, header, counts):
+    assert cli.main(["summary", "--model", name]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == header
+    if counts:
+        assert lines[-3:] == counts
+    else:
+        assert lines[-2] == "Trainable params: 25,557,032"
+
+
+def test_cli_summary_shape_error_names_the_input_it_used(capsys):
+    assert cli.main(["summary", "--model", "alexnet", "--input-shape", "32,32,3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: model 'alexnet' on input 32x32x3 (--input-shape): ")
+    assert "layer 'pool2'" in err[0]
+    assert cli.main(["summary", "--model", "simple_cnn", "--config.data.name=digits"]) == 2
+    err = capsys.readouterr().err
+    assert "model 'simple_cnn' on input 8x8x1 (dataset digits): " in err

@@ -24,14 +24,46 @@ MODELS: Registry[type[nn.Module]] = Registry("model")
 _INTERNAL = {"parent", "name"}
 
 
-def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator registering a model under ``name``."""
-    return MODELS.register(name)
+# The data a model was designed for, as (input shape H, W, C; classes): what ``cnn-jax
+# summary`` shows when it is not given a shape or a config's dataset.
+INPUTS: dict[str, tuple[tuple[int, int, int], int]] = {
+    "imagenet": ((224, 224, 3), 1000),
+    "cifar": ((32, 32, 3), 10),
+    "mnist": ((28, 28, 1), 10),
+}
+
+
+def register(
+    name: str, *, inputs: str | None = None, input_shape: tuple[int, int, int] | None = None, **meta: Any
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering a model under ``name``.
+
+    Args:
+      inputs: the data it was designed for, a key of :data:`INPUTS` (its default input shape
+        and number of classes; see :func:`default_input`).
+      input_shape: ``(H, W, C)`` when it differs from that data's usual shape (the seeds'
+        Keras AlexNet takes 227×227×3 ImageNet crops).
+      meta: further metadata (:meth:`cnn_jax.registry.Registry.meta`).
+    """
+    if inputs is not None:
+        if inputs not in INPUTS:
+            raise ValueError(f"unknown inputs {inputs!r} for model {name!r}; choose one of: {', '.join(INPUTS)}")
+        shape, classes = INPUTS[inputs]
+        meta.update(inputs=inputs, input_shape=tuple(input_shape or shape), num_classes=classes)
+    return MODELS.register(name, **meta)
 
 
 def names() -> list[str]:
     """The registered model names."""
     return MODELS.names()
+
+
+def default_input(name: str) -> tuple[tuple[int, int, int], int]:
+    """The input shape ``(H, W, C)`` and number of classes model ``name`` was designed for."""
+    shape = MODELS.meta(name, "input_shape")
+    if shape is None:
+        raise UserError(f"model {name!r} declares no default input; pass --input-shape and --num-classes")
+    return shape, MODELS.meta(name, "num_classes")
 
 
 def options(name: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def _classifier(m: Model, x: jax.Array, hidden: Sequence[int], train: bool, drop
     return m.logits(x)
 
 
-@register("alexnet")
+@register("alexnet", inputs="imagenet", input_shape=(227, 227, 3))
 class AlexNet(Model):
     """The seeds' Keras AlexNet: 227×227×3 input; conv 96@11×11/4 (VALID) → BN → max pool
     3×3/2 → conv 256@5×5 → BN → pool → conv 384@3×3 → BN → conv 384@3×3 → BN → conv
@@ -67,7 +67,7 @@ class AlexNet(Model):
         return _classifier(self, x, self.hidden, train, drop_first=False)
 
 
-@register("alexnet_tv")
+@register("alexnet_tv", inputs="imagenet")
 class AlexNetTV(Model):
     """torchvision's AlexNet (``torchvision.models.alexnet``): conv 64@11×11/4 (pad 2) → max
     pool 3×3/2 → conv 192@5×5 → pool → conv 384, 256, 256 @3×3 → pool → adaptive average
@@ -100,7 +100,7 @@ class AlexNetTV(Model):
         return _classifier(self, x, self.hidden, train, drop_first=True)
 
 
-@register("zfnet")
+@register("zfnet", inputs="imagenet")
 class ZFNet(Model):
     """ZFNet (Zeiler & Fergus 2014, Fig. 3): 224×224×3 → conv 96@7×7/2 → max pool 3×3/2 →
     LRN → conv 256@5×5/2 → pool 3×3/2 → LRN → conv 384, 384, 256 @3×3 → pool 3×3/2 → dense

@@ -30,7 +30,7 @@ def _head(m: Classifier, x: jax.Array, hidden: Sequence[int], train: bool) -> ja
     return m.logits(x)
 
 
-@register("mlp")
+@register("mlp", inputs="mnist")
 class MLP(Classifier):
     """A network without convolution: flatten, dense layers, classifier (the seeds' baseline).
 
@@ -91,7 +91,7 @@ class _ConvPoolNet(Classifier, Layers):
         return _head(self, x, self.hidden, train)
 
 
-@register("lenet5")
+@register("lenet5", inputs="mnist")
 class LeNet5(_ConvPoolNet):
     """LeNet-5 as in the seeds' Keras code: 6@5×5 (SAME) → pool → 16@5×5 (VALID) → pool →
     dense 120 → dense 84 → classes. ``hidden=(120, 100)`` gives the seed's 120-100 variant.
@@ -104,7 +104,7 @@ class LeNet5(_ConvPoolNet):
     pool_after: Sequence[bool] = (True, True)
 
 
-@register("simple_cnn")
+@register("simple_cnn", inputs="cifar")
 class SimpleCNN(_ConvPoolNet):
     """The seeds' TensorFlow CNN: conv32 3×3 → pool 2 → conv64 3×3 → pool 2 → conv64 3×3 →
     flatten → dense 64 → classes (VALID convolutions)."""

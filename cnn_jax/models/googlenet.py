@@ -82,7 +82,7 @@ class InceptionAux(Layers):
         return nn.Dense(self.num_classes, dtype=self.cdtype, name="fc2")(x).astype(jnp.float32)
 
 
-@register("googlenet")
+@register("googlenet", inputs="imagenet")
 class GoogLeNet(Model):
     """GoogLeNet: conv 64@7×7/2 → pool 3×3/2 → conv 64@1×1 → conv 192@3×3 → pool 3×3/2 →
     Inception 3a, 3b → pool 3×3/2 → 4a–4e → pool 2×2/2 → 5a, 5b → global pooling head →

@@ -20,7 +20,7 @@ from cnn_jax.models.common import Model
 PAD1 = ((1, 1), (1, 1))
 
 
-@register("nin")
+@register("nin", inputs="cifar")
 class NIN(Model):
     """Network in Network for 32×32 images: three mlpconv blocks (a k×k convolution then two
     1×1 convolutions, i.e. a per-pixel MLP) — 192@5×5, 160, 96 → 3×3/2 pooling → dropout →
@@ -60,7 +60,7 @@ class NIN(Model):
         return self.class_map_logits(x, train)
 
 
-@register("allcnn_c")
+@register("allcnn_c", inputs="cifar")
 class AllCNNC(Model):
     """All-CNN-C: dropout 0.2 on the input → 96@3×3 ×2 → 96@3×3/2 → dropout → 192@3×3 ×2 →
     192@3×3/2 → dropout → 192@3×3 (VALID) → 192@1×1 → ``num_classes``@1×1 → global

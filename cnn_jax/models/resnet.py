@@ -182,21 +182,21 @@ class ResNet(Model):
         return self.logits(self.global_pool(x, train))
 
 
-@register("resnet18")
+@register("resnet18", inputs="imagenet")
 class ResNet18(ResNet):
     """ResNet-18: basic blocks 2, 2, 2, 2 (11,689,512 parameters for 1000 classes)."""
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
 
 
-@register("resnet34")
+@register("resnet34", inputs="imagenet")
 class ResNet34(ResNet):
     """ResNet-34: basic blocks 3, 4, 6, 3 (21,797,672 parameters for 1000 classes)."""
 
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
 
 
-@register("resnet50")
+@register("resnet50", inputs="imagenet")
 class ResNet50(ResNet):
     """ResNet-50: bottlenecks 3, 4, 6, 3 (25,557,032 parameters for 1000 classes)."""
 
@@ -204,7 +204,7 @@ class ResNet50(ResNet):
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
 
 
-@register("resnet101")
+@register("resnet101", inputs="imagenet")
 class ResNet101(ResNet):
     """ResNet-101: bottlenecks 3, 4, 23, 3 (44,549,160 parameters for 1000 classes)."""
 
@@ -212,7 +212,7 @@ class ResNet101(ResNet):
     stage_sizes: Sequence[int] = (3, 4, 23, 3)
 
 
-@register("resnet152")
+@register("resnet152", inputs="imagenet")
 class ResNet152(ResNet):
     """ResNet-152: bottlenecks 3, 8, 36, 3 (60,192,808 parameters for 1000 classes)."""
 
@@ -271,7 +271,7 @@ def _cifar(depth: int, params: str) -> type[CifarResNet]:
             "__module__": __name__,
         },
     )
-    return register(f"resnet{depth}")(cls)
+    return register(f"resnet{depth}", inputs="cifar")(cls)
 
 
 ResNet20 = _cifar(20, "269,722")

@@ -59,56 +59,56 @@ class VGG(Model):
         return self.logits(x)
 
 
-@register("vgg11")
+@register("vgg11", inputs="imagenet")
 class VGG11(VGG):
     """VGG-11 (configuration A): 132,863,336 parameters for 1000 classes."""
 
     layers: Sequence[int] = (1, 1, 2, 2, 2)
 
 
-@register("vgg13")
+@register("vgg13", inputs="imagenet")
 class VGG13(VGG):
     """VGG-13 (configuration B): 133,047,848 parameters for 1000 classes."""
 
     layers: Sequence[int] = (2, 2, 2, 2, 2)
 
 
-@register("vgg16")
+@register("vgg16", inputs="imagenet")
 class VGG16(VGG):
     """VGG-16 (configuration D): 138,357,544 parameters for 1000 classes."""
 
     layers: Sequence[int] = (2, 2, 3, 3, 3)
 
 
-@register("vgg19")
+@register("vgg19", inputs="imagenet")
 class VGG19(VGG):
     """VGG-19 (configuration E): 143,667,240 parameters for 1000 classes."""
 
     layers: Sequence[int] = (2, 2, 4, 4, 4)
 
 
-@register("vgg11_bn")
+@register("vgg11_bn", inputs="imagenet")
 class VGG11BN(VGG11):
     """VGG-11 with BatchNorm after every convolution (``torchvision.models.vgg11_bn``)."""
 
     norm: str = "batch"
 
 
-@register("vgg13_bn")
+@register("vgg13_bn", inputs="imagenet")
 class VGG13BN(VGG13):
     """VGG-13 with BatchNorm after every convolution (``torchvision.models.vgg13_bn``)."""
 
     norm: str = "batch"
 
 
-@register("vgg16_bn")
+@register("vgg16_bn", inputs="imagenet")
 class VGG16BN(VGG16):
     """VGG-16 with BatchNorm after every convolution (``torchvision.models.vgg16_bn``)."""
 
     norm: str = "batch"
 
 
-@register("vgg19_bn")
+@register("vgg19_bn", inputs="imagenet")
 class VGG19BN(VGG19):
     """VGG-19 with BatchNorm after every convolution (``torchvision.models.vgg19_bn``)."""
 
