@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 
 from cnn_jax.errors import Preempted, UserError
 from cnn_jax.runtime import host_device_flags, init_distributed, setup_runtime
@@ -17,6 +19,7 @@ USAGE_EXAMPLES = """examples:
   cnn-jax train --config experiments/lenet5_mnist.py --config.model.pool=avg --workdir runs/lenet-avg
   cnn-jax evaluate --workdir runs/lenet-avg --checkpoint best
   cnn-jax summary --model lenet5 --config.model.activation=tanh --input-shape 28,28,1
+  cnn-jax config experiments/lenet5_mnist.py --config.model.pool=avg
   cnn-jax prepare cifar10 --data-dir ~/tensorflow_datasets
   cnn-jax bench --model lenet5 --batch-size 128
   cnn-jax sweep experiments/pooling_study.py --workdir runs/pooling
@@ -24,6 +27,42 @@ USAGE_EXAMPLES = """examples:
   cnn-jax report runs/pooling
   cnn-jax viz --workdir runs/lenet-avg --what features --image-index 7
 """
+
+
+# One example override per config section (checked by the tests); ``train --help`` lists
+# every section's keys from ``base_config()`` next to these.
+SECTION_EXAMPLES = {
+    "seed": "--config.seed=3",
+    "model": "--config.model.pool=avg  (name, then the model's options: pool, activation, ...)",
+    "data": "--config.data.batch_size=128",
+    "optim": "--config.optim.name=sgd --config.optim.learning_rate=0.1",
+    "train": "--config.train.epochs=3",
+    "parallel": "--config.parallel.mode=single",
+}
+
+
+def _train_epilog() -> str:
+    """The config sections and their keys (from ``base_config()``), with examples."""
+    from cnn_jax import config as config_lib
+
+    base = config_lib.base_config()
+    lines = ["config sections (defaults in cnn_jax/config.py; FILE.py's get_config() changes some;",
+             "override any key with --config.SECTION.KEY=VALUE):"]
+    for name in sorted(base.keys()):
+        value = base[name]
+        keys = ", ".join(sorted(value.keys())) if hasattr(value, "keys") else f"(default {value})"
+        lines.append(textwrap.fill(keys, 92, initial_indent=f"  {name:<9} ", subsequent_indent=" " * 12))
+        if name in SECTION_EXAMPLES:
+            lines.append(f"  {'':<9}   e.g. {SECTION_EXAMPLES[name]}")
+    lines += [
+        "",
+        "examples:",
+        "  cnn-jax train --config experiments/lenet5_mnist.py --workdir runs/lenet5",
+        "  cnn-jax train --config experiments/lenet5_mnist.py --workdir runs/lenet-avg \\",
+        "      --config.model.pool=avg --config.train.epochs=3",
+        "  cnn-jax config experiments/lenet5_mnist.py --config.model.pool=avg   # the resolved config",
+    ]
+    return "\n".join(lines)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,6 +160,17 @@ def cmd_summary(args, overrides) -> int:
     return 0
 
 
+def cmd_config(args, overrides) -> int:
+    cfg = _config_from_args(args.file, overrides)
+    if args.format == "json":
+        from cnn_jax import config as config_lib
+
+        print(config_lib.to_json(cfg))
+    else:
+        print(str(cfg).rstrip())
+    return 0
+
+
 def cmd_prepare(args, overrides) -> int:
     from cnn_jax import data
 
@@ -136,10 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=USAGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from cnn_jax import __version__
+
     p.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    p.add_argument("--version", action="version", version=f"cnn-jax {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a config into a workdir (resumes if it has checkpoints)")
+    t = sub.add_parser("train", help="train a config into a workdir (resumes if it has checkpoints)",
+                       epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--config", help="experiment file FILE.py[:ARG]; override keys with --config.a.b=VALUE")
     t.add_argument("--workdir", required=True, help="run directory")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -169,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=int, help="default: as for --input-shape (1000 ImageNet, 10 else)")
     s.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     s.set_defaults(func=cmd_summary)
+
+    c = sub.add_parser("config", help="print the resolved config of FILE.py[:ARG] and --config.a.b=V overrides")
+    c.add_argument("file", nargs="?", metavar="FILE.py[:ARG]",
+                   help="experiment file (default: cnn_jax.config.base_config())")
+    c.add_argument("--format", choices=("json", "text"), default="json",
+                   help="json (as a run saves it in DIR/config.json) or the ConfigDict's text")
+    c.set_defaults(func=cmd_config)
 
     r = sub.add_parser("prepare", help="prepare a dataset as tfds ArrayRecord in --data-dir")
     r.add_argument("name", help="dataset name")
@@ -202,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
 
         overrides, rest = config_lib.parse_override_args(argv)
         parser = build_parser()
-        args = parser.parse_args(rest)
+        try:
+            args = parser.parse_args(rest)
+        except SystemExit as e:  # --help or --version: printed; errors raise UserError
+            return int(e.code or 0)
         if not args.command:
             parser.print_help()
             return 2
@@ -219,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `cnn-jax config FILE | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -103,3 +103,61 @@ def test_real_process_exit_codes(launcher):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip().endswith(
         "Total params: 61,706\nTrainable params: 61,706\nNon-trainable params: 0")
+
+
+def _cnn_jax(*argv):
+    return subprocess.run([sys.executable, "-m", "cnn_jax", *argv], capture_output=True, text=True)
+
+
+def test_version_through_the_real_command_line():
+    import cnn_jax
+
+    p = _cnn_jax("--version")
+    assert p.returncode == 0 and p.stdout == f"cnn-jax {cnn_jax.__version__}\n" == "cnn-jax 0.1.0\n"
+
+
+def test_train_help_lists_the_config_sections_with_examples(capsys):
+    from cnn_jax import config as config_lib
+
+    assert cli.main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "config sections" in out and "--config.SECTION.KEY=VALUE" in out
+    base = config_lib.base_config()
+    for section in base.keys():
+        assert f"\n  {section} " in out, section
+        if hasattr(base[section], "keys"):
+            for key in base[section].keys():
+                assert key in out, (section, key)
+    for section, example in cli.SECTION_EXAMPLES.items():
+        assert f"e.g. {example}" in out
+        flags = [a for a in example.split("  ")[0].split() if a.startswith("--config.")]
+        overrides, rest = config_lib.parse_override_args(flags)
+        assert flags and not rest and all(k.split(".")[0] == section for k, _ in overrides)
+        config_lib.from_args(EXP, overrides)  # every example is a valid override
+    assert "cnn-jax train --config experiments/lenet5_mnist.py --workdir runs/lenet5" in out
+
+
+def test_config_prints_the_resolved_config():
+    import json
+
+    from cnn_jax import config as config_lib
+
+    p = _cnn_jax("config", "experiments/pooling_study.py:full", "--config.model.pool=avg",
+                 "--config.train.epochs=2")
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert got["model"]["pool"] == "avg" and got["train"]["epochs"] == 2
+    assert got["data"]["name"] == "mnist"  # the file's ARG took effect
+    assert "activation" in got["model"]  # resolved: the model's options are filled in
+    want = config_lib.from_args("experiments/pooling_study.py:full",
+                                [("model.pool", "avg"), ("train.epochs", "2")])
+    assert p.stdout == config_lib.to_json(want) + "\n"
+    text = _cnn_jax("config", EXP, "--format", "text", "--config.model.pool=avg")
+    assert text.returncode == 0 and "  pool: avg\n" in text.stdout and "model:\n" in text.stdout
+
+
+def test_config_with_a_bad_key_is_one_line_exit_2():
+    p = _cnn_jax("config", EXP, "--config.train.epohcs=3")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        "error: unknown config key 'train.epohcs'; did you mean 'train.epochs'?"]
