@@ -96,12 +96,14 @@ def cmd_train(args, overrides) -> int:
     )
     if jax_process_index() != 0:  # only process 0 reports
         return 0
-    t = result["test"]
+    t, b = result["test"], result["best"]
+    chosen = (f"; best by validation: step {b['step']} (validation {b['validation_accuracy']:.4f}, "
+              f"test {b['test_accuracy']:.4f})" if b.get("step") is not None else "")
+    stopped = " (stopped early)" if result.get("stopped_early") else ""
     print(
         f"test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, top-5 {t['top5']:.4f} "
-        f"on {t['count']} images after {result['steps']} steps "
-        f"({result['train_seconds']:.1f} s); best {result['best']['accuracy']:.4f} at step "
-        f"{result['best']['step']}; run in {args.workdir}"
+        f"on {t['count']} images after {result['steps']} steps{stopped} "
+        f"({result['train_seconds']:.1f} s){chosen}; run in {args.workdir}"
     )
     return 0
 

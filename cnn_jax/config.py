@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.flip = False  # random horizontal flip
     c.data.train_split = "train"  # tfds split expressions, e.g. "train[:90%]"
     c.data.test_split = "test"
+    # Validation for model selection: a stratified, seeded hold-out of the training split
+    # (the same for every trial seed), a fraction in (0, 1) or a whole count; 0 = none.
+    c.data.validation = 0.1
     c.data.prefetch = 2  # batches put on devices ahead of the step (0: synchronous)
 
     c.optim = ml_collections.ConfigDict()
@@ -71,7 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 0  # 0 = at every evaluation only
     c.train.log_every_steps = 20
     c.train.keep_latest = 2
-    c.train.keep_best = 1
+    c.train.keep_best = 1  # best checkpoints by validation accuracy (needs data.validation)
+    # Stop when validation accuracy has not improved for this many evaluations; 0 = off.
+    c.train.early_stopping_patience = 0
     # A non-finite (NaN/Inf) loss: "stop" (error naming the step, last good checkpoint
     # kept), "skip" (that step changes nothing) or "lower_lr" (back to the last good
     # checkpoint with the learning rate times nan_lr_factor, at most nan_max_retries times).
@@ -358,12 +363,25 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key in ("data.batch_size", "data.eval_batch_size", "train.eval_every_epochs",
                 "train.keep_latest", "train.log_every_steps"):
         _check(cfg, key, lambda v: v >= 1, "a positive integer")
-    for key in ("train.epochs", "train.steps", "train.checkpoint_every_steps", "train.keep_best", "train.nan_max_retries",
+    for key in ("train.epochs", "train.steps", "train.checkpoint_every_steps", "train.keep_best",
+                "train.nan_max_retries", "train.early_stopping_patience",
                 "data.crop_padding", "data.prefetch", "optim.warmup_steps", "optim.warmup_epochs"):
         _check(cfg, key, lambda v: v >= 0, "a non-negative integer")
     for key in ("optim.learning_rate", "optim.weight_decay", "optim.grad_clip_norm",
                 "train.label_smoothing"):
         _check(cfg, key, lambda v: v >= 0, "a non-negative number")
+    from cnn_jax.data.validation import holdout_size
+
+    holdout_size(cfg.data.validation, 1 << 62)  # its form; the size is checked on the data
+    if cfg.data.validation == 0:
+        for key, off in (("train.keep_best", 0), ("train.early_stopping_patience", 0)):
+            group, name = key.split(".")
+            if cfg[group][name] != off:
+                raise UserError(
+                    f"{key}={cfg[group][name]} selects on the validation split, but "
+                    f"data.validation=0 turns it off; set data.validation (e.g. 0.1) or "
+                    f"{key}={off} (the test split is never used for selection)"
+                )
     if cfg.train.epochs == 0 and cfg.train.steps == 0:
         raise UserError("nothing to train: set train.epochs or train.steps to a positive value")
     if not 0 <= cfg.train.label_smoothing < 1:

@@ -29,7 +29,16 @@ def test_fit_learns_far_above_chance(data_dir, tmp_path):
     out = train.fit(c, str(tmp_path / "run"), progress=False)
     assert out["test"]["count"] == 1000  # every test image, once
     assert out["test"]["accuracy"] > 0.8  # chance is 0.1
-    assert out["steps"] == 2 * (4000 // 64) and out["params"] == 61_706
+    # 10 % of the 4,000 training digits are held out for validation
+    assert out["steps"] == 2 * (3600 // 64) and out["params"] == 61_706
+    assert out["data"] == {"train": 3600, "validation": 400, "test": 1000}
+    assert out["validation"]["count"] == 400 and out["best"]["selected_by"] == "validation"
+    assert out["best"]["step"] in (56, 112) and out["best"]["test_accuracy"] is not None
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "validation"] == [56, 112]
+    # the test split is read at the end only: the final state (and the best one if earlier)
+    assert {r["step"] for r in rows if r["split"] == "test"} == {112, out["best"]["step"]}
+    assert isinstance(out, train.FitResult) and out.state.step == 112
     files = set(os.listdir(tmp_path / "run"))
     assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard"} <= files
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "run" / "tensorboard"))
@@ -41,8 +50,9 @@ def test_fit_learns_far_above_chance(data_dir, tmp_path):
     assert ev["accuracy"] == pytest.approx(out["test"]["accuracy"])
     assert ev["loss"] == pytest.approx(out["test"]["loss"], rel=1e-5)
     best = train.evaluate(str(tmp_path / "run"), "best")
-    assert best["accuracy"] == pytest.approx(out["best"]["accuracy"])
-    with pytest.raises(UserError, match=r"no checkpoint at step 5 in .*; available: 62, 124"):
+    assert best["step"] == out["best"]["step"]
+    assert best["accuracy"] == pytest.approx(out["best"]["test_accuracy"])
+    with pytest.raises(UserError, match=r"no checkpoint at step 5 in .*; available: 56, 112"):
         train.evaluate(str(tmp_path / "run"), "5")
 
 

@@ -9,6 +9,7 @@ This package imports no flax and no optax.
 
 from cnn_jax.data.registry import DATASETS, DatasetSpec, Split, default_data_dir, load, names, prepare
 from cnn_jax.data.pipeline import eval_batches, num_eval_batches, train_iterator
+from cnn_jax.data.validation import hold_out
 from cnn_jax.data import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Split",
     "default_data_dir",
     "eval_batches",
+    "hold_out",
     "load",
     "names",
     "num_eval_batches",

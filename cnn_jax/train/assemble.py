@@ -32,6 +32,7 @@ class Setup:
     model: Any
     train: data.Split | None
     test: data.Split
+    validation: data.Split | None  # for selection; None when data.validation is 0
     state: state_lib.TrainState  # the initial state (seed ``cfg.seed``)
     loss_fn: Any
     eval_loss_fn: Any
@@ -41,6 +42,14 @@ class Setup:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.test.spec.shape)
+
+    def sizes(self) -> dict[str, int]:
+        """Examples per split (``summary.json``'s ``data``)."""
+        return {
+            "train": len(self.train) if self.train is not None else None,
+            "validation": len(self.validation) if self.validation is not None else 0,
+            "test": len(self.test),
+        }
 
 
 def model_options(cfg: ml_collections.ConfigDict) -> dict:
@@ -54,7 +63,14 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
     data_dir = cfg.data.data_dir or data.default_data_dir()
     spec = data.DATASETS.get(cfg.data.name)
     test = data.load(cfg.data.name, cfg.data.test_split, data_dir)
-    train = data.load(cfg.data.name, cfg.data.train_split, data_dir) if with_train else None
+    train = validation = None
+    if with_train or cfg.data.validation:
+        # The hold-out is taken from the training split, so restoring a run for
+        # evaluation rebuilds the same validation examples.
+        full = data.load(cfg.data.name, cfg.data.train_split, data_dir)
+        train, validation = data.hold_out(full, cfg.data.validation)
+        if not with_train:
+            train = None
     n_train = len(train) if train is not None else cfg.data.batch_size
     if with_train and cfg.data.batch_size > n_train:
         raise UserError(
@@ -64,7 +80,7 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
     spe = max(n_train // cfg.data.batch_size, 1)
     total = cfg.train.steps or cfg.train.epochs * spe
     model, state, loss_fn, eval_loss_fn = training_parts(cfg, spec.shape, spec.num_classes, total, spe)
-    return Setup(cfg, model, train, test, state, loss_fn, eval_loss_fn, spe, total)
+    return Setup(cfg, model, train, test, validation, state, loss_fn, eval_loss_fn, spe, total)
 
 
 def training_parts(cfg: ml_collections.ConfigDict, shape, num_classes: int, total: int, spe: int):

@@ -95,7 +95,7 @@ class Checkpoints:
         if which == "best":
             best = self.best_step()
             if best is None:
-                raise UserError(f"no checkpoint with test metrics in {self.directory}; use latest")
+                raise UserError(f"no checkpoint with validation metrics in {self.directory}; use latest")
             return best
         try:
             step = int(which)

@@ -141,14 +141,16 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
     ckpt = Checkpoints(os.path.join(workdir, rundir.CHECKPOINTS), cfg.train.keep_latest, cfg.train.keep_best)
     host_state = s.state
     start, data_state = 0, {}
+    stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)
     if ckpt.latest_step() is not None:
         host_state, data_state, start = ckpt.restore(host_state, "latest", sharding=runner.state_sharding())
+        stopper.replay(rundir.read_metrics(workdir), start)
         if start and progress is not False and primary:
-            if start >= s.total_steps and rundir.is_finished(workdir):
+            if (start >= s.total_steps or stopper.stopped) and rundir.is_finished(workdir):
                 print(
-                    f"already finished at step {start} ({start / s.steps_per_epoch:g} epochs) in "
-                    f"{workdir}; to train longer, raise train.epochs or train.steps and pass "
-                    "--allow-config-change",
+                    f"already finished at step {start} ({start / s.steps_per_epoch:g} epochs"
+                    f"{', stopped early' if stopper.stopped else ''}) in {workdir}; to train "
+                    "longer, raise train.epochs or train.steps and pass --allow-config-change",
                     flush=True,
                 )
             else:
@@ -168,6 +170,8 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
         ckpt.save(0, host_state, {"iterator": None, "pending": None})  # the last good state
     t_start = time.perf_counter()
     first_step_at = None
+    best_state = None  # a copy of the state at the best validation accuracy of this run
+    step = start
     try:
         while True:  # one pass per (re)start: lower_lr goes back to the last good checkpoint
             state = runner.put_state(host_state)
@@ -179,13 +183,13 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
             # Train metrics are summed between log points; the pending sums are
             # checkpointed so that a resumed run logs exactly what an uninterrupted one does.
             acc = periodic.pending_from_json(data_state.get("pending"))
-            last_train, test_metrics = {}, None
+            last_train = {}
             t_first, steps_timed = None, 0
             in_flight = None  # see _pace
-            step = start
             diverged_at = None
+            end = start if stopper.stopped else s.total_steps
             try:
-                for step in range(start + 1, s.total_steps + 1):
+                for step in range(start + 1, end + 1):
                     batch, it_state = next(batches)
                     state, sums = runner.train_step(state, batch)
                     acc = step_lib.combine(acc, sums)
@@ -196,7 +200,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                         first_step_at = first_step_at or time.time()
                     else:
                         steps_timed += 1
-                    preempted = bool(signals.received)
+                    preempted = signals.should_stop(step)
                     logged = ips = None
                     if when.needs_host(step, preempted):
                         host_acc = jax.device_get(acc)
@@ -215,21 +219,32 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                             writer.write(step, "train", record)
                             last_train, acc = logged, None
                     bar.update(step, logged, ips)
+                    val = None
                     if when.is_eval(step):
-                        test_metrics = run_eval(state, s.test, eval_batch, runner)
-                        writer.write(step, "test", test_metrics)
-                        bar.line(
-                            f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: train loss "
-                            f"{last_train['loss']:.4f} acc {last_train['accuracy']:.4f} | test loss "
-                            f"{test_metrics['loss']:.4f} acc {test_metrics['accuracy']:.4f} "
-                            f"({test_metrics['count']} images)"
-                        )
-                    if when.is_checkpoint(step, preempted):
-                        metrics = {"accuracy": test_metrics["accuracy"]} if when.is_eval(step) else None
+                        line = (f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: "
+                                f"train loss {last_train['loss']:.4f} acc {last_train['accuracy']:.4f}")
+                        if s.validation is not None:
+                            val = run_eval(state, s.validation, eval_batch, runner)
+                            writer.write(step, "validation", val)
+                            line += (f" | validation loss {val['loss']:.4f} acc {val['accuracy']:.4f} "
+                                     f"({val['count']} images)")
+                            if stopper.update(step, val):
+                                best_state = jax.tree.map(lambda x: x.copy(), runner.get_state(state))
+                        bar.line(line)
+                    stop = stopper.stopped
+                    if when.is_checkpoint(step, preempted) or stop:
+                        metrics = {"accuracy": val["accuracy"]} if val is not None else None
                         ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)
                     if preempted:
                         ckpt.wait()
                         raise Preempted(step, signals.received)
+                    if stop:
+                        bar.line(
+                            f"early stopping at step {step}: validation accuracy has not improved "
+                            f"for {stopper.patience} evaluations (best "
+                            f"{stopper.best_accuracy:.4f} at step {stopper.best_step})"
+                        )
+                        break
             finally:
                 batches.close()
             if diverged_at is None:
@@ -254,20 +269,25 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                 f"rate times {cfg.train.nan_lr_factor} (retry {retries}/{cfg.train.nan_max_retries})"
             )
             writer.truncate(start)
+            stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)
+            stopper.replay(rundir.read_metrics(workdir), start)
+            best_state = None
         ckpt.wait()
+        train_seconds = time.perf_counter() - t_start
+        final = final_evaluation(
+            state, step, s, stopper, best_state, ckpt, runner, eval_batch, writer)
     finally:
         bar.close()
         writer.close()
         ckpt.close()
-    train_seconds = time.perf_counter() - t_start
-    if test_metrics is None:  # nothing left to train: evaluate the restored state
-        test_metrics = run_eval(state, s.test, eval_batch, runner)
     summary = periodic.summary(
         workdir,
-        test=test_metrics,
+        **final,
         train=last_train,
-        steps=s.total_steps,
+        steps=step,
         steps_per_epoch=s.steps_per_epoch,
+        planned_steps=s.total_steps,
+        data_sizes=s.sizes(),
         params=num_params(s.state.params),
         train_seconds=train_seconds,
         images_per_second=periodic.images_per_second(
@@ -279,6 +299,33 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
         write=primary,
     )
     return FitResult(summary, runner.get_state(state), s)
+
+
+def final_evaluation(state, step: int, s: Setup, stopper, best_state, ckpt: Checkpoints,
+                     runner: Runner, eval_batch: int, writer: MetricWriter) -> dict:
+    """The end of a run: the test split, read once, for the final state and for the
+    checkpoint selected by validation accuracy (``stopper``'s best step), plus the final
+    validation metrics. Writes the ``test`` rows of ``metrics.jsonl``; returns the
+    summary's ``test``, ``validation`` and ``best`` entries."""
+    test = run_eval(state, s.test, eval_batch, runner)
+    writer.write(step, "test", test)
+    validation = None
+    if s.validation is not None:
+        validation = stopper.metrics_at.get(step) or run_eval(state, s.validation, eval_batch, runner)
+    best = {"step": stopper.best_step, "validation_accuracy": stopper.best_accuracy,
+            "test_accuracy": None, "selected_by": "validation"}
+    if stopper.best_step is not None:
+        if stopper.best_step == step:
+            best_test = test
+        else:
+            if best_state is None:  # selected before this process started: from its checkpoint
+                which = stopper.best_step if stopper.best_step in ckpt.steps() else "best"
+                best_state, _, _ = ckpt.restore(s.state, which, sharding=runner.state_sharding())
+            best_test = run_eval(runner.put_state(best_state), s.test, eval_batch, runner)
+            writer.write(stopper.best_step, "test", {**best_test, "checkpoint": "best"})
+        best["test_accuracy"] = best_test["accuracy"]
+        best["test"] = best_test
+    return {"test": test, "validation": validation, "best": best}
 
 
 def _scale_lr(state, factor: float):

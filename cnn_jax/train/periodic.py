@@ -72,13 +72,36 @@ def pending_from_json(sums: dict | None):
     return {k: np.int32(v) if k.startswith("first_") else np.float32(v) for k, v in sums.items()}
 
 
-def best_of(run_dir: str, split: str) -> dict:
-    """The logged evaluation of ``split`` with the highest accuracy: ``{"accuracy", "step"}``."""
-    history = [r for r in rundir.read_metrics(run_dir) if r["split"] == split]
-    if not history:
-        return {"accuracy": None, "step": None}
-    best = max(history, key=lambda r: r["accuracy"])
-    return {"accuracy": best["accuracy"], "step": best["step"]}
+class EarlyStopping:
+    """Selection on the validation split: the best evaluation (the first of equal
+    accuracies), evaluations since it, and whether ``patience`` of them have passed
+    (``patience`` 0: never stops, still tracks the best)."""
+
+    def __init__(self, patience: int):
+        self.patience = int(patience)
+        self.best_step: int | None = None
+        self.best_accuracy: float | None = None
+        self.since_best = 0
+        self.metrics_at: dict[int, dict] = {}
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.patience) and self.since_best >= self.patience
+
+    def update(self, step: int, metrics: dict) -> bool:
+        """Records the validation ``metrics`` of ``step``; ``True`` if they are the best."""
+        self.metrics_at[int(step)] = metrics
+        if self.best_accuracy is None or metrics["accuracy"] > self.best_accuracy:
+            self.best_step, self.best_accuracy, self.since_best = int(step), metrics["accuracy"], 0
+            return True
+        self.since_best += 1
+        return False
+
+    def replay(self, records: list[dict], upto: int) -> None:
+        """The validation rows of a resumed run's ``metrics.jsonl`` up to step ``upto``."""
+        for r in records:
+            if r.get("split") == "validation" and r["step"] <= upto:
+                self.update(r["step"], {k: v for k, v in r.items() if k not in ("step", "split")})
 
 
 def images_per_second(steps_timed: int, batch: int, t_first: float | None, now: float) -> float | None:
@@ -92,9 +115,13 @@ def summary(
     run_dir: str,
     *,
     test: dict,
+    validation: dict | None,
+    best: dict,
     train: dict,
     steps: int,
+    planned_steps: int,
     steps_per_epoch: int,
+    data_sizes: dict,
     params: int,
     train_seconds: float,
     images_per_second: float | None,
@@ -105,12 +132,21 @@ def summary(
     write: bool = True,
     **extra,
 ) -> dict:
-    """The run's ``summary.json`` (written when ``write``) and its value."""
+    """The run's ``summary.json`` (written when ``write``) and its value.
+
+    ``test`` is the final state's test metrics, ``validation`` its validation metrics,
+    ``best`` the checkpoint selected by validation accuracy (``step``,
+    ``validation_accuracy``, ``test_accuracy``, ``selected_by``); ``steps`` were trained
+    of ``planned_steps`` (fewer after early stopping)."""
     out = {
         "test": test,
-        "best": best_of(run_dir, "test"),
+        "validation": validation,
+        "best": best,
         "train": train,
+        "data": data_sizes,
         "steps": int(steps),
+        "planned_steps": int(planned_steps),
+        "stopped_early": int(steps) < int(planned_steps),
         "epochs": steps / steps_per_epoch,
         "params": params,
         "train_seconds": train_seconds,

@@ -45,7 +45,8 @@ from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.assemble import build, initial_state, num_params
 from cnn_jax.train.checkpoint import Checkpoints
-from cnn_jax.train.loop import FitResult
+from cnn_jax.train.loop import FitResult, final_evaluation
+from cnn_jax.train.parallel import Runner
 from cnn_jax.train.writer import MetricWriter
 
 # on_done(index, outcome) is called as soon as one seed has finished (done or diverged).
@@ -67,8 +68,13 @@ def _check_group(cfgs) -> None:
 
 
 def supported(cfg: ml_collections.ConfigDict) -> bool:
-    """Whether :func:`fit_seeds` trains this config as ``fit`` would."""
-    return cfg.train.get("on_nan", config_lib.ON_NAN_STOP) == config_lib.ON_NAN_STOP and len(jax.devices()) == 1
+    """Whether :func:`fit_seeds` trains this config as ``fit`` would (seeds that stop early
+    at different steps are trained one by one)."""
+    return (
+        cfg.train.get("on_nan", config_lib.ON_NAN_STOP) == config_lib.ON_NAN_STOP
+        and not cfg.train.get("early_stopping_patience", 0)
+        and len(jax.devices()) == 1
+    )
 
 
 def fit_seeds(
@@ -89,7 +95,7 @@ def fit_seeds(
     if len(cfgs) != len(workdirs):
         raise ValueError("one workdir per config")
     if not supported(cfgs[0]):
-        raise ValueError("fit_seeds needs train.on_nan=stop and a single device")
+        raise ValueError("fit_seeds needs train.on_nan=stop, no early stopping and a single device")
     for cfg, wd in zip(cfgs, workdirs):
         workdir_lib.check(cfg, wd, False, False)
     s = build(cfgs[0])
@@ -159,7 +165,10 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
     alive = [True] * k
     diverged: dict[int, dict] = {}
     last_train: list[dict] = [{} for _ in range(k)]
-    test_metrics: list = [None] * k
+    stoppers = [periodic.EarlyStopping(0) for _ in range(k)]
+    for i, wd in enumerate(workdirs):
+        stoppers[i].replay(rundir.read_metrics(wd), start)
+    best_states: list = [None] * k
     t_start = time.perf_counter()
     t_first, steps_timed = None, 0
     for step in range(start + 1, s.total_steps + 1):
@@ -196,19 +205,21 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
                     writers[i].write(step, "train", {kk: v for kk, v in logged.items() if kk != "count"})
                     last_train[i] = logged
             acc = None
-        if when.is_eval(step):
+        if when.is_eval(step) and s.validation is not None:
             total = None
-            for b in data.eval_batches(s.test, cfg.data.eval_batch_size):
+            for b in data.eval_batches(s.validation, cfg.data.eval_batch_size):
                 total = step_lib.combine(total, veval(stacked, b))
             host = jax.device_get(total)
         for i in range(k):
             if not alive[i]:
                 continue
             metrics = None
-            if when.is_eval(step):
-                test_metrics[i] = step_lib.summarize({key: v[i] for key, v in host.items()})
-                writers[i].write(step, "test", test_metrics[i])
-                metrics = {"accuracy": test_metrics[i]["accuracy"]}
+            if when.is_eval(step) and s.validation is not None:
+                val = step_lib.summarize({key: v[i] for key, v in host.items()})
+                writers[i].write(step, "validation", val)
+                metrics = {"accuracy": val["accuracy"]}
+                if stoppers[i].update(step, val):
+                    best_states[i] = _unstack(stacked, i)
             ckpts[i].save(
                 step, _unstack(stacked, i),
                 {"iterator": its[i].get_state(), "pending": periodic.pending_to_json(acc, i)},
@@ -218,18 +229,26 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
         c.wait()
     elapsed = time.perf_counter() - t_start
     ips = periodic.images_per_second(k * steps_timed, cfg.data.batch_size, t_first, time.perf_counter())
+    runner = Runner("single", s.loss_fn, s.eval_loss_fn)  # the end of each seed's run
     outcomes: list[dict] = []
     for i in range(k):
         if i in diverged:
             outcomes.append(diverged[i])
             continue
+        state = _unstack(stacked, i)
+        final = final_evaluation(
+            state, s.total_steps, s, stoppers[i], best_states[i], ckpts[i], runner,
+            cfg.data.eval_batch_size, writers[i],
+        )
         extra = {"seeds_trained_together": k} if k > 1 else {}
         summary = periodic.summary(
             workdirs[i],
-            test=test_metrics[i],
+            **final,
             train=last_train[i],
             steps=s.total_steps,
+            planned_steps=s.total_steps,
             steps_per_epoch=s.steps_per_epoch,
+            data_sizes=s.sizes(),
             params=num_params(s.state.params),
             train_seconds=elapsed / k,  # cost per trial: the group's time shared by its seeds
             images_per_second=ips,
@@ -238,7 +257,7 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
             parallel={"mode": "vmap", "devices": 1},
             **extra,
         )
-        out = {"status": "done", "result": FitResult(summary, _unstack(stacked, i), s)}
+        out = {"status": "done", "result": FitResult(summary, state, s)}
         if on_done is not None:
             on_done(i, out)
         outcomes.append(out)

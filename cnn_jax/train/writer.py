@@ -26,7 +26,9 @@ class MetricWriter:
 
     def _open(self, resume_step: int) -> None:
         if os.path.exists(self.path):
-            keep = [line for line in rundir.read_jsonl(self.path) if line["step"] <= resume_step]
+            # Test rows are written once, at the end of a run: a resumed run writes its own.
+            keep = [line for line in rundir.read_jsonl(self.path)
+                    if line["step"] <= resume_step and line["split"] != "test"]
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
                 for line in keep:
