@@ -24,7 +24,12 @@ def _env(devices: int, **extra) -> dict:
     return env
 
 
-def _py(args, devices, timeout=300, **extra):
+# A guard against a hung (e.g. deadlocked) process, never a statement about speed: a loaded
+# machine may take long, a deadlock never ends.
+HANG_S = 1800
+
+
+def _py(args, devices, timeout=HANG_S, **extra):
     p = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
                        env=_env(devices, **extra), cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -84,7 +89,7 @@ def test_two_process_run_matches_one_process(data_dir, tmp_path):
             env=_env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)
     ]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = [p.communicate(timeout=HANG_S) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     one, two = _summary(tmp_path / "one"), _summary(tmp_path / "two")
     assert two["parallel"] == {"mode": "sharded", "devices": 4}
