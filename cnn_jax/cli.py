@@ -99,7 +99,7 @@ def cmd_train(args, overrides) -> int:
     t, b = result["test"], result["best"]
     chosen = (f"; best by validation: step {b['step']} (validation {b['validation_accuracy']:.4f}, "
               f"test {b['test_accuracy']:.4f})" if b.get("step") is not None else "")
-    stopped = " (stopped early)" if result.get("stopped_early") else ""
+    stopped = " (stopped early)" if result.summary.get("stopped_early") else ""
     print(
         f"test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, top-5 {t['top5']:.4f} "
         f"on {t['count']} images after {result['steps']} steps{stopped} "

@@ -21,7 +21,7 @@ from cnn_jax.registry import Registry
 MODELS: Registry[type[nn.Module]] = Registry("model")
 
 # Module fields that are not user options.
-_INTERNAL = {"parent", "name"}
+_INTERNAL = {"parent", "name", "pool_sites"}
 
 
 # The data a model was designed for, as (input shape H, W, C; classes): what ``cnn-jax
@@ -81,7 +81,10 @@ def options(name: str) -> dict[str, Any]:
 
 
 def create(name: str, num_classes: int, **opts: Any) -> nn.Module:
-    """Instantiates registered model ``name``; unknown options are a :class:`UserError`."""
+    """Instantiates registered model ``name``; unknown options are a :class:`UserError`.
+
+    ``pool`` may be one kind (every site) or one kind per pooling site in the model's site
+    order (:func:`pooling_sites`)."""
     cls = MODELS.get(name)
     valid = options(name)
     for k in opts:
@@ -94,7 +97,40 @@ def create(name: str, num_classes: int, **opts: Any) -> nn.Module:
         _check_size(name, k, v, valid[k])
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
+    pool = opts.get("pool")
+    if isinstance(pool, (list, tuple)):
+        sites = pooling_sites(name, num_classes, **{k: v for k, v in opts.items() if k != "pool"})
+        if len(pool) != len(sites):
+            raise UserError(
+                f"model.pool lists {len(pool)} kind{'s' if len(pool) != 1 else ''} "
+                f"({', '.join(map(str, pool))}) but model {name!r} has {len(sites)} pooling "
+                f"site{'s' if len(sites) != 1 else ''} here ({', '.join(sites) or 'none'}); give "
+                f"one kind for all, or one per site in this order"
+            )
+        opts = {**opts, "pool": tuple(pool)}
+        return cls(num_classes=num_classes, pool_sites=tuple(sites), **opts)
     return cls(num_classes=num_classes, **opts)
+
+
+def pooling_sites(name: str, num_classes: int = 10, input_shape=None, **opts: Any) -> list[str]:
+    """The paths of model ``name``'s local pooling sites (``pool1``, ``layer1_0/pool``, ...)
+    in the order a per-site ``pool`` lists their kinds, traced (no weights allocated) on
+    ``input_shape`` (default: the model's own input)."""
+    import jax.numpy as jnp
+
+    from cnn_jax.models import common
+
+    opts = {**opts, "pool": "max"}
+    model = create(name, num_classes, **opts)
+    if input_shape is None:
+        input_shape = MODELS.meta(name, "input_shape") or (28, 28, 1)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    common._SITES = sites = []
+    try:
+        jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x)
+    finally:
+        common._SITES = None
+    return list(dict.fromkeys(sites))
 
 
 def _check_size(model: str, key: str, value: Any, default: Any) -> None:

@@ -107,12 +107,21 @@ class Base(nn.Module):
         return self.act(x) if act else x
 
 
+# While :func:`cnn_jax.models.pooling_sites` traces a model, the path of every pooling site
+# it passes, in call order; ``None`` otherwise.
+_SITES: list[str] | None = None
+
+
 class Layers(Base):
     """:class:`Base` and the pooling sites' kind: the fields and helpers blocks share with
-    the model that builds them (:meth:`layer_options`)."""
+    the model that builds them (:meth:`layer_options`).
 
-    pool: str = "max"
+    ``pool`` is one kind for every local pooling site, or a tuple with one kind per site in
+    the model's site order (``pool_sites``, filled in by :func:`cnn_jax.models.create`)."""
+
+    pool: str | tuple[str, ...] = "max"
     pool_options: dict = dataclasses.field(default_factory=dict)
+    pool_sites: tuple[str, ...] = ()  # the site paths for a per-site ``pool`` (not an option)
 
     def layer_options(self) -> dict[str, Any]:
         """The shared fields, to pass on to a block."""
@@ -121,18 +130,29 @@ class Layers(Base):
             "norm": self.norm,
             "pool": self.pool,
             "pool_options": self.pool_options,
+            "pool_sites": self.pool_sites,
             "dtype": self.dtype,
         }
+
+    def site_kind(self, name: str) -> str:
+        """The pooling kind of this module's site ``name``."""
+        path = "/".join((*self.scope.path, name))
+        if _SITES is not None:
+            _SITES.append(path)
+        if isinstance(self.pool, str):
+            return self.pool
+        return self.pool[self.pool_sites.index(path)]
 
     def pool_layer(
         self, x: jax.Array, window, strides=None, padding: Any = "VALID", *, name: str,
         train: bool, kind: str | None = None,
     ) -> jax.Array:
-        """A pooling site: ``Pool(self.pool, ...)`` named ``name`` (``kind`` overrides the
-        kind; ``pool_options`` then do not apply)."""
-        if kind is not None and kind != self.pool:
+        """A pooling site: ``Pool(kind of this site, ...)`` named ``name`` (``kind``
+        overrides it; ``pool_options`` then do not apply)."""
+        site = self.site_kind(name)
+        if kind is not None and kind != site:
             return Pool(kind, window, strides, padding, name=name)(x, train=train)
-        return Pool(self.pool, window, strides, padding, dict(self.pool_options), name=name)(
+        return Pool(site, window, strides, padding, dict(self.pool_options), name=name)(
             x, train=train
         )
 
@@ -202,7 +222,7 @@ class Model(Classifier, Layers):
     def require_pool_site(self, has_site: bool, how: str) -> None:
         """Refuses a non-default ``pool``/``pool_options`` for a configuration without a
         pooling site, rather than silently ignoring it."""
-        if not has_site and (self.pool != "max" or self.pool_options):
+        if not has_site and (self.pool not in ("max", ()) or self.pool_options):
             raise UserError(
                 f"{type(self).__name__} has no pooling layer in this configuration, so "
                 f"pool={self.pool!r} would change nothing; {how}"

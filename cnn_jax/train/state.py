@@ -45,17 +45,7 @@ def create(
     # a compilation cache), which is most of a fresh process's time to its first step.
     init_key = jax.random.key(seed, impl="rbg")
 
-    @jax.jit
-    def init(key):
-        pkey, dkey, qkey = jax.random.split(key, 3)
-        variables = model.init(
-            {"params": pkey, "dropout": dkey, "pool": qkey},
-            jnp.zeros((1, *input_shape), jnp.float32),
-            train=False,
-        )
-        return variables
-
-    variables = init(init_key)
+    variables = _initializer(model, tuple(input_shape))(init_key)
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -91,3 +81,27 @@ def to_pytree(state: TrainState) -> dict:
 def from_pytree(state: TrainState, tree: dict) -> TrainState:
     """``state`` with its checkpointed fields replaced by ``tree``."""
     return state.replace(**tree)
+
+
+# The jitted initialisers of the last few models: the seeds of one config (same model object,
+# see cnn_jax.train.assemble) share one compiled program instead of compiling it per seed.
+_INITS: dict = {}
+
+
+def _initializer(model, input_shape: tuple[int, ...]):
+    key = (id(model), input_shape)
+    if key not in _INITS or _INITS[key][0] is not model:
+        if len(_INITS) >= 4:
+            _INITS.pop(next(iter(_INITS)))
+
+        @jax.jit
+        def init(key):
+            pkey, dkey, qkey = jax.random.split(key, 3)
+            return model.init(
+                {"params": pkey, "dropout": dkey, "pool": qkey},
+                jnp.zeros((1, *input_shape), jnp.float32),
+                train=False,
+            )
+
+        _INITS[key] = (model, init)
+    return _INITS[key][1]
