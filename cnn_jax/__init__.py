@@ -9,8 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "config", "data", "errors", "layers", "losses", "models", "optim", "pooling", "registry",
-    "study", "summary", "train", "viz",
+    "activations", "bench", "config", "conv", "data", "errors", "layers", "losses", "models",
+    "optim", "pooling", "registry", "rundir", "runtime", "study", "summary", "train", "viz",
 }
 
 
