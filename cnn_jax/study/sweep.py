@@ -24,6 +24,8 @@ from typing import Any
 from cnn_jax.errors import UserError
 
 Point = dict[str, Any]
+# Tuning seeds counted from here: disjoint from any study's usual seeds 0, 1, ...
+TUNE_SEED_BASE = 1000
 
 
 class Sweep:
@@ -308,6 +310,13 @@ class Study:
         trial (Zhang 2019); ``0`` turns it off.
       title: the report's title.
       question: one paragraph at the top of the report.
+      tune: ``{key: [values]}`` tuned separately for every arm (each combination of the
+        swept keys), e.g. ``{"optim.learning_rate": [1e-3, 3e-3]}``: every arm first trains
+        each value (the grid of several keys) with the ``tune_seeds``, and the value with the
+        best mean validation accuracy is the one its study seeds then run with — a fair
+        comparison where one setting would favour some arms.
+      tune_seeds: number of tuning seeds (``1000, 1001, ...``) or an explicit list; never
+        one of the study's seeds.
     """
 
     sweep: Sweep
@@ -317,6 +326,8 @@ class Study:
     shift_consistency: int = 3
     title: str = ""
     question: str = ""
+    tune: Mapping[str, Sequence[Any]] | None = None
+    tune_seeds: int | Sequence[int] = 2
 
     def __post_init__(self):
         if not isinstance(self.sweep, Sweep):
@@ -336,15 +347,65 @@ class Study:
                 raise UserError(
                     f"baseline key {k!r} is not swept; swept keys: {', '.join(self.sweep.keys())}"
                 )
+        if self.tune is not None:
+            if not isinstance(self.tune, Mapping) or not self.tune:
+                raise UserError(
+                    f"Study.tune must map config keys to lists of values, e.g. "
+                    f"{{'optim.learning_rate': [1e-3, 3e-3]}}; got {self.tune!r}"
+                )
+            for k, values in self.tune.items():
+                _check_key(k)
+                if k in swept or k == "seed":
+                    raise UserError(
+                        f"Study.tune key {k!r} is also swept; a key is either swept (compared) "
+                        f"or tuned per arm (chosen on validation), not both; swept keys: "
+                        f"{', '.join(swept)}"
+                    )
+                _values(k, values)
+            tune_seeds = self.tune_seed_list()
+            if not tune_seeds or len(set(tune_seeds)) != len(tune_seeds):
+                raise UserError(
+                    f"Study.tune_seeds must be a positive count or distinct ints, got "
+                    f"{self.tune_seeds!r}"
+                )
+            overlap = sorted(set(tune_seeds) & set(seeds))
+            if overlap:
+                raise UserError(
+                    f"Study.tune_seeds {tune_seeds} overlap the study seeds {seeds} at "
+                    f"{overlap}; tuning must not see the seeds it is evaluated on (use seeds "
+                    f"outside {seeds}, e.g. a count: they are {TUNE_SEED_BASE}, "
+                    f"{TUNE_SEED_BASE + 1}, ...)"
+                )
 
     def seed_list(self) -> list[int]:
         if isinstance(self.seeds, int):
             return list(range(self.seeds)) if self.seeds >= 1 else []
         return [int(s) for s in self.seeds]
 
-    def trials(self) -> list[tuple[Point, int]]:
-        """``(point, seed)`` for every trial, point-major."""
-        return [(p, s) for p in self.sweep.points() for s in self.seed_list()]
+    def tune_seed_list(self) -> list[int]:
+        if isinstance(self.tune_seeds, int):
+            n = self.tune_seeds
+            return list(range(TUNE_SEED_BASE, TUNE_SEED_BASE + n)) if n >= 1 else []
+        return [int(s) for s in self.tune_seeds]
+
+    def tune_points(self) -> list[Point]:
+        """The tuned values every arm tries (a grid over the ``tune`` keys)."""
+        return grid(dict(self.tune)).points() if self.tune else [{}]
+
+    def tuning_trials(self) -> list[tuple[Point, int]]:
+        """``(arm + tuned values, tuning seed)`` for every tuning trial, arm-major."""
+        return [
+            ({**arm, **t}, s)
+            for arm in self.sweep.points() for t in self.tune_points() for s in self.tune_seed_list()
+        ]
+
+    def trials(self, chosen: Sequence[Point] | None = None) -> list[tuple[Point, int]]:
+        """``(point, seed)`` for every study trial, point-major; with tuning, each arm's
+        ``chosen`` tuned values (one dict per arm, in sweep order) join its point."""
+        arms = self.sweep.points()
+        if chosen is not None:
+            arms = [{**arm, **c} for arm, c in zip(arms, chosen, strict=True)]
+        return [(p, s) for p in arms for s in self.seed_list()]
 
     def options(self) -> dict:
         """The report settings, as stored in ``sweep.json``."""
@@ -356,6 +417,8 @@ class Study:
             "title": self.title,
             "question": self.question,
             "keys": self.sweep.keys(),
+            "tune": {k: list(v) for k, v in (self.tune or {}).items()},
+            "tune_seeds": self.tune_seed_list() if self.tune else [],
         }
 
 
