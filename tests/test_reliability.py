@@ -68,56 +68,149 @@ def _reference(data_dir, workdir, steps):
     assert cli.main(_cli(data_dir, workdir, steps=steps)[3:]) == 0
 
 
+# A guard against a hung child process only, never a statement about speed: every wait in
+# these tests is for observed progress (a logged step, a checkpoint, a lock taken).
+HANG_S = 1800
+
+
+def _wait(proc, what, predicate, log=None, poll=0.01):
+    """Polls ``predicate()`` until it is true; fails if ``proc`` exits first (or hangs).
+
+    ``log``: the file holding the process's stderr (else its stderr pipe, if any)."""
+    deadline = time.monotonic() + HANG_S
+    while not predicate():
+        if proc.poll() is not None:
+            err = _read(log) if log else proc.stderr.read() if proc.stderr else ""
+            err = err[-3000:]
+            pytest.fail(f"the run exited ({proc.returncode}) while waiting for {what}: {err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the run hung: no {what} after {HANG_S} s")
+        time.sleep(poll)
+
+
+def _logged_steps(workdir):
+    """Steps in ``metrics.jsonl`` (complete lines only: the writer may be mid-line)."""
+    try:
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line)["step"] for line in text.split("\n")[:-1] if line.strip()]
+
+
+def _newest_logged(workdir):
+    return max(_logged_steps(workdir), default=0)
+
+
+def _lock_holder(workdir):
+    try:
+        with open(os.path.join(workdir, ".lock")) as f:
+            return int(f.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
 def test_sigterm_saves_and_resume_is_exact(data_dir, tmp_path):
     ref = tmp_path / "ref"
     _reference(data_dir, ref, 400)
     wd = tmp_path / "run"
     p = subprocess.Popen(_cli(data_dir, wd, steps=400), env=_env(), cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not os.path.exists(wd / "metrics.jsonl") or os.path.getsize(wd / "metrics.jsonl") < 200:
-        assert time.monotonic() < deadline and p.poll() is None
-        time.sleep(0.05)
-    sent = time.monotonic()
+    _wait(p, "two logged steps", lambda: len(_logged_steps(wd)) >= 2)
+    seen = _newest_logged(wd)
     p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=60)
-    assert time.monotonic() - sent < 30  # within seconds (measured ~1-7 s; slack for a loaded CI)
+    out, err = p.communicate(timeout=HANG_S)
     assert p.returncode == 75, err
     assert "preempted: SIGTERM received: saved a checkpoint at step" in err
     step = int(err.split("at step ")[1].split(";")[0])
-    assert 0 < step < 400 and step in Checkpoints(str(wd / "checkpoints"), read_only=True).steps()
+    # the step it was at: no earlier than what it had logged, and it did not run to the end
+    assert seen <= step < 400 and step in Checkpoints(str(wd / "checkpoints"), read_only=True).steps()
     p2 = subprocess.run(_cli(data_dir, wd, steps=400)[:-1], capture_output=True, text=True,
-                        env=_env(), cwd=ROOT, timeout=300)
+                        env=_env(), cwd=ROOT, timeout=HANG_S)
     assert p2.returncode == 0 and f"resuming from step {step}" in p2.stdout
     assert _read(wd / "metrics.jsonl") == _read(ref / "metrics.jsonl")
     a, b = json.loads(_read(wd / "summary.json")), json.loads(_read(ref / "summary.json"))
     assert a["test"] == b["test"] and a["train"] == b["train"]
 
 
+def _one_life(cmd, wd, rng, gaps, stage):
+    """Starts the run and SIGKILLs it at a random point between two observed events.
+
+    The events of a life are: the process starts, it holds the workdir lock (config, data and
+    model built), then each new step in ``metrics.jsonl`` (a checkpoint is written at every
+    logged step here). The kill lands after the event ``stage`` names, a random fraction of the
+    way to the next one (that gap as measured earlier on this machine), and never later than
+    the next event itself, so every life advances the run by at most a few logged steps
+    whatever the machine's speed. ``stage`` says between which events: ``start-up`` (process
+    start to lock), ``restore`` (lock to the first new logged step) or ``training`` (after
+    1-4 new logged steps, before the next); the first two need ``gaps`` measured by an
+    earlier ``training`` life. Returns ``stage``.
+    """
+    floor = _newest_logged(wd)  # a life must log beyond this to count as progress
+    after = rng.randint(1, 4)  # in "training": after this many new logged steps
+    log = os.path.join(wd.parent, "life.err")
+    with open(log, "w") as err:
+        p = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    t0 = time.monotonic()
+    try:
+        if stage == "start-up":
+            nxt = lambda: _lock_holder(wd) == p.pid  # noqa: E731
+            budget = rng.random() * gaps["start-up"]
+        else:
+            _wait(p, "the workdir lock", lambda: _lock_holder(wd) == p.pid, log)
+            t_lock = time.monotonic()
+            gaps["start-up"] = t_lock - t0
+            if stage == "restore":
+                nxt = lambda: _newest_logged(wd) > floor  # noqa: E731
+                budget = rng.random() * gaps["restore"]
+            else:
+                for k in range(after):
+                    level = max(_newest_logged(wd), floor)
+                    t_prev = time.monotonic()
+                    _wait(p, "a newly logged step", lambda: _newest_logged(wd) > level, log)
+                    gaps["restore" if k == 0 else "training"] = time.monotonic() - (t_lock if k == 0 else t_prev)
+                level = _newest_logged(wd)
+                nxt = lambda: _newest_logged(wd) > level  # noqa: E731
+                budget = rng.random() * gaps.get("training", gaps["restore"])
+        t_kill = time.monotonic() + budget
+        while time.monotonic() < t_kill and not nxt() and p.poll() is None:
+            time.sleep(0.005)
+        assert p.poll() is None, f"the run exited by itself ({p.returncode}): {_read(log)[-3000:]}"
+        p.kill()  # SIGKILL: no chance to clean up
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    return stage
+
+
 def test_kill_9_at_random_moments_then_resume_is_exact(data_dir, tmp_path):
-    # 240 steps with a checkpoint every 2: a full run outlasts each 1-6 s life, so kills land
-    # in start-up, restore, training and checkpoint writes alike.
+    # Ten lives, each SIGKILLed between two observed events (see _one_life): kills land in
+    # start-up, restore, training and checkpoint writes (one every logged step) alike, and a
+    # life never runs more than a few logged steps, so 240 steps outlast all ten on any machine.
+    steps = 240
     ref = tmp_path / "ref"
-    _reference(data_dir, ref, 240)
+    _reference(data_dir, ref, steps)
     wd = tmp_path / "run"
     rng = random.Random(1234)
-    kills = 0
-    for _ in range(10):
-        p = subprocess.Popen(_cli(data_dir, wd, steps=240), env=_env(), cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 6.0))
-        if p.poll() is None:
-            p.kill()  # SIGKILL: no chance to clean up
-            kills += 1
-        p.wait()
-        if os.path.exists(wd / "summary.json"):
-            break
-    assert kills >= 8
-    final = subprocess.run(_cli(data_dir, wd, steps=240), capture_output=True, text=True, env=_env(),
-                           cwd=ROOT, timeout=300)
+    gaps: dict = {}
+    # every kind of moment several times, in a seeded order; the first life measures the gaps
+    rest = ["training"] * 3 + ["restore"] * 3 + ["start-up"] * 3
+    rng.shuffle(rest)
+    landed = [_one_life(_cli(data_dir, wd, steps=steps), wd, rng, gaps, stage)
+              for stage in ["training", *rest]]
+    kills = len(landed)
+    newest = max(Checkpoints(str(wd / "checkpoints"), read_only=True).steps(), default=0)
+    print(f"kill -9 count: {kills} ({', '.join(f'{s} {landed.count(s)}' for s in sorted(set(landed)))}); "
+          f"newest checkpoint before the final run: step {newest} of {steps}")
+    assert kills >= 8 and not os.path.exists(wd / "summary.json")
+    assert 0 < newest < steps  # the lives left checkpoints behind, and work for the last one
+    final = subprocess.run(_cli(data_dir, wd, steps=steps), capture_output=True, text=True, env=_env(),
+                           cwd=ROOT, timeout=HANG_S)
     assert final.returncode == 0, final.stderr
     assert _read(wd / "metrics.jsonl") == _read(ref / "metrics.jsonl")
     a, b = json.loads(_read(wd / "summary.json")), json.loads(_read(ref / "summary.json"))
+    assert a["resumed_from"] == newest
     assert a["test"] == b["test"] and a["train"] == b["train"]
 
 
@@ -276,7 +369,7 @@ def test_bad_input_end_to_end(data_dir, tmp_path, capsys, index):
     argv = ["train", "--config", config, "--workdir", workdir, f"--config.data.data_dir={dd}", *flags]
     if "XLA_FLAGS" in env or index in SUBPROCESS:  # a real process: exit status, no traceback
         p = subprocess.run([sys.executable, "-m", "cnn_jax", *argv], capture_output=True, text=True,
-                           env=env, cwd=ROOT, timeout=180)
+                           env=env, cwd=ROOT, timeout=HANG_S)
         code, err = p.returncode, p.stderr
     else:  # the same entry point in this process (much faster)
         from cnn_jax import cli
