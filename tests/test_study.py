@@ -16,7 +16,7 @@ import pytest
 
 from cnn_jax import cli, train
 from cnn_jax import config as config_lib
-from cnn_jax.study import runner, store
+from cnn_jax.study import reporting, runner, store
 from cnn_jax import rundir
 from cnn_jax.train import writer as writer_lib
 
@@ -81,7 +81,7 @@ def _report_identity(workdir):
     return (
         Path(os.path.join(workdir, "report.md")).read_text(),
         pd.read_csv(os.path.join(workdir, "results.csv")).drop(
-            columns=["train_seconds", "images_per_second"]
+            columns=list(reporting.TIMING_COLUMNS)
         ),
     )
 
@@ -107,8 +107,13 @@ def test_sweep_runs_every_trial_then_skips_them(tmp_path, data_dir):
     assert len(df) == 4 and list(df["model.activation"]) == ["relu", "relu", "tanh", "tanh"]
     assert list(df.seed) == [0, 1, 0, 1]
     for col in (
+        "validation_accuracy",
         "test_accuracy",
-        "best_accuracy",
+        "best_validation_accuracy",
+        "best_test_accuracy",
+        "train_n",
+        "validation_n",
+        "test_n",
         "shift_consistency",
         "params",
         "train_seconds",
@@ -121,9 +126,18 @@ def test_sweep_runs_every_trial_then_skips_them(tmp_path, data_dir):
     assert (
         df.test_accuracy[0] == pytest.approx(s["test"]["accuracy"]) and df.params[0] == s["params"]
     )
+    assert df.validation_accuracy[0] == pytest.approx(s["validation"]["accuracy"])
+    assert df.best_test_accuracy[0] == pytest.approx(s["best"]["test_accuracy"])
+    sizes = s["data"]
+    assert (df.train_n[0], df.validation_n[0], df.test_n[0]) == (
+        sizes["train"],
+        sizes["validation"],
+        sizes["test"],
+    )
     assert df.test_accuracy.between(0.4, 1).all()  # 12 steps learn something (chance 0.1)
     report = Path(os.path.join(wd, "report.md")).read_text()
     assert "## Results per configuration" in report and "## Comparison with the baseline" in report
+    assert "## Protocol" in report and "ranking by mean validation accuracy" in report
     assert "shift consistency" in report and "plots/accuracy.png" in report
     for png in ("accuracy", "curves", "acc_vs_params", "acc_vs_time", "shift_consistency"):
         path = os.path.join(wd, "plots", f"{png}.png")

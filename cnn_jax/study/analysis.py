@@ -1,14 +1,20 @@
-"""Statistics of a sweep's results over seeds: per-configuration estimates, paired
-comparisons with the baseline, mean learning curves, and which factor the report and the
-plots compare.
+"""Statistics of a sweep's results over seeds: per-configuration estimates, the plateau
+check, paired comparisons with the baseline (with their power), mean learning curves, and
+which factor the report and the plots compare.
 
-The tests themselves (t intervals, paired t, exact Wilcoxon, Holm, d_z) are in
+The protocol: configurations are ranked and selected by their mean *validation* accuracy
+(:func:`ranked`); the test split, read once at the end of each trial, is what the
+comparisons with the baseline test (the study's metric, ``test_accuracy`` by default) and
+what a selected configuration reports, never what selects it.
+
+The tests themselves (t intervals, paired t, exact Wilcoxon, Holm, d_z, power) are in
 :mod:`cnn_jax.study.stats`; this module applies them to the ``DataFrame`` of
 :func:`cnn_jax.study.results.collect`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from cnn_jax.study import stats
@@ -16,6 +22,10 @@ from cnn_jax.study.results import label, series, short
 
 CONFIG = "configuration"  # a column labelling each configuration by all its swept values
 ALPHA = 0.05  # the significance level of the verdicts
+SELECT_BY = "validation_accuracy"  # what ranks and selects configurations
+# An arm has plateaued when the mean of its last two evaluations (mean validation accuracy
+# over seeds) is within this much (0.3 percentage points) of its best one.
+PLATEAU_TOLERANCE = 0.003
 
 
 def is_fraction(metric: str) -> bool:
@@ -41,12 +51,60 @@ def select(df, keys, config):
 
 
 def _mean(done, col: str) -> float:
-    return float(done[col].mean()) if len(done) else math.nan
+    return float(done[col].mean()) if len(done) and col in done else math.nan
 
 
-def aggregate(df, keys: list[str], metric: str = "test_accuracy"):
-    """Per configuration over seeds: counts, mean/std/95 % CI of ``metric``, of the best
-    accuracy, of shift consistency; parameters; mean training time and images/s."""
+@dataclasses.dataclass(frozen=True)
+class Plateau:
+    """The plateau check of one arm (configuration) from its seeds' validation curves.
+
+    Attributes:
+      evaluations: evaluation steps that every done seed logged (the mean curve's length).
+      best: the best mean validation accuracy over seeds, at ``best_step``.
+      last_two: the mean of the mean curve's last two evaluations.
+      plateaued: ``last_two >= best - tolerance``; ``None`` with fewer than two evaluations.
+    """
+
+    evaluations: int
+    best: float = math.nan
+    best_step: float = math.nan
+    last_two: float = math.nan
+    plateaued: bool | None = None
+
+    @property
+    def gap(self) -> float:
+        """``last_two - best`` (<= 0)."""
+        return self.last_two - self.best
+
+
+def plateau_of(steps: list[int], mean_accuracy, tolerance: float = PLATEAU_TOLERANCE) -> Plateau:
+    """The plateau check of a mean validation curve (``mean_accuracy[i]`` at ``steps[i]``):
+    plateaued if the mean of the last two evaluations is within ``tolerance`` of the best."""
+    vals = [float(v) for v in mean_accuracy]
+    if len(vals) < 2:
+        return Plateau(len(vals))
+    i = max(range(len(vals)), key=lambda j: (vals[j], -j))  # the first of equal bests
+    best, last_two = vals[i], (vals[-1] + vals[-2]) / 2
+    return Plateau(len(vals), best, steps[i], last_two, last_two >= best - tolerance - 1e-12)
+
+
+def plateau(workdir: str, sub, tolerance: float = PLATEAU_TOLERANCE) -> Plateau:
+    """The plateau check of the done trials in ``sub`` (one arm): their validation curves
+    from ``metrics.jsonl``, averaged over seeds at the evaluation steps they all have."""
+    c = mean_curves(workdir, sub)
+    if c is None:
+        return Plateau(0)
+    steps, val_acc = c[0], c[1]
+    return plateau_of(steps, val_acc, tolerance)
+
+
+def aggregate(df, keys: list[str], metric: str = "test_accuracy", workdir: str | None = None):
+    """Per configuration over seeds: counts; mean/std/95 % CI of ``metric`` (``mean``,
+    ``std``, ``ci_lo``, ``ci_hi``), of the final validation accuracy (``val_*``) and the
+    final test accuracy (``test_*``); the means of the best-by-validation checkpoint's
+    validation and test accuracy; shift consistency; parameters; final train loss; mean
+    training time and images/s; and, given the sweep's ``workdir``, the plateau check
+    (``plateau_*``)."""
     import pandas as pd
 
     rows = []
@@ -54,8 +112,10 @@ def aggregate(df, keys: list[str], metric: str = "test_accuracy"):
         sub = select(df, keys, config)
         done = sub[sub.status == "done"]
         e = stats.mean_ci(done[metric])
+        val = stats.mean_ci(done["validation_accuracy"])
+        test = stats.mean_ci(done["test_accuracy"])
         sc = stats.mean_ci(done["shift_consistency"])
-        best = stats.mean_ci(done["best_accuracy"])
+        pl = plateau(workdir, sub) if workdir is not None else Plateau(0)
         rows.append(
             {
                 **dict(zip(keys, config)),
@@ -67,17 +127,41 @@ def aggregate(df, keys: list[str], metric: str = "test_accuracy"):
                 "std": e.std,
                 "ci_lo": e.lo,
                 "ci_hi": e.hi,
-                "best_mean": best.mean,
+                "val_mean": val.mean,
+                "val_std": val.std,
+                "val_ci_lo": val.lo,
+                "val_ci_hi": val.hi,
+                "test_mean": test.mean,
+                "test_std": test.std,
+                "test_ci_lo": test.lo,
+                "test_ci_hi": test.hi,
+                "best_val_mean": _mean(done, "best_validation_accuracy"),
+                "best_test_mean": _mean(done, "best_test_accuracy"),
+                "stopped_early": int((done["stopped_early"] == True).sum()),
                 "shift_mean": sc.mean,
                 "shift_ci_lo": sc.lo,
                 "shift_ci_hi": sc.hi,
                 "params": float(done["params"].iloc[0]) if len(done) else math.nan,
                 "train_loss": _mean(done, "train_loss"),
+                "plateau_evaluations": pl.evaluations,
+                "plateau_best": pl.best,
+                "plateau_last_two": pl.last_two,
+                "plateau_gap": pl.gap,
+                "plateaued": pl.plateaued,
                 "train_seconds": _mean(done, "train_seconds"),
                 "images_per_second": _mean(done, "images_per_second"),
+                "wall_seconds": _mean(done, "wall_seconds"),
             }
         )
     return pd.DataFrame(rows)
+
+
+def ranked(rows: list, by: str = "val_mean") -> list:
+    """Aggregate rows best first by ``by`` (mean validation accuracy): the selection rule of
+    every ranking and "best configuration" in the report. Rows without a finite value are
+    left out; ties keep their order of appearance."""
+    ok = [r for r in rows if math.isfinite(r[by])]
+    return sorted(ok, key=lambda r: -r[by])
 
 
 def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accuracy"):
@@ -115,6 +199,7 @@ def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accurac
                 "p_t": c.p_t,
                 "p_wilcoxon": c.p_wilcoxon,
                 "cohens_d": c.cohens_d,
+                "sd_diff": c.sd_diff,
             }
         )
     out = pd.DataFrame(rows)
@@ -126,19 +211,36 @@ def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accurac
             out[others].astype(str).agg("|".join, axis=1) if others else pd.Series([""] * len(out))
         )
         out["p_holm"] = float("nan")
+        out["family_size"] = 0
         for fam in dict.fromkeys(families):
             idx_f = out.index[families == fam]
-            out.loc[idx_f, "p_holm"] = stats.holm(out.loc[idx_f, "p_t"].tolist())
+            pvals = out.loc[idx_f, "p_t"].tolist()
+            out.loc[idx_f, "p_holm"] = stats.holm(pvals)
+            out.loc[idx_f, "family_size"] = max(1, sum(math.isfinite(p) for p in pvals))
+        # Power at the strictest level of the Holm family, alpha / m (Holm's first step):
+        # an upper bound on the detectable difference whatever a comparison's rank.
+        out["alpha_power"] = ALPHA / out["family_size"]
+        out["mdd"] = [
+            stats.min_detectable_difference(r["sd_diff"], int(r["n"]), r["alpha_power"])
+            for _, r in out.iterrows()
+        ]
+        out["seeds_needed"] = [
+            stats.seeds_needed(r["diff"], r["sd_diff"], r["alpha_power"]) for _, r in out.iterrows()
+        ]
     return out
 
 
-def verdict(r, alpha: float = ALPHA) -> str:
-    """A comparison row's verdict from its Holm-adjusted p-value."""
+def verdict(r, alpha: float = ALPHA, scale: float = 100, unit: str = " pp") -> str:
+    """A comparison row's verdict: ``significantly better`` / ``significantly worse`` from
+    its Holm-adjusted p-value, else ``no difference detectable at n = N (MDD x pp)`` with
+    its minimum detectable difference at 80 % power (``scale``/``unit``: how Δ is shown)."""
     if r["n"] < 2 or not math.isfinite(r["p_holm"]):
         return "too few seeds"
     if r["p_holm"] < alpha:
-        return "better" if r["diff"] > 0 else "worse"
-    return "no significant difference"
+        return "significantly better" if r["diff"] > 0 else "significantly worse"
+    mdd = r.get("mdd", math.nan)
+    where = f" (MDD {scale * mdd:.2f}{unit})" if math.isfinite(mdd) else ""
+    return f"no difference detectable at n = {int(r['n'])}{where}"
 
 
 def panels(keys: list[str], baseline: dict) -> tuple[str, list[str]]:
@@ -185,16 +287,16 @@ def level(frame, factor: str, lv, others: list[str], group: tuple):
 
 
 def mean_curves(workdir: str, sub):
-    """Mean over the done trials in ``sub``: test accuracy per evaluation step, train
-    accuracy and loss per log step (each averaged over the steps since the last log);
-    ``None`` if none is done."""
+    """Mean over the done trials in ``sub``: validation accuracy per evaluation step (the
+    steps every trial has), train accuracy and loss per log step (each averaged over the
+    steps since the last log); ``None`` if none is done."""
     import numpy as np
 
     runs = [series(workdir, name) for name in sub[sub.status == "done"]["trial"]]
     if not runs:
         return None
-    steps = sorted(set.intersection(*(set(t) for t, _ in runs)))
+    steps = sorted(set.intersection(*(set(v) for v, _ in runs)))
     tsteps = sorted(set.intersection(*(set(t) for _, t in runs)))
-    test_acc = np.array([[t[s] for s in steps] for t, _ in runs]).mean(0)
-    train = np.array([[t[s] for s in tsteps] for _, t in runs])  # [runs, steps, 2]
-    return steps, test_acc, tsteps, train[..., 0].mean(0), train[..., 1].mean(0)
+    val_acc = np.array([[v[s] for s in steps] for v, _ in runs]).reshape(len(runs), -1).mean(0)
+    train = np.array([[t[s] for s in tsteps] for _, t in runs]).reshape(len(runs), -1, 2)
+    return steps, val_acc, tsteps, train[..., 0].mean(0), train[..., 1].mean(0)

@@ -133,19 +133,20 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     ax.grid(axis="y", alpha=0.3)
     save(fig, "accuracy")
 
-    # 2. Learning curves: accuracy (train line, test markers) and train loss per step.
+    # 2. Learning curves: accuracy (train line, validation markers) and train loss per step.
+    # Validation, not test: the test split is read once, at the end of training.
     fig, axes = plt.subplots(2, len(groups), figsize=(4.6 * len(groups), 6.5), squeeze=False)
     for gi, g in enumerate(groups):
         for lv in levels:
             c = mean_curves(workdir, level(df, factor, lv, others, g))
             if c is None:
                 continue
-            steps, test_acc, tsteps, train_acc, train_loss = c
+            steps, val_acc, tsteps, train_acc, train_loss = c
             axes[0, gi].plot(tsteps, 100 * train_acc, color=colors[lv], lw=1, label=str(lv))
-            axes[0, gi].plot(steps, 100 * test_acc, "o", color=colors[lv], ms=5)
+            axes[0, gi].plot(steps, 100 * val_acc, "o--", color=colors[lv], ms=5, lw=0.8)
             axes[1, gi].plot(tsteps, train_loss, color=colors[lv], lw=1, label=str(lv))
         axes[0, gi].set_title(glabel(g))
-        axes[0, gi].set_ylabel("accuracy (%): train line, test dots")
+        axes[0, gi].set_ylabel("accuracy (%): train line, validation dots")
         axes[1, gi].set_ylabel("train loss")
         axes[1, gi].set_xlabel("step")
         axes[1, gi].set_yscale("log")

@@ -2,7 +2,10 @@
 
 ``report.md`` is a function of the trials' results only (no timings, dates or absolute
 paths), so an interrupted-then-resumed sweep writes the same ``report.md`` as an
-uninterrupted one; training time and images/s go to ``timing.md``.
+uninterrupted one; training time and images/s go to ``timing.md``. It states the protocol
+(data sizes, budget, selection rule, plateau check, power), ranks and selects
+configurations by mean validation accuracy and compares them with the baseline on the
+study's metric (the test split, read once at the end of each trial).
 """
 
 from __future__ import annotations
@@ -13,9 +16,17 @@ from typing import Any
 
 from cnn_jax import rundir
 from cnn_jax.study import store
-from cnn_jax.study.analysis import ALPHA, is_fraction, panels, verdict, with_labels
+from cnn_jax.study.analysis import (
+    ALPHA,
+    PLATEAU_TOLERANCE,
+    is_fraction,
+    panels,
+    ranked,
+    verdict,
+    with_labels,
+)
 from cnn_jax.study.figures import relpath
-from cnn_jax.study.results import label, short
+from cnn_jax.study.results import label, short, trial_config
 
 # ----------------------------------------------------------------------------- numbers
 
@@ -70,15 +81,45 @@ def _keyed_table(frame, keys: list[str], header: list[str], cells, align: list[s
     )
 
 
+def _judged(v) -> bool:
+    """Whether a ``plateaued`` value is a verdict (numpy or Python bool), not ``None``/NaN."""
+    return v is not None and v in (True, False)
+
+
+def _plateau_cell(r) -> str:
+    if not _judged(r.get("plateaued")):
+        return "-"
+    gap = 100 * r["plateau_gap"]
+    return f"{'yes' if r['plateaued'] else 'no'} ({0.0 if abs(gap) < 5e-3 else gap:.2f})"
+
+
 def aggregate_table(agg, keys: list[str], metric: str, shift: bool) -> str:
-    """Per configuration: seeds done, mean ± sd and 95 % CI of ``metric``, best, (shift
-    consistency,) parameters and final train loss."""
+    """Per configuration: seeds done; mean ± sd and 95 % CI of the final validation and test
+    accuracy (and of ``metric`` if it is neither); the best-by-validation checkpoint's
+    validation / test accuracy; (shift consistency;) parameters; final train loss; the
+    plateau check."""
     frac = is_fraction(metric)
     unit = " %" if frac else ""
-    header = ["n", f"{_name(metric)}{unit} mean ± sd", "95 % CI", f"best{unit}"]
+    own = metric not in ("validation_accuracy", "test_accuracy")
+    header = [
+        "n",
+        "validation % mean ± sd",
+        "95 % CI (validation)",
+        "test % mean ± sd",
+        "95 % CI (test)",
+    ]
+    if own:
+        header += [f"{_name(metric)}{unit} mean ± sd", f"95 % CI ({_name(metric)})"]
+    header += ["best checkpoint: validation / test %"]
     if shift:
         header += ["shift consistency %", "95 % CI (shift)"]
-    header += ["params", "final train loss"]
+    header += ["params", "final train loss", "plateau (last two − best, pp)"]
+
+    def est(r, prefix, fr):
+        return [
+            f"{_val(r[prefix + 'mean'], fr)} ± {_val(r[prefix + 'std'], fr)}",
+            f"[{_val(r[prefix + 'ci_lo'], fr)}, {_val(r[prefix + 'ci_hi'], fr)}]",
+        ]
 
     def cells(r):
         n = (
@@ -86,12 +127,10 @@ def aggregate_table(agg, keys: list[str], metric: str, shift: bool) -> str:
             + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
             + (f" ({r['failed']} failed)" if r["failed"] else "")
         )
-        row = [
-            n,
-            f"{_val(r['mean'], frac)} ± {_val(r['std'], frac)}",
-            f"[{_val(r['ci_lo'], frac)}, {_val(r['ci_hi'], frac)}]",
-            _val(r["best_mean"], frac),
-        ]
+        row = [n, *est(r, "val_", True), *est(r, "test_", True)]
+        if own:
+            row += est(r, "", frac)
+        row.append(f"{_pct(r['best_val_mean'])} / {_pct(r['best_test_mean'])}")
         if shift:
             row += [
                 _pct(r["shift_mean"], 1),
@@ -100,24 +139,36 @@ def aggregate_table(agg, keys: list[str], metric: str, shift: bool) -> str:
         return row + [
             "-" if not math.isfinite(r["params"]) else f"{int(r['params']):,}",
             _f(r["train_loss"], 4),
+            _plateau_cell(r),
         ]
 
     return _keyed_table(agg, keys, header, cells, ["r"] * len(header))
 
 
+def _seeds(x: float) -> str:
+    if not math.isfinite(x):
+        return "∞" if x == math.inf else "-"
+    return f"{int(x):,}"
+
+
 def comparison_table(comp, keys: list[str], metric: str) -> str:
-    """Per configuration against the baseline: Δ with its CI, the tests, d_z, verdict."""
+    """Per configuration against the baseline: Δ with its CI, the tests, d_z, the power
+    (minimum detectable difference at 80 % power, seeds needed for the observed Δ) and the
+    verdict."""
     frac = is_fraction(metric)
     scale = 100 if frac else 1
+    pp = " (pp)" if frac else ""
     header = [
         "n",
-        f"Δ{' (pp)' if frac else ''}",
+        f"Δ{pp}",
         "95 % CI of Δ",
         "t",
         "p (t-test)",
         "p (Wilcoxon)",
         "p (Holm)",
         "Cohen's d_z",
+        f"MDD{pp}",
+        "seeds for Δ",
         "verdict",
     ]
 
@@ -131,57 +182,87 @@ def comparison_table(comp, keys: list[str], metric: str) -> str:
             _p(r["p_wilcoxon"]),
             _p(r["p_holm"]),
             _f(r["cohens_d"], 2),
-            verdict(r),
+            _f(scale * r["mdd"], 2),
+            _seeds(r["seeds_needed"]),
+            verdict(r, scale=scale, unit=" pp" if frac else ""),
         ]
 
-    return _keyed_table(comp, keys, header, cells, ["r"] * 8 + ["l"])
+    return _keyed_table(comp, keys, header, cells, ["r"] * 10 + ["l"])
 
 
-def timing_table(agg, keys: list[str]) -> str:
-    """Per configuration: seeds done, mean training time and images/s."""
-    return _keyed_table(
-        agg,
-        keys,
-        ["n", "train seconds (mean)", "images/s (mean)"],
-        lambda r: [str(r["n"]), _f(r["train_seconds"], 1), _f(r["images_per_second"], 0)],
-        ["r"] * 3,
-    )
+def timing_table(agg, keys: list[str], with_wall: bool) -> str:
+    """Per configuration: seeds done, training images/s, training-loop seconds, and (where
+    recorded) the trials' wall seconds and the share of it outside the training loop."""
+    header = ["n", "training images/s (mean)", "training loop s (mean)"]
+    if with_wall:
+        header += ["trial wall s (mean)", "outside the training loop"]
+
+    def cells(r):
+        row = [str(r["n"]), _f(r["images_per_second"], 0), _f(r["train_seconds"], 1)]
+        if with_wall:
+            w, t = r["wall_seconds"], r["train_seconds"]
+            share = 1 - t / w if math.isfinite(w) and math.isfinite(t) and w > 0 else math.nan
+            row += [_f(w, 1), "-" if not math.isfinite(share) else f"{100 * share:.0f} %"]
+        return row
+
+    return _keyed_table(agg, keys, header, cells, ["r"] * len(header))
 
 
 # ----------------------------------------------------------------------------- sentences
 
 
+def _range(values, fmt) -> str:
+    vals = sorted(v for v in values if not (isinstance(v, float) and math.isnan(v)))
+    if not vals:
+        return "-"
+    lo, hi = fmt(vals[0]), fmt(vals[-1])
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
 def _significant(comp, factor, others, baseline, metric) -> list[str]:
     frac = is_fraction(metric)
+    scale, unit = (100, " pp") if frac else (1, "")
     base = ", ".join(f"{short(k)}={label(v)}" for k, v in baseline.items())
     what = f"{_name(metric)}: " if metric != "test_accuracy" else ""
     sig = comp[comp["p_holm"] < ALPHA]
+    lines = []
     if not len(sig):
-        return [
+        lines.append(
             _sentence(
                 f"{what}no configuration differs significantly from {base} "
                 "(paired t-test, Holm-adjusted, α = 0.05)."
             )
-        ]
-    parts = []
-    for _, r in sig.iterrows():
-        where = ", ".join(f"{short(k)}={r[k]}" for k in others)
-        d = 100 * r["diff"] if frac else r["diff"]
-        parts.append(
-            f"{r[factor]}{f' ({where})' if where else ''}: Δ {d:+.2f}"
-            f"{' pp' if frac else ''}, p(Holm) {_p(r['p_holm'])}"
         )
-    return [
-        _sentence(
-            f"{what}significantly different from {base} (paired t-test, Holm-adjusted, "
-            "α = 0.05): " + "; ".join(parts) + "."
+    else:
+        parts = []
+        for _, r in sig.iterrows():
+            where = ", ".join(f"{short(k)}={r[k]}" for k in others)
+            parts.append(
+                f"{r[factor]}{f' ({where})' if where else ''}: Δ {scale * r['diff']:+.2f}{unit}, "
+                f"p(Holm) {_p(r['p_holm'])}"
+            )
+        lines.append(
+            _sentence(
+                f"{what}significantly different from {base} (paired t-test, Holm-adjusted, "
+                "α = 0.05): " + "; ".join(parts) + "."
+            )
         )
-    ]
+    rest = comp[~(comp["p_holm"] < ALPHA) & (comp["n"] >= 2)]
+    if len(rest):
+        ns = _range(rest["n"].tolist(), lambda v: str(int(v)))
+        lines.append(
+            f'  Not significant is not "equal": at n = {ns} only a true Δ of at least the '
+            f"MDD, {_range((scale * rest['mdd']).tolist(), lambda v: f'{v:.2f}')}{unit}, would "
+            "be detected with 80 % power (α/m); detecting the observed Δ with 80 % power would "
+            f"take {_range(rest['seeds_needed'].tolist(), _seeds)} seeds."
+        )
+    return lines
 
 
 def _answer(agg, comp, keys, baseline, metric, comp_shift=None) -> list[str]:
-    """Plain sentences that follow from the tables."""
-    frac = is_fraction(metric)
+    """Plain sentences that follow from the tables. Rankings and the selected
+    ("best") configuration are by mean validation accuracy; their test accuracy is reported,
+    never used to choose."""
     factor, others = panels(keys, baseline)
     agg, comp = with_labels(agg, keys), with_labels(comp, keys)
     lines = []
@@ -193,15 +274,25 @@ def _answer(agg, comp, keys, baseline, metric, comp_shift=None) -> list[str]:
         groups.setdefault(tuple(r[k] for k in others), []).append(r)
     for g, rs in groups.items():
         where = ", ".join(f"{short(k)}={v}" for k, v in zip(others, g))
-        ranked = sorted(rs, key=lambda r: (-r["mean"], str(r[factor])))
-        order = " > ".join(f"{r[factor]} ({_val(r['mean'], frac)})" for r in ranked)
-        lines.append(f"- {where + ': ' if where else ''}ranking by mean {_name(metric)}: {order}.")
-        best = ranked[0]
-        unit = " %" if frac else ""
+        head = f"- {where + ': ' if where else ''}"
+        order = ranked(rs)
+        if not order:
+            lines.append(
+                f"{head}no validation accuracy (no validation split): the configurations are "
+                "not ranked, since ranking them on the test split would select on it."
+            )
+            continue
         lines.append(
-            f"  Best: **{best[factor]}**, "
-            f"{_val(best['mean'], frac)}{unit} (95 % CI [{_val(best['ci_lo'], frac)}, "
-            f"{_val(best['ci_hi'], frac)}] over {best['n']} seeds)."
+            f"{head}ranking by mean validation accuracy: "
+            + " > ".join(f"{r[factor]} ({_pct(r['val_mean'])})" for r in order)
+            + "."
+        )
+        best = order[0]
+        lines.append(
+            f"  Selected by validation accuracy: **{best[factor]}**, {_pct(best['val_mean'])} % "
+            f"(95 % CI [{_pct(best['val_ci_lo'])}, {_pct(best['val_ci_hi'])}] over "
+            f"{best['n']} seeds); its test accuracy is {_pct(best['test_mean'])} % (95 % CI "
+            f"[{_pct(best['test_ci_lo'])}, {_pct(best['test_ci_hi'])}])."
         )
     if len(comp):
         lines += _significant(comp, factor, others, baseline, metric)
@@ -242,12 +333,161 @@ def _header(rec: dict, df, metric: str) -> list[str]:
         f"{n} trials ({n // max(len(seeds), 1)} configurations × {len(seeds)} seeds "
         f"{label(tuple(seeds))}): {counts['done']} done, {counts['diverged']} diverged, "
         f"{counts['failed']} failed" + (f", {unfinished} not finished" if unfinished else "") + ".",
-        f"Metric: `{metric}` at the end of training"
-        + (f" on {int(test_n.iloc[0])} test images" if len(test_n) else "")
+        f"Metric: `{metric}` of the final state"
+        + (f" on {int(test_n.iloc[0]):,} test images" if len(test_n) else "")
         + "; "
         "95 % confidence intervals use the t distribution over seeds.",
         "",
     ]
+
+
+def _get(cfg: dict, key: str):
+    v: Any = cfg
+    for part in key.split("."):
+        if not isinstance(v, dict) or part not in v:
+            return None
+        v = v[part]
+    return v
+
+
+def _values(cfgs: list[dict], key: str) -> str:
+    """The distinct values of ``key`` over the trials' configs, in order of appearance."""
+    vals = list(dict.fromkeys(label(_get(c, key)) for c in cfgs))
+    if len(vals) <= 4:
+        return " / ".join(vals)
+    return f"{len(vals)} values ({', '.join(vals[:3])}, …)"
+
+
+def _count(x) -> str:
+    return f"{int(x):,}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def _protocol(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
+    """The protocol statement: data sizes per split, budget, selection rule, plateau check
+    and power."""
+    done = df[df.status == "done"]
+    lines = ["## Protocol", ""]
+    if not len(done):
+        return lines + ["No trial has finished yet.", ""]
+    per_trial = [trial_config(workdir, t) for t in done["trial"]]
+    cfgs = [c for c in per_trial if c is not None]
+    # Data: the split sizes (summary.json "data") per dataset.
+    sizes: dict[tuple, None] = {}
+    for (_, r), c in zip(done.iterrows(), per_trial):
+        name = _get(c, "data.name") if c else None
+        sizes.setdefault(
+            (label(name) if name else "-", r["train_n"], r["validation_n"], r["test_n"]), None
+        )
+    parts = [
+        f"{name}: {_count(tr)} train / {_count(va)} validation / {_count(te)} test images"
+        for name, tr, va, te in sizes
+    ]
+    has_val = bool((done["validation_n"].fillna(0) > 0).any())
+    held = _values(cfgs, "data.validation") if cfgs else "-"
+    lines.append(
+        "- Data: "
+        + "; ".join(parts)
+        + (
+            f". Validation is a stratified, seeded hold-out of the train split "
+            f"(`data.validation` = {held}), the same for every seed; the test split is "
+            "separate."
+            if has_val
+            else ". No validation split (`data.validation` = 0)."
+        )
+    )
+    # Budget: planned and trained steps, batch size, optimizer.
+    planned = done["planned_steps"]
+    per_epoch = done["steps"] / done["epochs"]
+    planned_epochs = (planned / per_epoch).round(4)
+    early = int((done["stopped_early"] == True).sum())
+    epochs = _values([{"v": float(v)} for v in planned_epochs.tolist()], "v")
+    budget = (
+        f"- Budget per trial: {_values([{'v': v} for v in planned.tolist()], 'v')} steps "
+        f"({epochs} epoch{'' if epochs == '1' else 's'})"
+    )
+    if cfgs:
+        budget += f" at batch size {_values(cfgs, 'data.batch_size')}"
+    budget += (
+        "; every trial trained all its planned steps."
+        if not early
+        else f"; {early} of {len(done)} trials stopped early (validation accuracy had not "
+        f"improved for `train.early_stopping_patience` = "
+        f"{_values(cfgs, 'train.early_stopping_patience') if cfgs else '-'} evaluations)."
+    )
+    lines.append(budget)
+    if cfgs:
+        optim = (
+            f"- Optimizer {_values(cfgs, 'optim.name')}, learning rate "
+            f"{_values(cfgs, 'optim.learning_rate')}, schedule {_values(cfgs, 'optim.schedule')}"
+            f" (warm-up {_values(cfgs, 'optim.warmup_steps')} steps / "
+            f"{_values(cfgs, 'optim.warmup_epochs')} epochs), weight decay "
+            f"{_values(cfgs, 'optim.weight_decay')}; validation evaluated every "
+            f"{_values(cfgs, 'train.eval_every_epochs')} epoch(s) and after the last step."
+        )
+        swept = [k for k in keys if k.startswith(("optim.", "data.batch_size", "train."))]
+        if swept:
+            optim += " Swept: " + ", ".join(f"`{k}`" for k in swept) + " (see the tables)."
+        lines.append(optim)
+    # Selection rule.
+    if has_val:
+        lines.append(
+            "- Selection: each trial's best checkpoint, early stopping and every ranking or "
+            '"best configuration" below use validation accuracy; the test split is evaluated '
+            "once, at the end of training, for the final state and for the best-by-validation "
+            "checkpoint. Tables and comparisons with the baseline report the final state's "
+            "test metric; the test split never chooses anything."
+        )
+    else:
+        lines.append(
+            "- Selection: none. Without a validation split no checkpoint or configuration is "
+            "selected (selecting on the test split would bias it); the test split is "
+            "evaluated once, at the end."
+        )
+    lines.append(_plateau_line(agg, keys))
+    if len(comp):
+        lines.append(_power_line(comp))
+    return lines + [""]
+
+
+def _plateau_line(agg, keys: list[str]) -> str:
+    judged = agg[agg["plateaued"].map(_judged)]
+    not_judged = len(agg[agg.n > 0]) - len(judged)
+    rule = (
+        f"An arm has plateaued when the mean of its last two validation evaluations (mean "
+        f"over seeds) is within {100 * PLATEAU_TOLERANCE:.1f} pp of its best mean (column "
+        '"plateau").'
+    )
+    if not len(judged):
+        return f"- Plateau check: not judged (fewer than two validation evaluations). {rule}"
+    bad = with_labels(judged[~judged["plateaued"].astype(bool)], keys)
+    if not len(bad):
+        text = "every arm plateaued"
+    else:
+        text = (
+            "not plateaued: "
+            + ", ".join(
+                f"{r['configuration']} ({100 * r['plateau_gap']:.2f} pp)" for _, r in bad.iterrows()
+            )
+            + "; longer training may change their results"
+        )
+    if not_judged:
+        text += f"; {not_judged} arm(s) not judged (fewer than two evaluations)"
+    return f"- Plateau check: {text}. {rule}"
+
+
+def _power_line(comp) -> str:
+    alphas = _range(comp["alpha_power"].tolist(), lambda v: f"{v:.4g}")
+    m = _range(comp["family_size"].tolist(), lambda v: str(int(v)))
+    return (
+        "- Power: for each comparison with the baseline, the minimum detectable difference "
+        "(MDD) is the true mean Δ that the two-sided paired t-test detects with 80 % power "
+        "given the observed sd of the paired differences (noncentral t with n − 1 degrees of "
+        'freedom), and "seeds for Δ" the number of seeds that would detect the observed Δ '
+        f"with 80 % power. Both use α/m = {alphas} (α = 0.05; m = {m}, the number of "
+        "comparisons in the Holm family): Holm's strictest step, so the MDD holds whatever a comparison's rank. A "
+        'non-significant verdict reads "no difference detectable at n = … (MDD …)", not '
+        '"no difference".'
+    )
 
 
 def _comparison(comp, comp_shift, keys: list[str], baseline: dict, metric: str) -> list[str]:
@@ -278,8 +518,11 @@ def _comparison(comp, comp_shift, keys: list[str], baseline: dict, metric: str) 
     return lines
 
 
-def report(rec: dict, df, agg, comp, comp_shift, figs: dict[str, str], shift: bool) -> str:
-    """The text of ``report.md``. ``rec``: the sweep record; ``df``, ``agg``, ``comp``,
+def report(
+    workdir: str, rec: dict, df, agg, comp, comp_shift, figs: dict[str, str], shift: bool
+) -> str:
+    """The text of ``report.md``. ``workdir``: the sweep directory (the trials' configs are
+    read for the protocol); ``rec``: the sweep record; ``df``, ``agg``, ``comp``,
     ``comp_shift``: the trials, their aggregate and the comparisons with the baseline (of
     the metric and of shift consistency, or ``None``); ``figs``: the plots written;
     ``shift``: whether to report shift consistency."""
@@ -287,7 +530,21 @@ def report(rec: dict, df, agg, comp, comp_shift, figs: dict[str, str], shift: bo
     keys, metric = opts["keys"], opts.get("metric", "test_accuracy")
     baseline = opts.get("baseline") or {}
     table = aggregate_table(agg, keys, metric, shift)
-    lines = _header(rec, df, metric) + ["## Results per configuration", "", table, ""]
+    lines = (
+        _header(rec, df, metric)
+        + _protocol(workdir, df, agg, comp, keys)
+        + ["## Results per configuration", "", table, ""]
+        + [
+            (
+                "Validation and test: the final state of each trial (test read once, at the "
+                "end); best checkpoint: the one selected by validation accuracy. Plateau: "
+                '"yes" if the mean validation curve\'s last two evaluations are within '
+                f"{100 * PLATEAU_TOLERANCE:.1f} pp of its best (in brackets: their mean minus "
+                "the best, in pp)."
+            ),
+            "",
+        ]
+    )
     if shift:
         lines += [
             (
@@ -311,8 +568,8 @@ def report(rec: dict, df, agg, comp, comp_shift, figs: dict[str, str], shift: bo
         captions = {
             "accuracy": f"{metric} per configuration, mean with 95 % CI over seeds",
             "curves": (
-                "learning curves: train accuracy (line), test accuracy (dots) and train loss, "
-                "mean over seeds"
+                "learning curves: train accuracy (line), validation accuracy (dots, dashed) and "
+                "train loss, mean over seeds"
             ),
             "acc_vs_params": f"{metric} against parameter count",
             "shift_consistency": "shift consistency against accuracy",
@@ -346,11 +603,41 @@ def report(rec: dict, df, agg, comp, comp_shift, figs: dict[str, str], shift: bo
     return "\n".join(lines)
 
 
-def timing(agg, keys: list[str]) -> str:
-    """The text of ``timing.md``."""
-    return (
+def timing(agg, keys: list[str], df=None) -> str:
+    """The text of ``timing.md``: training throughput apart from the trials' wall time, and
+    the time outside the training loop where the trials recorded their wall time."""
+    with_wall = bool(agg["wall_seconds"].notna().any()) if "wall_seconds" in agg else False
+    text = (
         "# Timing\n\nMeasured on the machine that ran each trial (it varies with its "
         "load). Trials that trained together (vmapped seeds) share their group's time.\n\n"
-        + timing_table(agg, keys)
-        + f"\n\n![accuracy vs training time]({relpath('acc_vs_time')})\n"
+        "- Training images/s: `images_per_second` of each trial's `summary.json`, training "
+        "images per second from the end of the first step (its compilation excluded) to the "
+        "end of the run, as `fit` measures it.\n"
+        "- Training loop s: `train_seconds`, the training loop (its steps, the first step's "
+        "compilation, the periodic validation and the checkpoints; not the set-up before it "
+        "nor the final test evaluation).\n"
     )
+    if with_wall:
+        text += (
+            "- Trial wall s: `wall_seconds` of the trial's `status.json`, from the worker "
+            "setting it running to done; outside the training loop: `1 − train_seconds / "
+            "wall_seconds` (set-up, compilation outside the loop, final evaluation, "
+            "analysis).\n"
+        )
+    text += "\n" + timing_table(agg, keys, with_wall) + "\n\n"
+    if with_wall and df is not None:
+        ok = df[(df.status == "done") & df["wall_seconds"].notna() & df["train_seconds"].notna()]
+        wall, train = float(ok["wall_seconds"].sum()), float(ok["train_seconds"].sum())
+        if wall > 0:
+            text += (
+                f"Sweep: {wall:.1f} s of trial wall time over {len(ok)} trials, of which "
+                f"{train:.1f} s in training loops: overhead {100 * (1 - train / wall):.0f} %."
+                "\n\n"
+            )
+    else:
+        text += (
+            "The trials' wall time is not recorded (no `wall_seconds` in their "
+            "`status.json`), so the sweep's overhead outside the training loops is not "
+            "computed here.\n\n"
+        )
+    return text + f"![accuracy vs training time]({relpath('acc_vs_time')})\n"

@@ -10,9 +10,12 @@ The entry point of the report; the work is done by
 
 ``report.md`` is a function of the trials' results only (no timings, dates or absolute
 paths), so an interrupted-then-resumed sweep writes the same ``report.md`` as an
-uninterrupted one. Everything that depends on the machine's speed (training time,
-images/s) goes to ``timing.md``, the ``train_seconds``/``images_per_second`` columns of
-``results.csv`` and ``plots/acc_vs_time.png``.
+uninterrupted one. It states the protocol (split sizes, budget, selection rule, plateau
+check, power), ranks and selects configurations by mean validation accuracy, and compares
+them with the baseline on the study's metric (default ``test_accuracy``: the test split,
+read once at the end of each trial). Everything that depends on the machine's speed
+(training time, images/s, wall time) goes to ``timing.md``, the :data:`TIMING_COLUMNS` of ``results.csv``
+and ``plots/acc_vs_time.png``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
     df = collect(workdir)
     csv_path = rundir.path(workdir, rundir.RESULTS_CSV)
     df.to_csv(csv_path, index=False)
-    agg = aggregate(df, keys, metric)
+    agg = aggregate(df, keys, metric, workdir=workdir)
     comp = comparisons(df, keys, baseline, metric)
     shift = bool(opts.get("shift_consistency")) and df["shift_consistency"].notna().any()
     comp_shift = (
@@ -58,9 +61,11 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
     )
     figs = plots(workdir, df, agg, keys, baseline, metric) if with_plots else {}
     report_path = rundir.path(workdir, rundir.REPORT_MD)
-    rundir.write_text(report_path, markdown.report(rec, df, agg, comp, comp_shift, figs, shift))
+    rundir.write_text(
+        report_path, markdown.report(workdir, rec, df, agg, comp, comp_shift, figs, shift)
+    )
     timing_path = rundir.path(workdir, rundir.TIMING_MD)
-    rundir.write_text(timing_path, markdown.timing(agg, keys))
+    rundir.write_text(timing_path, markdown.timing(agg, keys, df))
     return {
         "results": csv_path,
         "report": report_path,

@@ -15,20 +15,33 @@ from typing import Any
 from cnn_jax import rundir
 from cnn_jax.study import store
 
-TIMING_COLUMNS = ("train_seconds", "images_per_second")
+# Machine-dependent columns, kept out of report.md. ``wall_seconds``: the trial's wall time as
+# its status.json records it (``wall_seconds``, from "running" to "done"), NaN where the
+# worker did not record it.
+TIMING_COLUMNS = ("train_seconds", "images_per_second", "wall_seconds")
 # The columns read from a finished trial, in the order of ``results.csv``; NaN otherwise.
+# ``validation_*`` and ``test_*``: the final state; ``best_*``: the checkpoint selected by
+# validation accuracy (its test accuracy read once, at the end).
 RESULT_COLUMNS = (
+    "validation_accuracy",
+    "validation_loss",
     "test_accuracy",
     "test_loss",
     "test_top5",
     "test_count",
-    "best_accuracy",
     "best_step",
+    "best_validation_accuracy",
+    "best_test_accuracy",
+    "stopped_early",
+    "steps",
+    "planned_steps",
+    "train_n",
+    "validation_n",
+    "test_n",
     "train_loss",
     "train_accuracy",
     "shift_consistency",
     "params",
-    "steps",
     "epochs",
     *TIMING_COLUMNS,
 )
@@ -62,26 +75,38 @@ def _num(v) -> float:
     return math.nan if v is None else float(v)
 
 
-def _measured(summary: dict, analysis: dict) -> dict[str, Any]:
+def _measured(summary: dict, analysis: dict, status: dict) -> dict[str, Any]:
     """The :data:`RESULT_COLUMNS` of a finished trial."""
-    nan = math.nan
-    test, best = summary.get("test", {}), summary.get("best", {})
+    test = summary.get("test") or {}
+    validation = summary.get("validation") or {}
+    best = summary.get("best") or {}
     train = summary.get("train") or {}
+    sizes = summary.get("data") or {}
+    stopped = summary.get("stopped_early")
     return {
-        "test_accuracy": test.get("accuracy", nan),
-        "test_loss": test.get("loss", nan),
-        "test_top5": test.get("top5", nan),
-        "test_count": test.get("count", nan),
-        "best_accuracy": _num(best.get("accuracy")),
+        "validation_accuracy": _num(validation.get("accuracy")),
+        "validation_loss": _num(validation.get("loss")),
+        "test_accuracy": _num(test.get("accuracy")),
+        "test_loss": _num(test.get("loss")),
+        "test_top5": _num(test.get("top5")),
+        "test_count": _num(test.get("count")),
         "best_step": _num(best.get("step")),
+        "best_validation_accuracy": _num(best.get("validation_accuracy")),
+        "best_test_accuracy": _num(best.get("test_accuracy")),
+        "stopped_early": math.nan if stopped is None else bool(stopped),
+        "steps": _num(summary.get("steps")),
+        "planned_steps": _num(summary.get("planned_steps")),
+        "train_n": _num(sizes.get("train")),
+        "validation_n": _num(sizes.get("validation")),
+        "test_n": _num(sizes.get("test")),
         "train_loss": _num(train.get("loss")),
         "train_accuracy": _num(train.get("accuracy")),
         "shift_consistency": _num(analysis.get("shift_consistency")),
-        "params": summary.get("params", nan),
-        "steps": summary.get("steps", nan),
-        "epochs": summary.get("epochs", nan),
+        "params": _num(summary.get("params")),
+        "epochs": _num(summary.get("epochs")),
         "train_seconds": _num(summary.get("train_seconds")),
         "images_per_second": _num(summary.get("images_per_second")),
+        "wall_seconds": _num(status.get("wall_seconds")),
     }
 
 
@@ -95,7 +120,7 @@ def _row(workdir: str, trial: dict, keys: list[str]) -> dict:
     summary = rundir.read_summary(d) if st["status"] == "done" else None
     if summary:
         analysis = rundir.read_json(rundir.path(d, rundir.ANALYSIS)) or {}
-        row.update(_measured(summary, analysis))
+        row.update(_measured(summary, analysis, st))
     else:
         row.update(dict.fromkeys(RESULT_COLUMNS, math.nan))
     err = st.get("error", "") if st["status"] in ("failed", "diverged") else ""
@@ -114,9 +139,15 @@ def collect(workdir: str):
 
 
 def series(workdir: str, name: str) -> tuple[dict[int, float], dict[int, tuple[float, float]]]:
-    """Trial ``name``'s logged metrics: ``({step: test accuracy}, {step: (train accuracy,
-    train loss)})``, the train values averaged over the steps since the previous log."""
+    """Trial ``name``'s logged metrics: ``({step: validation accuracy}, {step: (train
+    accuracy, train loss)})``, the train values averaged over the steps since the previous
+    log. (The test split is not a curve: it is evaluated once, at the end.)"""
     recs = rundir.read_metrics(trial_dir(workdir, name))
-    test = {r["step"]: r["accuracy"] for r in recs if r["split"] == "test"}
+    val = {r["step"]: r["accuracy"] for r in recs if r["split"] == "validation"}
     train = {r["step"]: (r["accuracy"], r["loss"]) for r in recs if r["split"] == "train"}
-    return test, train
+    return val, train
+
+
+def trial_config(workdir: str, name: str) -> dict | None:
+    """Trial ``name``'s resolved config (its ``config.json``) as a nested dict, or ``None``."""
+    return rundir.read_json(rundir.path(trial_dir(workdir, name), rundir.CONFIG))
