@@ -227,7 +227,8 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
             )
     for c in ckpts:
         c.wait()
-    elapsed = time.perf_counter() - t_start
+    t_end = time.perf_counter()
+    elapsed = t_end - t_start
     ips = periodic.images_per_second(k * steps_timed, cfg.data.batch_size, t_first, time.perf_counter())
     runner = Runner("single", s.loss_fn, s.eval_loss_fn)  # the end of each seed's run
     outcomes: list[dict] = []
@@ -252,6 +253,7 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
             params=num_params(s.state.params),
             train_seconds=elapsed / k,  # cost per trial: the group's time shared by its seeds
             images_per_second=ips,
+            step_seconds=(t_end - t_first) / k if t_first else 0.0,
             resumed_from=start,
             nonfinite_steps=0,
             parallel={"mode": "vmap", "devices": 1},
