@@ -400,3 +400,15 @@ def test_without_validation_nothing_is_ranked(tmp_path):
     assert "the configurations are not ranked, since ranking them on the test split" in text
     assert "No validation split (`data.validation` = 0)" in text
     assert "- Plateau check: not judged" in text
+
+
+def test_equal_parameter_counts_are_spread_apart_in_the_plot():
+    from cnn_jax.study.figures import _dodged
+
+    xs = [100.0, 100.0, 100.0, 250.0]
+    out = _dodged(xs, log=False)
+    assert out[3] == 250.0  # alone at its x: unchanged
+    assert len(set(out[:3])) == 3 and out[1] == pytest.approx(100.0)  # spread around 100
+    assert out[0] < out[1] < out[2]
+    logged = _dodged([1e4, 1e4, 1e6], log=True)
+    assert logged[0] < 1e4 < logged[1] and logged[2] == pytest.approx(1e6)

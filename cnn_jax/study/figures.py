@@ -38,8 +38,29 @@ def _ci_err(r, scale: float) -> tuple[float, float]:
     return lo, hi
 
 
-def _annotate(ax, text, xy) -> None:
-    ax.annotate(text, xy, fontsize=7, xytext=(4, 2), textcoords="offset points")
+def _dodged(xs: list[float], log: bool, spread: float = 0.012) -> list[float]:
+    """``xs`` with equal values moved apart symmetrically by ``spread`` of the axis span
+    (in log space on a log axis), in their order; distinct values stay where they are."""
+    import numpy as np
+
+    t = np.log10(np.maximum(xs, 1e-12)) if log else np.asarray(xs, float)
+    span = (np.nanmax(t) - np.nanmin(t)) or 1.0
+    out = t.copy()
+    for v in dict.fromkeys(t.tolist()):
+        same = np.flatnonzero(t == v)
+        out[same] = v + spread * span * (np.arange(len(same)) - (len(same) - 1) / 2)
+    return (10**out if log else out).tolist()
+
+
+def _level_legend(ax, colors: dict, title: str) -> None:
+    """A legend naming each level by its colour (markers name the other settings)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="s", linestyle="", color=c, label=str(lv))
+               for lv, c in colors.items()]
+    first = ax.legend(handles=handles, title=title, fontsize=7, title_fontsize=7,
+                      loc="lower right", ncol=2 if len(handles) > 4 else 1)
+    ax.add_artist(first)  # kept when finish() adds the legend of the other settings
 
 
 def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -> dict[str, str]:
@@ -159,41 +180,44 @@ def plots(workdir: str, df, agg, keys: list[str], baseline: dict, metric: str) -
     fig.tight_layout()
     save(fig, "curves")
 
-    # 3./4. Metric against parameters and against training time.
+    # 3./4. Metric against parameters and against training time. Configurations with the
+    # same x (pooling kinds without parameters share a count) are spread sideways a little,
+    # so their error bars do not hide each other, and named by colour in the legend rather
+    # than by labels that would stack.
     for col, name, xlabel in (
         ("params", "acc_vs_params", "parameters"),
         ("train_seconds", "acc_vs_time", "training time per trial (s)"),
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for gi, r, lv in means(ax):
+        rows = list(means(ax))
+        logx = col == "params" and np.nanmax(agg[col]) / max(np.nanmin(agg[col]), 1) > 20
+        xs = _dodged([r[col] for _, r, _ in rows], logx)
+        for (gi, r, lv), x in zip(rows, xs):
             lo, hi = _ci_err(r, scale)
-            ax.errorbar(
-                [r[col]],
-                [scale * r["mean"]],
-                yerr=[[lo], [hi]],
-                fmt=marker(gi),
-                color=colors[lv],
-                capsize=3,
-                ms=6,
-            )
-            _annotate(ax, str(lv), (r[col], scale * r["mean"]))
-        if col == "params" and np.nanmax(agg[col]) / max(np.nanmin(agg[col]), 1) > 20:
+            ax.errorbar([x], [scale * r["mean"]], yerr=[[lo], [hi]], fmt=marker(gi),
+                        color=colors[lv], capsize=3, ms=6)
+        if logx:
             ax.set_xscale("log")
+        _level_legend(ax, colors, short(factor))
         finish(ax, xlabel, unit, f"{metric} vs {xlabel.split(' (')[0]}")
         save(fig, name)
 
-    # 5. Shift consistency against accuracy.
+    # 5. Shift consistency against accuracy, both with their 95 % CIs over seeds.
     if agg["shift_mean"].notna().any():
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for gi, r, lv in means(ax):
-            xy = (scale * r["mean"], 100 * r["shift_mean"])
-            ax.plot(*xy, marker(gi), color=colors[lv], ms=7)
-            _annotate(ax, str(lv), xy)
+            xlo, xhi = _ci_err(r, scale)
+            ylo, yhi = _ci_err({"mean": r["shift_mean"], "ci_lo": r["shift_ci_lo"],
+                                "ci_hi": r["shift_ci_hi"]}, 100)
+            ax.errorbar([scale * r["mean"]], [100 * r["shift_mean"]], xerr=[[xlo], [xhi]],
+                        yerr=[[ylo], [yhi]], fmt=marker(gi), color=colors[lv], capsize=3, ms=6)
+        _level_legend(ax, colors, short(factor))
         finish(
             ax,
             unit,
             "shift consistency (%)",
-            "shift consistency (Zhang 2019) vs accuracy, means over seeds",
+            "shift consistency (Zhang 2019) vs accuracy: means and 95 % CIs over seeds",
         )
         save(fig, "shift_consistency")
+    return out
     return out
