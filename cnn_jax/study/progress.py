@@ -1,0 +1,58 @@
+"""A sweep's progress: one line per finished trial with the elapsed time and an ETA, and a
+bar over the trials when the output is a terminal (tqdm)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+
+def duration(seconds: float) -> str:
+    """``1h02m``, ``3m07s`` or ``42s``."""
+    s = int(round(max(seconds, 0)))
+    h, m = divmod(s, 3600)
+    m, s = divmod(m, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class SweepProgress:
+    """Counts finished trials; :meth:`line` prints a trial's line with elapsed and ETA (the
+    mean time per finished trial so far times the trials left)."""
+
+    def __init__(self, total: int, log: Callable[[str], None], bar: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.total, self.log, self.clock = total, log, clock
+        self.t0 = clock()
+        self.finished = 0
+        show = sys.stderr.isatty() if bar is None else bar
+        self.bar = None
+        if show and total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, leave=False,
+                            file=sys.stderr)
+
+    def timing(self) -> str:
+        elapsed = self.clock() - self.t0
+        left = self.total - self.finished
+        if not self.finished:
+            return f"{duration(elapsed)} elapsed"
+        eta = elapsed / self.finished * left
+        return f"{duration(elapsed)} elapsed, " + (f"ETA {duration(eta)}" if left else "done")
+
+    def line(self, text: str) -> None:
+        """One trial finished: ``text`` with the timing, below the bar."""
+        self.finished += 1
+        out = f"{text}  [{self.timing()}]"
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.write(out, file=sys.stdout)
+        else:
+            self.log(out)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
