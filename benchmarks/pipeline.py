@@ -19,6 +19,8 @@ import statistics
 import sys
 import time
 
+from cnn_jax import experiment as experiment_lib
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +29,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     from cnn_jax import config as config_lib
 
-    overrides, rest = config_lib.parse_override_args(sys.argv[1:])
+    overrides, rest = experiment_lib.parse_override_args(sys.argv[1:])
     args = p.parse_args(rest)
     from cnn_jax import cli
 
@@ -35,12 +37,12 @@ def main() -> None:
     import jax
 
     from cnn_jax import data
-    from cnn_jax.train import loop
+    from cnn_jax.train import assemble
     from cnn_jax.train import step as step_lib
 
-    cfg = config_lib.resolve(config_lib.apply_overrides(config_lib.load_experiment(args.config), overrides))
-    s = loop.build(cfg)
-    runner = loop.make_runner(cfg, s.loss_fn, s.eval_loss_fn, s.model, s.test.spec.shape)
+    cfg = config_lib.resolve(config_lib.apply_overrides(experiment_lib.load_experiment(args.config), overrides))
+    s = assemble.build(cfg)
+    runner = assemble.make_runner(cfg, s.loss_fn, s.eval_loss_fn, s.model, s.test.spec.shape)
     it = data.train_iterator(s.train, cfg.data.batch_size, cfg.seed,
                              crop_padding=cfg.data.crop_padding, flip=cfg.data.flip)
     batches = runner.prefetch(it, cfg.data.prefetch)

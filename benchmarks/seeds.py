@@ -1,10 +1,10 @@
-"""K seeds as one vmapped program (``cnn_jax.study.seeds``) against K sequential runs.
+"""K seeds as one vmapped program (``cnn_jax.train.vmap``) against K sequential runs.
 
 Two figures, one process, the compilation cache of ``cnn-jax`` enabled:
 
 * **step**: the vmapped training step over K stacked states and batches against K
   single-seed steps one after another (each the step ``fit`` runs), interleaved rounds;
-* **runs**: ``study.seeds.fit_seeds`` on K configs differing only by ``seed`` against K
+* **runs**: ``train.vmap.fit_seeds`` on K configs differing only by ``seed`` against K
   ``train.fit`` calls one after another, each into a fresh run directory: what a sweep's
   seeds cost either way, evaluation, checkpoints and logs included.
 
@@ -24,6 +24,8 @@ import statistics
 import tempfile
 import time
 
+from cnn_jax import experiment as experiment_lib
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,15 +44,15 @@ def main() -> None:
 
     from cnn_jax import config as config_lib
     from cnn_jax import conv as conv_ops
-    from cnn_jax.study import seeds
-    from cnn_jax.train import loop
+    from cnn_jax.train import assemble
     from cnn_jax.train import state as state_lib
     from cnn_jax.train import step as step_lib
+    from cnn_jax.train import vmap as seeds
 
-    base = config_lib.load_experiment(args.config)
+    base = experiment_lib.load_experiment(args.config)
     base.train.epochs = args.epochs
     cfgs = [config_lib.resolve(config_lib.apply_overrides(base, [("seed", str(i))])) for i in range(args.k)]
-    s = loop.build(cfgs[0])
+    s = assemble.build(cfgs[0])
     shape, b = s.test.spec.shape, cfgs[0].data.batch_size
     print(f"{cfgs[0].model.name} on {cfgs[0].data.name}, batch {b}, K = {args.k}, {jax.devices()[0].platform}")
 

@@ -9,8 +9,25 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "activations", "bench", "config", "conv", "data", "errors", "layers", "losses", "models",
-    "optim", "pooling", "registry", "rundir", "runtime", "study", "summary", "train", "viz",
+    "activations",
+    "bench",
+    "config",
+    "conv",
+    "data",
+    "errors",
+    "experiment",
+    "layers",
+    "losses",
+    "models",
+    "optim",
+    "pooling",
+    "registry",
+    "rundir",
+    "runtime",
+    "study",
+    "summary",
+    "train",
+    "viz",
 }
 
 

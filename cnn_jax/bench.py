@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from cnn_jax import experiment as experiment_lib
 from cnn_jax.errors import UserError
 
 
@@ -51,8 +52,8 @@ def cmd_bench(args, overrides) -> int:
     for name, value, least in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0)):
         if value < least:
             raise UserError(f"{name} must be at least {least}, got {value}")
-    cfg = config_lib.from_args(args.config, overrides, model=args.model)
-    shape = config_lib.parse_shape(args.input_shape) if args.input_shape else None
+    cfg = experiment_lib.from_args(args.config, overrides, model=args.model)
+    shape = experiment_lib.parse_shape(args.input_shape) if args.input_shape else None
     print(json.dumps(run(cfg, steps=args.steps, warmup=args.warmup, shape=shape,
                          num_classes=args.num_classes)))
     return 0
@@ -61,10 +62,10 @@ def cmd_bench(args, overrides) -> int:
 def setup(cfg, shape, num_classes: int, total_steps: int):
     """``fit``'s runner for ``cfg`` with the placed initial state and one synthetic batch
     (seeded by ``cfg.seed``) on the devices: ``(runner, state, batch)``."""
-    from cnn_jax.train import loop
+    from cnn_jax.train import assemble
 
-    model, state, loss_fn, eval_loss_fn = loop.training_parts(cfg, shape, num_classes, total_steps, total_steps)
-    runner = loop.make_runner(cfg, loss_fn, eval_loss_fn, model, shape)
+    model, state, loss_fn, eval_loss_fn = assemble.training_parts(cfg, shape, num_classes, total_steps, total_steps)
+    runner = assemble.make_runner(cfg, loss_fn, eval_loss_fn, model, shape)
     runner.check_batch_size(cfg.data.batch_size)
     rng = np.random.default_rng(cfg.seed)
     batch = {

@@ -12,6 +12,7 @@ import os
 import sys
 import textwrap
 
+from cnn_jax import experiment as experiment_lib
 from cnn_jax.errors import Preempted, UserError
 from cnn_jax.runtime import host_device_flags, init_distributed, setup_runtime
 
@@ -73,13 +74,13 @@ class _Parser(argparse.ArgumentParser):
 def _config_from_args(config_spec, overrides, *, model=None):
     from cnn_jax import config as config_lib
 
-    return config_lib.from_args(config_spec, overrides, model=model)
+    return experiment_lib.from_args(config_spec, overrides, model=model)
 
 
 def _shape(text: str) -> tuple[int, ...]:
     from cnn_jax import config as config_lib
 
-    return config_lib.parse_shape(text)
+    return experiment_lib.parse_shape(text)
 
 
 def cmd_train(args, overrides) -> int:
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         host_device_flags(argv)
         from cnn_jax import config as config_lib
 
-        overrides, rest = config_lib.parse_override_args(argv)
+        overrides, rest = experiment_lib.parse_override_args(argv)
         parser = build_parser()
         try:
             args = parser.parse_args(rest)

@@ -17,7 +17,7 @@ Cost and result: see the README's studies section (not yet measured at this comm
 import os
 
 from cnn_jax import study
-from cnn_jax.config import load_experiment
+from cnn_jax.experiment import load_experiment
 
 SITES = [("max", "max"), ("max", "avg"), ("avg", "max"), ("avg", "avg")]
 

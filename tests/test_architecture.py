@@ -18,7 +18,7 @@ FLOORS = [
     {"layers"},
     {"models"},
     {"config"},
-    {"train"},
+    {"experiment", "train"},
     {"bench", "viz"},
     {"study"},
     {"cli"},

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from cnn_jax import cli
+from cnn_jax import experiment as experiment_lib
 
 EXP = "experiments/lenet5_mnist.py"
 HANG_S = 1800  # subprocess guard against a hang, never a statement about speed
@@ -132,9 +133,9 @@ def test_train_help_lists_the_config_sections_with_examples(capsys):
     for section, example in cli.SECTION_EXAMPLES.items():
         assert f"e.g. {example}" in out
         flags = [a for a in example.split("  ")[0].split() if a.startswith("--config.")]
-        overrides, rest = config_lib.parse_override_args(flags)
+        overrides, rest = experiment_lib.parse_override_args(flags)
         assert flags and not rest and all(k.split(".")[0] == section for k, _ in overrides)
-        config_lib.from_args(EXP, overrides)  # every example is a valid override
+        experiment_lib.from_args(EXP, overrides)  # every example is a valid override
     assert "cnn-jax train --config experiments/lenet5_mnist.py --workdir runs/lenet5" in out
 
 
@@ -150,7 +151,7 @@ def test_config_prints_the_resolved_config():
     assert got["model"]["pool"] == "avg" and got["train"]["epochs"] == 2
     assert got["data"]["name"] == "mnist"  # the file's ARG took effect
     assert "activation" in got["model"]  # resolved: the model's options are filled in
-    want = config_lib.from_args("experiments/pooling_study.py:full",
+    want = experiment_lib.from_args("experiments/pooling_study.py:full",
                                 [("model.pool", "avg"), ("train.epochs", "2")])
     assert p.stdout == config_lib.to_json(want) + "\n"
     text = _cnn_jax("config", EXP, "--format", "text", "--config.model.pool=avg")

@@ -5,6 +5,7 @@ import textwrap
 import pytest
 
 from cnn_jax import config as config_lib
+from cnn_jax import experiment as experiment_lib
 from cnn_jax.errors import UserError
 
 
@@ -56,18 +57,18 @@ def test_experiment_files(tmp_path):
             c.model.pool = arg
             return c
     """))
-    assert config_lib.load_experiment(str(good)).model.pool == "max"
-    assert config_lib.load_experiment(f"{good}:avg").model.pool == "avg"
+    assert experiment_lib.load_experiment(str(good)).model.pool == "max"
+    assert experiment_lib.load_experiment(f"{good}:avg").model.pool == "avg"
     bad = tmp_path / "bad.py"
     bad.write_text("def get_config(:\n")
     with pytest.raises(UserError, match=r"bad.py:1: syntax error"):
-        config_lib.load_experiment(str(bad))
+        experiment_lib.load_experiment(str(bad))
     none = tmp_path / "none.py"
     none.write_text("x = 1\n")
     with pytest.raises(UserError, match="defines no get_config"):
-        config_lib.load_experiment(str(none))
+        experiment_lib.load_experiment(str(none))
     with pytest.raises(UserError, match="does not exist"):
-        config_lib.load_experiment(str(tmp_path / "missing.py"))
+        experiment_lib.load_experiment(str(tmp_path / "missing.py"))
 
 
 def test_json_round_trip_and_diff():
@@ -86,7 +87,7 @@ def test_shipped_experiments_resolve():
     files = sorted(glob.glob("experiments/*.py"))
     assert files
     for f in files:
-        config_lib.resolve(config_lib.load_experiment(f))
+        config_lib.resolve(experiment_lib.load_experiment(f))
 
 
 def test_pool_options_take_new_keys_from_the_command_line():
@@ -99,7 +100,7 @@ def test_pool_options_take_new_keys_from_the_command_line():
 def test_switching_the_model_drops_options_it_lacks(tmp_path):
     from cnn_jax import models
 
-    c = config_lib.apply_overrides(config_lib.load_experiment("experiments/lenet5_mnist.py"),
+    c = config_lib.apply_overrides(experiment_lib.load_experiment("experiments/lenet5_mnist.py"),
                                    [("model.name", "mlp")])
     assert set(c.model) - {"name"} <= set(models.options("mlp"))
     config_lib.resolve(c)
