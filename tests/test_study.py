@@ -177,8 +177,9 @@ def test_interrupted_sweep_resumes_only_missing_trials_with_an_identical_report(
         runner.run(exp, wd, workers=0, log=lambda s: None, plots=False)
     monkeypatch.setattr(writer_lib.MetricWriter, "write", real_write)
     st = _statuses(wd)
-    assert sorted(st.values()) == ["done", "done", "queued", "running"]
-    killed = next(n for n, s in st.items() if s == "running")
+    # the killed trial's lease went with it: it reads interrupted, not running
+    assert sorted(st.values()) == ["done", "done", "interrupted", "queued"]
+    killed = next(n for n, s in st.items() if s == "interrupted")
     ckpt = os.path.join(wd, "trials", killed, "checkpoints")
     assert "8" in os.listdir(ckpt)  # it will resume from step 8, not start over
     mtimes = _mtimes(wd)

@@ -11,6 +11,10 @@ EXAMPLES = """examples:
   cnn-jax sweep experiments/pooling_study.py --workdir runs/pooling
   cnn-jax sweep experiments/pooling_study.py --workdir runs/pooling --dry-run
   cnn-jax sweep experiments/hparam_search.py --workdir runs/hp --workers 1 --config.train.epochs=1
+  cnn-jax sweep experiments/pooling_study.py --workdir /shared/pooling --executor slurm \
+      --partition gpu --gpus-per-trial 1 --time 120
+  cnn-jax sweep experiments/pooling_study.py --workdir /shared/pooling --executor ray \
+      --ray-address head:6379
   cnn-jax status runs/pooling
   cnn-jax report runs/pooling
 """
@@ -40,6 +44,9 @@ def cmd_sweep(args, overrides) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    import os
+
+    cache = args.cache_dir if args.cache_dir is not None else os.environ.get("CNN_JAX_CACHE_DIR")
     result = runner.run(
         args.experiment,
         args.workdir,
@@ -48,6 +55,9 @@ def cmd_sweep(args, overrides) -> int:
         vmap=args.vmap_seeds,
         dry_run=args.dry_run,
         report=not args.dry_run,
+        executor=args.executor,
+        executor_options=executor_options(args),
+        cache_dir=cache if cache is not None else runner.cache_dir_for(args.workdir),
     )
     if args.dry_run:
         return 0
@@ -57,16 +67,38 @@ def cmd_sweep(args, overrides) -> int:
         + (f" in {secs:.0f} s" if secs is not None and result["ran"] else "")
         + f", {result['skipped']} skipped (already finished); {result['done']} done, "
         f"{result['diverged']} diverged, {result['failed']} failed"
+        + (f", {result['interrupted']} interrupted" if result.get("interrupted") else "")
     )
     _print_report(result["report"])
+    if result.get("interrupted"):
+        print(
+            f"{result['interrupted']} trial(s) were interrupted (their jobs ended early): re-run "
+            "the same command to resume them from their checkpoints"
+        )
+        return 75
     return 1 if result["failed"] else 0
+
+
+def executor_options(args) -> dict:
+    """The executor options given on the command line (``None``: not given)."""
+    return {
+        "trials_per_gpu": args.trials_per_gpu,
+        "partition": args.partition,
+        "time_min": args.time,
+        "cpus": args.cpus_per_trial,
+        "gpus": args.gpus_per_trial,
+        "mem_gb": args.mem_gb,
+        "array_parallelism": args.array_parallelism,
+        "sbatch": args.sbatch,
+        "address": args.ray_address,
+    }
 
 
 def cmd_status(args, overrides) -> int:
     import os
 
-    from cnn_jax.errors import UserError
     from cnn_jax import rundir
+    from cnn_jax.errors import UserError
     from cnn_jax.study import store
 
     if overrides:
@@ -80,6 +112,7 @@ def cmd_status(args, overrides) -> int:
     counts = {s: sum(1 for *_, st in rows if st["status"] == s) for s in order}
     print(f"{args.workdir}: {rec['experiment']}, {len(rows)} trials")
     print("  " + ", ".join(f"{s} {n}" for s, n in counts.items() if n or s == "done"))
+    jobs = _job_states(rows)
     for name, d, st in rows:
         s = st["status"]
         if s == "done" and not args.all:
@@ -91,17 +124,21 @@ def cmd_status(args, overrides) -> int:
             steps = [r["step"] for r in rundir.read_metrics(d)]
             extra = f"(at step {max(steps)})" if steps else "(starting)"
             if s == "running":
-                extra += f" pid {st.get('pid')}"
+                owner = st.get("lease") or st
+                extra += f" pid {owner.get('pid')} on {owner.get('host')}"
         elif s in ("failed", "diverged"):
             extra = st.get("error", "")
         elif s == "done":
             summary = rundir.read_summary(d) or {}
             acc = (summary.get("test") or {}).get("accuracy")
             extra = f"test accuracy {acc:.4f}" if acc is not None else ""
+        job = (st.get("lease") or {}).get("job") or st.get("job") or {}
+        if job.get("executor") in ("slurm", "ray") and s != "done":
+            state = jobs.get(job.get("id"))
+            extra += f"  [{job['executor']} job {job.get('id')}{f' {state}' if state else ''}]"
         print(f"  {s:<11} {name}  {extra}".rstrip())
-    owner = _sweep_owner(args.workdir)
-    if owner:
-        print(f"a sweep is running on it (pid {owner})")
+    if counts["running"]:
+        print(f"{counts['running']} trial(s) are being trained (their owners renew their leases)")
     elif counts["interrupted"] or counts["queued"] or counts["failed"] or counts["missing"]:
         print(
             f"re-run `cnn-jax sweep {rec['experiment']} --workdir {args.workdir}` to finish "
@@ -110,19 +147,24 @@ def cmd_status(args, overrides) -> int:
     return 0
 
 
-def _sweep_owner(workdir: str) -> int | None:
-    """The pid of the live sweep holding ``workdir``'s lock file, if any."""
-    import os
+def _job_states(rows) -> dict[str, str]:
+    """SLURM's state of the trials' jobs (``squeue``), where SLURM is at hand."""
+    import shutil
+
+    ids = []
+    for _, _, st in rows:
+        job = (st.get("lease") or {}).get("job") or st.get("job") or {}
+        if job.get("executor") == "slurm" and st["status"] != "done" and job.get("id"):
+            ids.append(job["id"])
+    if not ids or shutil.which("squeue") is None:
+        return {}
+    from cnn_jax.errors import UserError
+    from cnn_jax.study import executors
 
     try:
-        with open(os.path.join(workdir, ".lock")) as f:
-            pid = int(f.read().strip() or 0)
-        if pid:
-            os.kill(pid, 0)
-            return pid
-    except (OSError, ValueError):
-        pass
-    return None
+        return executors.squeue_states(ids)
+    except UserError:
+        return {}
 
 
 def cmd_report(args, overrides) -> int:
@@ -162,6 +204,41 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="train the seeds of a config as one vmapped program (auto: on accelerators)",
     )
     s.add_argument("--dry-run", action="store_true", help="list the trials and what would run")
+    s.add_argument(
+        "--executor",
+        default="local",
+        help="where trials run: local (worker processes here, default), slurm (job arrays "
+        "through submitit) or ray",
+    )
+    s.add_argument(
+        "--cache-dir",
+        help="compilation cache shared by the sweep's jobs (default: $CNN_JAX_CACHE_DIR, else "
+        "WORKDIR/.cache/xla; off: none)",
+    )
+    g = s.add_argument_group("local executor")
+    g.add_argument(
+        "--trials-per-gpu",
+        type=int,
+        help="workers per GPU on a GPU host (default 1; JAX's memory fraction is split)",
+    )
+    g = s.add_argument_group("slurm and ray executors")
+    g.add_argument("--cpus-per-trial", type=int, help="CPUs per trial (default 1)")
+    g.add_argument("--gpus-per-trial", type=int, help="GPUs per trial (default 0)")
+    g.add_argument("--mem-gb", type=float, help="memory per trial in GiB")
+    g = s.add_argument_group("slurm executor")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--time", type=int, help="time limit per job in minutes (default 60)")
+    g.add_argument(
+        "--array-parallelism", type=int, help="at most this many array tasks at once"
+    )
+    g.add_argument(
+        "--sbatch",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra sbatch option, e.g. --sbatch account=proj --sbatch qos=low (repeatable)",
+    )
+    g = s.add_argument_group("ray executor")
+    g.add_argument("--ray-address", help="HOST:PORT of the Ray cluster's head, or auto")
     s.set_defaults(func=cmd_sweep)
 
     st = sub.add_parser("status", help="where a sweep stands: counts, running, failed trials")

@@ -3,26 +3,27 @@
 ``run(experiment, workdir)`` loads ``get_config()`` and ``get_sweep()`` from the experiment
 file, plans every trial (resolving each config, so mistakes surface before anything runs),
 writes ``sweep.json``, skips trials that are ``done`` or ``diverged`` (``failed`` ones are
-retried), and trains the rest in ``workers`` long-lived worker processes. Trials that differ
-only by seed form one task (they run in the same worker, one after another through
-``cnn_jax.train.fit``, or together as one vmapped program, see :mod:`cnn_jax.study.seeds`),
-so the compiled program is shared. Interrupted trials resume from their checkpoints.
+retried), and hands the rest to an executor (:mod:`cnn_jax.study.executors`: the local
+worker pool by default, SLURM or Ray). Trials that differ only by seed form one task, one
+job (they run one after another through ``cnn_jax.train.fit``, or together as one vmapped
+program, see :mod:`cnn_jax.train.vmap`), so the compiled program is shared. Interrupted
+trials resume from their checkpoints; trials are owned through leases in the trial store.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
 from cnn_jax import config as config_lib
+from cnn_jax import experiment as experiment_lib
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
 from cnn_jax.study.sweep import Study, as_study
@@ -36,7 +37,7 @@ Log = Callable[[str], None]
 def load_experiment(spec: str):
     """``(base_config, study)`` from ``FILE.py[:ARG]``: ``get_config([ARG])`` and
     ``get_sweep([ARG])``."""
-    module, path, arg = config_lib.load_module(spec)
+    module, path, arg = experiment_lib.load_module(spec)
     get_config = getattr(module, "get_config", None)
     get_sweep = getattr(module, "get_sweep", None)
     if not callable(get_config):
@@ -108,78 +109,49 @@ def _accelerator_installed() -> bool:
     )
 
 
-def _runtime_settings(temp_cache: str | None) -> dict:
-    """What workers need to behave like this process: JAX's compilation cache."""
+CACHE_SUBDIR = os.path.join(".cache", "xla")
+
+
+def cache_dir_for(workdir: str, cache_dir: str | None = None) -> str | None:
+    """The compilation cache a sweep's jobs share: ``cache_dir`` if given (``"off"``:
+    none), else ``WORKDIR/.cache/xla`` on the sweep's (shared) filesystem, so every node
+    reuses what one compiled."""
+    if cache_dir is not None:
+        return None if cache_dir.lower() in ("0", "off", "none", "") else os.path.abspath(cache_dir)
+    return os.path.join(os.path.abspath(workdir), CACHE_SUBDIR)
+
+
+def _runtime_settings(cache_dir: str | None) -> dict:
+    """What every job needs to behave like this process: JAX's compilation cache (shared
+    by the sweep's jobs), log levels and the working directory."""
     jax_settings = {}
-    if "jax" in sys.modules:
-        import jax
+    if cache_dir:
+        jax_settings["jax_compilation_cache_dir"] = cache_dir
+        min_secs = 0.2
+        if "jax" in sys.modules:
+            import jax
 
-        cache = jax.config.jax_compilation_cache_dir
-        if cache:
-            jax_settings["jax_compilation_cache_dir"] = cache
-            jax_settings["jax_persistent_cache_min_compile_time_secs"] = (
-                jax.config.jax_persistent_cache_min_compile_time_secs
-            )
-    if not jax_settings.get("jax_compilation_cache_dir") and temp_cache:
-        # No persistent cache: the seeds of one config would each compile again; a cache
-        # for the duration of this sweep (deleted afterwards) shares one compilation.
-        jax_settings["jax_compilation_cache_dir"] = temp_cache
-        jax_settings["jax_persistent_cache_min_compile_time_secs"] = 0.2
-    return {"jax": jax_settings, "env": {"TF_CPP_MIN_LOG_LEVEL": "3"}}
-
-
-class _Worker:
-    def __init__(self, ctx, settings: dict):
-        from cnn_jax.study import worker
-
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(
-            target=worker.worker_main,
-            args=(child, settings, os.getpid()),
-            daemon=True,
-            name="cnn-jax-sweep-worker",
-        )
-        self.proc.start()
-        child.close()
-        self.task: dict | None = None
-        self.finished: set[str] = set()
-
-    def send(self, task: dict) -> None:
-        self.task = task
-        self.finished = set()
-        self.conn.send(task)
-
-    def stop(self, interrupted: bool = False) -> None:
-        """Ends the worker: after its task, or at once (SIGTERM: ``fit`` checkpoints first)."""
-        if self.proc.is_alive():
-            if interrupted and self.task is not None:
-                self.proc.terminate()
-                self.proc.join(60)
-            else:
-                try:
-                    self.conn.send(None)
-                except (BrokenPipeError, OSError):
-                    pass
-                self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(2)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+            if jax.config.jax_compilation_cache_dir:
+                min_secs = jax.config.jax_persistent_cache_min_compile_time_secs
+        jax_settings["jax_persistent_cache_min_compile_time_secs"] = min_secs
+    return {"jax": jax_settings, "env": {"TF_CPP_MIN_LOG_LEVEL": "3"}, "cwd": os.getcwd()}
 
 
 # ----------------------------------------------------------------------------- running
 
 
-def _tasks(trials: list[store.Trial], workdir: str, vmap: str, shift: int) -> list[dict]:
+def _tasks(
+    trials: list[store.Trial], workdir: str, vmap: str, shift: int, per_trial: bool = False
+) -> list[dict]:
+    """One task per config (its seeds together) or, with ``per_trial``, per trial."""
     groups: dict[str, list[store.Trial]] = collections.OrderedDict()
     for t in trials:
-        groups.setdefault(t.group, []).append(t)
+        groups.setdefault(t.name if per_trial else t.group, []).append(t)
     return [
         {
             "trials": [
-                {"name": t.name, "dir": t.dir(workdir), "config": config_lib.to_json(t.config)}
+                {"name": t.name, "dir": t.dir(workdir), "config": config_lib.to_json(t.config),
+                 "point": store.jsonable(t.point), "seed": t.seed}
                 for t in g
             ],
             "vmap": vmap,
@@ -205,6 +177,9 @@ def run(
     report: bool = True,
     plots: bool = True,
     log: Log = print,
+    executor: str = "local",
+    executor_options: dict | None = None,
+    cache_dir: str | None = None,
 ) -> dict:
     """Runs (or resumes) a study into ``workdir``; returns counts and the report paths.
 
@@ -219,15 +194,36 @@ def run(
       report: write ``results.csv``, ``report.md`` and ``timing.md`` at the end.
       plots: and the plots.
       log: where progress lines go.
+      executor: ``"local"`` (the worker pool, default), ``"slurm"`` (job arrays through
+        submitit) or ``"ray"``: see :mod:`cnn_jax.study.executors`.
+      executor_options: the executor's options (local: ``workers``, ``trials_per_gpu``;
+        slurm: ``partition``, ``time_min``, ``cpus``, ``gpus``, ``mem_gb``,
+        ``array_parallelism``, ``sbatch``; ray: ``address``, ``cpus``, ``gpus``, ``mem_gb``).
+      cache_dir: the jobs' shared compilation cache (default: ``WORKDIR/.cache/xla``, or
+        the cache this process has configured; ``"off"``: none).
+
+    Trials are owned by leases in the trial store (:mod:`cnn_jax.study.lease`), so several
+    sweeps (any executors, any hosts) may run on one workdir at once: each trains the
+    trials nobody holds, waits for those another owner trains, and takes over the trials of
+    dead owners.
     """
     if vmap not in ("on", "off", "auto"):
         raise UserError(f"invalid vmap {vmap!r}; choose on, off or auto")
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be 0 (in this process) or more, got {workers}")
+    from cnn_jax.study import executors
+
+    options = dict(executor_options or {})
+    if workers is not None:
+        options["workers"] = workers  # an option of the local executor (others refuse it)
     p = plan(experiment, overrides)
+    if dry_run and executor not in executors.names():
+        raise UserError(f"unknown executor {executor!r}; choose one of: {', '.join(executors.names())}")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir!r} exists and is not a directory")
-    if os.path.isdir(workdir) and os.listdir(workdir) and not store.is_sweep(workdir):
+    # (a lock file or cache alone: another sweep is just creating it)
+    own = {".lock", ".write-test", ".cache"}
+    if os.path.isdir(workdir) and set(os.listdir(workdir)) - own and not store.is_sweep(workdir):
         raise UserError(
             f"workdir {workdir!r} is not empty and holds no {store.SWEEP_FILE}: it is not a sweep "
             "directory; use a new --workdir"
@@ -254,37 +250,31 @@ def run(
         )
         return result
 
+    ex = executors.create(executor, options)  # checks before anything is written
+    if cache_dir is None and "jax" in sys.modules:
+        import jax
+
+        cache_dir = jax.config.jax_compilation_cache_dir or None  # this process's cache
     from cnn_jax.train import workdir as workdir_lib
 
-    workdir_lib.create(workdir)
-    with workdir_lib.WorkdirLock(workdir):
-        old = store.read_json(os.path.join(workdir, store.SWEEP_FILE))
-        if old is not None and (old.get("experiment"), old.get("overrides")) != (
-            p.record["experiment"],
-            p.record["overrides"],
-        ):
-            log(
-                f"note: {workdir} held the sweep of {old.get('experiment')} with overrides "
-                f"{old.get('overrides')}; it now lists this one (earlier trials stay on disk and "
-                "are reused where their configs match)"
-            )
-        store.write_json(os.path.join(workdir, store.SWEEP_FILE), p.record)
-        for t in todo:
-            store.write_status(t.dir(workdir), "queued")
-        log(
-            f"{len(p.trials)} trials ({len(p.trials) // len(p.study.seed_list())} configurations x "
-            f"{len(p.study.seed_list())} seeds) in {workdir}: {len(todo)} to run, "
-            f"{len(p.trials) - len(todo)} already finished"
-        )
+    try:
+        workdir_lib.create(workdir)
+        with _sweep_lock(workdir):  # only while sweep.json is written
+            _write_plan(workdir, p, todo, log)
         t0 = time.perf_counter()
-        counts = _execute(todo, workdir, workers, vmap, p.study.shift_consistency, log)
-        result.update(
-            ran=len(todo),
-            failed=counts["failed"],
-            done=n_done + counts["done"],
-            diverged=n_div + counts["diverged"],
-            seconds=time.perf_counter() - t0,
+        counts = _execute(
+            todo, workdir, ex, vmap, p.study.shift_consistency, cache_dir_for(workdir, cache_dir), log
         )
+    finally:
+        ex.close()
+    result.update(
+        ran=counts["ran"],
+        failed=counts["failed"],
+        interrupted=counts["interrupted"],
+        done=n_done + counts["done"],
+        diverged=n_div + counts["diverged"],
+        seconds=time.perf_counter() - t0,
+    )
     if report:
         from cnn_jax.study import reporting as report_lib
 
@@ -292,21 +282,82 @@ def run(
     return result
 
 
-def _execute(todo, workdir, workers, vmap, shift, log) -> dict:
-    counts = {"done": 0, "failed": 0, "diverged": 0}
+@contextlib.contextmanager
+def _sweep_lock(workdir: str, timeout: float = 60.0):
+    """The sweep directory's lock, waited for: another sweep holds it only while it writes
+    ``sweep.json`` (trials are owned by their leases, not by this lock)."""
+    from cnn_jax.train import workdir as workdir_lib
+
+    lock = workdir_lib.WorkdirLock(workdir)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            lock.acquire()
+            break
+        except UserError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _write_plan(workdir: str, p: Plan, todo: list[store.Trial], log: Log) -> None:
+    old = store.read_json(os.path.join(workdir, store.SWEEP_FILE))
+    if old is not None and (old.get("experiment"), old.get("overrides")) != (
+        p.record["experiment"],
+        p.record["overrides"],
+    ):
+        log(
+            f"note: {workdir} held the sweep of {old.get('experiment')} with overrides "
+            f"{old.get('overrides')}; it now lists this one (earlier trials stay on disk and "
+            "are reused where their configs match)"
+        )
+    store.write_json(os.path.join(workdir, store.SWEEP_FILE), p.record)
+    for t in todo:
+        store.mark(t.dir(workdir), "queued")  # not over a trial that another owner trains
+    log(
+        f"{len(p.trials)} trials ({len(p.trials) // len(p.study.seed_list())} configurations x "
+        f"{len(p.study.seed_list())} seeds) in {workdir}: {len(todo)} to run, "
+        f"{len(p.trials) - len(todo)} already finished"
+    )
+
+
+def _execute(todo, workdir, ex, vmap, shift, cache_dir, log) -> dict:
+    """Runs the tasks of ``todo`` on executor ``ex``; then waits for the trials that another
+    owner was training (``busy``) and runs those it left unfinished, until none is left."""
+    counts = {"done": 0, "failed": 0, "diverged": 0, "interrupted": 0, "ran": 0}
     if not todo:
         return counts
-    tasks = _tasks(todo, workdir, vmap, shift)
     total = len(todo)
     width = len(str(total))
     finished = 0
+    busy: dict[str, store.Trial] = {}
+    by_name = {t.name: t for t in todo}
+    from cnn_jax.study.progress import SweepProgress
+
+    progress = SweepProgress(total, log)
 
     def handle(ev: dict) -> None:
         nonlocal finished
         kind = ev["event"]
+        if kind == "busy":
+            busy[ev["name"]] = by_name[ev["name"]]
+            return
+        if kind == "finished":  # another sweep finished it meanwhile
+            kind = ev.get("status", "done")
+            if kind not in counts:
+                return
+            counts[kind] += 1
+            finished += 1
+            progress.line(f"[{finished:>{width}}/{total}] {kind:<8} {ev['name']}  (by another sweep)")
+            return
         if kind not in counts:
             return
         counts[kind] += 1
+        counts["ran"] += kind != "interrupted"
         finished += 1
         head = f"[{finished:>{width}}/{total}] {kind:<8} {ev['name']}"
         if kind == "done":
@@ -314,69 +365,34 @@ def _execute(todo, workdir, workers, vmap, shift, log) -> dict:
             extra = f"  acc {ev['accuracy']:.4f}" + (f"  shift {sc:.3f}" if sc is not None else "")
         else:
             extra = f"  {ev.get('error', '')}"
-        log(head + extra)
+        progress.line(head + extra)
 
-    n = default_workers() if workers is None else workers
-    if n == 0:
-        from cnn_jax.study import worker
-
-        with worker.cached_datasets():
-            for task in tasks:
-                if worker.run_task(task, handle):
-                    raise KeyboardInterrupt  # SIGINT/SIGTERM: the trial was checkpointed
-        return counts
-    n = min(n, len(tasks))
-    temp_cache = tempfile.mkdtemp(prefix="cnn-jax-sweep-xla-")
-    try:
-        _run_pool(tasks, n, _runtime_settings(temp_cache), workdir, handle)
-    finally:
-        shutil.rmtree(temp_cache, ignore_errors=True)
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+    settings = _runtime_settings(cache_dir)
+    workdir = os.path.abspath(workdir)  # jobs may start in other directories
+    per_trial = ex.job_per_trial(vmap)
+    tasks = _tasks(todo, workdir, vmap, shift, per_trial)
+    while tasks:
+        busy.clear()
+        ex.run(tasks, settings, workdir, handle, log)
+        if not busy:
+            break
+        log(f"waiting for {len(busy)} trial(s) that another owner is training")
+        left = _wait_for_owners(workdir, list(busy.values()))
+        for t, st in left:
+            if st in store.FINISHED:
+                handle({"event": "finished", "name": t.name, "status": st})
+        rest = [t for t, st in left if st not in store.FINISHED]
+        tasks = _tasks(rest, workdir, vmap, shift, per_trial)
+    progress.close()
     return counts
 
 
-def _run_pool(tasks: list[dict], n: int, settings: dict, workdir: str, handle) -> None:
-    import multiprocessing as mp
-    from multiprocessing.connection import wait
-
-    ctx = mp.get_context("spawn")  # JAX is not fork-safe
-    queue = collections.deque(tasks)
-    pool = [_Worker(ctx, settings) for _ in range(n)]
-    interrupted = False
-    try:
-        while queue or any(w.task is not None for w in pool):
-            for w in pool:
-                if w.task is None and queue:
-                    w.send(queue.popleft())
-            busy = [w for w in pool if w.task is not None]
-            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy])
-            for i, w in enumerate(pool):
-                if w.task is None or (w.conn not in ready and w.proc.sentinel not in ready):
-                    continue
-                try:
-                    while w.conn.poll():
-                        ev = w.conn.recv()
-                        if ev["event"] == "idle":
-                            w.task = None
-                            break
-                        if ev["event"] in ("done", "failed", "diverged"):
-                            w.finished.add(ev["name"])
-                        handle(ev)
-                except (EOFError, OSError):
-                    pass
-                if w.task is not None and not w.proc.is_alive():
-                    # The worker died (killed, out of memory, a crash in native code): its
-                    # unfinished trials fail, and a fresh worker takes its place.
-                    code = w.proc.exitcode
-                    for t in w.task["trials"]:
-                        if t["name"] not in w.finished:
-                            err = f"worker process died (exit code {code})"
-                            store.write_status(t["dir"], "failed", error=err)
-                            handle({"event": "failed", "name": t["name"], "error": err})
-                    w.task = None
-                    pool[i] = _Worker(ctx, settings) if queue else w
-    except BaseException:
-        interrupted = True
-        raise
-    finally:
-        for w in pool:
-            w.stop(interrupted)
+def _wait_for_owners(workdir: str, trials: list[store.Trial], poll: float = 1.0) -> list:
+    """Waits until no living owner holds ``trials``; returns ``[(trial, status)]``."""
+    while True:
+        states = [(t, store.read_status(t.dir(workdir))["status"]) for t in trials]
+        if all(st != "running" for _, st in states):
+            return states
+        time.sleep(poll)

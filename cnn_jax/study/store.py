@@ -5,7 +5,8 @@ Layout of a sweep workdir::
     sweep.json              experiment, overrides, study options, the trial list
     trials/<name>/          one normal run directory per trial (config.json, metrics.jsonl,
                             summary.json, checkpoints/, tensorboard/) plus
-                            status.json (queued | running | done | failed | diverged, error)
+                            status.json (queued | running | done | failed | diverged, error,
+                            the cluster job), lease.json while an owner trains it (lease.py)
                             analysis.json (shift consistency)
     results.csv, report.md, timing.md, plots/*.png     written by the report
 
@@ -30,6 +31,7 @@ from cnn_jax import config as config_lib
 from cnn_jax import rundir
 from cnn_jax.errors import UserError
 from cnn_jax.rundir import read_json, write_json
+from cnn_jax.study import lease
 from cnn_jax.study.sweep import Study
 
 # File names of a sweep directory (defined in cnn_jax.rundir).
@@ -40,6 +42,8 @@ TRIALS_DIR = rundir.TRIALS
 STATUSES = ("queued", "running", "done", "failed", "diverged")
 FINISHED = ("done", "diverged")  # failed trials are retried by the next sweep
 HASH_IGNORE = ("data.data_dir",)  # where the data lives does not change a result
+# What a trial's status records of the device its process was given.
+DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE")  # where the data lives does not change a result
 
 
 @dataclasses.dataclass
@@ -64,6 +68,11 @@ class Trial:
             "point": _jsonable(self.point),
             "seed": self.seed,
         }
+
+
+def jsonable(v):
+    """``v`` with tuples as lists (as JSON holds it)."""
+    return _jsonable(v)
 
 
 def _jsonable(v):
@@ -161,37 +170,49 @@ def plan(study: Study, base: ml_collections.ConfigDict) -> list[Trial]:
 
 
 def write_status(trial_dir: str, status: str, **extra: Any) -> None:
+    """Writes ``status.json`` (with the writer's pid, host and cluster job). Callers that do
+    not own the trial's lease go through :func:`mark` instead."""
     assert status in STATUSES, status
     os.makedirs(trial_dir, exist_ok=True)
     write_json(
         os.path.join(trial_dir, STATUS_FILE),
-        {"status": status, "pid": os.getpid(), "host": socket.gethostname(), **extra},
+        {
+            "status": status,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "job": lease.job_info(),
+            "env": {k: os.environ[k] for k in DEVICE_ENV if k in os.environ},
+            **extra,
+        },
     )
 
 
+def mark(trial_dir: str, status: str, **extra: Any) -> bool:
+    """Writes ``status`` unless a living owner (another sweep, a cluster job) holds the
+    trial's lease; returns whether it was written."""
+    return lease.if_free(trial_dir, lambda: write_status(trial_dir, status, **extra))
+
+
 def read_status(trial_dir: str) -> dict:
-    """The trial's status record; a ``running`` trial whose process is gone reads as
-    ``interrupted``; no file reads as ``missing``."""
+    """The trial's status record, with ``lease`` (its owner) while someone trains it.
+
+    Liveness is the lease's (:mod:`cnn_jax.study.lease`), on any host: a ``running``
+    trial without a living lease reads as ``interrupted``; a trial that a living owner
+    holds reads as ``running`` whatever the file says; no file reads as ``missing``."""
     st = read_json(os.path.join(trial_dir, STATUS_FILE))
+    rec = lease.read(trial_dir)
+    live = lease.is_live(rec)
     if st is None:
-        return {"status": "missing"}
+        return {"status": "running", "lease": rec} if live else {"status": "missing"}
     if st.get("status") == "done" and not rundir.is_finished(trial_dir):
-        return {**st, "status": "interrupted"}
-    if st.get("status") == "running" and not _alive(st.get("pid"), st.get("host")):
+        st = {**st, "status": "interrupted"}
+    if st.get("status") in FINISHED:
+        return st
+    if live:
+        return {**st, "status": "running", "lease": rec}
+    if st.get("status") == "running":
         return {**st, "status": "interrupted"}
     return st
-
-
-def _alive(pid, host) -> bool:
-    if host != socket.gethostname() or not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 is_sweep = rundir.is_sweep

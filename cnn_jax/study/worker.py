@@ -1,7 +1,7 @@
 """Running trials: one task (a trial, or the seeds of one config) inside a worker process.
 
-A worker is a long-lived ``spawn``-ed process that receives tasks over a pipe and sends
-back one event per trial. It writes each trial's ``status.json`` itself, so the files are
+A worker is a long-lived ``python -m cnn_jax.study.worker`` process that receives tasks on
+stdin and sends back one event per trial; a cluster job runs :func:`job_main` instead. It writes each trial's ``status.json`` itself, so the files are
 right even if the parent dies; it exits when the parent goes away. This module imports
 nothing heavy at the top: the worker sets its environment before JAX is imported.
 """
@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 
 from cnn_jax import rundir
-from cnn_jax.study import store
+from cnn_jax.study import lease, store
 
 Emit = Callable[[dict], None]
 
@@ -58,7 +58,14 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, t0: float) -> No
         result = outcome["result"]
         analysis = _analysis(task, result)
         rundir.write_json(os.path.join(d, rundir.ANALYSIS), analysis)
-        store.write_status(d, "done")
+        if "point" in trial:  # TensorBoard HParams: compare trials by swept values
+            from cnn_jax.study import hparams
+
+            hparams.write(d, trial["point"], trial["seed"], result.summary, analysis)
+        # The trial's wall time from "running" to "done" (a vmapped group's shared by its
+        # seeds): the report sets it against the time spent in training steps.
+        wall = (time.time() - trial.get("_started", t0)) / trial.get("_together", 1)
+        store.write_status(d, "done", wall_seconds=wall)
         emit(
             {
                 "event": "done",
@@ -128,11 +135,37 @@ def run_task(task: dict, emit: Emit) -> bool:
     "shift": int}``: the trials (seeds of one config) one after another through
     ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
 
-    Emits ``{"event": "running"|"done"|"failed"|"diverged"|"interrupted", "name": ...}``
-    per trial. Never raises for a failing trial: the error goes to its status file and
-    event. Returns ``True`` if a SIGTERM/SIGINT interrupted it (the trial was checkpointed
-    and is queued again).
+    Each trial is first leased (:mod:`cnn_jax.study.lease`): one that a living owner
+    holds (another sweep, another job) emits ``busy`` and is left alone; one that turns out
+    finished meanwhile emits ``finished``. The leases are renewed while the trials train
+    and released when they end, however this returns.
+
+    Emits ``{"event": "running"|"done"|"failed"|"diverged"|"interrupted"|"busy"|"finished",
+    "name": ...}`` per trial. Never raises for a failing trial: the error goes to its status
+    file and event. Returns ``True`` if a SIGTERM/SIGINT/SIGUSR2 interrupted it (the trial
+    was checkpointed and is queued again).
     """
+    trials = []
+    for t in task["trials"]:
+        rec = lease.acquire(t["dir"])
+        if rec is None:
+            owner = (lease.read(t["dir"]) or {}).get("owner", "?")
+            emit({"event": "busy", "name": t["name"], "owner": owner})
+            continue
+        st = store.read_status(t["dir"])
+        if st["status"] in store.FINISHED:  # another sweep finished it after we planned
+            lease.release(t["dir"])
+            emit({"event": "finished", "name": t["name"], "status": st["status"]})
+            continue
+        trials.append(t)
+    try:
+        return _run_leased({**task, "trials": trials}, emit) if trials else False
+    finally:
+        for t in trials:
+            lease.release(t["dir"])
+
+
+def _run_leased(task: dict, emit: Emit) -> bool:
     from cnn_jax import config as config_lib
     from cnn_jax.errors import Preempted
 
@@ -141,6 +174,7 @@ def run_task(task: dict, emit: Emit) -> bool:
     pending = {t["name"]: t for t in trials}
 
     def running(t, together=1):
+        t["_started"], t["_together"] = time.time(), together  # for the trial's wall time
         store.write_status(t["dir"], "running", trained_together=together)
         emit({"event": "running", "name": t["name"]})
 
@@ -187,7 +221,8 @@ def run_task(task: dict, emit: Emit) -> bool:
     except Preempted as e:
         for t in list(pending.values()):
             store.write_status(t["dir"], "queued", error=str(e))
-            emit({"event": "interrupted", "name": t["name"], "error": str(e)})
+            emit({"event": "interrupted", "name": t["name"], "error": str(e),
+                  "signal": e.signal_name})
         return True
     except Exception as e:  # noqa: BLE001  (a failing trial never stops the sweep)
         err = _error_text(e)
@@ -212,10 +247,10 @@ def cached_datasets():
     original = data.load
     cache: dict = {}
 
-    def load(name, split, data_dir=None):
-        key = (name, split, data_dir or data.default_data_dir())
+    def load(name, split, data_dir=None, *args, **kwargs):
+        key = (name, split, data_dir or data.default_data_dir(), repr(args), repr(sorted(kwargs.items())))
         if key not in cache:
-            cache[key] = original(name, split, data_dir)
+            cache[key] = original(name, split, data_dir, *args, **kwargs)
         return cache[key]
 
     load.__doc__ = original.__doc__
@@ -238,6 +273,13 @@ def _watch_parent(parent: int) -> None:
 
             util._run_finalizers(0)  # release semaphores (no leak warnings)
             os._exit(1)
+
+
+def apply_env(settings: dict) -> None:
+    """The environment part of ``settings`` (before JAX is imported: XLA memory fraction,
+    ``CUDA_VISIBLE_DEVICES``, log levels)."""
+    for k, v in settings.get("env", {}).items():
+        os.environ[k] = str(v)
 
 
 def apply_runtime(settings: dict) -> None:
@@ -264,25 +306,61 @@ def apply_runtime(settings: dict) -> None:
         pass
 
 
-def worker_main(conn, settings: dict, parent: int) -> None:
-    """Entry point of a worker process (``multiprocessing`` spawn target)."""
-    for k, v in settings.get("env", {}).items():
-        os.environ[k] = v
+def job_main(task: dict, settings: dict) -> dict:
+    """The body of one cluster job (a SLURM array task, a Ray task): ``task`` in this fresh
+    process, with ``settings`` applied before JAX is imported. Returns ``{"events": [...],
+    "interrupted": bool}``; the trial store holds the outcome either way."""
+    if "jax" in sys.modules:  # pragma: no cover  (a reused process: settings may not apply)
+        print("warning: jax was imported before the job's settings", file=sys.stderr)
+    apply_env(settings)
+    if settings.get("cwd") and os.path.isdir(settings["cwd"]):
+        os.chdir(settings["cwd"])  # relative paths of the config mean what they meant
+    apply_runtime(settings)
+    events: list[dict] = []
+
+    def emit(ev: dict) -> None:
+        events.append(ev)
+        if ev["event"] in ("done", "failed", "diverged", "interrupted", "busy"):
+            print(f"{ev['event']}: {ev['name']} {ev.get('error', '')}".rstrip(), flush=True)
+
+    with cached_datasets():
+        interrupted = run_task(task, emit)
+    sig = next((e.get("signal") for e in events if e["event"] == "interrupted"), None)
+    return {"events": events, "interrupted": interrupted, "signal": sig}
+
+
+EVENTS_FD = "CNN_JAX_WORKER_EVENTS_FD"
+
+
+def main() -> None:
+    """``python -m cnn_jax.study.worker``: the local pool's worker process.
+
+    Started as a plain subprocess (never ``multiprocessing``'s spawn, which re-imports the
+    parent's ``__main__``: a script calling ``study.run`` without an ``if __name__ ==
+    "__main__":`` guard would run again in every worker). The first line on stdin is the
+    settings (JSON), then one task per line; an empty line or ``null`` ends it. Events go
+    as JSON lines to the file descriptor named by ``CNN_JAX_WORKER_EVENTS_FD`` (stdout
+    stays free for libraries' output). Exits 75 after an interruption (the trial was
+    checkpointed), 130 on SIGINT outside a trial.
+    """
+    import json
+
+    events = os.fdopen(int(os.environ[EVENTS_FD]), "w", buffering=1)
+    parent = os.getppid()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    settings = json.loads(sys.stdin.readline() or "{}")
+    apply_env(settings)
     apply_runtime(settings)
 
     def emit(event):
-        conn.send(event)
+        events.write(json.dumps(event) + "\n")
 
     code = 0
     stack = contextlib.ExitStack()
     stack.enter_context(cached_datasets())
     try:
-        while True:
-            try:
-                task = conn.recv()
-            except EOFError:
-                break
+        for line in sys.stdin:
+            task = json.loads(line) if line.strip() else None
             if task is None:
                 break
             interrupted = run_task(task, emit)
@@ -294,6 +372,7 @@ def worker_main(conn, settings: dict, parent: int) -> None:
         code = 130
     except BrokenPipeError:
         code = 1
+    lease.release_all()
     # Skip interpreter teardown (background threads of grain/Orbax can abort it noisily),
     # but first finalise what was closed: tensorboardX's multiprocessing queues hold
     # semaphores that would otherwise be reported as leaked.
@@ -305,4 +384,12 @@ def worker_main(conn, settings: dict, parent: int) -> None:
     util._run_finalizers(0)
     sys.stdout.flush()
     sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        events.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":
+    from cnn_jax.study import worker as _worker  # noqa: PLW0406  (the canonical module)
+
+    _worker.main()

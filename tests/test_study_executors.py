@@ -1,0 +1,325 @@
+"""Executors and trial ownership without a cluster: leases (taken, renewed, expired, taken
+over, raced), the local pool's per-GPU environments, a script without a ``__main__`` guard,
+a dead worker that says why, two concurrent sweeps on one workdir, and the one-line errors
+of bad executor input (nothing written). The real SLURM and Ray runs are in tests/cluster/."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cnn_jax import cli
+from cnn_jax.errors import UserError
+from cnn_jax.study import executors, lease, runner, store
+
+EXPERIMENT = """
+from cnn_jax import study
+from cnn_jax.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.model.name = "mlp"
+    c.model.hidden = (32,)
+    c.data.name = "digits"
+    c.data.data_dir = {data_dir!r}
+    c.data.batch_size = 32
+    c.train.steps = {steps}
+    c.train.log_every_steps = 3
+    c.train.checkpoint_every_steps = 4
+    c.optim.learning_rate = 0.01
+    return c
+
+
+def get_sweep():
+    return study.Study(study.grid({{"model.activation": {acts!r}}}), seeds={seeds})
+"""
+
+
+def _experiment(tmp_path, data_dir, acts=("relu", "tanh"), seeds=2, steps=12, name="exp.py"):
+    p = tmp_path / name
+    p.write_text(EXPERIMENT.format(data_dir=data_dir, acts=list(acts), seeds=seeds, steps=steps))
+    return str(p)
+
+
+# ----------------------------------------------------------------------------- leases
+
+
+def test_a_lease_is_exclusive_renewed_released_and_taken_over_after_expiry(tmp_path):
+    d = str(tmp_path / "trial")
+    rec = lease.acquire(d)
+    assert rec is not None and lease.is_live(lease.read(d)) and lease.held_by_me(d)
+    assert lease.acquire(d) is not None  # this process again: still its own
+    before = lease.read(d)["renewed"]
+    time.sleep(0.01)
+    assert lease.renew(d) and lease.read(d)["renewed"] > before
+    lease.release(d)
+    assert lease.read(d) is None and not lease.held_by_me(d)
+
+    # an owner on another host: live until its heartbeat is older than its TTL
+    other = {
+        "owner": "elsewhere/123/abc",
+        "host": "elsewhere",
+        "pid": 123,
+        "pidns": "x",
+        "job": {"executor": "slurm", "id": "7_1"},
+        "acquired": time.time(),
+        "renewed": time.time(),
+        "ttl": 2.0,
+    }
+    store.rundir.write_json(lease.path(d), other)
+    assert lease.is_live(other) and lease.acquire(d) is None
+    assert store.read_status(d)["status"] == "running"  # whatever status.json says
+    assert not store.mark(d, "queued")  # a non-owner does not write its status
+    assert not os.path.exists(os.path.join(d, store.STATUS_FILE))
+    stale = {**other, "renewed": time.time() - 3}
+    store.rundir.write_json(lease.path(d), stale)
+    assert not lease.is_live(stale)
+    taken = lease.acquire(d)
+    assert taken is not None and taken["previous_owner"] == "elsewhere/123/abc"
+    lease.release(d)
+
+    # on this host, a dead process's lease is dead at once (no waiting for the TTL)
+    p = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = {
+        **lease.identity(),
+        "owner": "x/1/y",
+        "pid": int(p.stdout),
+        "renewed": time.time(),
+        "ttl": 60.0,
+    }
+    assert not lease.is_live(dead)
+    # and a lease of this very process that it no longer holds is dead too
+    assert not lease.is_live(
+        {**lease.identity(), "owner": "mine/but/released", "renewed": time.time(), "ttl": 60.0}
+    )
+
+
+def _race(directory, barrier, out):
+    barrier.wait()
+    out.put(lease.acquire(directory) is not None)
+    time.sleep(0.5)  # hold it while the others try
+
+
+def test_of_processes_racing_for_a_lease_exactly_one_wins(tmp_path):
+    ctx = mp.get_context("spawn")
+    for i in range(3):
+        d = str(tmp_path / f"trial{i}")
+        barrier, out = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_race, args=(d, barrier, out)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        wins = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+        assert sum(wins) == 1, wins
+
+
+# ----------------------------------------------------------------------------- local pool
+
+
+def test_gpu_workers_get_their_own_device_and_memory_fraction(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    assert executors.gpu_worker_envs(2) == [
+        {"CUDA_VISIBLE_DEVICES": "0"},
+        {"CUDA_VISIBLE_DEVICES": "1"},
+    ]
+    envs = executors.gpu_worker_envs(2, per_gpu=3)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0"] * 3 + ["1"] * 3
+    assert {e["XLA_PYTHON_CLIENT_MEM_FRACTION"] for e in envs} == {"0.300"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")  # the host's own selection is kept
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in executors.gpu_worker_envs(2)] == ["4", "6"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("CNN_JAX_GPUS", "2")
+    local = executors.create("local", {})
+    assert len(local.plan_workers(10)) == 2 and len(local.plan_workers(1)) == 1
+    assert len(executors.create("local", {"trials_per_gpu": 2}).plan_workers(10)) == 4
+    monkeypatch.setenv("CNN_JAX_GPUS", "0")
+    with pytest.raises(UserError, match="no GPU"):
+        executors.create("local", {"trials_per_gpu": 2}).plan_workers(4)
+
+
+def test_a_gpu_host_runs_one_worker_per_gpu(tmp_path, data_dir, monkeypatch):
+    """On CPU, through the environment each worker gets (recorded in status.json)."""
+    monkeypatch.setenv("CNN_JAX_GPUS", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    exp = _experiment(tmp_path, data_dir, seeds=1)
+    wd = str(tmp_path / "sweep")
+    out = runner.run(exp, wd, log=lambda s: None, report=False)
+    assert out["done"] == 2
+    seen = {
+        store.read_status(os.path.join(wd, "trials", t["name"]))["env"]["CUDA_VISIBLE_DEVICES"]
+        for t in store.load_sweep(wd)["trials"]
+    }
+    assert seen == {"0", "1"}  # two workers, one per GPU, one trial each
+
+
+def test_study_run_from_a_script_without_main_guard(tmp_path, data_dir):
+    exp = _experiment(tmp_path, data_dir, acts=("relu",), seeds=2)
+    script = tmp_path / "plain.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        from cnn_jax import study
+        print("SCRIPT BODY RAN")
+        out = study.run({exp!r}, {str(tmp_path / "sweep")!r}, workers=1, report=False)
+        print("RESULT", out["done"], out["failed"])
+    """)
+    )
+    r = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("SCRIPT BODY RAN") == 1  # the worker did not run the script again
+    assert "RESULT 2 0" in r.stdout
+
+
+def test_a_dead_worker_says_why_its_trial_failed(tmp_path, data_dir):
+    # Every worker's first trial kills its process after writing an error (as an
+    # out-of-memory kill or a native crash would), through a sitecustomize on its path.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        textwrap.dedent("""
+        import os, sys
+        if "cnn_jax.study.worker" in sys.orig_argv:
+            from cnn_jax.study import worker
+            def die(cfg, d):
+                sys.stderr.write("Fatal: cudaMalloc failed: out of memory (simulated)\\n")
+                sys.stderr.flush()
+                os._exit(9)
+            worker._fit_single = die
+    """)
+    )
+    exp = _experiment(tmp_path, data_dir, acts=("relu",), seeds=1)
+    wd = str(tmp_path / "sweep")
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "cnn_jax", "sweep", exp, "--workdir", wd, "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert r.returncode == 1
+    name = store.load_sweep(wd)["trials"][0]["name"]
+    st = json.loads(Path(os.path.join(wd, "trials", name, "status.json")).read_text())
+    assert st["status"] == "failed"
+    assert st["error"] == (
+        "worker process died (exit code 9): Fatal: cudaMalloc failed: out of memory (simulated)"
+    )
+    assert any("out of memory" in x for x in st["stderr_tail"])
+    assert "worker process died (exit code 9): Fatal: cudaMalloc" in r.stdout  # on the console
+
+
+def test_two_concurrent_sweeps_on_one_workdir_never_run_a_trial_twice(tmp_path, data_dir):
+    exp = _experiment(tmp_path, data_dir, acts=("relu", "tanh", "elu"), seeds=2, steps=40)
+    wd = str(tmp_path / "sweep")
+    cmd = [sys.executable, "-m", "cnn_jax", "sweep", exp, "--workdir", wd, "--workers", "1"]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    names = [t["name"] for t in store.load_sweep(wd)["trials"]]
+    trained = [
+        {
+            n
+            for n in names
+            if any(
+                line.split()[1:2] == ["done"] and n in line and "by another sweep" not in line
+                for line in o.splitlines()
+            )
+        }
+        for o in outs
+    ]
+    # each trial trained by exactly one of the two sweeps, and each sweep ends with all six
+    assert trained[0].isdisjoint(trained[1]) and trained[0] | trained[1] == set(names), outs
+    for o in outs:
+        assert "6 done, 0 diverged, 0 failed" in o
+    for n in names:  # the trial logs: one uninterrupted run each
+        d = os.path.join(wd, "trials", n)
+        summary = json.loads(Path(os.path.join(d, "summary.json")).read_text())
+        assert summary["resumed_from"] == 0
+        steps = [r["step"] for r in store.rundir.read_metrics(d) if r["split"] == "train"]
+        assert steps == sorted(set(steps))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--executor", "slurmm"], "unknown executor 'slurmm'; choose one of: local, slurm, ray"),
+        (["--executor", "ray", "--ray-address", "127.0.0.1:9"], "no Ray cluster at 127.0.0.1:9"),
+        (["--executor", "ray", "--ray-address", "nonsense"], "--ray-address must be HOST:PORT"),
+        (
+            ["--executor", "slurm", "--ray-address", "h:1"],
+            "--ray-address is an option of the ray executor, not of slurm",
+        ),
+        (
+            ["--executor", "ray", "--partition", "gpu"],
+            "--partition is an option of the slurm executor, not of ray",
+        ),
+        (
+            ["--executor", "slurm", "--workers", "2"],
+            "--workers is an option of the local executor, not of slurm",
+        ),
+        (
+            ["--trials-per-gpu", "2", "--executor", "ray"],
+            "--trials-per-gpu is an option of the local executor, not of ray",
+        ),
+        (
+            ["--gpus-per-trial", "1"],
+            "--gpus-per-trial is an option of the slurm and ray executors, not of local",
+        ),
+        (["--executor", "slurm", "--time", "0"], "--time must be positive, got 0"),
+    ],
+)
+def test_bad_executor_input_is_one_line_and_writes_nothing(
+    capsys, tmp_path, data_dir, args, message
+):
+    exp = _experiment(tmp_path, data_dir)
+    wd = tmp_path / "w"
+    t0 = time.time()
+    code, _, err = _cli(capsys, "sweep", exp, "--workdir", str(wd), *args)
+    assert code == 2 and err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and time.time() - t0 < 30
+    assert not wd.exists()
+
+
+def test_slurm_without_sbatch_on_path(capsys, tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    exp = _experiment(tmp_path, data_dir)
+    code, _, err = _cli(
+        capsys, "sweep", exp, "--workdir", str(tmp_path / "w"), "--executor", "slurm"
+    )
+    assert code == 2 and "sbatch is not on PATH" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
