@@ -48,6 +48,15 @@ def base_config() -> ml_collections.ConfigDict:
     # (the same for every trial seed), a fraction in (0, 1) or a whole count; 0 = none.
     c.data.validation = 0.1
     c.data.prefetch = 2  # batches put on devices ahead of the step (0: synchronous)
+    # Input pipeline (cnn_jax.data): decoded into host memory, or streamed (read, decoded and
+    # augmented per batch in grain worker processes); both give the same batches.
+    c.data.in_memory = "auto"  # auto (streams a split above max_memory_gb) | true | false
+    c.data.max_memory_gb = 4.0  # the most host memory (10^9 bytes) one decoded split may take
+    c.data.workers = 2  # grain processes decoding a streamed split (0: in the training process)
+    c.data.crop_size = 0  # > 0: ImageNet-style views (random-resized crop; resize + centre crop)
+    c.data.image_size = 0  # > 0: images resized to this square when decoded (shorter side)
+    c.data.path = ""  # data.name=image_folder: DIR of class subfolders (or DIR/train, ...)
+    c.data.skip_bad_images = False  # skip (and count) images that do not decode
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"
@@ -90,7 +99,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Keys that may differ when resuming a workdir (they do not change the result).
-RESUME_SAFE_KEYS = ("data.data_dir", "data.prefetch", "train.log_every_steps", "parallel.mode")
+RESUME_SAFE_KEYS = ("data.data_dir", "data.prefetch", "train.log_every_steps", "parallel.mode",
+                    "data.workers", "data.in_memory", "data.max_memory_gb")
 
 
 def load_module(spec: str):
@@ -353,6 +363,19 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if "dtype" in cfg.model:
         compute_dtype(cfg.model.dtype)
     data.DATASETS.get(cfg.data.name)
+    with cfg.data.unlocked(), cfg.data.ignore_type():
+        for k in ("in_memory", "max_memory_gb", "workers", "crop_size", "image_size", "path",
+                  "skip_bad_images"):
+            if k not in cfg.data:  # a config saved before the input-pipeline keys existed
+                cfg.data[k] = base.data[k]
+        cfg.data.in_memory = str(cfg.data.in_memory).lower()  # True / "TRUE" -> "true"
+    _choice(cfg, "data.in_memory", data.registry.IN_MEMORY_CHOICES)
+    for key in ("data.workers", "data.crop_size", "data.image_size"):
+        _check(cfg, key, lambda v: isinstance(v, int) and v >= 0, "a non-negative integer")
+    _check(cfg, "data.max_memory_gb", lambda v: v > 0, "a positive number (GB)")
+    if cfg.data.name == "image_folder" and not cfg.data.path:
+        raise UserError("data.name=image_folder needs data.path=DIR, a folder of class subfolders "
+                        "of images (or of train/validation/test folders of them)")
     optim.OPTIMIZERS.get(cfg.optim.name)
     optim.SCHEDULES.get(cfg.optim.schedule)
     losses.LOSSES.get(cfg.train.loss)

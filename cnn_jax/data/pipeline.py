@@ -1,5 +1,10 @@
 """Seeded batching with grain: training stream with checkpointable state, full evaluation.
 
+:func:`train_iterator` and :func:`eval_batches` take a split of either path: an in-memory
+:class:`~cnn_jax.data.registry.Split` is batched here, a streamed
+:class:`~cnn_jax.data.streaming.StreamSplit` by :mod:`cnn_jax.data.streaming` (the same
+example order, :class:`BatchOrder`, and the same transforms).
+
 Training: an infinite grain ``MapDataset`` whose element ``step`` is the batch of that
 step: the examples ``[step * B, (step + 1) * B)`` of the stream formed by one fresh
 permutation per epoch (``numpy.random.default_rng([seed, ..., epoch])``), so each epoch
@@ -13,37 +18,48 @@ Evaluation sees every example exactly once: the last batch is padded with zeros 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 
 import grain
 import numpy as np
 
+from cnn_jax.data import transforms
 from cnn_jax.data.registry import Split
 from cnn_jax.errors import UserError
 
 
 def _normalize(images: np.ndarray, split: Split) -> np.ndarray:
-    mean = np.asarray(split.spec.mean, np.float32)
-    std = np.asarray(split.spec.std, np.float32)
-    return (images.astype(np.float32) * np.float32(1 / 255) - mean) / std
+    return transforms.normalize(images, split.spec.mean, split.spec.std)
 
 
 def _augment(images: np.ndarray, rng: np.random.Generator, crop_padding: int, flip: bool):
     """Padded random crop (zero padding of ``crop_padding`` pixels) and horizontal flip."""
-    n, h, w, _ = images.shape
-    if crop_padding > 0:
-        p = crop_padding
-        padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-        dy = rng.integers(0, 2 * p + 1, n)
-        dx = rng.integers(0, 2 * p + 1, n)
-        rows = dy[:, None] + np.arange(h)[None, :]  # [n, h]
-        cols = dx[:, None] + np.arange(w)[None, :]  # [n, w]
-        images = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    if flip:
-        mask = rng.random(n) < 0.5
-        images = np.where(mask[:, None, None, None], images[:, :, ::-1], images)
-    return images
+    return transforms.pad_crop_flip(images, rng, crop_padding, flip)
+
+
+class BatchOrder:
+    """The examples of training step ``step``: positions ``[step * B, (step + 1) * B)`` of
+    the stream formed by one permutation per epoch
+    (``numpy.random.default_rng([seed, 0x5EED, epoch])``); both pipelines use it."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cache:
+            if len(self._cache) >= 2:
+                self._cache.pop(min(self._cache))
+            self._cache[epoch] = np.random.default_rng([self.seed, 0x5EED, epoch]).permutation(self.n)
+        return self._cache[epoch]
+
+    def __call__(self, step: int) -> np.ndarray:
+        n, b = self.n, self.batch_size
+        start = step * b
+        first, last = start // n, (start + b - 1) // n
+        order = (self.permutation(first) if first == last
+                 else np.concatenate([self.permutation(e) for e in range(first, last + 1)]))
+        return order[start - first * n : start - first * n + b]
 
 
 def train_dataset(
@@ -59,7 +75,26 @@ def train_dataset(
     Augmentation draws from ``numpy.random.default_rng([seed, step])``, so it is the same
     for the same seed and step, with or without a resume.
     """
-    n = len(split)
+    check_batch_size(len(split), batch_size)
+    order = BatchOrder(len(split), batch_size, seed)
+    crop = split.options.crop_size
+
+    def make(step: int, _) -> dict[str, np.ndarray]:
+        idx = order(step)
+        images = transforms.train_views(
+            split.images[idx], seed=seed, step=step, first_row=0, total=batch_size,
+            crop_size=crop, crop_padding=crop_padding, flip=flip,
+            mean=split.spec.mean, std=split.spec.std,
+        )
+        return {"image": images, "label": split.labels[idx]}
+
+    # One element per step; its index is the step (the iterator state), the batch's
+    # examples are computed with NumPy (grain's per-element shuffle cost 1.2 ms per batch
+    # of 64, a quarter of a LeNet-5 step on 2 cores).
+    return grain.MapDataset.range(1).repeat().map_with_index(make)
+
+
+def check_batch_size(n: int, batch_size: int) -> None:
     if batch_size < 1:
         raise UserError(f"batch_size must be positive, got {batch_size}")
     if batch_size > n:
@@ -68,29 +103,15 @@ def train_dataset(
             f"choose at most {n}"
         )
 
-    @functools.lru_cache(maxsize=2)
-    def permutation(epoch: int) -> np.ndarray:
-        return np.random.default_rng([seed, 0x5EED, epoch]).permutation(n)
 
-    def make(step: int, _) -> dict[str, np.ndarray]:
-        start = step * batch_size
-        first, last = start // n, (start + batch_size - 1) // n
-        order = permutation(first) if first == last else np.concatenate([permutation(first), permutation(last)])
-        idx = order[start - first * n : start - first * n + batch_size]
-        images = split.images[idx]
-        if crop_padding or flip:
-            rng = np.random.default_rng([seed, 0xA06, step])
-            images = _augment(images, rng, crop_padding, flip)
-        return {"image": _normalize(images, split), "label": split.labels[idx]}
+def train_iterator(split, batch_size: int, seed: int, *, state: dict | None = None, **aug):
+    """The training batches of ``split`` (in memory or streamed): element ``i`` is the batch
+    of step ``i``; ``state`` is a saved ``get_state()`` (``{"next_index": step}`` on both
+    paths). A streamed split of a multi-process run yields this process's rows only."""
+    if split.streaming:
+        from cnn_jax.data import streaming
 
-    # One element per step; its index is the step (the iterator state), the batch's
-    # examples are computed with NumPy (grain's per-element shuffle cost 1.2 ms per batch
-    # of 64, a quarter of a LeNet-5 step on 2 cores).
-    return grain.MapDataset.range(1).repeat().map_with_index(make)
-
-
-def train_iterator(split: Split, batch_size: int, seed: int, *, state: dict | None = None, **aug):
-    """A grain iterator over :func:`train_dataset`; ``state`` is a saved ``get_state()``."""
+        return streaming.train_iterator(split, batch_size, seed, state=state, **aug)
     it = iter(
         train_dataset(split, batch_size, seed, **aug).to_iter_dataset(
             grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
@@ -105,14 +126,21 @@ def num_eval_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Every example exactly once, in order; the last batch zero-padded with ``mask``."""
+def eval_batches(split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every example exactly once, in order; the last batch zero-padded with ``mask``. A
+    streamed split of a multi-process run yields this process's rows of each batch."""
     if batch_size < 1:
         raise UserError(f"eval_batch_size must be positive, got {batch_size}")
+    if split.streaming:
+        from cnn_jax.data import streaming
+
+        yield from streaming.eval_batches(split, batch_size)
+        return
     n = len(split)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        images = _normalize(split.images[start:stop], split)
+        images = transforms.eval_views(split.images[start:stop], crop_size=split.options.crop_size,
+                                       mean=split.spec.mean, std=split.spec.std)
         labels = split.labels[start:stop]
         mask = np.ones(stop - start, bool)
         pad = batch_size - (stop - start)

@@ -41,18 +41,79 @@ class DatasetSpec:
     train_split: str = "train"
     test_split: str = "test"
     builder: Callable | None = None
+    validation_split: str | None = None  # a validation split of its own (image folders)
+    prepare_hint: str = ""  # how to prepare it where `cnn-jax prepare` alone cannot
+    resolve: Callable | None = None  # (options, data_dir) -> the concrete spec (image folders)
+    skipped_files: tuple[str, ...] = ()  # bad files left out when it was converted
+
+    @property
+    def fixed_size(self) -> bool:
+        """All images have the same size (``shape`` has no ``None``)."""
+        return None not in self.shape
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How :func:`load` reads a split and how batches are made of it (the ``data.*`` keys).
+
+    Attributes:
+      in_memory: ``"auto"`` (decode into host memory when the decoded split fits in
+        ``max_memory_gb``, else stream), ``"true"`` or ``"false"`` (always stream).
+      max_memory_gb: the most host memory (10^9 bytes) one decoded split may take.
+      workers: grain worker processes that decode and augment a streamed split (0: in the
+        calling thread).
+      crop_size: > 0: ImageNet-style views of that size (random-resized crop for training,
+        resize and centre crop for evaluation); 0: the images as stored.
+      image_size: > 0: every image resized to ``image_size`` × ``image_size`` when decoded
+        (shorter side, centre crop); image folders are resized when converted.
+      path: the folder of an ``image_folder`` dataset.
+      skip_bad_images: skip (and count) images that do not decode instead of stopping.
+      process_index, process_count: this JAX process and how many there are; a streamed
+        split reads only this process's rows of every global batch.
+    """
+
+    in_memory: str = "auto"
+    max_memory_gb: float = 4.0
+    workers: int = 2
+    crop_size: int = 0
+    image_size: int = 0
+    path: str = ""
+    skip_bad_images: bool = False
+    process_index: int = 0
+    process_count: int = 1
+
+    @classmethod
+    def of(cls, data_cfg, **extra) -> Options:
+        """The options named in a config's ``data`` group (``extra`` overrides)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: data_cfg[k] for k in names if k in data_cfg}
+        values.update(extra)
+        return cls(**values)
+
+
+IN_MEMORY_CHOICES = ("auto", "true", "false")
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """A split decoded into host memory: ``images: u8[N, H, W, C]``, ``labels: i32[N]``."""
+    """A split decoded into host memory: ``images: u8[N, H, W, C]``, ``labels: i32[N]``.
+
+    ``spec.shape`` is the shape of the images its batches carry (``crop_size`` views when
+    ``options.crop_size`` is set); ``bad`` holds the record indices skipped as undecodable.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     spec: DatasetSpec
+    options: Options = dataclasses.field(default_factory=Options)
+    bad: frozenset = frozenset()
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def streaming(self) -> bool:
+        return False
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -78,11 +139,14 @@ def default_data_dir() -> str:
 
 
 def _not_prepared(spec: DatasetSpec, data_dir: str, why: str = "") -> UserError:
-    return UserError(
-        f"dataset {spec.name!r} (tfds '{spec.tfds_name}') is not prepared in {data_dir}"
-        f"{' (' + why + ')' if why else ''}; prepare it on a machine with internet and the tf "
+    how = spec.prepare_hint.format(data_dir=data_dir, name=spec.name) if spec.prepare_hint else (
+        "prepare it on a machine with internet and the tf "
         f"extra: pip install 'cnn-jax[tf]' && cnn-jax prepare {spec.name} --data-dir {data_dir}"
         " (then copy the directory here)"
+    )
+    return UserError(
+        f"dataset {spec.name!r} (tfds '{spec.tfds_name}') is not prepared in {data_dir}"
+        f"{' (' + why + ')' if why else ''}; {how}"
     )
 
 
@@ -128,14 +192,17 @@ def prepare(name: str, data_dir: str | None = None) -> str:
     return str(builder.data_dir)
 
 
-def _source(spec: DatasetSpec, split: str, data_dir: str):
+def _source(spec: DatasetSpec, split: str, data_dir: str, raw: bool = False):
+    """``tfds.data_source`` of ``split``; ``raw``: images as their encoded bytes."""
     import tensorflow_datasets as tfds
 
     if spec.builder is not None:
         prepare(spec.name, data_dir)
+    decoders = {"image": tfds.decode.SkipDecoding()} if raw else None
     try:
         # download=False: without network a real download retries for minutes.
-        return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False)
+        return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False,
+                                decoders=decoders)
     except Exception as e:  # tfds raises several types for "not there"; diagnose below
         try:
             prepared = tfds.builder(spec.tfds_name, data_dir=data_dir).is_prepared()
@@ -152,20 +219,148 @@ def _source(spec: DatasetSpec, split: str, data_dir: str):
         ) from None
 
 
-def load(name: str, split: str, data_dir: str | None = None) -> Split:
-    """Reads split ``split`` (``"train"``, ``"test"`` or a tfds split expression such as
-    ``"train[:90%]"``) of dataset ``name`` into host memory."""
+def raw_source(spec: DatasetSpec, split: str, data_dir: str):
+    """``(source, raw)``: the split's records with images as encoded bytes (``raw``), or
+    decoded by tfds where a source cannot skip decoding (``tfds.testing.mock_data``)."""
+    src = _source(spec, split, data_dir, raw=True)
+    try:
+        if len(src):
+            src[0]
+        return src, True
+    except Exception:  # noqa: BLE001  (a mock source encodes fake images with TensorFlow)
+        return _source(spec, split, data_dir), False
+
+
+def stored_shape(spec: DatasetSpec, options: Options) -> tuple:
+    """The shape of a decoded example: ``spec.shape``, or ``image_size`` × ``image_size``."""
+    c = spec.shape[-1]
+    if options.image_size:
+        return (options.image_size, options.image_size, c)
+    return tuple(spec.shape)
+
+
+def batch_shape(spec: DatasetSpec, options: Options) -> tuple[int, int, int]:
+    """The shape of the images of a batch; checks ``crop_size`` against the images."""
+    stored = stored_shape(spec, options)
+    crop = options.crop_size
+    if crop:
+        if None not in stored[:2] and crop > min(stored[:2]):
+            h, w = stored[:2]
+            how = ("a larger data.image_size" if options.image_size else
+                   f"data.image_size >= {crop} to resize them first")
+            raise UserError(
+                f"data.crop_size {crop} is larger than the {h}x{w} images of dataset "
+                f"{spec.name!r}{' (after data.image_size)' if options.image_size else ''}; "
+                f"choose data.crop_size <= {min(h, w)} or set {how}"
+            )
+        return (crop, crop, stored[-1])
+    if None in stored:
+        raise UserError(
+            f"dataset {spec.name!r} has images of varying sizes; set data.crop_size "
+            "(ImageNet-style crops, e.g. 224) and/or data.image_size (resize when decoded)"
+        )
+    return tuple(stored)
+
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.3g} GB"
+
+
+def _available_memory() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (``None`` where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def choose_path(spec: DatasetSpec, split: str, n: int, options: Options) -> tuple[bool, str]:
+    """``(in_memory, why)`` for a split of ``n`` examples, decided before any decoding from
+    the estimated decoded size ``n × H × W × C`` bytes."""
+    mode = str(options.in_memory).lower()
+    if mode not in IN_MEMORY_CHOICES:
+        raise UserError(f"invalid data.in_memory {options.in_memory!r}; choose one of: auto, true, false")
+    stored = stored_shape(spec, options)
+    est = n * int(np.prod(stored)) if None not in stored else None
+    limit = options.max_memory_gb * 1e9
+    avail = _available_memory()
+    if mode == "false":
+        return False, "data.in_memory=false"
+    if mode == "true":
+        if est is None:
+            raise UserError(
+                f"data.in_memory=true needs images of one size, but dataset {spec.name!r} has "
+                "images of varying sizes; set data.image_size to resize them when decoded, or "
+                "data.in_memory=auto to stream them"
+            )
+        if est > limit or (avail is not None and est > avail):
+            room = (f"data.max_memory_gb={options.max_memory_gb:g}" if est > limit
+                    else f"the {_gb(avail)} of memory available")
+            raise UserError(
+                f"data.in_memory=true: split {split!r} of dataset {spec.name!r} would take "
+                f"~{_gb(est)} decoded ({n} images of {'x'.join(map(str, stored))}), more than "
+                f"{room}; set data.in_memory=auto (streams it), a smaller data.image_size, or "
+                "a larger data.max_memory_gb"
+            )
+        return True, f"decoded ~{_gb(est)}, data.in_memory=true"
+    if est is None:
+        return False, "images of varying sizes"
+    if est > limit:
+        return False, f"decoded ~{_gb(est)} > data.max_memory_gb={options.max_memory_gb:g}"
+    if avail is not None and est > avail // 2:
+        return False, f"decoded ~{_gb(est)} > half the {_gb(avail)} of memory available"
+    return True, f"decoded ~{_gb(est)} <= data.max_memory_gb={options.max_memory_gb:g}"
+
+
+def load(name: str, split: str, data_dir: str | None = None, options: Options | None = None):
+    """Reads split ``split`` (``"train"``, ``"test"``, ``"validation"`` or a tfds split
+    expression such as ``"train[:90%]"``) of dataset ``name``.
+
+    Returns a :class:`Split` decoded into host memory, or a
+    :class:`~cnn_jax.data.streaming.StreamSplit` whose examples are decoded when batches
+    are made (``options.in_memory``; see :func:`choose_path`). Both feed
+    :func:`~cnn_jax.data.pipeline.train_iterator` and
+    :func:`~cnn_jax.data.pipeline.eval_batches` alike.
+    """
+    options = options or Options()
     spec = DATASETS.get(name)
     data_dir = data_dir or default_data_dir()
-    tfds_split = {"train": spec.train_split, "test": spec.test_split}.get(split, split)
-    cache = _decoded_cache_path(spec, tfds_split, data_dir)
-    if cache is not None:
+    if spec.resolve is not None:  # an image folder: converted (once) into data_dir
+        spec = spec.resolve(options, data_dir)
+    tfds_split = {"train": spec.train_split, "test": spec.test_split,
+                  "validation": spec.validation_split}.get(split) or split
+    out_spec = dataclasses.replace(spec, shape=batch_shape(spec, options))
+    cache = _decoded_cache_path(spec, tfds_split, data_dir, options.image_size)
+    if cache is not None and str(options.in_memory).lower() != "false":
         try:
             with np.load(cache) as z:
-                return Split(images=z["images"], labels=z["labels"], spec=spec)
+                bad = frozenset(z["bad"].tolist()) if "bad" in z else frozenset()
+                if bad and not options.skip_bad_images:
+                    raise KeyError  # decode again: that reports the bad record
+                images, labels = z["images"], z["labels"]
+            in_memory, why = choose_path(spec, split, len(labels), options)
+            if in_memory:
+                log.info("dataset %s split %s: in memory (%s)", name, split, why)
+                return Split(images=images, labels=labels, spec=out_spec, options=options, bad=bad)
         except (OSError, KeyError, ValueError):
-            pass  # not written yet (or unreadable): decode and write it below
-    split_data = _decode(spec, split, tfds_split, data_dir)
+            pass  # not written yet (or unreadable): decide and decode below
+    src, raw = raw_source(spec, tfds_split, data_dir)
+    n = len(src)
+    if n == 0:
+        raise UserError(f"split {split!r} of dataset {name!r} is empty")
+    in_memory, why = choose_path(spec, split, n, options)
+    log.info("dataset %s split %s: %s (%s)", name, split, "in memory" if in_memory else "streaming", why)
+    if not in_memory:
+        from cnn_jax.data import streaming
+
+        return streaming.open_split(spec, out_spec, split, tfds_split, data_dir, options, src, raw,
+                                    _labels_cache_path(cache), why)
+    split_data = _decode(spec, split, tfds_split, data_dir, options, src, raw)
+    split_data = dataclasses.replace(split_data, spec=out_spec, options=options)
     if cache is not None:
         _write_decoded(cache, split_data)
     return split_data
@@ -178,7 +373,8 @@ def load(name: str, split: str, data_dir: str | None = None) -> Split:
 _CACHE_DIR = ".cnn_jax_decoded"
 
 
-def _decoded_cache_path(spec: DatasetSpec, tfds_split: str, data_dir: str) -> str | None:
+def _decoded_cache_path(spec: DatasetSpec, tfds_split: str, data_dir: str,
+                        image_size: int = 0) -> str | None:
     root = os.path.join(data_dir, spec.tfds_name)
     entries = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -188,47 +384,107 @@ def _decoded_cache_path(spec: DatasetSpec, tfds_split: str, data_dir: str) -> st
             entries.append(f"{os.path.relpath(os.path.join(dirpath, f), root)}:{st.st_size}:{st.st_mtime_ns}")
     if not entries:
         return None
-    key = hashlib.sha256("\n".join([tfds_split, *entries]).encode()).hexdigest()[:24]
+    head = [tfds_split] + ([f"image_size={image_size}"] if image_size else [])
+    key = hashlib.sha256("\n".join([*head, *entries]).encode()).hexdigest()[:24]
     return os.path.join(root, _CACHE_DIR, f"{key}.npz")
+
+
+def _labels_cache_path(decoded_cache: str | None) -> str | None:
+    return None if decoded_cache is None else decoded_cache[: -len(".npz")] + ".labels.npy"
 
 
 def _write_decoded(path: str, split: Split) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, images=split.images, labels=split.labels)
+        np.savez(tmp, images=split.images, labels=split.labels,
+                 bad=np.asarray(sorted(split.bad), np.int64))
         os.replace(tmp, path)
     except OSError:
         pass
 
 
-def _decode(spec: DatasetSpec, split: str, tfds_split: str, data_dir: str) -> Split:
+def bad_record(spec: DatasetSpec, split: str, index: int, why: str) -> UserError:
+    """The error for a record whose image does not decode (``data.skip_bad_images``)."""
+    return UserError(
+        f"record {index} of split {split!r} of dataset {spec.name!r} is not a readable image "
+        f"({why}); set data.skip_bad_images=true to skip (and count) such records"
+    )
+
+
+def read_records(src, indices, chunk: int = 256):
+    """The records ``indices`` of ``src`` in chunks (bounded memory), one by one."""
+    indices = list(indices)
+    for start in range(0, len(indices), chunk):
+        part = indices[start:start + chunk]
+        try:  # one batched read of the ArrayRecord files
+            records = src.__getitems__(part)
+        except (AttributeError, TypeError):  # sources without batched reads (tfds mock_data)
+            records = [src[i] for i in part]
+        yield from zip(part, records)
+
+
+def decode_example(record: dict, channels: int, image_size: int, raw: bool) -> np.ndarray:
+    """A record's image as ``u8[H, W, channels]`` (resized with ``image_size``); raises
+    :class:`~cnn_jax.data.transforms.BadImage`."""
+    from cnn_jax.data import transforms
+
+    image = record["image"]
+    if raw:
+        image = transforms.decode(image, channels)
+    else:
+        image = np.asarray(image, np.uint8)
+        if image.ndim == 2:
+            image = image[..., None]
+    if image_size and image.shape[:2] != (image_size, image_size):
+        image = transforms.resize_square(image, image_size)
+    return image
+
+
+def _decode(spec: DatasetSpec, split: str, tfds_split: str, data_dir: str,
+            options: Options | None = None, src=None, raw: bool = False) -> Split:
+    from cnn_jax.data.transforms import BadImage
+
+    options = options or Options()
     name = spec.name
-    src = _source(spec, tfds_split, data_dir)
+    if src is None:
+        src, raw = raw_source(spec, tfds_split, data_dir)
     n = len(src)
     if n == 0:
         raise UserError(f"split {split!r} of dataset {name!r} is empty")
+    shape = stored_shape(spec, options)
+    images = np.empty((n, *shape), np.uint8)
+    labels = np.empty(n, np.int32)
+    bad, k = [], 0
     try:
-        try:  # one batched read of the ArrayRecord files
-            records = src.__getitems__(list(range(n)))
-        except (AttributeError, TypeError):  # sources without batched reads (e.g. tfds mock_data)
-            records = [src[i] for i in range(n)]
-        images = np.stack([np.asarray(r["image"]) for r in records]).astype(np.uint8)
+        for i, r in read_records(src, range(n)):
+            try:
+                image = decode_example(r, shape[-1], options.image_size, raw)
+            except BadImage as e:
+                if not options.skip_bad_images:
+                    raise bad_record(spec, split, i, str(e)) from None
+                bad.append(i)
+                continue
+            if image.shape != shape:
+                raise UserError(
+                    f"dataset {name!r} split {split!r} has images of shape {image.shape}, "
+                    f"expected {shape}"
+                )
+            images[k], labels[k] = image, int(r["label"])
+            k += 1
     except (RuntimeError, OSError, ValueError) as e:
+        if isinstance(e, UserError):
+            raise
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(
             f"cannot read dataset {name!r} from {data_dir}: its files are corrupt or truncated "
             f"({first}); delete {os.path.join(data_dir, spec.tfds_name)} and prepare it again"
         ) from None
-    if images.ndim == 3:
-        images = images[..., None]
-    labels = np.asarray([r["label"] for r in records], dtype=np.int32)
-    if images.shape[1:] != spec.shape:
-        raise UserError(
-            f"dataset {name!r} split {split!r} has images of shape {images.shape[1:]}, "
-            f"expected {spec.shape}"
-        )
-    return Split(images=images, labels=labels, spec=spec)
+    if k == 0:
+        raise UserError(f"split {split!r} of dataset {name!r} has no readable image")
+    if k < n:
+        images, labels = images[:k], labels[:k]
+    return Split(images=images, labels=labels, spec=spec, options=options, bad=frozenset(bad))
 
 
 # Standard tfds datasets (prepared with `cnn-jax prepare NAME` where TensorFlow and internet are).
@@ -247,3 +503,25 @@ for _spec in [
     ),
 ]:
     register(_spec)
+
+# ImageNet-style datasets: JPEGs of varying sizes (set data.crop_size and/or data.image_size),
+# normalised with the ImageNet training statistics; evaluated on the validation split.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+for _name, _tfds in [
+    ("imagenette", "imagenette/full-size-v2"),  # 10 ImageNet classes (fast.ai)
+    ("imagenette_320", "imagenette/320px-v2"),  # shorter side 320
+    ("imagenette_160", "imagenette/160px-v2"),  # shorter side 160
+]:
+    register(DatasetSpec(_name, _tfds, 10, (None, None, 3), IMAGENET_MEAN, IMAGENET_STD,
+                         test_split="validation"))
+register(DatasetSpec(
+    "imagenet2012", "imagenet2012", 1000, (None, None, 3), IMAGENET_MEAN, IMAGENET_STD,
+    test_split="validation",
+    prepare_hint=(
+        "it cannot be downloaded automatically: download ILSVRC2012_img_train.tar and "
+        "ILSVRC2012_img_val.tar from https://image-net.org (after registering) into "
+        "{data_dir}/downloads/manual, then, on a machine with the tf extra: pip install "
+        "'cnn-jax[tf]' && cnn-jax prepare {name} --data-dir {data_dir} (tfds writes "
+        "ArrayRecord files there)"
+    ),
+))

@@ -61,14 +61,18 @@ def model_options(cfg: ml_collections.ConfigDict) -> dict:
 def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
     """Loads the data, creates the model, optimizer and initial state for resolved ``cfg``."""
     data_dir = cfg.data.data_dir or data.default_data_dir()
-    spec = data.DATASETS.get(cfg.data.name)
-    test = data.load(cfg.data.name, cfg.data.test_split, data_dir)
+    opts = data_options(cfg)
+    test = data.load(cfg.data.name, cfg.data.test_split, data_dir, opts)
+    spec = test.spec  # the batches' image shape; an image folder's classes
     train = validation = None
     if with_train or cfg.data.validation:
         # The hold-out is taken from the training split, so restoring a run for
         # evaluation rebuilds the same validation examples.
-        full = data.load(cfg.data.name, cfg.data.train_split, data_dir)
-        train, validation = data.hold_out(full, cfg.data.validation)
+        full = data.load(cfg.data.name, cfg.data.train_split, data_dir, opts)
+        if cfg.data.validation and spec.validation_split:  # the dataset's own (image folders)
+            train, validation = full, data.load(cfg.data.name, "validation", data_dir, opts)
+        else:
+            train, validation = data.hold_out(full, cfg.data.validation)
         if not with_train:
             train = None
     n_train = len(train) if train is not None else cfg.data.batch_size
@@ -81,6 +85,12 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
     total = cfg.train.steps or cfg.train.epochs * spe
     model, state, loss_fn, eval_loss_fn = training_parts(cfg, spec.shape, spec.num_classes, total, spe)
     return Setup(cfg, model, train, test, validation, state, loss_fn, eval_loss_fn, spe, total)
+
+
+def data_options(cfg: ml_collections.ConfigDict) -> data.Options:
+    """How this process reads the data (``data.*`` keys; a streamed split reads only this
+    process's rows of each batch)."""
+    return data.Options.of(cfg.data, process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def training_parts(cfg: ml_collections.ConfigDict, shape, num_classes: int, total: int, spe: int):

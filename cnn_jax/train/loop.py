@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from cnn_jax import config as config_lib
 from cnn_jax import data, rundir
@@ -31,9 +32,9 @@ from cnn_jax.train import periodic
 from cnn_jax.train import state as state_lib
 from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
-from cnn_jax.train.assemble import Setup, build, eval_batch_size, make_runner, num_params
+from cnn_jax.train.assemble import Setup, build, data_options, eval_batch_size, make_runner, num_params
 from cnn_jax.train.checkpoint import Checkpoints
-from cnn_jax.train.parallel import Runner
+from cnn_jax.train.parallel import Prefetcher, Runner
 from cnn_jax.train.progress import Progress, Signals
 from cnn_jax.train.writer import MetricWriter
 
@@ -61,11 +62,32 @@ class FitResult:
 def run_eval(state, split: data.Split, batch_size: int, runner: Runner) -> dict:
     """Metrics over every example of ``split`` exactly once."""
     total = in_flight = None
+    put = _put(runner, split)
     for batch in data.eval_batches(split, batch_size):
-        sums = runner.eval_step(state, runner.put_batch(batch))
+        sums = runner.eval_step(state, put(batch))
         total = step_lib.combine(total, sums)
         in_flight = _pace(in_flight, sums, runner.num_processes > 1)
     return step_lib.summarize(jax.device_get(total))
+
+
+def _put(runner: Runner, split):
+    """How ``split``'s host batches go onto the devices. A streamed split of a multi-process
+    run holds only this process's rows of each global batch (it never decodes the others):
+    they are placed at their rows of a zero global batch, which ``runner.put_batch`` slices
+    back (the zeros are never touched, so the OS never backs them with memory)."""
+    if not split.streaming or runner.num_processes == 1:
+        return runner.put_batch
+    p, k = jax.process_index(), runner.num_processes
+
+    def put(local: dict):
+        whole = {}
+        for key, v in local.items():
+            g = np.zeros((k * len(v), *v.shape[1:]), v.dtype)
+            g[p * len(v):(p + 1) * len(v)] = v
+            whole[key] = g
+        return runner.put_batch(whole)
+
+    return put
 
 
 def _pace(in_flight, new, bounded: bool):
@@ -162,6 +184,8 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
     writer = MetricWriter(workdir, resume_step=start, enabled=primary)
     bar = Progress(s.total_steps, start, s.steps_per_epoch, cfg.data.batch_size,
                    progress if primary else False)
+    if note := data.describe_line(train=s.train, validation=s.validation, test=s.test):
+        bar.line(note)  # which splits stream, and why
     when = periodic.Schedule.of(cfg, s.steps_per_epoch, s.total_steps)
     on_nan = cfg.train.on_nan
     retries = 0
@@ -179,7 +203,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                 s.train, cfg.data.batch_size, cfg.seed, state=data_state.get("iterator"),
                 crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
             )
-            batches = runner.prefetch(it, cfg.data.prefetch)
+            batches = Prefetcher(it, _put(runner, s.train), cfg.data.prefetch)
             # Train metrics are summed between log points; the pending sums are
             # checkpointed so that a resumed run logs exactly what an uninterrupted one does.
             acc = periodic.pending_from_json(data_state.get("pending"))
@@ -247,6 +271,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                         break
             finally:
                 batches.close()
+                getattr(it, "close", lambda: None)()  # a streamed split's worker processes
             if diverged_at is None:
                 break
             # A non-finite loss: stop, or go back to the last good checkpoint with a lower lr.
@@ -296,6 +321,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
         resumed_from=start,
         nonfinite_steps=nonfinite_total,
         parallel={"mode": runner.mode, "devices": runner.num_devices},
+        pipeline=data.describe_all(train=s.train, validation=s.validation, test=s.test),
         write=primary,
     )
     return FitResult(summary, runner.get_state(state), s)
@@ -392,6 +418,6 @@ def evaluate(workdir: str, checkpoint: str | int = "latest", split: str = "test"
     if split in ("test", cfg.data.test_split):
         target = r.setup.test
     else:
-        target = data.load(cfg.data.name, split, cfg.data.data_dir or None)
+        target = data.load(cfg.data.name, split, cfg.data.data_dir or None, data_options(cfg))
     metrics = run_eval(runner.put_state(r.state), target, eval_batch_size(cfg, runner), runner)
     return {**metrics, "step": r.step, "split": split}

@@ -1,0 +1,459 @@
+"""The streaming path: examples read, decoded and augmented per batch in grain workers.
+
+For splits too large to decode into host memory (ImageNet), or whenever
+``data.in_memory=false``. A :class:`StreamSplit` holds the split's labels and a
+:class:`RecordImages`, a picklable handle on the tfds ArrayRecord records (opened with
+``tfds.data_source`` in each process, images kept as their PNG/JPEG bytes). Batches are
+made by a grain pipeline::
+
+    MapDataset.range(start, ∞).map(batch of step)  →  to_iter_dataset  →  mp_prefetch
+
+so each element is a whole batch, assembled in one of ``data.workers`` worker processes:
+the batch's records are read, decoded with Pillow, transformed and normalised there
+(:mod:`cnn_jax.data.transforms`, the same code as the in-memory path), and handed to the
+training process through shared memory. grain gives worker ``w`` of ``W`` the steps
+``w, w + W, ...`` and interleaves their outputs back in step order, each worker holding at
+most one finished batch ahead (memory is bounded by ``W`` batches plus the workers' own
+footprint, whatever the dataset's size).
+
+Determinism: a batch is a function of ``(seed, step)`` alone — the example order is the
+in-memory path's (:class:`~cnn_jax.data.pipeline.BatchOrder`) and every random draw is
+seeded by ``(seed, step, row)`` — so the stream is the same for any number of workers,
+with or without a resume, and equal to the in-memory path's. The iterator state is
+``{"next_index": step}`` as on the in-memory path: a resumed run rebuilds the pipeline
+from that step (with any worker count).
+
+Several JAX processes: process ``p`` of ``k`` reads only rows ``[p B / k, (p + 1) B / k)``
+of every global batch (training and evaluation); the draws are made for the global batch,
+so the rows are those one process would have made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+
+import grain
+import numpy as np
+
+from cnn_jax.data import registry, transforms
+from cnn_jax.data.pipeline import BatchOrder, check_batch_size
+from cnn_jax.data.registry import DatasetSpec, Options
+from cnn_jax.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BAD_KEY = "_bad_records"  # a batch's undecodable records (popped before it leaves here)
+_FOREVER = 1 << 62  # the training stream's length (steps)
+MAX_WORKERS_PER_CORE = 4
+_warned: set = set()
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def num_workers(requested: int) -> tuple[int, str]:
+    """``(workers, note)``: ``data.workers`` capped at 4 × the CPU cores (with a warning)."""
+    if requested < 0:
+        raise UserError(f"data.workers must be >= 0 (0: decode in the training process), got {requested}")
+    cap = MAX_WORKERS_PER_CORE * cpu_count()
+    if requested > cap:
+        note = (f"data.workers={requested} is more than {MAX_WORKERS_PER_CORE} x the "
+                f"{cpu_count()} CPU cores; using {cap} worker processes")
+        if requested not in _warned:
+            _warned.add(requested)
+            warnings.warn(note, stacklevel=2)
+        return cap, note
+    return requested, ""
+
+
+class RecordImages:
+    """The images of records ``indices`` of one tfds ArrayRecord split, decoded on read.
+
+    Indexing with an array of positions gives the sub-collection of those records (what a
+    validation hold-out takes), so a :class:`StreamSplit` subsets like an in-memory one.
+    Picklable: each process opens the records itself on first read.
+    """
+
+    def __init__(self, spec: DatasetSpec, tfds_split: str, data_dir: str, stored: tuple,
+                 image_size: int, raw: bool, indices: np.ndarray | None = None, n: int = 0):
+        self.spec, self.tfds_split, self.data_dir = spec, tfds_split, data_dir
+        self.stored, self.image_size, self.raw = tuple(stored), image_size, raw
+        self.indices = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+        self._src = None
+        self._src_owner = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_src"] = state["_src_owner"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def shape(self) -> tuple:
+        """``(N, H, W, C)`` of the decoded images (``None`` for sizes that vary)."""
+        return (len(self), *self.stored)
+
+    def __getitem__(self, idx) -> RecordImages:
+        sub = RecordImages(self.spec, self.tfds_split, self.data_dir, self.stored,
+                           self.image_size, self.raw, self.indices[idx])
+        sub._src, sub._src_owner = self._src, self._src_owner
+        return sub
+
+    def source(self):
+        if self._src is None or self._src_owner != os.getpid():
+            import tensorflow_datasets as tfds
+
+            decoders = {"image": tfds.decode.SkipDecoding()} if self.raw else None
+            self._src = tfds.data_source(self.spec.tfds_name, split=self.tfds_split,
+                                         data_dir=self.data_dir, download=False, decoders=decoders)
+            self._src_owner = os.getpid()
+        return self._src
+
+    def read(self, positions) -> tuple[list, list[int]]:
+        """``(examples, bad)``: the decoded image of each of ``positions`` (``None`` where
+        it does not decode and ``skip_bad`` allows) and the record indices that did not."""
+        from cnn_jax.data.registry import decode_example, read_records
+
+        record_ids = self.indices[np.asarray(positions, np.int64)]
+        out, bad = [], []
+        for i, r in read_records(self.source(), record_ids.tolist()):
+            try:
+                out.append(decode_example(r, self.stored[-1], self.image_size, self.raw))
+            except transforms.BadImage as e:
+                out.append(None)
+                bad.append((int(i), str(e)))
+        return out, bad
+
+    def bad_record(self, index: int, why: str, split: str) -> UserError:
+        return registry.bad_record(self.spec, split, index, why)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSplit:
+    """A split read as it is batched: ``images`` (records, decoded by the workers),
+    ``labels: i32[N]`` (read once, cached), ``spec`` (``spec.shape``: the batches' image
+    shape) and the ``options`` it was opened with. ``bad`` collects the record indices
+    skipped as undecodable (``data.skip_bad_images``) while batches are made."""
+
+    images: RecordImages
+    labels: np.ndarray
+    spec: DatasetSpec
+    options: Options = dataclasses.field(default_factory=Options)
+    split: str = "train"
+    why: str = ""  # why it streams (for the log and summary.json)
+    bad: set = dataclasses.field(default_factory=set, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def streaming(self) -> bool:
+        return True
+
+
+def open_split(spec: DatasetSpec, out_spec: DatasetSpec, split: str, tfds_split: str,
+               data_dir: str, options: Options, src, raw: bool, labels_cache: str | None,
+               why: str) -> StreamSplit:
+    """A :class:`StreamSplit` of an opened source: reads the labels (once; cached next to
+    the prepared files) and checks the worker count."""
+    num_workers(options.workers)
+    labels = _labels(src, labels_cache)
+    stored = registry.stored_shape(spec, options)
+    images = RecordImages(spec, tfds_split, data_dir, stored, options.image_size, raw, n=len(src))
+    if not raw and options.workers:
+        # tfds.testing.mock_data patches this process only: its records cannot be read
+        # in worker processes.
+        options = dataclasses.replace(options, workers=0)
+    return StreamSplit(images, labels, out_spec, options, split, why)
+
+
+def _labels(src, cache: str | None) -> np.ndarray:
+    if cache is not None:
+        try:
+            labels = np.load(cache)
+            if len(labels) == len(src):
+                return labels
+        except (OSError, ValueError):
+            pass
+    labels = np.fromiter((int(r["label"]) for _, r in registry.read_records(src, range(len(src)))),
+                         np.int32, count=len(src))
+    if cache is not None:
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            tmp = f"{cache}.{os.getpid()}.tmp.npy"
+            np.save(tmp, labels)
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return labels
+
+
+def describe(split) -> dict:
+    """Which path a split takes and why (``summary.json``'s ``pipeline`` entries)."""
+    if not getattr(split, "streaming", False):
+        return {"path": "in_memory", "examples": len(split), "skipped_images": len(split.bad)}
+    workers, note = num_workers(split.options.workers)
+    out = {"path": "streaming", "examples": len(split), "why": split.why, "workers": workers,
+           "skipped_images": len(split.bad)}
+    if note:
+        out["note"] = note
+    return out
+
+
+def describe_all(**splits) -> dict:
+    """``{name: describe(split)}`` of the splits that exist, and ``skipped_images``: files
+    left out when an image folder was converted plus records skipped while decoding."""
+    present = {k: v for k, v in splits.items() if v is not None}
+    out = {k: describe(v) for k, v in present.items()}
+    spec = next(iter(present.values())).spec if present else None
+    converted = len(spec.skipped_files) if spec is not None else 0
+    out["skipped_images"] = converted + len(set().union(*(set(v.bad) for v in present.values())))
+    return out
+
+
+def describe_line(**splits) -> str:
+    """One line naming the splits that stream (and why), or "" when every split is in
+    memory and no image was skipped."""
+    info = describe_all(**splits)
+    streamed = [f"{k} ({v['why']})" for k, v in info.items() if isinstance(v, dict) and v["path"] == "streaming"]
+    parts = []
+    if streamed:
+        workers = next(v for v in info.values() if isinstance(v, dict) and v["path"] == "streaming")
+        parts.append(f"data: streaming {', '.join(streamed)} through {workers['workers']} grain "
+                     f"worker process{'es' if workers['workers'] != 1 else ''}"
+                     f"{'; ' + workers['note'] if workers.get('note') else ''}")
+    if info["skipped_images"]:
+        parts.append(f"{info['skipped_images']} unreadable images skipped (data.skip_bad_images)")
+    return "; ".join(parts)
+
+
+def _rows(options: Options, batch_size: int) -> tuple[int, int]:
+    """This process's rows ``[lo, hi)`` of a global batch."""
+    p, k = options.process_index, options.process_count
+    return p * batch_size // k, (p + 1) * batch_size // k
+
+
+def _fill_bad(examples: list, labels: np.ndarray) -> tuple[list, np.ndarray]:
+    """Training rows whose image did not decode take the next decodable row's example
+    (cyclically, within the batch), so the batch keeps its size deterministically."""
+    good = [j for j, x in enumerate(examples) if x is not None]
+    if not good:
+        raise UserError("no image of a training batch decodes: the dataset's files look corrupt")
+    labels = labels.copy()
+    for j, x in enumerate(examples):
+        if x is None:
+            src = next((g for g in good if g > j), good[0])
+            examples[j], labels[j] = examples[src], labels[src]
+    return examples, labels
+
+
+class _TrainBatch:
+    """Step → this process's rows of that step's training batch (runs in a worker)."""
+
+    def __init__(self, split: StreamSplit, batch_size: int, seed: int, crop_padding: int, flip: bool):
+        self.images, self.labels, self.split = split.images, split.labels, split.split
+        self.spec, self.options = split.spec, split.options
+        self.batch_size, self.seed = batch_size, seed
+        self.crop_padding, self.flip = crop_padding, flip
+        self.order = BatchOrder(len(split), batch_size, seed)
+        self.lo, self.hi = _rows(split.options, batch_size)
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        step = int(step)
+        idx = self.order(step)[self.lo:self.hi]
+        examples, bad = self.images.read(idx)
+        labels = self.labels[idx]
+        if bad:
+            if not self.options.skip_bad_images:
+                raise self.images.bad_record(*bad[0], self.split)
+            examples, labels = _fill_bad(examples, labels)
+        images = transforms.train_views(
+            examples, seed=self.seed, step=step, first_row=self.lo, total=self.batch_size,
+            crop_size=self.options.crop_size, crop_padding=self.crop_padding, flip=self.flip,
+            mean=self.spec.mean, std=self.spec.std,
+        )
+        return {"image": images, "label": labels,
+                BAD_KEY: np.asarray([i for i, _ in bad], np.int64)}
+
+
+class _EvalBatch:
+    """Batch number → this process's rows of that evaluation batch, zero-padded past the
+    end of the split, with ``mask`` (undecodable images skipped with ``skip_bad_images``
+    are masked out)."""
+
+    def __init__(self, split: StreamSplit, batch_size: int):
+        self.images, self.labels, self.split = split.images, split.labels, split.split
+        self.spec, self.options = split.spec, split.options
+        self.batch_size, self.n = batch_size, len(split)
+        self.lo, self.hi = _rows(split.options, batch_size)
+
+    def __call__(self, b: int) -> dict[str, np.ndarray]:
+        start = int(b) * self.batch_size
+        rows = np.arange(start + self.lo, start + self.hi)
+        real = rows[rows < self.n]
+        examples, bad = self.images.read(real)
+        if bad and not self.options.skip_bad_images:
+            raise self.images.bad_record(*bad[0], self.split)
+        mask = np.zeros(len(rows), bool)
+        shape = tuple(self.spec.shape)
+        images = np.zeros((len(rows), *shape), np.float32)
+        ok = [j for j, x in enumerate(examples) if x is not None]
+        if ok:
+            images[ok] = transforms.eval_views(
+                [examples[j] for j in ok], crop_size=self.options.crop_size,
+                mean=self.spec.mean, std=self.spec.std)
+            mask[ok] = True
+        labels = np.zeros(len(rows), np.int32)
+        labels[: len(real)] = self.labels[real]
+        return {"image": images, "label": labels, "mask": mask,
+                BAD_KEY: np.asarray([i for i, _ in bad], np.int64)}
+
+
+def _grain_setup() -> None:
+    # grain 0.2.18's multiprocessing reads absl flags, which fail unless parsed; cnn_jax
+    # parses its own command line (argparse), so absl's stay at their defaults. Traceback
+    # filtering off: it appends lines to the message of an exception from a worker.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    grain.config.update("py_traceback_filtering", "off")
+
+
+def _one_line(e: UserError) -> UserError:
+    """A user error raised in a worker, as the one line it was (whatever grain added)."""
+    return UserError(str(e).split("\n")[0])
+
+
+def _worker_init(index: int, count: int) -> None:
+    """In each worker: exit when the training process is gone (a kill -9 leaves no
+    orphans decoding forever)."""
+    parent = os.getppid()
+
+    def watch():
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="cnn_jax-parent-watch", daemon=True).start()
+
+
+def _pipeline(make, start: int, stop: int, workers: int):
+    _grain_setup()
+    ds = grain.MapDataset.range(start, stop).map(make)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    if workers:
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=1),
+            worker_init_fn=_worker_init,
+        )
+    return iter(it)
+
+
+def _received(batch: dict) -> dict:
+    """A batch from a worker, its shared-memory blocks unlinked at once: their pages stay
+    mapped while the arrays live, and no name is left behind for the interpreter's exit
+    (grain unlinks them later, from a thread, which a process exit can cut short)."""
+    out = {}
+    for k, v in batch.items():
+        shm = getattr(v, "shm", None)
+        if shm is not None and getattr(v, "_unlink_on_del", False):
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+            v._unlink_on_del = False
+        out[k] = v
+    return out
+
+
+class StreamIterator:
+    """The training batches of a :class:`StreamSplit` from step ``next_index`` on, made by
+    grain workers. ``get_state()`` is ``{"next_index": step}``, as on the in-memory path;
+    ``set_state`` restarts the pipeline there."""
+
+    def __init__(self, split: StreamSplit, make: _TrainBatch, next_index: int = 0):
+        self._split, self._make = split, make
+        self._next = int(next_index)
+        self._it = None
+        self.workers, _ = num_workers(split.options.workers)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._it is None:
+            self._it = _pipeline(self._make, self._next, _FOREVER, self.workers)
+        try:
+            batch = _received(next(self._it))
+        except UserError as e:
+            raise _one_line(e) from None
+        bad = batch.pop(BAD_KEY, None)
+        if bad is not None and len(bad):
+            self._split.bad.update(int(i) for i in bad)
+        self._next += 1
+        return batch
+
+    def get_state(self) -> dict:
+        return {"next_index": self._next}
+
+    def set_state(self, state: dict) -> None:
+        self.close()
+        self._next = int(state["next_index"])
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "close"):
+            it.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110  (at interpreter shutdown modules are gone)
+            pass
+
+
+def train_iterator(split: StreamSplit, batch_size: int, seed: int, *, state: dict | None = None,
+                   crop_padding: int = 0, flip: bool = False) -> StreamIterator:
+    check_batch_size(len(split), batch_size)
+    if batch_size % split.options.process_count:
+        raise UserError(
+            f"data.batch_size {batch_size} does not divide across "
+            f"{split.options.process_count} processes")
+    make = _TrainBatch(split, batch_size, seed, crop_padding, flip)
+    return StreamIterator(split, make, (state or {}).get("next_index", 0))
+
+
+def eval_batches(split: StreamSplit, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every example of ``split`` once (this process's rows of each global batch)."""
+    workers, _ = num_workers(split.options.workers)
+    n_batches = -(-len(split) // batch_size)
+    it = _pipeline(_EvalBatch(split, batch_size), 0, n_batches, min(workers, n_batches))
+    try:
+        while True:
+            try:
+                batch = _received(next(it))
+            except StopIteration:
+                return
+            except UserError as e:
+                raise _one_line(e) from None
+            bad = batch.pop(BAD_KEY, None)
+            if bad is not None and len(bad):
+                split.bad.update(int(i) for i in bad)
+            yield batch
+    finally:
+        if hasattr(it, "close"):
+            it.close()
