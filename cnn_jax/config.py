@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib.util
 import json
-import os
 from typing import Any
 
 import ml_collections
@@ -101,40 +99,6 @@ def base_config() -> ml_collections.ConfigDict:
 # Keys that may differ when resuming a workdir (they do not change the result).
 RESUME_SAFE_KEYS = ("data.data_dir", "data.prefetch", "train.log_every_steps", "parallel.mode",
                     "data.workers", "data.in_memory", "data.max_memory_gb")
-
-
-def load_module(spec: str):
-    """Imports experiment file ``FILE.py`` or ``FILE.py:ARG``; returns ``(module, path, arg)``.
-    Syntax and import errors become one-line :class:`UserError` messages."""
-    path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
-    if not os.path.isfile(path):
-        raise UserError(f"experiment file {path!r} does not exist")
-    name = "cnn_jax_experiment_" + os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise UserError(f"experiment file {path!r} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise UserError(f"{path}:{e.lineno}: syntax error in experiment file: {e.msg}") from None
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"{path}: error while loading experiment file: {type(e).__name__}: {e}") from e
-    return module, path, arg
-
-
-def load_experiment(spec: str) -> ml_collections.ConfigDict:
-    """Loads ``FILE.py`` or ``FILE.py:ARG`` and returns ``get_config([ARG])``."""
-    module, path, arg = load_module(spec)
-    get_config = getattr(module, "get_config", None)
-    if not callable(get_config):
-        raise UserError(f"experiment file {path!r} defines no get_config() function")
-    cfg = get_config(arg) if arg else get_config()
-    if not isinstance(cfg, ml_collections.ConfigDict):
-        raise UserError(f"{path}: get_config() must return an ml_collections.ConfigDict")
-    return cfg
 
 
 def _parse_bool(text: str) -> bool:
@@ -307,28 +271,6 @@ def _drop_foreign_model_options(cfg: ml_collections.ConfigDict) -> None:
             del cfg.model[k]
 
 
-def parse_override_args(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """Splits ``--config.a.b=v`` / ``--config.a.b v`` from other arguments."""
-    overrides, rest = [], []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a.startswith("--config."):
-            body = a[len("--config."):]
-            if "=" in body:
-                k, v = body.split("=", 1)
-            elif i + 1 < len(args):
-                k, v = body, args[i + 1]
-                i += 1
-            else:
-                raise UserError(f"override {a!r} has no value; write {a}=VALUE")
-            overrides.append((k, v))
-        else:
-            rest.append(a)
-        i += 1
-    return overrides, rest
-
-
 def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Fills in the model's default options and validates names and sizes."""
     from cnn_jax import data, losses, models, optim, pooling
@@ -353,7 +295,23 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             if k not in cfg.model:
                 cfg.model[k] = _to_config_value(v)
     if "pool" in cfg.model:
-        pooling.POOLS.get(cfg.model.pool)
+        # One kind for every pooling site, or one per site: "max,avg" or a list/tuple.
+        pool = cfg.model.pool
+        if isinstance(pool, str) and "," in pool:
+            pool = tuple(p.strip() for p in pool.split(","))
+        if isinstance(pool, (list, tuple)):
+            if not pool:
+                raise UserError("model.pool is an empty list; give one kind, or one per pooling site")
+            for kind in pool:
+                pooling.POOLS.get(kind)
+            with cfg.model.ignore_type():
+                cfg.model.pool = tuple(pool)
+            # the count is checked against the model's sites (the error names them)
+            models.create(cfg.model.name, 10, **{
+                k: v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
+                for k, v in cfg.model.items() if k != "name"})
+        else:
+            pooling.POOLS.get(pool)
     if "head_pool" in cfg.model and cfg.model.head_pool:
         pooling.HEADS.get(cfg.model.head_pool)
     if "activation" in cfg.model:
@@ -488,21 +446,4 @@ def flatten(cfg, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def from_args(config_spec: str | None, overrides, *, model: str | None = None):
-    """The resolved config of a command line: the experiment file ``config_spec`` (or
-    :func:`base_config`), ``model`` as ``model.name`` and the ``--config.a.b=V`` overrides."""
-    cfg = load_experiment(config_spec) if config_spec else base_config()
-    if model is not None:
-        overrides = [("model.name", model), *overrides]
-    return resolve(apply_overrides(cfg, list(overrides)))
 
-
-def parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
-    """``"H,W,C"`` as a tuple of three positive ints (a one-line error otherwise)."""
-    try:
-        shape = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise UserError(f"invalid {flag} {text!r}; write H,W,C with positive ints, e.g. 28,28,1")
-    return shape

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from typing import Any
 
 import jax
@@ -87,6 +88,21 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
     return Setup(cfg, model, train, test, validation, state, loss_fn, eval_loss_fn, spe, total)
 
 
+# The model, optimizer and loss functions of the last config built in this process, keyed
+# by everything but the seed: the seeds of one config (a sweep worker trains them one after
+# another) then share the same objects, so the jitted steps of the cached runner are reused
+# instead of compiled again for every seed (their static ``apply_fn`` is the same object).
+_PARTS: dict = {}
+_RUNNERS: dict = {}
+
+
+def _parts_key(cfg, shape, num_classes, total, spe) -> str:
+    flat = config_lib.flatten(cfg)
+    for k in ("seed", "data.data_dir", *config_lib.RESUME_SAFE_KEYS):
+        flat.pop(k, None)
+    return json.dumps([flat, list(shape), num_classes, total, spe], sort_keys=True, default=list)
+
+
 def data_options(cfg: ml_collections.ConfigDict) -> data.Options:
     """How this process reads the data (``data.*`` keys; a streamed split reads only this
     process's rows of each batch)."""
@@ -95,20 +111,30 @@ def data_options(cfg: ml_collections.ConfigDict) -> data.Options:
 
 def training_parts(cfg: ml_collections.ConfigDict, shape, num_classes: int, total: int, spe: int):
     """``(model, state, loss_fn, eval_loss_fn)`` for ``cfg`` on inputs of ``shape`` without
-    touching data (``build`` and ``cnn-jax bench``)."""
+    touching data (``build`` and ``cnn-jax bench``); the state is ``cfg.seed``'s."""
+    key = _parts_key(cfg, shape, num_classes, total, spe)
+    if key not in _PARTS:
+        _PARTS.clear()
+        _RUNNERS.clear()
+        _PARTS[key] = _make_parts(cfg, num_classes, total, spe)
+    model, tx, loss_fn, eval_loss_fn = _PARTS[key]
+    state = state_lib.create(
+        model, tx, shape, cfg.seed,
+        dynamic_loss_scale=cfg.model.get("dtype") == "float16",
+    )
+    return model, state, loss_fn, eval_loss_fn
+
+
+def _make_parts(cfg, num_classes: int, total: int, spe: int):
     model = models.create(cfg.model.name, num_classes, **model_options(cfg))
     tx = optim.build(cfg.optim, total, spe)
     if cfg.train.on_nan == config_lib.ON_NAN_LOWER_LR:
         # A learning-rate multiplier that lives in (and is checkpointed with) opt_state.
         tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
-    state = state_lib.create(
-        model, tx, shape, cfg.seed,
-        dynamic_loss_scale=cfg.model.get("dtype") == "float16",
-    )
     loss = losses.LOSSES.get(cfg.train.loss)
     loss_fn = functools.partial(loss, num_classes=num_classes, label_smoothing=cfg.train.label_smoothing)
     eval_loss_fn = functools.partial(loss, num_classes=num_classes)
-    return model, state, loss_fn, eval_loss_fn
+    return model, tx, loss_fn, eval_loss_fn
 
 
 def initial_state(s: Setup, seed: int) -> state_lib.TrainState:
@@ -146,7 +172,11 @@ def make_runner(cfg: ml_collections.ConfigDict, loss_fn, eval_loss_fn, model=Non
     mode = cfg.parallel.mode
     if mode == "auto" and model is not None:
         mode = auto_mode(model, shape, cfg.data.batch_size)
-    return Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=cfg.train.on_nan == config_lib.ON_NAN_SKIP)
+    skip = cfg.train.on_nan == config_lib.ON_NAN_SKIP
+    key = (mode, id(loss_fn), id(eval_loss_fn), skip)
+    if key not in _RUNNERS:  # a runner's jitted steps serve every seed of the config
+        _RUNNERS[key] = Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=skip)
+    return _RUNNERS[key]
 
 
 def eval_batch_size(cfg: ml_collections.ConfigDict, runner: Runner) -> int:

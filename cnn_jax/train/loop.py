@@ -129,7 +129,8 @@ def fit(
     Returns:
       A :class:`FitResult`: ``summary`` (``test`` loss/accuracy/top5/count, ``best``
       accuracy and step, ``train`` (last logged), ``steps``, ``params``, ``train_seconds``,
-      ``images_per_second``, ``resumed_from``, ``nonfinite_steps``), the final ``state``
+      ``images_per_second`` (of the training steps alone: evaluations and checkpoints
+      excluded), ``resumed_from``, ``nonfinite_steps``), the final ``state``
       and the ``setup``.
 
     Raises:
@@ -209,6 +210,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
             acc = periodic.pending_from_json(data_state.get("pending"))
             last_train = {}
             t_first, steps_timed = None, 0
+            side = 0.0  # seconds of evaluations and checkpoints after the first step
             in_flight = None  # see _pace
             diverged_at = None
             end = start if stopper.stopped else s.total_steps
@@ -236,7 +238,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                             logged = step_lib.summarize(host_acc)
                             nonfinite_total += int(host_acc["nonfinite"])
                             ips = periodic.images_per_second(
-                                steps_timed, cfg.data.batch_size, t_first, time.perf_counter())
+                                steps_timed, cfg.data.batch_size, t_first, time.perf_counter() - side)
                             record = {k: v for k, v in logged.items() if k != "count"}
                             if on_nan == config_lib.ON_NAN_SKIP:
                                 record["skipped_steps"] = int(host_acc["nonfinite"])
@@ -248,7 +250,10 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                         line = (f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: "
                                 f"train loss {last_train['loss']:.4f} acc {last_train['accuracy']:.4f}")
                         if s.validation is not None:
+                            jax.block_until_ready(state.step)  # the steps so far count as steps
+                            t_side = time.perf_counter()
                             val = run_eval(state, s.validation, eval_batch, runner)
+                            side += time.perf_counter() - t_side
                             writer.write(step, "validation", val)
                             line += (f" | validation loss {val['loss']:.4f} acc {val['accuracy']:.4f} "
                                      f"({val['count']} images)")
@@ -258,7 +263,9 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                     stop = stopper.stopped
                     if when.is_checkpoint(step, preempted) or stop:
                         metrics = {"accuracy": val["accuracy"]} if val is not None else None
+                        t_side = time.perf_counter()
                         ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)
+                        side += time.perf_counter() - t_side
                     if preempted:
                         ckpt.wait()
                         raise Preempted(step, signals.received)
@@ -298,7 +305,9 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
             stopper.replay(rundir.read_metrics(workdir), start)
             best_state = None
         ckpt.wait()
+        jax.block_until_ready(state.step)
         train_seconds = time.perf_counter() - t_start
+        steps_end = time.perf_counter() - side  # the training steps' clock, without the rest
         final = final_evaluation(
             state, step, s, stopper, best_state, ckpt, runner, eval_batch, writer)
     finally:
@@ -316,8 +325,11 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
         params=num_params(s.state.params),
         train_seconds=train_seconds,
         images_per_second=periodic.images_per_second(
-            steps_timed, cfg.data.batch_size, t_first, time.perf_counter()),
+            steps_timed, cfg.data.batch_size, t_first, steps_end),
         first_step_at=first_step_at,
+        # seconds in training steps after the first (which compiles): the sweep's overhead
+        # is its wall time less these
+        step_seconds=(steps_end - t_first) if t_first else 0.0,
         resumed_from=start,
         nonfinite_steps=nonfinite_total,
         parallel={"mode": runner.mode, "devices": runner.num_devices},
