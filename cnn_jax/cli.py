@@ -23,6 +23,7 @@ USAGE_EXAMPLES = """examples:
   cnn-jax config experiments/lenet5_mnist.py --config.model.pool=avg
   cnn-jax prepare cifar10 --data-dir ~/tensorflow_datasets
   cnn-jax bench --model lenet5 --batch-size 128
+  cnn-jax train --config experiments/lenet5_mnist.py --workdir /shared/lenet --executor slurm --nodes 2 --tasks-per-node 4
   cnn-jax sweep experiments/pooling_study.py --workdir runs/pooling
   cnn-jax status runs/pooling
   cnn-jax report runs/pooling
@@ -89,6 +90,8 @@ def cmd_train(args, overrides) -> int:
     if not args.config:
         raise UserError("train needs --config FILE.py (e.g. experiments/lenet5_mnist.py)")
     cfg = _config_from_args(args.config, overrides)
+    if _launch_options(args) or args.executor != "local":
+        return _launch_train(args, overrides)
     progress = False if args.quiet else None
     init_distributed(args)
     result = train.fit(
@@ -107,6 +110,42 @@ def cmd_train(args, overrides) -> int:
         f"({result['train_seconds']:.1f} s){chosen}; run in {args.workdir}"
     )
     return 0
+
+
+_LAUNCH = {  # cnn-jax train flags of the SLURM launcher -> submit_training options
+    "nodes": "--nodes", "tasks_per_node": "--tasks-per-node", "partition": "--partition",
+    "time": "--time", "cpus_per_task": "--cpus-per-task", "gpus_per_node": "--gpus-per-node",
+    "mem_gb": "--mem-gb", "sbatch": "--sbatch", "no_wait": "--no-wait",
+}
+
+
+def _launch_options(args) -> list[str]:
+    return [flag for key, flag in _LAUNCH.items() if getattr(args, key, None) not in (None, False)]
+
+
+def _launch_train(args, overrides) -> int:
+    """``cnn-jax train ... --executor slurm --nodes N --tasks-per-node T``: the same training
+    as one SLURM job of N x T JAX processes (see cnn_jax.study.executors.submit_training)."""
+    if args.executor != "slurm":
+        flags = ", ".join(_launch_options(args))
+        raise UserError(
+            f"{flags} {'are options' if ',' in flags else 'is an option'} of --executor slurm"
+            if args.executor == "local" else f"train runs with --executor local or slurm, not {args.executor!r}"
+        )
+    if args.coordinator or args.distributed or args.process_id is not None or args.num_processes:
+        raise UserError("--executor slurm starts the processes itself: drop --coordinator/"
+                        "--num-processes/--process-id/--distributed")
+    from cnn_jax.study import executors
+
+    argv = ["train", "--config", args.config, "--workdir", args.workdir]
+    argv += [f for f, on in (("--quiet", args.quiet), ("--allow-config-change", args.allow_config_change),
+                             ("--overwrite", args.overwrite)) if on]
+    argv += [f"--config.{k}={v}" for k, v in overrides]
+    return executors.submit_training(
+        argv, args.workdir, nodes=args.nodes or 1, tasks_per_node=args.tasks_per_node or 1,
+        wait=not args.no_wait, partition=args.partition, time_min=args.time,
+        cpus=args.cpus_per_task, gpus=args.gpus_per_node, mem_gb=args.mem_gb, sbatch=args.sbatch,
+    )
 
 
 def jax_process_index() -> int:
@@ -209,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--process-id", type=int, help="multi-host: this process's index")
     t.add_argument("--distributed", action="store_true",
                    help="multi-host: let JAX detect the cluster (SLURM, TPU pods, ...)")
+    g = t.add_argument_group("on a SLURM cluster (--executor slurm: one job of N x T JAX processes)")
+    g.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: train here (default); slurm: submit the run as a multi-host job")
+    g.add_argument("--nodes", type=int, help="nodes of the job (default 1)")
+    g.add_argument("--tasks-per-node", type=int, help="JAX processes per node (default 1)")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--time", type=int, help="time limit in minutes (default 60)")
+    g.add_argument("--cpus-per-task", type=int, help="CPUs per process (default 1)")
+    g.add_argument("--gpus-per-node", type=int, help="GPUs per node")
+    g.add_argument("--mem-gb", type=float, help="memory per node in GiB")
+    g.add_argument("--sbatch", action="append", metavar="KEY=VALUE", help="extra sbatch option (repeatable)")
+    g.add_argument("--no-wait", action="store_true", help="submit and return (do not wait for the job)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a run's checkpoint on the test split")

@@ -323,3 +323,28 @@ def test_slurm_without_sbatch_on_path(capsys, tmp_path, data_dir, monkeypatch):
     )
     assert code == 2 and "sbatch is not on PATH" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--nodes", "2"], "--nodes is an option of --executor slurm"),
+        (
+            ["--executor", "slurm", "--nodes", "2", "--coordinator", "h:1"],
+            "--executor slurm starts the processes itself",
+        ),
+    ],
+)
+def test_bad_launcher_input_is_one_line(capsys, tmp_path, data_dir, args, message):
+    code, _, err = _cli(
+        capsys,
+        "train",
+        "--config",
+        "experiments/lenet5_mnist.py",
+        "--workdir",
+        str(tmp_path / "w"),
+        f"--config.data.data_dir={data_dir}",
+        *args,
+    )
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "w").exists()
