@@ -10,7 +10,6 @@ study's metric (the test split, read once at the end of each trial).
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -22,201 +21,23 @@ from cnn_jax.study.analysis import (
     is_fraction,
     panels,
     ranked,
-    verdict,
     with_labels,
 )
 from cnn_jax.study.figures import relpath
-from cnn_jax.study.results import label, short, trial_config
-
-# ----------------------------------------------------------------------------- numbers
-
-
-def _pct(x: float, digits: int = 2) -> str:
-    return "-" if not math.isfinite(x) else f"{100 * x:.{digits}f}"
-
-
-def _val(x: float, frac: bool, digits: int = 2) -> str:
-    return _pct(x, digits) if frac else ("-" if not math.isfinite(x) else f"{x:.4f}")
-
-
-def _p(p: float) -> str:
-    if not math.isfinite(p):
-        return "-"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _f(x: float, digits: int = 2) -> str:
-    if not math.isfinite(x):
-        return "inf" if x == math.inf else "-inf" if x == -math.inf else "-"
-    return f"{x:.{digits}f}"
-
-
-def _name(metric: str) -> str:
-    return metric.replace("_", " ")
-
-
-def _sentence(text: str) -> str:
-    """A bullet point starting with a capital letter."""
-    return f"- {text[0].upper()}{text[1:]}"
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    align = align or ["l"] * len(header)
-    sep = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _keyed_table(frame, keys: list[str], header: list[str], cells, align: list[str]) -> str:
-    """A table of ``frame``: a left-aligned column per swept key, then the columns
-    ``header`` aligned as ``align``; ``cells(row)`` gives a row's cells after its keys."""
-    return _table(
-        [short(k) for k in keys] + header,
-        [[str(r[k]) for k in keys] + cells(r) for _, r in frame.iterrows()],
-        ["l"] * len(keys) + align,
-    )
-
-
-def _judged(v) -> bool:
-    """Whether a ``plateaued`` value is a verdict (numpy or Python bool), not ``None``/NaN."""
-    return v is not None and v in (True, False)
-
-
-def _plateau_cell(r) -> str:
-    if not _judged(r.get("plateaued")):
-        return "-"
-    gap = 100 * r["plateau_gap"]
-    return f"{'yes' if r['plateaued'] else 'no'} ({0.0 if abs(gap) < 5e-3 else gap:.2f})"
-
-
-def aggregate_table(agg, keys: list[str], metric: str, shift: bool) -> str:
-    """Per configuration: seeds done; mean ± sd and 95 % CI of the final validation and test
-    accuracy (and of ``metric`` if it is neither); the best-by-validation checkpoint's
-    validation / test accuracy; (shift consistency;) parameters; final train loss; the
-    plateau check."""
-    frac = is_fraction(metric)
-    unit = " %" if frac else ""
-    own = metric not in ("validation_accuracy", "test_accuracy")
-    header = [
-        "n",
-        "validation % mean ± sd",
-        "95 % CI (validation)",
-        "test % mean ± sd",
-        "95 % CI (test)",
-    ]
-    if own:
-        header += [f"{_name(metric)}{unit} mean ± sd", f"95 % CI ({_name(metric)})"]
-    header += ["best checkpoint: validation / test %"]
-    if shift:
-        header += ["shift consistency %", "95 % CI (shift)"]
-    header += ["params", "final train loss", "plateau (last two − best, pp)"]
-
-    def est(r, prefix, fr):
-        return [
-            f"{_val(r[prefix + 'mean'], fr)} ± {_val(r[prefix + 'std'], fr)}",
-            f"[{_val(r[prefix + 'ci_lo'], fr)}, {_val(r[prefix + 'ci_hi'], fr)}]",
-        ]
-
-    def cells(r):
-        n = (
-            f"{r['n']}/{r['trials']}"
-            + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
-            + (f" ({r['failed']} failed)" if r["failed"] else "")
-        )
-        row = [n, *est(r, "val_", True), *est(r, "test_", True)]
-        if own:
-            row += est(r, "", frac)
-        row.append(f"{_pct(r['best_val_mean'])} / {_pct(r['best_test_mean'])}")
-        if shift:
-            row += [
-                _pct(r["shift_mean"], 1),
-                f"[{_pct(r['shift_ci_lo'], 1)}, {_pct(r['shift_ci_hi'], 1)}]",
-            ]
-        return row + [
-            "-" if not math.isfinite(r["params"]) else f"{int(r['params']):,}",
-            _f(r["train_loss"], 4),
-            _plateau_cell(r),
-        ]
-
-    return _keyed_table(agg, keys, header, cells, ["r"] * len(header))
-
-
-def _seeds(x: float) -> str:
-    if not math.isfinite(x):
-        return "∞" if x == math.inf else "-"
-    return f"{int(x):,}"
-
-
-def comparison_table(comp, keys: list[str], metric: str) -> str:
-    """Per configuration against the baseline: Δ with its CI, the tests, d_z, the power
-    (minimum detectable difference at 80 % power, seeds needed for the observed Δ) and the
-    verdict."""
-    frac = is_fraction(metric)
-    scale = 100 if frac else 1
-    pp = " (pp)" if frac else ""
-    header = [
-        "n",
-        f"Δ{pp}",
-        "95 % CI of Δ",
-        "t",
-        "p (t-test)",
-        "p (Wilcoxon)",
-        "p (Holm)",
-        "Cohen's d_z",
-        f"MDD{pp}",
-        "seeds for Δ",
-        "verdict",
-    ]
-
-    def cells(r):
-        return [
-            str(r["n"]),
-            f"{_f(scale * r['diff'], 2):>6}",
-            f"[{_f(scale * r['diff_lo'], 2)}, {_f(scale * r['diff_hi'], 2)}]",
-            _f(r["t"], 2),
-            _p(r["p_t"]),
-            _p(r["p_wilcoxon"]),
-            _p(r["p_holm"]),
-            _f(r["cohens_d"], 2),
-            _f(scale * r["mdd"], 2),
-            _seeds(r["seeds_needed"]),
-            verdict(r, scale=scale, unit=" pp" if frac else ""),
-        ]
-
-    return _keyed_table(comp, keys, header, cells, ["r"] * 10 + ["l"])
-
-
-def timing_table(agg, keys: list[str], with_wall: bool) -> str:
-    """Per configuration: seeds done, training images/s, training-loop seconds, and (where
-    recorded) the trials' wall seconds and the share of it outside the training loop."""
-    header = ["n", "training images/s (mean)", "training loop s (mean)"]
-    if with_wall:
-        header += ["trial wall s (mean)", "outside the training loop"]
-
-    def cells(r):
-        row = [str(r["n"]), _f(r["images_per_second"], 0), _f(r["train_seconds"], 1)]
-        if with_wall:
-            w, t = r["wall_seconds"], r["train_seconds"]
-            share = 1 - t / w if math.isfinite(w) and math.isfinite(t) and w > 0 else math.nan
-            row += [_f(w, 1), "-" if not math.isfinite(share) else f"{100 * share:.0f} %"]
-        return row
-
-    return _keyed_table(agg, keys, header, cells, ["r"] * len(header))
-
-
-# ----------------------------------------------------------------------------- sentences
-
-
-def _range(values, fmt) -> str:
-    vals = sorted(v for v in values if not (isinstance(v, float) and math.isnan(v)))
-    if not vals:
-        return "-"
-    lo, hi = fmt(vals[0]), fmt(vals[-1])
-    return lo if lo == hi else f"{lo}–{hi}"
+from cnn_jax.study.protocol import _protocol
+from cnn_jax.study.results import label, short
+from cnn_jax.study.tables import (
+    _name,
+    _p,
+    _pct,
+    _range,
+    _seeds,
+    _sentence,
+    _table,
+    aggregate_table,
+    comparison_table,
+    timing_table,
+)
 
 
 def _significant(comp, factor, others, baseline, metric) -> list[str]:
@@ -339,155 +160,6 @@ def _header(rec: dict, df, metric: str) -> list[str]:
         "95 % confidence intervals use the t distribution over seeds.",
         "",
     ]
-
-
-def _get(cfg: dict, key: str):
-    v: Any = cfg
-    for part in key.split("."):
-        if not isinstance(v, dict) or part not in v:
-            return None
-        v = v[part]
-    return v
-
-
-def _values(cfgs: list[dict], key: str) -> str:
-    """The distinct values of ``key`` over the trials' configs, in order of appearance."""
-    vals = list(dict.fromkeys(label(_get(c, key)) for c in cfgs))
-    if len(vals) <= 4:
-        return " / ".join(vals)
-    return f"{len(vals)} values ({', '.join(vals[:3])}, …)"
-
-
-def _count(x) -> str:
-    return f"{int(x):,}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
-
-
-def _protocol(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
-    """The protocol statement: data sizes per split, budget, selection rule, plateau check
-    and power."""
-    done = df[df.status == "done"]
-    lines = ["## Protocol", ""]
-    if not len(done):
-        return lines + ["No trial has finished yet.", ""]
-    per_trial = [trial_config(workdir, t) for t in done["trial"]]
-    cfgs = [c for c in per_trial if c is not None]
-    # Data: the split sizes (summary.json "data") per dataset.
-    sizes: dict[tuple, None] = {}
-    for (_, r), c in zip(done.iterrows(), per_trial):
-        name = _get(c, "data.name") if c else None
-        sizes.setdefault(
-            (label(name) if name else "-", r["train_n"], r["validation_n"], r["test_n"]), None
-        )
-    parts = [
-        f"{name}: {_count(tr)} train / {_count(va)} validation / {_count(te)} test images"
-        for name, tr, va, te in sizes
-    ]
-    has_val = bool((done["validation_n"].fillna(0) > 0).any())
-    held = _values(cfgs, "data.validation") if cfgs else "-"
-    lines.append(
-        "- Data: "
-        + "; ".join(parts)
-        + (
-            f". Validation is a stratified, seeded hold-out of the train split "
-            f"(`data.validation` = {held}), the same for every seed; the test split is "
-            "separate."
-            if has_val
-            else ". No validation split (`data.validation` = 0)."
-        )
-    )
-    # Budget: planned and trained steps, batch size, optimizer.
-    planned = done["planned_steps"]
-    per_epoch = done["steps"] / done["epochs"]
-    planned_epochs = (planned / per_epoch).round(4)
-    early = int((done["stopped_early"] == True).sum())
-    epochs = _values([{"v": float(v)} for v in planned_epochs.tolist()], "v")
-    budget = (
-        f"- Budget per trial: {_values([{'v': v} for v in planned.tolist()], 'v')} steps "
-        f"({epochs} epoch{'' if epochs == '1' else 's'})"
-    )
-    if cfgs:
-        budget += f" at batch size {_values(cfgs, 'data.batch_size')}"
-    budget += (
-        "; every trial trained all its planned steps."
-        if not early
-        else f"; {early} of {len(done)} trials stopped early (validation accuracy had not "
-        f"improved for `train.early_stopping_patience` = "
-        f"{_values(cfgs, 'train.early_stopping_patience') if cfgs else '-'} evaluations)."
-    )
-    lines.append(budget)
-    if cfgs:
-        optim = (
-            f"- Optimizer {_values(cfgs, 'optim.name')}, learning rate "
-            f"{_values(cfgs, 'optim.learning_rate')}, schedule {_values(cfgs, 'optim.schedule')}"
-            f" (warm-up {_values(cfgs, 'optim.warmup_steps')} steps / "
-            f"{_values(cfgs, 'optim.warmup_epochs')} epochs), weight decay "
-            f"{_values(cfgs, 'optim.weight_decay')}; validation evaluated every "
-            f"{_values(cfgs, 'train.eval_every_epochs')} epoch(s) and after the last step."
-        )
-        swept = [k for k in keys if k.startswith(("optim.", "data.batch_size", "train."))]
-        if swept:
-            optim += " Swept: " + ", ".join(f"`{k}`" for k in swept) + " (see the tables)."
-        lines.append(optim)
-    # Selection rule.
-    if has_val:
-        lines.append(
-            "- Selection: each trial's best checkpoint, early stopping and every ranking or "
-            '"best configuration" below use validation accuracy; the test split is evaluated '
-            "once, at the end of training, for the final state and for the best-by-validation "
-            "checkpoint. Tables and comparisons with the baseline report the final state's "
-            "test metric; the test split never chooses anything."
-        )
-    else:
-        lines.append(
-            "- Selection: none. Without a validation split no checkpoint or configuration is "
-            "selected (selecting on the test split would bias it); the test split is "
-            "evaluated once, at the end."
-        )
-    lines.append(_plateau_line(agg, keys))
-    if len(comp):
-        lines.append(_power_line(comp))
-    return lines + [""]
-
-
-def _plateau_line(agg, keys: list[str]) -> str:
-    judged = agg[agg["plateaued"].map(_judged)]
-    not_judged = len(agg[agg.n > 0]) - len(judged)
-    rule = (
-        f"An arm has plateaued when the mean of its last two validation evaluations (mean "
-        f"over seeds) is within {100 * PLATEAU_TOLERANCE:.1f} pp of its best mean (column "
-        '"plateau").'
-    )
-    if not len(judged):
-        return f"- Plateau check: not judged (fewer than two validation evaluations). {rule}"
-    bad = with_labels(judged[~judged["plateaued"].astype(bool)], keys)
-    if not len(bad):
-        text = "every arm plateaued"
-    else:
-        text = (
-            "not plateaued: "
-            + ", ".join(
-                f"{r['configuration']} ({100 * r['plateau_gap']:.2f} pp)" for _, r in bad.iterrows()
-            )
-            + "; longer training may change their results"
-        )
-    if not_judged:
-        text += f"; {not_judged} arm(s) not judged (fewer than two evaluations)"
-    return f"- Plateau check: {text}. {rule}"
-
-
-def _power_line(comp) -> str:
-    alphas = _range(comp["alpha_power"].tolist(), lambda v: f"{v:.4g}")
-    m = _range(comp["family_size"].tolist(), lambda v: str(int(v)))
-    return (
-        "- Power: for each comparison with the baseline, the minimum detectable difference "
-        "(MDD) is the true mean Δ that the two-sided paired t-test detects with 80 % power "
-        "given the observed sd of the paired differences (noncentral t with n − 1 degrees of "
-        'freedom), and "seeds for Δ" the number of seeds that would detect the observed Δ '
-        f"with 80 % power. Both use α/m = {alphas} (α = 0.05; m = {m}, the number of "
-        "comparisons in the Holm family): Holm's strictest step, so the MDD holds whatever a comparison's rank. A "
-        'non-significant verdict reads "no difference detectable at n = … (MDD …)", not '
-        '"no difference".'
-    )
 
 
 def _comparison(comp, comp_shift, keys: list[str], baseline: dict, metric: str) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 def duration(seconds: float) -> str:
     """``1h02m``, ``3m07s`` or ``42s``."""
-    s = int(round(max(seconds, 0)))
+    s = round(max(seconds, 0))
     h, m = divmod(s, 3600)
     m, s = divmod(m, 60)
     if h:

@@ -6,7 +6,7 @@ The entry point of the report; the work is done by
 - :mod:`cnn_jax.study.results`: one row per trial, read from the sweep directory;
 - :mod:`cnn_jax.study.analysis`: statistics over seeds and comparisons with the baseline;
 - :mod:`cnn_jax.study.figures`: the plots;
-- :mod:`cnn_jax.study.markdown`: the text of ``report.md`` and ``timing.md``.
+- :mod:`cnn_jax.study.markdown`: the text of ``report.md`` and ``timing.md``; :mod:`cnn_jax.study.tables` its tables.
 
 ``report.md`` is a function of the trials' results only (no timings, dates or absolute
 paths), so an interrupted-then-resumed sweep writes the same ``report.md`` as an
@@ -26,8 +26,8 @@ from cnn_jax import rundir
 from cnn_jax.study import markdown, store
 from cnn_jax.study.analysis import aggregate, comparisons
 from cnn_jax.study.figures import plots
-from cnn_jax.study.markdown import aggregate_table, comparison_table
 from cnn_jax.study.results import TIMING_COLUMNS, collect
+from cnn_jax.study.tables import aggregate_table, comparison_table
 
 __all__ = [
     "TIMING_COLUMNS",

@@ -1,0 +1,166 @@
+"""The protocol statement of a sweep report: data sizes per split, the budget, the selection
+rule, the plateau check and the power of the comparisons."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from cnn_jax.study.analysis import (
+    PLATEAU_TOLERANCE,
+    with_labels,
+)
+from cnn_jax.study.results import label, trial_config
+from cnn_jax.study.tables import (
+    _judged,
+    _range,
+)
+
+
+def _get(cfg: dict, key: str):
+    v: Any = cfg
+    for part in key.split("."):
+        if not isinstance(v, dict) or part not in v:
+            return None
+        v = v[part]
+    return v
+
+
+def _values(cfgs: list[dict], key: str) -> str:
+    """The distinct values of ``key`` over the trials' configs, in order of appearance."""
+    vals = list(dict.fromkeys(label(_get(c, key)) for c in cfgs))
+    if len(vals) <= 4:
+        return " / ".join(vals)
+    return f"{len(vals)} values ({', '.join(vals[:3])}, …)"
+
+
+def _count(x) -> str:
+    return f"{int(x):,}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def _protocol(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
+    """The protocol statement: data sizes per split, budget, selection rule, plateau check
+    and power."""
+    done = df[df.status == "done"]
+    lines = ["## Protocol", ""]
+    if not len(done):
+        return lines + ["No trial has finished yet.", ""]
+    per_trial = [trial_config(workdir, t) for t in done["trial"]]
+    cfgs = [c for c in per_trial if c is not None]
+    # Data: the split sizes (summary.json "data") per dataset.
+    sizes: dict[tuple, None] = {}
+    for (_, r), c in zip(done.iterrows(), per_trial):
+        name = _get(c, "data.name") if c else None
+        sizes.setdefault(
+            (label(name) if name else "-", r["train_n"], r["validation_n"], r["test_n"]), None
+        )
+    parts = [
+        f"{name}: {_count(tr)} train / {_count(va)} validation / {_count(te)} test images"
+        for name, tr, va, te in sizes
+    ]
+    has_val = bool((done["validation_n"].fillna(0) > 0).any())
+    held = _values(cfgs, "data.validation") if cfgs else "-"
+    lines.append(
+        "- Data: "
+        + "; ".join(parts)
+        + (
+            f". Validation is a stratified, seeded hold-out of the train split "
+            f"(`data.validation` = {held}), the same for every seed; the test split is "
+            "separate."
+            if has_val
+            else ". No validation split (`data.validation` = 0)."
+        )
+    )
+    # Budget: planned and trained steps, batch size, optimizer.
+    planned = done["planned_steps"]
+    per_epoch = done["steps"] / done["epochs"]
+    planned_epochs = (planned / per_epoch).round(4)
+    early = int((done["stopped_early"] == True).sum())
+    epochs = _values([{"v": float(v)} for v in planned_epochs.tolist()], "v")
+    budget = (
+        f"- Budget per trial: {_values([{'v': v} for v in planned.tolist()], 'v')} steps "
+        f"({epochs} epoch{'' if epochs == '1' else 's'})"
+    )
+    if cfgs:
+        budget += f" at batch size {_values(cfgs, 'data.batch_size')}"
+    budget += (
+        "; every trial trained all its planned steps."
+        if not early
+        else f"; {early} of {len(done)} trials stopped early (validation accuracy had not "
+        f"improved for `train.early_stopping_patience` = "
+        f"{_values(cfgs, 'train.early_stopping_patience') if cfgs else '-'} evaluations)."
+    )
+    lines.append(budget)
+    if cfgs:
+        optim = (
+            f"- Optimizer {_values(cfgs, 'optim.name')}, learning rate "
+            f"{_values(cfgs, 'optim.learning_rate')}, schedule {_values(cfgs, 'optim.schedule')}"
+            f" (warm-up {_values(cfgs, 'optim.warmup_steps')} steps / "
+            f"{_values(cfgs, 'optim.warmup_epochs')} epochs), weight decay "
+            f"{_values(cfgs, 'optim.weight_decay')}; validation evaluated every "
+            f"{_values(cfgs, 'train.eval_every_epochs')} epoch(s) and after the last step."
+        )
+        swept = [k for k in keys if k.startswith(("optim.", "data.batch_size", "train."))]
+        if swept:
+            optim += " Swept: " + ", ".join(f"`{k}`" for k in swept) + " (see the tables)."
+        lines.append(optim)
+    # Selection rule.
+    if has_val:
+        lines.append(
+            "- Selection: each trial's best checkpoint, early stopping and every ranking or "
+            '"best configuration" below use validation accuracy; the test split is evaluated '
+            "once, at the end of training, for the final state and for the best-by-validation "
+            "checkpoint. Tables and comparisons with the baseline report the final state's "
+            "test metric; the test split never chooses anything."
+        )
+    else:
+        lines.append(
+            "- Selection: none. Without a validation split no checkpoint or configuration is "
+            "selected (selecting on the test split would bias it); the test split is "
+            "evaluated once, at the end."
+        )
+    lines.append(_plateau_line(agg, keys))
+    if len(comp):
+        lines.append(_power_line(comp))
+    return lines + [""]
+
+
+def _plateau_line(agg, keys: list[str]) -> str:
+    judged = agg[agg["plateaued"].map(_judged)]
+    not_judged = len(agg[agg.n > 0]) - len(judged)
+    rule = (
+        f"An arm has plateaued when the mean of its last two validation evaluations (mean "
+        f"over seeds) is within {100 * PLATEAU_TOLERANCE:.1f} pp of its best mean (column "
+        '"plateau").'
+    )
+    if not len(judged):
+        return f"- Plateau check: not judged (fewer than two validation evaluations). {rule}"
+    bad = with_labels(judged[~judged["plateaued"].astype(bool)], keys)
+    if not len(bad):
+        text = "every arm plateaued"
+    else:
+        text = (
+            "not plateaued: "
+            + ", ".join(
+                f"{r['configuration']} ({100 * r['plateau_gap']:.2f} pp)" for _, r in bad.iterrows()
+            )
+            + "; longer training may change their results"
+        )
+    if not_judged:
+        text += f"; {not_judged} arm(s) not judged (fewer than two evaluations)"
+    return f"- Plateau check: {text}. {rule}"
+
+
+def _power_line(comp) -> str:
+    alphas = _range(comp["alpha_power"].tolist(), lambda v: f"{v:.4g}")
+    m = _range(comp["family_size"].tolist(), lambda v: str(int(v)))
+    return (
+        "- Power: for each comparison with the baseline, the minimum detectable difference "
+        "(MDD) is the true mean Δ that the two-sided paired t-test detects with 80 % power "
+        "given the observed sd of the paired differences (noncentral t with n − 1 degrees of "
+        'freedom), and "seeds for Δ" the number of seeds that would detect the observed Δ '
+        f"with 80 % power. Both use α/m = {alphas} (α = 0.05; m = {m}, the number of "
+        "comparisons in the Holm family): Holm's strictest step, so the MDD holds whatever a comparison's rank. A "
+        'non-significant verdict reads "no difference detectable at n = … (MDD …)", not '
+        '"no difference".'
+    )
