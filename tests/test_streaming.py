@@ -364,3 +364,43 @@ def test_resnet18_trains_end_to_end_on_a_streamed_jpeg_dataset(tmp_path):
     s = json.loads(_read(tmp_path / "run" / "summary.json"))
     assert s["pipeline"]["train"]["path"] == "streaming" and s["pipeline"]["train"]["workers"] == 2
     assert s["steps"] == 6 and s["test"]["count"] == 32 and np.isfinite(s["train"]["loss"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_streaming_run_matches_one_process_in_memory(data_dir, tmp_path):
+    # each of 2 processes (2 CPU devices each) streams only its half of every batch; the
+    # result equals one process with 4 devices reading the split from memory
+    common = [sys.executable, "-m", "cnn_jax", "train", "--config", EXP, "--quiet",
+              "--config.model.name=mlp", "--config.data.name=digits", "--config.data.batch_size=32",
+              "--config.optim.name=momentum", "--config.optim.learning_rate=0.05",
+              f"--config.data.data_dir={data_dir}", "--config.train.steps=12",
+              "--config.parallel.mode=sharded", "--config.data.crop_padding=1", "--config.data.flip=true"]
+
+    def env(devices):
+        return {**_env(), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+    p = subprocess.run([*common, "--workdir", str(tmp_path / "one"), "--config.data.in_memory=true"],
+                       check=False, capture_output=True, text=True, env=env(4), cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    port = _free_port()
+    procs = [subprocess.Popen([*common, "--workdir", str(tmp_path / "two"), "--config.data.in_memory=false",
+                               "--config.data.workers=1", "--coordinator", f"127.0.0.1:{port}",
+                               "--num-processes", "2", "--process-id", str(i)],
+                              env=env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [q.communicate(timeout=600) for q in procs]
+    assert [q.returncode for q in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    one, two = (json.loads(_read(tmp_path / w / "summary.json")) for w in ("one", "two"))
+    assert two["pipeline"]["train"]["path"] == "streaming" and one["pipeline"]["train"]["path"] == "in_memory"
+    assert two["parallel"] == {"mode": "sharded", "devices": 4}
+    for k in ("loss", "accuracy"):
+        assert abs(two["test"][k] - one["test"][k]) <= 1e-6 + 1e-5 * abs(one["test"][k]), (k, one, two)
+    assert two["test"]["count"] == one["test"]["count"] == 359

@@ -232,12 +232,17 @@ def _encoded(c: _Checked, options: Options) -> bytes:
     return writer.encode(arr, "PNG")
 
 
-def _write(name: str, data_dir: str, classes: list[str], shape: tuple, splits: dict, options: Options) -> None:
+def _write(name: str, data_dir: str, classes: list[str], shape: tuple, splits: dict, options: Options,
+           skipped: int = 0) -> None:
     def examples(items):
         return lambda: ((_encoded(c, options), c.file.label) for c in items)
 
+    counts = ", ".join(f"{len(v)} {s}" for s, v in splits.items())
     writer.write_tfds(name, data_dir, {s: examples(v) for s, v in splits.items()}, shape=shape,
-                      class_names=classes, description="an image folder converted by cnn_jax")
+                      class_names=classes, description="an image folder converted by cnn_jax",
+                      announce=f"converting image folder {options.path} ({len(classes)} classes; "
+                               f"{counts} images{f'; {skipped} unreadable files skipped' if skipped else ''}) "
+                               f"into {os.path.join(data_dir, name)}")
 
 
 def _spec(meta: dict) -> DatasetSpec:
@@ -290,7 +295,7 @@ def resolve(options: Options, data_dir: str) -> DatasetSpec:
         if meta is not None:
             return _spec(meta)
         shutil.rmtree(os.path.join(data_dir, name), ignore_errors=True)  # a half-written one
-        _write(name, data_dir, classes, shape, splits, options)
+        _write(name, data_dir, classes, shape, splits, options, len(bad))
         meta = {
             "key": key, "source": root, "tfds_name": name, "classes": classes, "shape": list(shape),
             "mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std],

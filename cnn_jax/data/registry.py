@@ -341,11 +341,12 @@ def load(name: str, split: str, data_dir: str | None = None, options: Options | 
                 bad = frozenset(z["bad"].tolist()) if "bad" in z else frozenset()
                 if bad and not options.skip_bad_images:
                     raise KeyError  # decode again: that reports the bad record
-                images, labels = z["images"], z["labels"]
-            in_memory, why = choose_path(spec, split, len(labels), options)
-            if in_memory:
-                log.info("dataset %s split %s: in memory (%s)", name, split, why)
-                return Split(images=images, labels=labels, spec=out_spec, options=options, bad=bad)
+                labels = z["labels"]
+                in_memory, why = choose_path(spec, split, len(labels) + len(bad), options)
+                if in_memory:  # (the images are read only now)
+                    log.info("dataset %s split %s: in memory (%s)", name, split, why)
+                    return Split(images=z["images"], labels=labels, spec=out_spec, options=options,
+                                 bad=bad)
         except (OSError, KeyError, ValueError):
             pass  # not written yet (or unreadable): decide and decode below
     src, raw = raw_source(spec, tfds_split, data_dir)

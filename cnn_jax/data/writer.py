@@ -8,6 +8,7 @@ dataset (a name that no tfds builder registers is read from its files).
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -32,11 +33,13 @@ def write_tfds(
     config: str | None = None,
     version: str = "1.0.0",
     description: str = "",
+    announce: str = "",
 ) -> str:
     """Writes dataset ``name`` (builder config ``config``, if any) into ``data_dir``:
     ``splits[s]()`` yields the ``(encoded image bytes, label)`` examples of split ``s``,
     stored as they are (a ``tfds.features.Image`` of ``shape``, ``None`` for sizes that
-    vary, and a ``ClassLabel``). Returns the dataset's directory."""
+    vary, and a ``ClassLabel``). ``announce``: a line for stderr as writing starts (tfds'
+    own "Downloading and preparing" lines are not printed). Returns the dataset's directory."""
     import tensorflow_datasets as tfds
 
     labels = (tfds.features.ClassLabel(names=class_names) if class_names is not None
@@ -47,6 +50,15 @@ def write_tfds(
         class _Written(tfds.core.GeneratorBasedBuilder):
             VERSION = tfds.core.Version(version)
             BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config)] if config else []
+
+            # tfds announces "Downloading and preparing dataset ..." on stdout: nothing is
+            # downloaded here (and stdout may carry a command's result)
+            def _log_download_bytes(self) -> None:
+                if announce:
+                    print(announce, file=sys.stderr)
+
+            def _log_download_done(self) -> None:
+                pass
 
             def _info(self):
                 return tfds.core.DatasetInfo(

@@ -1,0 +1,217 @@
+"""The input pipeline at scale: streaming through grain workers vs decoding into memory.
+
+Builds (once) a synthetic tfds ArrayRecord dataset of JPEGs (default 15,259 images of
+256x256x3: 3.0 GB decoded, the ImageNet-sized case a 2-core machine can still hold for
+comparison) and measures, each configuration in a fresh process:
+
+* the one-core decode rate: the streaming path's per-example work (read the record, decode
+  the JPEG, random-resized crop to ``--crop``, flip, normalise) in the calling thread
+  (``data.workers=0``);
+* the streaming path with 1, 2, 4 ... worker processes: time to the first batch,
+  images/s delivered (after the first batch), and the peak memory of the whole process
+  tree (the sum over the processes of resident memory, RSS, and of proportional set size,
+  PSS, which counts pages shared between processes, such as libraries, once);
+* the in-memory path: the time to decode the split into memory (cold, no decoded cache),
+  its images/s and peak memory.
+
+  python benchmarks/pipeline_scale.py [--num 15259] [--size 256] [--crop 224] [--batch 128]
+      [--workers 1,2,4] [--batches 30] [--dir /tmp/cnn_jax_pipeline_scale] [--no-memory-path]
+
+Prints one line per configuration and a Markdown table (benchmarks/RESULTS.md records it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+NAME = "pipeline_scale_jpegs"
+
+
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in bytes over ``pid`` and its descendants."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0, 0
+    rss = pss = 0
+    for p in procs:
+        try:
+            full = p.memory_full_info()
+            rss += full.rss
+            pss += getattr(full, "pss", full.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return rss, pss
+
+
+class PeakSampler:
+    """Samples the process tree's memory every ``every`` seconds in a thread."""
+
+    def __init__(self, every: float = 0.05):
+        self.every, self.peak_rss, self.peak_pss = every, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            rss, pss = _tree_memory(os.getpid())
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_dataset(root: str, num: int, size: int) -> str:
+    """Writes ``num`` JPEGs of ``size`` x ``size`` (smooth random images with noise, about
+    natural-image JPEG sizes; quality 90) unless they are there."""
+    import numpy as np
+    from PIL import Image
+
+    from cnn_jax.data import writer
+
+    marker = os.path.join(root, f"{NAME}.json")
+    want = {"num": num, "size": size}
+    try:
+        with open(marker) as f:
+            if json.load(f) == want:
+                return root
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+
+    def examples():
+        rng = np.random.default_rng(0)
+        for i in range(num):
+            low = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            img = np.asarray(Image.fromarray(low).resize((size, size), Image.BICUBIC), np.int16)
+            img = np.clip(img + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)
+            yield writer.encode(img, "JPEG", quality=90), i % 1000
+
+    t = time.perf_counter()
+    writer.write_tfds(NAME, root, {"train": examples}, shape=(size, size, 3), num_classes=1000)
+    print(f"wrote {num} JPEGs of {size}x{size} in {time.perf_counter() - t:.0f} s", flush=True)
+    with open(marker, "w") as f:
+        json.dump(want, f)
+    return root
+
+
+def _register(size: int):
+    from cnn_jax import data
+    from cnn_jax.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
+
+    if "pipeline_scale" not in data.DATASETS:
+        data.registry.register(DatasetSpec("pipeline_scale", NAME, 1000, (size, size, 3),
+                                           IMAGENET_MEAN, IMAGENET_STD))
+
+
+def child(args) -> dict:
+    """One configuration, in this (fresh) process."""
+    from cnn_jax import data
+
+    _register(args.size)
+    kind, workers = args.child, args.child_workers
+    t0 = time.perf_counter()
+    with PeakSampler() as peak:
+        if kind == "memory":
+            # cold: decode every image (a copy of the data dir without the decoded cache)
+            opts = data.Options(in_memory="true", max_memory_gb=1e3, crop_size=args.crop)
+            split = data.load("pipeline_scale", "train", args.dir, opts)
+            t_loaded = time.perf_counter() - t0
+        else:
+            opts = data.Options(in_memory="false", workers=workers, crop_size=args.crop)
+            split = data.load("pipeline_scale", "train", args.dir, opts)
+            t_loaded = None
+        it = data.train_iterator(split, args.batch, seed=0, flip=True)
+        next(it)
+        t_first = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for _ in range(args.batches):
+            next(it)
+        dt = time.perf_counter() - t1
+        if hasattr(it, "close"):
+            it.close()
+    n = len(split)
+    decoded = n * args.size * args.size * 3
+    return {
+        "kind": kind, "workers": workers, "images_per_s": args.batches * args.batch / dt,
+        "first_batch_s": t_first, "load_s": t_loaded, "peak_rss_gb": peak.peak_rss / 1e9,
+        "peak_pss_gb": peak.peak_pss / 1e9, "decoded_gb": decoded / 1e9, "examples": n,
+    }
+
+
+def _run_child(args, kind: str, workers: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--child-workers", str(workers),
+           "--num", str(args.num), "--size", str(args.size), "--crop", str(args.crop),
+           "--batch", str(args.batch), "--batches", str(args.batches), "--dir", args.dir]
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(f"{kind} {workers}: failed\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num", type=int, default=15259)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--crop", type=int, default=224)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batches", type=int, default=30)
+    p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--dir", default="/tmp/cnn_jax_pipeline_scale")
+    p.add_argument("--no-memory-path", action="store_true", help="skip the in-memory path")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    p.add_argument("--child-workers", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    make_dataset(args.dir, args.num, args.size)
+    rows = [_run_child(args, "streaming", 0)]
+    one_core = rows[0]["images_per_s"]
+    for w in [int(x) for x in args.workers.split(",") if x]:
+        rows.append(_run_child(args, "streaming", w))
+    if not args.no_memory_path:
+        cache = os.path.join(args.dir, NAME)
+        for dirpath, dirnames, _ in os.walk(cache):  # cold: no decoded cache
+            for d in dirnames:
+                if d == ".cnn_jax_decoded":
+                    shutil.rmtree(os.path.join(dirpath, d))
+        rows.append(_run_child(args, "memory", 0))
+    print(f"\ndataset: {rows[0]['examples']} JPEGs of {args.size}x{args.size}, "
+          f"{rows[0]['decoded_gb']:.2f} GB decoded; crop {args.crop}, batch {args.batch}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print("| path | workers | images/s | per worker / one core | first batch (s) | "
+          "peak RSS, tree (GB) | peak PSS, tree (GB) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        path = "in memory" if r["kind"] == "memory" else "streaming"
+        per = (f"{r['images_per_s'] / r['workers'] / one_core:.2f}" if r["kind"] == "streaming"
+               and r["workers"] else "—")
+        first = f"{r['first_batch_s']:.1f}"
+        if r["load_s"] is not None:
+            first += f" (decode {r['load_s']:.0f})"
+        print(f"| {path} | {r['workers'] if r['kind'] == 'streaming' else '—'} | "
+              f"{r['images_per_s']:.0f} | {per} | {first} | {r['peak_rss_gb']:.2f} | "
+              f"{r['peak_pss_gb']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
