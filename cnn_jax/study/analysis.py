@@ -9,7 +9,7 @@ what a selected configuration reports, never what selects it.
 
 The tests themselves (t intervals, paired t, exact Wilcoxon, Holm, d_z, power) are in
 :mod:`cnn_jax.study.stats`; this module applies them to the ``DataFrame`` of
-:func:`cnn_jax.study.results.collect`.
+:func:`cnn_jax.study.rows.collect`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import dataclasses
 import math
 
 from cnn_jax.study import stats
-from cnn_jax.study.results import label, series, short
+from cnn_jax.study.rows import label, series, short
 
 CONFIG = "configuration"  # a column labelling each configuration by all its swept values
 ALPHA = 0.05  # the significance level of the verdicts

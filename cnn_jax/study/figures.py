@@ -21,7 +21,7 @@ from cnn_jax.study.analysis import (
     settings,
     with_labels,
 )
-from cnn_jax.study.results import short
+from cnn_jax.study.rows import short
 
 MARKERS = "osD^vP*X"
 

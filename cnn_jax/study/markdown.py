@@ -25,7 +25,7 @@ from cnn_jax.study.analysis import (
 )
 from cnn_jax.study.figures import relpath
 from cnn_jax.study.protocol import _protocol
-from cnn_jax.study.results import label, short
+from cnn_jax.study.rows import label, short
 from cnn_jax.study.tables import (
     _name,
     _p,
@@ -162,6 +162,35 @@ def _header(rec: dict, df, metric: str) -> list[str]:
     ]
 
 
+def _tuning(rec: dict) -> list[str]:
+    """Each arm's tuning trials (mean validation accuracy over the tuning seeds) and the
+    value its study seeds then trained with."""
+    opts = rec["study"]
+    table = rec["tuning"]["table"]
+    keys, tuned = opts["keys"], list(opts.get("tune") or {})
+    rows = [
+        [*(label(r["arm"].get(k)) for k in keys), *(label(r["tuned"].get(k)) for k in tuned),
+         str(r["n"]),
+         _pct(r["mean_validation_accuracy"]) if r["mean_validation_accuracy"] is not None else "-",
+         "**chosen**" if r["chosen"] else ""]
+        for r in table
+    ]
+    header = [*(short(k) for k in keys), *(f"{short(k)} (tuned)" for k in tuned), "n",
+              "validation % (mean)", ""]
+    seeds = ", ".join(str(s) for s in opts.get("tune_seeds", []))
+    return [
+        "## Tuning per arm",
+        "",
+        (f"Every arm trained each value of {', '.join(f'`{k}`' for k in tuned)} with the tuning "
+         f"seeds ({seeds}; none of them a study seed); the value with the best mean validation "
+         "accuracy (of the checkpoint selected by validation; the first listed on ties) is the "
+         "one its study seeds trained with. The test split played no part."),
+        "",
+        _table(header, rows),
+        "",
+    ]
+
+
 def _comparison(comp, comp_shift, keys: list[str], baseline: dict, metric: str) -> list[str]:
     base = ", ".join(f"{k} = {label(v)}" for k, v in baseline.items())
     lines = [
@@ -228,6 +257,8 @@ def report(
             ),
             "",
         ]
+    if rec.get("tuning"):
+        lines += _tuning(rec)
     if len(comp):
         lines += _comparison(comp, comp_shift, keys, baseline, metric)
     lines += (

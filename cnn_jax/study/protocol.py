@@ -10,7 +10,7 @@ from cnn_jax.study.analysis import (
     PLATEAU_TOLERANCE,
     with_labels,
 )
-from cnn_jax.study.results import label, trial_config
+from cnn_jax.study.rows import label, trial_config
 from cnn_jax.study.tables import (
     _judged,
     _range,

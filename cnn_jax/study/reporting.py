@@ -3,7 +3,7 @@ baseline, ``report.md``, ``timing.md`` and plots.
 
 The entry point of the report; the work is done by
 
-- :mod:`cnn_jax.study.results`: one row per trial, read from the sweep directory;
+- :mod:`cnn_jax.study.rows`: one row per trial, read from the sweep directory;
 - :mod:`cnn_jax.study.analysis`: statistics over seeds and comparisons with the baseline;
 - :mod:`cnn_jax.study.figures`: the plots;
 - :mod:`cnn_jax.study.markdown`: the text of ``report.md`` and ``timing.md``; :mod:`cnn_jax.study.tables` its tables.
@@ -26,7 +26,7 @@ from cnn_jax import rundir
 from cnn_jax.study import markdown, store
 from cnn_jax.study.analysis import aggregate, comparisons
 from cnn_jax.study.figures import plots
-from cnn_jax.study.results import TIMING_COLUMNS, collect
+from cnn_jax.study.rows import TIMING_COLUMNS, collect
 from cnn_jax.study.tables import aggregate_table, comparison_table
 
 __all__ = [

@@ -68,21 +68,41 @@ class Plan:
     study: Study
     trials: list[store.Trial]
     record: dict  # what sweep.json holds
+    pending: bool = False  # a tuning phase must finish before the study trials are known
 
 
-def plan(experiment: str, overrides: list[tuple[str, str]] = ()) -> Plan:
-    """Loads the experiment, applies ``overrides`` to its config and plans every trial."""
+def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | None = None) -> Plan:
+    """Loads the experiment, applies ``overrides`` to its config and plans every trial.
+
+    With per-arm tuning (``Study(tune=...)``) the tuning trials come first; the study
+    trials follow once every tuning trial in ``workdir`` has finished (each arm with its
+    value chosen on validation, :mod:`cnn_jax.study.tuning`), else ``pending`` is true."""
+    from cnn_jax.study import tuning
+
     base, study = load_experiment(experiment)
     base = config_lib.apply_overrides(base, list(overrides))
-    trials = store.plan(study, base)
+    extra, pending = {}, False
+    if study.tune:
+        tune = store.plan(study, base, study.tuning_trials(), phase=tuning.TUNE_PHASE)
+        states = trial_states(workdir, tune) if workdir and os.path.isdir(workdir) else {}
+        status = {name: st["status"] for name, st in states.items()}
+        if tune and all(status.get(t.name) in store.FINISHED for t in tune):
+            chosen, table = tuning.choose(study, tuning.scores_of(study, tune, workdir, status))
+            trials = tune + store.plan(study, base, study.trials(chosen))
+            extra["tuning"] = tuning.record(chosen, table)
+        else:
+            trials, pending = tune, True
+    else:
+        trials = store.plan(study, base)
     record = {
         "version": 1,
         "experiment": experiment,
         "overrides": [list(kv) for kv in overrides],
         "study": study.options(),
         "trials": [t.record() for t in trials],
+        **extra,
     }
-    return Plan(study, trials, record)
+    return Plan(study, trials, record, pending)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -216,7 +236,7 @@ def run(
     options = dict(executor_options or {})
     if workers is not None:
         options["workers"] = workers  # an option of the local executor (others refuse it)
-    p = plan(experiment, overrides)
+    p = plan(experiment, overrides, workdir)
     if dry_run and executor not in executors.names():
         raise UserError(f"unknown executor {executor!r}; choose one of: {', '.join(executors.names())}")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -265,6 +285,22 @@ def run(
         counts = _execute(
             todo, workdir, ex, vmap, p.study.shift_consistency, cache_dir_for(workdir, cache_dir), log
         )
+        if p.pending:  # the tuning phase has run: now each arm's study seeds, as chosen
+            p = plan(experiment, overrides, workdir)
+            if p.pending:
+                raise UserError(
+                    "tuning trials did not all finish (see `cnn-jax status`); re-run the sweep "
+                    "to retry them before the study trials start"
+                )
+            _log_tuning(p, log)
+            states = trial_states(workdir, p.trials)
+            todo = [t for t in p.trials if states[t.name]["status"] not in store.FINISHED]
+            with _sweep_lock(workdir):
+                _write_plan(workdir, p, todo, log)
+            more = _execute(todo, workdir, ex, vmap, p.study.shift_consistency,
+                            cache_dir_for(workdir, cache_dir), log)
+            counts = {k: counts.get(k, 0) + more.get(k, 0) for k in set(counts) | set(more)}
+            result["trials"] = len(p.trials)
     finally:
         ex.close()
     result.update(
@@ -280,6 +316,16 @@ def run(
 
         result["report"] = report_lib.write(workdir, with_plots=plots)
     return result
+
+
+def _log_tuning(p: Plan, log: Log) -> None:
+    """One line per arm: the tuned values chosen on validation."""
+    for row in p.record.get("tuning", {}).get("table", []):
+        if row["chosen"]:
+            arm = ", ".join(f"{k}={v}" for k, v in row["arm"].items()) or "all"
+            tuned = ", ".join(f"{k}={v}" for k, v in row["tuned"].items())
+            log(f"tuned {arm}: {tuned} (validation accuracy {row['mean_validation_accuracy']:.4f} "
+                f"over {row['n']} tuning seeds)")
 
 
 @contextlib.contextmanager
@@ -318,11 +364,15 @@ def _write_plan(workdir: str, p: Plan, todo: list[store.Trial], log: Log) -> Non
     store.write_json(os.path.join(workdir, store.SWEEP_FILE), p.record)
     for t in todo:
         store.mark(t.dir(workdir), "queued")  # not over a trial that another owner trains
-    log(
-        f"{len(p.trials)} trials ({len(p.trials) // len(p.study.seed_list())} configurations x "
-        f"{len(p.study.seed_list())} seeds) in {workdir}: {len(todo)} to run, "
-        f"{len(p.trials) - len(todo)} already finished"
-    )
+    n_tune = sum(bool(t.phase) for t in p.trials)
+    n_study = len(p.trials) - n_tune
+    seeds = len(p.study.seed_list())
+    what = (f"{n_tune} tuning trials ({len(p.study.tune_points())} values x "
+            f"{len(p.study.tune_seed_list())} tuning seeds per arm; the study trials follow)"
+            if p.pending else
+            f"{n_study} trials ({n_study // seeds} configurations x {seeds} seeds)"
+            + (f" after {n_tune} tuning trials" if n_tune else ""))
+    log(f"{what} in {workdir}: {len(todo)} to run, {len(p.trials) - len(todo)} already finished")
 
 
 def _execute(todo, workdir, ex, vmap, shift, cache_dir, log) -> dict:

@@ -56,6 +56,7 @@ class Trial:
     point: dict[str, Any]
     seed: int
     config: ml_collections.ConfigDict  # resolved
+    phase: str = ""  # "tune" for the trials that choose an arm's tuned values
 
     def dir(self, workdir: str) -> str:
         return os.path.join(workdir, TRIALS_DIR, self.name)
@@ -67,6 +68,7 @@ class Trial:
             "group": self.group,
             "point": _jsonable(self.point),
             "seed": self.seed,
+            **({"phase": self.phase} if self.phase else {}),
         }
 
 
@@ -135,12 +137,13 @@ def trial_name(point: dict, seed: int, digest: str) -> str:
     return f"{head}_{digest[:8]}"
 
 
-def plan(study: Study, base: ml_collections.ConfigDict) -> list[Trial]:
-    """The trials of ``study`` on top of ``base`` (every config resolved: mistakes surface
-    here, before anything runs)."""
+def plan(study: Study, base: ml_collections.ConfigDict, pairs=None, phase: str = "") -> list[Trial]:
+    """The trials of ``study`` (or the ``(point, seed)`` ``pairs`` given) on top of ``base``
+    (every config resolved: mistakes surface here, before anything runs); ``phase`` marks
+    the trials of a tuning phase (``"tune"``)."""
     trials = []
     seen: dict[str, Trial] = {}
-    for point, seed in study.trials():
+    for point, seed in study.trials() if pairs is None else pairs:
         try:
             cfg = trial_config(base, point, seed)
         except UserError as e:
@@ -154,6 +157,7 @@ def plan(study: Study, base: ml_collections.ConfigDict) -> list[Trial]:
             dict(point),
             int(seed),
             cfg,
+            phase,
         )
         if digest in seen:
             raise UserError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from cnn_jax.study.analysis import is_fraction, verdict
-from cnn_jax.study.results import short
+from cnn_jax.study.rows import short
 
 # ----------------------------------------------------------------------------- numbers
 

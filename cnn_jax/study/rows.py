@@ -134,7 +134,10 @@ def collect(workdir: str):
 
     rec = store.load_sweep(workdir)
     keys = rec["study"]["keys"]
-    rows = [_row(workdir, t, keys) for t in rec["trials"]]
+    tuned = list(rec["study"].get("tune") or {})
+    # Tuning trials (``phase: tune``) only choose each arm's tuned values: the report lists
+    # them in its tuning table, never among the study's results.
+    rows = [_row(workdir, t, keys + tuned) for t in rec["trials"] if t.get("phase") != "tune"]
     return pd.DataFrame(rows)
 
 
