@@ -31,14 +31,20 @@ from cnn_jax.train import state as state_lib
 log = logging.getLogger(__name__)
 
 METRIC = "accuracy"
+ASYNC_MIN_BYTES = 32 << 20  # states at least this large are saved asynchronously
 
 
 class Checkpoints:
     """A thin layer over ``ocp.CheckpointManager`` with the project's policies."""
 
-    def __init__(self, directory: str, keep_latest: int = 2, keep_best: int = 1, *, read_only=False):
+    def __init__(self, directory: str, keep_latest: int = 2, keep_best: int = 1, *, read_only=False,
+                 state_bytes: int | None = None):
         self.directory = os.path.abspath(directory)
         self.keep_latest, self.keep_best, self.read_only = keep_latest, keep_best, read_only
+        # Asynchronous saving pays for itself on large states only: for LeNet-5's (0.7 MB)
+        # eight saves took 0.79 s asynchronously and 0.38 s synchronously (both with old
+        # checkpoints deleted in the background), the threads costing more than the write.
+        self.asynchronous = state_bytes is None or state_bytes >= ASYNC_MIN_BYTES
         self._open()
 
     def _open(self) -> None:
@@ -57,6 +63,8 @@ class Checkpoints:
             read_only=self.read_only,
             create=not self.read_only,
             cleanup_tmp_directories=not self.read_only,
+            enable_async_checkpointing=self.asynchronous,
+            enable_background_delete=not self.read_only,
         )
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -201,3 +209,8 @@ def _key_name(p) -> str:
         if hasattr(p, attr):
             return str(getattr(p, attr))
     return str(p)
+
+
+def state_bytes(state) -> int:
+    """Bytes of a train state's arrays (what a checkpoint writes)."""
+    return int(sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state_lib.to_pytree(state))))

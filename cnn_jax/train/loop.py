@@ -33,7 +33,7 @@ from cnn_jax.train import state as state_lib
 from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.assemble import Setup, build, data_options, eval_batch_size, make_runner, num_params
-from cnn_jax.train.checkpoint import Checkpoints
+from cnn_jax.train.checkpoint import Checkpoints, state_bytes
 from cnn_jax.train.parallel import Prefetcher, Runner
 from cnn_jax.train.progress import Progress, Signals
 from cnn_jax.train.writer import MetricWriter
@@ -161,7 +161,8 @@ def fit(
 
 def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, primary) -> FitResult:
     eval_batch = eval_batch_size(cfg, runner)
-    ckpt = Checkpoints(os.path.join(workdir, rundir.CHECKPOINTS), cfg.train.keep_latest, cfg.train.keep_best)
+    ckpt = Checkpoints(os.path.join(workdir, rundir.CHECKPOINTS), cfg.train.keep_latest,
+                       cfg.train.keep_best, state_bytes=state_bytes(s.state))
     host_state = s.state
     start, data_state = 0, {}
     stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)

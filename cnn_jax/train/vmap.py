@@ -44,7 +44,7 @@ from cnn_jax.train import periodic
 from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.assemble import build, initial_state, num_params
-from cnn_jax.train.checkpoint import Checkpoints
+from cnn_jax.train.checkpoint import Checkpoints, state_bytes
 from cnn_jax.train.loop import FitResult, final_evaluation
 from cnn_jax.train.parallel import Runner
 from cnn_jax.train.writer import MetricWriter
@@ -107,7 +107,8 @@ def fit_seeds(
             stack.enter_context(workdir_lib.WorkdirLock(wd))
         ckpts = [
             stack.enter_context(contextlib.closing(Checkpoints(
-                os.path.join(wd, rundir.CHECKPOINTS), cfg.train.keep_latest, cfg.train.keep_best)))
+                os.path.join(wd, rundir.CHECKPOINTS), cfg.train.keep_latest, cfg.train.keep_best,
+                state_bytes=state_bytes(s.state))))
             for cfg, wd in zip(cfgs, workdirs)
         ]
         steps = [set(c.steps()) for c in ckpts]
