@@ -50,6 +50,8 @@ def test_each_arm_gets_the_value_its_tuning_seeds_validate_best(tmp_path, data_d
     tune = [t for t in rec["trials"] if t.get("phase") == "tune"]
     final = [t for t in rec["trials"] if t.get("phase") != "tune"]
     assert len(tune) == 2 * 2 * 2 and len(final) == 2 * 2 and out["trials"] == 12
+    # the run reports the time it spent in training steps against its wall time
+    assert 0 < out["step_seconds"] < out["wall_seconds"] and 0 < out["overhead"] < 1
     assert {t["seed"] for t in tune} == {1000, 1001} and {t["seed"] for t in final} == {0, 1}
     # the choice, recomputed from the tuning trials' own summaries (validation only)
     for act in ("relu", "tanh"):

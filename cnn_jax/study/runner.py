@@ -227,6 +227,7 @@ def run(
     trials nobody holds, waits for those another owner trains, and takes over the trials of
     dead owners.
     """
+    t_run, started = time.perf_counter(), time.time()
     if vmap not in ("on", "off", "auto"):
         raise UserError(f"invalid vmap {vmap!r}; choose on, off or auto")
     if workers is not None and workers < 0:
@@ -315,7 +316,36 @@ def run(
         from cnn_jax.study import reporting as report_lib
 
         result["report"] = report_lib.write(workdir, with_plots=plots)
+    if result["ran"]:
+        result.update(_overhead(workdir, p.trials, started, time.perf_counter() - t_run))
+        log(
+            f"sweep: {result['ran']} trials trained in {_dur(result['wall_seconds'])}; training "
+            f"steps {_dur(result['step_seconds'])}, overhead (everything else: start-up, "
+            f"compilation, evaluation, checkpoints, analysis, report) "
+            f"{_dur(result['wall_seconds'] - result['step_seconds'])} = "
+            f"{100 * result['overhead']:.0f} % of the wall time"
+        )
     return result
+
+
+def _dur(seconds: float) -> str:
+    from cnn_jax.study.progress import duration
+
+    return duration(seconds)
+
+
+def _overhead(workdir: str, trials, since: float, wall: float) -> dict:
+    """The time this run spent in training steps (the trials it finished) against its wall
+    time: ``{"wall_seconds", "step_seconds", "overhead"}`` (the fraction not in steps)."""
+    from cnn_jax import rundir
+
+    steps = 0.0
+    for t in trials:
+        path = rundir.path(t.dir(workdir), rundir.SUMMARY)
+        if os.path.exists(path) and os.path.getmtime(path) >= since:  # finished in this run
+            steps += (rundir.read_summary(t.dir(workdir)) or {}).get("step_seconds") or 0.0
+    return {"wall_seconds": wall, "step_seconds": steps,
+            "overhead": 1 - steps / wall if wall > 0 else 0.0}
 
 
 def _log_tuning(p: Plan, log: Log) -> None:
