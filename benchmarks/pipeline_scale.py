@@ -8,11 +8,15 @@ comparison) and measures, each configuration in a fresh process:
   the JPEG, random-resized crop to ``--crop``, flip, normalise) in the calling thread
   (``data.workers=0``);
 * the streaming path with 1, 2, 4 ... worker processes: time to the first batch,
-  images/s delivered (after the first batch), and the peak memory of the whole process
-  tree (the sum over the processes of resident memory, RSS, and of proportional set size,
-  PSS, which counts pages shared between processes, such as libraries, once);
+  images/s delivered (once every worker has made its first batch), and the peak memory of
+  the whole process tree (the sum over the processes of resident memory, RSS, and of
+  proportional set size, PSS, which counts pages shared between processes, such as
+  libraries, once);
 * the in-memory path: the time to decode the split into memory (cold, no decoded cache),
-  its images/s and peak memory.
+  its images/s and peak memory;
+* for each, images per CPU-second of the whole process tree against the one-core figure:
+  the pipeline's own overhead (inter-process transfer, the training process's share),
+  which other load on the machine does not change the way it changes wall-clock rates.
 
   python benchmarks/pipeline_scale.py [--num 15259] [--size 256] [--crop 224] [--batch 128]
       [--workers 1,2,4] [--batches 30] [--dir /tmp/cnn_jax_pipeline_scale] [--no-memory-path]
@@ -54,10 +58,29 @@ def _tree_memory(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    import psutil
+
+    total = 0.0
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return total
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 class PeakSampler:
     """Samples the process tree's memory every ``every`` seconds in a thread."""
 
-    def __init__(self, every: float = 0.05):
+    def __init__(self, every: float = 0.1):
         self.every, self.peak_rss, self.peak_pss = every, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -141,16 +164,19 @@ def child(args) -> dict:
         it = data.train_iterator(split, args.batch, seed=0, flip=True)
         next(it)
         t_first = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        for _ in range(max(workers, 1)):  # every worker started (its first batch made)
+            next(it)
+        t1, c1 = time.perf_counter(), _tree_cpu(os.getpid())
         for _ in range(args.batches):
             next(it)
-        dt = time.perf_counter() - t1
+        dt, cpu = time.perf_counter() - t1, _tree_cpu(os.getpid()) - c1
         if hasattr(it, "close"):
             it.close()
     n = len(split)
     decoded = n * args.size * args.size * 3
     return {
         "kind": kind, "workers": workers, "images_per_s": args.batches * args.batch / dt,
+        "images_per_cpu_s": args.batches * args.batch / cpu,
         "first_batch_s": t_first, "load_s": t_loaded, "peak_rss_gb": peak.peak_rss / 1e9,
         "peak_pss_gb": peak.peak_pss / 1e9, "decoded_gb": decoded / 1e9, "examples": n,
     }
@@ -198,9 +224,10 @@ def main() -> None:
     print(f"\ndataset: {rows[0]['examples']} JPEGs of {args.size}x{args.size}, "
           f"{rows[0]['decoded_gb']:.2f} GB decoded; crop {args.crop}, batch {args.batch}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print("| path | workers | images/s | per worker / one core | first batch (s) | "
-          "peak RSS, tree (GB) | peak PSS, tree (GB) |")
-    print("|---|---|---|---|---|---|---|")
+    per_cpu = rows[0]["images_per_cpu_s"]
+    print("| path | workers | images/s | per worker / one core | images per CPU-s / one core's | "
+          "first batch (s) | peak RSS, tree (GB) | peak PSS, tree (GB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         path = "in memory" if r["kind"] == "memory" else "streaming"
         per = (f"{r['images_per_s'] / r['workers'] / one_core:.2f}" if r["kind"] == "streaming"
@@ -208,8 +235,9 @@ def main() -> None:
         first = f"{r['first_batch_s']:.1f}"
         if r["load_s"] is not None:
             first += f" (decode {r['load_s']:.0f})"
+        eff = f"{r['images_per_cpu_s'] / per_cpu:.2f}"
         print(f"| {path} | {r['workers'] if r['kind'] == 'streaming' else '—'} | "
-              f"{r['images_per_s']:.0f} | {per} | {first} | {r['peak_rss_gb']:.2f} | "
+              f"{r['images_per_s']:.0f} | {per} | {eff} | {first} | {r['peak_rss_gb']:.2f} | "
               f"{r['peak_pss_gb']:.2f} |")
 
 

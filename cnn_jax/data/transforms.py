@@ -130,6 +130,26 @@ def center_crop(image: np.ndarray, size: int, fraction: float = EVAL_CROP_FRACTI
     return _resize_box(image, size, (left, top, left + side, top + side))
 
 
+def _draws(rng: np.random.Generator, crop_padding: int, flip: bool, total: int, rows: slice):
+    """The pad-crop offsets and flip choices of batch rows ``rows`` (drawn for all
+    ``total``, in this order: row offsets, column offsets, flips)."""
+    dy = dx = mask = None
+    if crop_padding > 0:
+        dy = rng.integers(0, 2 * crop_padding + 1, total)[rows]
+        dx = rng.integers(0, 2 * crop_padding + 1, total)[rows]
+    if flip:
+        mask = (rng.random(total) < 0.5)[rows]
+    return dy, dx, mask
+
+
+def _pad_crop(images: np.ndarray, p: int, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+    ys = dy[:, None] + np.arange(h)[None, :]  # [n, h]
+    xs = dx[:, None] + np.arange(w)[None, :]  # [n, w]
+    return padded[np.arange(n)[:, None, None], ys[:, :, None], xs[:, None, :]]
+
+
 def pad_crop_flip(
     images: np.ndarray,
     rng: np.random.Generator,
@@ -142,28 +162,26 @@ def pad_crop_flip(
     ``images: u8[n, H, W, C]``, rows ``[first_row, first_row + n)`` of a batch of ``total``
     (default ``n``): the draws are made for the whole batch, so a host or worker holding a
     part of it applies exactly what one holding all of it would."""
-    n, h, w, _ = images.shape
+    n = len(images)
     total = n if total is None else total
-    rows = slice(first_row, first_row + n)
-    if crop_padding > 0:
-        p = crop_padding
-        padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-        dy = rng.integers(0, 2 * p + 1, total)[rows]
-        dx = rng.integers(0, 2 * p + 1, total)[rows]
-        ys = dy[:, None] + np.arange(h)[None, :]  # [n, h]
-        xs = dx[:, None] + np.arange(w)[None, :]  # [n, w]
-        images = padded[np.arange(n)[:, None, None], ys[:, :, None], xs[:, None, :]]
+    dy, dx, mask = _draws(rng, crop_padding, flip, total, slice(first_row, first_row + n))
+    images = _pad_crop(images, crop_padding, dy, dx) if crop_padding > 0 else images.copy()
     if flip:
-        mask = (rng.random(total) < 0.5)[rows]
-        images = np.where(mask[:, None, None, None], images[:, :, ::-1], images)
+        images[mask] = images[mask][:, :, ::-1]
     return images
 
 
-def normalize(images: np.ndarray, mean, std) -> np.ndarray:
-    """``u8[..., C]`` → ``f32``: ``(x / 255 - mean) / std`` per channel."""
-    mean = np.asarray(mean, np.float32)
-    std = np.asarray(std, np.float32)
-    return (images.astype(np.float32) * np.float32(1 / 255) - mean) / std
+def normalize(images: np.ndarray, mean, std, out: np.ndarray | None = None) -> np.ndarray:
+    """``u8[..., C]`` → ``f32``: ``(x / 255 - mean) / std`` per channel (into ``out`` if
+    given; in place, without temporaries)."""
+    if out is None:
+        out = images.astype(np.float32)
+    else:
+        np.copyto(out, images, casting="unsafe")
+    out *= np.float32(1 / 255)
+    out -= np.asarray(mean, np.float32)
+    out /= np.asarray(std, np.float32)
+    return out
 
 
 def train_views(
@@ -178,24 +196,39 @@ def train_views(
     flip: bool,
     mean,
     std,
+    alloc=None,
 ) -> np.ndarray:
     """Training batch ``f32[n, H, W, C]`` from decoded ``examples`` (rows
-    ``[first_row, first_row + n)`` of global batch ``step`` of ``total`` rows)."""
+    ``[first_row, first_row + n)`` of global batch ``step`` of ``total`` rows); ``alloc``
+    (a shape → array function) provides the output array."""
     if crop_size:
         examples = [
             random_resized_crop(x, np.random.default_rng([seed, RRC_STREAM, step, first_row + j]), crop_size)
             for j, x in enumerate(examples)
         ]
-    images = examples if isinstance(examples, np.ndarray) else np.stack(examples)
+    dy = dx = mask = None
     if crop_padding or flip:
         rng = np.random.default_rng([seed, AUGMENT_STREAM, step])
-        images = pad_crop_flip(images, rng, crop_padding, flip, first_row, total)
-    return normalize(images, mean, std)
+        dy, dx, mask = _draws(rng, crop_padding, flip, total, slice(first_row, first_row + len(examples)))
+    if crop_padding:
+        images = _pad_crop(_stacked(examples), crop_padding, dy, dx)
+        if flip:
+            images[mask] = images[mask][:, :, ::-1]
+    elif flip:  # flipped views, copied once by the stacking
+        images = np.stack([x[:, ::-1] if m else x for x, m in zip(examples, mask)])
+    else:
+        images = _stacked(examples)
+    return normalize(images, mean, std, None if alloc is None else alloc(images.shape))
 
 
-def eval_views(examples: list[np.ndarray] | np.ndarray, *, crop_size: int, mean, std) -> np.ndarray:
+def _stacked(examples) -> np.ndarray:
+    return examples if isinstance(examples, np.ndarray) else np.stack(examples)
+
+
+def eval_views(examples: list[np.ndarray] | np.ndarray, *, crop_size: int, mean, std,
+               alloc=None) -> np.ndarray:
     """Evaluation batch ``f32[n, H, W, C]`` from decoded ``examples``."""
     if crop_size:
         examples = [center_crop(x, crop_size) for x in examples]
-    images = examples if isinstance(examples, np.ndarray) else np.stack(examples)
-    return normalize(images, mean, std)
+    images = _stacked(examples)
+    return normalize(images, mean, std, None if alloc is None else alloc(images.shape))
