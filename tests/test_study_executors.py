@@ -348,3 +348,20 @@ def test_bad_launcher_input_is_one_line(capsys, tmp_path, data_dir, args, messag
     )
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "w").exists()
+
+
+def test_engines_are_imported_only_by_their_executor_and_the_cache_is_shared(tmp_path):
+    code = (
+        "import sys; from cnn_jax.study import executors, runner; "
+        "executors.create('local', {}); "
+        "print(sorted(m for m in ('ray', 'submitit', 'jax') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+    # every job of a sweep compiles into (and reuses) the cache under the sweep's workdir
+    wd = str(tmp_path / "sweep")
+    cache = runner.cache_dir_for(wd)
+    assert cache == os.path.join(wd, ".cache", "xla")
+    assert runner._runtime_settings(cache)["jax"]["jax_compilation_cache_dir"] == cache
+    assert runner.cache_dir_for(wd, "off") is None
+    assert runner.cache_dir_for(wd, str(tmp_path / "shared")) == str(tmp_path / "shared")
