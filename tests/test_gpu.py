@@ -197,4 +197,11 @@ def _hashes_of_steps() -> list[str]:
 
 if __name__ == "__main__" and sys.argv[1:] == ["hashes"]:
     assert "--xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", "")
+    if PLATFORM == "cpu" and os.environ.get("CNN_JAX_CACHE_DIR"):
+        # The rehearsal: the second process may load the first one's program (on the GPU
+        # each process compiles and autotunes for itself).
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["CNN_JAX_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     print(json.dumps(_hashes_of_steps()))
