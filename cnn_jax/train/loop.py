@@ -416,7 +416,9 @@ def restore(workdir: str, checkpoint: str | int = "latest") -> Restored:
         raise UserError(f"no checkpoints in {workdir!r}")
     ckpt = Checkpoints(ckpt_dir, cfg.train.keep_latest, cfg.train.keep_best, read_only=True)
     try:
-        state, _, step = ckpt.restore(s.state, checkpoint)
+        # onto this process's first device, whatever the devices (or processes) it was saved from
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        state, _, step = ckpt.restore(s.state, checkpoint, sharding=one)
     finally:
         ckpt.close()
     return Restored(cfg, s, state, step)
