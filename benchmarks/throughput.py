@@ -1,7 +1,7 @@
 """Training throughput of ``fit``'s exact step against PyTorch eager, side by side.
 
 Same layers, batch, optimizer (Adam, lr 1e-3) and float32 on both sides; the JAX side is
-the step ``fit`` runs for that model (``loop.training_parts`` and ``loop.make_runner``,
+the step ``fit`` runs for that model (``assemble.training_parts`` and ``assemble.make_runner``,
 default ``parallel.mode=auto``, in a process with the XLA host devices ``cnn-jax train``
 sets up). Rounds alternate between the frameworks in one process so that drift of the
 shared machine hits both, with a short rest before each timed block so that neither
