@@ -125,7 +125,7 @@ def _launch_options(args) -> list[str]:
 
 def _launch_train(args, overrides) -> int:
     """``cnn-jax train ... --executor slurm --nodes N --tasks-per-node T``: the same training
-    as one SLURM job of N x T JAX processes (see cnn_jax.study.executors.submit_training)."""
+    as one SLURM job of N x T JAX processes (see cnn_jax.launch.submit_training)."""
     if args.executor != "slurm":
         flags = ", ".join(_launch_options(args))
         raise UserError(
@@ -135,13 +135,13 @@ def _launch_train(args, overrides) -> int:
     if args.coordinator or args.distributed or args.process_id is not None or args.num_processes:
         raise UserError("--executor slurm starts the processes itself: drop --coordinator/"
                         "--num-processes/--process-id/--distributed")
-    from cnn_jax.study import executors
+    from cnn_jax import launch
 
     argv = ["train", "--config", args.config, "--workdir", args.workdir]
     argv += [f for f, on in (("--quiet", args.quiet), ("--allow-config-change", args.allow_config_change),
                              ("--overwrite", args.overwrite)) if on]
     argv += [f"--config.{k}={v}" for k, v in overrides]
-    return executors.submit_training(
+    return launch.submit_training(
         argv, args.workdir, nodes=args.nodes or 1, tasks_per_node=args.tasks_per_node or 1,
         wait=not args.no_wait, partition=args.partition, time_min=args.time,
         cpus=args.cpus_per_task, gpus=args.gpus_per_node, mem_gb=args.mem_gb, sbatch=args.sbatch,

@@ -21,7 +21,7 @@ FLOORS = [
     {"experiment", "train"},
     {"bench", "viz"},
     {"study"},
-    {"cli"},
+    {"cli", "launch"},
     {"__main__"},
 ]
 FLOOR = {unit: i for i, units in enumerate(FLOORS) for unit in units}

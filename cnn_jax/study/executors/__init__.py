@@ -1,0 +1,122 @@
+"""Where a sweep's trials run: the local worker pool, SLURM (through submitit) or Ray.
+
+Each executor takes the tasks that :func:`cnn_jax.study.runner._tasks` builds (one task =
+one trial, or the seeds of one config trained together) and runs every task as one job in
+a fresh process: a ``python -m cnn_jax.study.worker`` subprocess (local), a job-array task
+(SLURM) or a Ray task on a fresh worker process (``max_calls=1``). Every job applies the
+sweep's runtime settings before JAX is imported and calls
+:func:`cnn_jax.study.worker.run_task`, which leases each trial in the trial store; the store
+on the shared filesystem is the one source of truth, so the executors give the same results
+and can be mixed across re-runs (start locally, finish on SLURM).
+
+``create(name, options)`` checks everything that can be checked before the workdir is
+written (the engine is installed, the cluster answers, the options belong to this
+executor, the GPUs asked for exist) and raises a one-line :class:`UserError` otherwise.
+submitit and ray are imported only by their executors (extras ``.[slurm]``, ``.[ray]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cnn_jax.errors import UserError
+
+Handle = Callable[[dict], None]
+Log = Callable[[str], None]
+
+FINAL_EVENTS = ("done", "failed", "diverged", "interrupted", "busy", "finished")
+
+# Option names and the flags that set them (for error messages).
+FLAGS = {
+    "workers": "--workers",
+    "trials_per_gpu": "--trials-per-gpu",
+    "partition": "--partition",
+    "time_min": "--time",
+    "cpus": "--cpus-per-trial",
+    "gpus": "--gpus-per-trial",
+    "mem_gb": "--mem-gb",
+    "array_parallelism": "--array-parallelism",
+    "sbatch": "--sbatch",
+    "address": "--ray-address",
+}
+
+
+class Executor:
+    """Runs tasks as jobs; ``run`` returns when every job has ended."""
+
+    name = ""
+    OPTIONS: tuple[str, ...] = ()
+    # Cluster jobs hold one trial each unless its seeds train together as one vmapped
+    # program; the local pool keeps a config's seeds in one worker (one compilation).
+    JOB_PER_TRIAL = True
+
+    def job_per_trial(self, vmap: str) -> bool:
+        """Whether each trial is its own job (else one job per config's seed group)."""
+        if not self.JOB_PER_TRIAL or vmap == "on":
+            return False
+        return not (vmap == "auto" and self.options.get("gpus"))  # auto: vmapped on GPUs
+
+    def __init__(self, **options):
+        self.options = options
+
+    def check(self) -> None:
+        """Raises a :class:`UserError` if this executor cannot run here (writes nothing)."""
+
+    def run(
+        self, tasks: list[dict], settings: dict, workdir: str, handle: Handle, log: Log
+    ) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+REGISTRY: dict[str, type[Executor]] = {}
+
+
+def register(cls: type[Executor]) -> type[Executor]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def create(name: str, options: dict | None = None) -> Executor:
+    """The executor ``name`` with ``options`` (``None`` values count as not given),
+    checked (see the module docstring)."""
+    if name not in REGISTRY:
+        raise UserError(f"unknown executor {name!r}; choose one of: {', '.join(REGISTRY)}")
+    cls = REGISTRY[name]
+    given = {k: v for k, v in (options or {}).items() if v not in (None, (), [])}
+    for k in given:
+        if k not in cls.OPTIONS:
+            owners = [n for n, c in REGISTRY.items() if k in c.OPTIONS]
+            flag = FLAGS.get(k, k)
+            raise UserError(
+                f"{flag} is an option of the {' and '.join(owners) or 'no'} executor"
+                f"{'s' if len(owners) > 1 else ''}, not of {name}"
+            )
+    ex = cls(**given)
+    ex.check()
+    return ex
+
+
+def _positive(options: dict, key: str, allow_zero: bool = False) -> None:
+    v = options.get(key)
+    if v is not None and (v < 0 or (v == 0 and not allow_zero)):
+        raise UserError(
+            f"{FLAGS[key]} must be {'0 or more' if allow_zero else 'positive'}, got {v}"
+        )
+
+
+# Registration: importing an executor module registers it.
+# (in this order: the order names() lists them in)
+# isort: off
+from cnn_jax.study.executors import local as _local  # noqa: F401
+from cnn_jax.study.executors import slurm as _slurm  # noqa: F401
+from cnn_jax.study.executors import raycluster as _ray  # noqa: F401
+# isort: on
+from cnn_jax.study.executors.local import gpu_worker_envs, visible_gpus  # noqa: F401
+from cnn_jax.study.executors.slurm import squeue_states  # noqa: F401

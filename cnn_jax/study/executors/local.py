@@ -1,0 +1,268 @@
+"""The local executor: a pool of worker processes on this machine (one per GPU on a GPU
+host), the default."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+from cnn_jax.errors import UserError
+from cnn_jax.study import store
+from cnn_jax.study.executors import FINAL_EVENTS, Executor, Handle, Log, _positive, register
+
+
+def visible_gpus() -> int:
+    """GPUs this host offers to the local pool: ``CNN_JAX_GPUS`` if set (tests set it on
+    CPU), else what ``nvidia-smi -L`` lists when a CUDA plugin of JAX is installed."""
+    n = os.environ.get("CNN_JAX_GPUS")
+    if n is not None:
+        if not n.isdigit():
+            raise UserError(f"CNN_JAX_GPUS must be a number of GPUs, got {n!r}")
+        return int(n)
+    import importlib.util
+
+    if not any(
+        importlib.util.find_spec(m) is not None for m in ("jax_cuda12_plugin", "jax_cuda13_plugin")
+    ):
+        return 0
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        return len([d for d in cvd.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run(
+            [smi, "-L"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def gpu_worker_envs(gpus: int, per_gpu: int = 1) -> list[dict]:
+    """The environment of each local worker on a host with ``gpus`` GPUs: ``per_gpu``
+    workers per GPU, each seeing only its GPU; several on one GPU share it through JAX's
+    memory fraction (JAX otherwise preallocates 75 % of the GPU per process)."""
+    base = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in base.split(",")] if base else [str(i) for i in range(gpus)]
+    envs = []
+    for g in ids[:gpus]:
+        for _ in range(per_gpu):
+            env = {"CUDA_VISIBLE_DEVICES": g}
+            if per_gpu > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ:
+                env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / per_gpu:.3f}"
+            envs.append(env)
+    return envs
+
+
+@register
+class Local(Executor):
+    """Today's pool: ``workers`` long-lived worker subprocesses on this host.
+
+    With G GPUs: one worker per GPU by default (``CUDA_VISIBLE_DEVICES`` of its own), or
+    ``trials_per_gpu`` per GPU with the memory fraction set so that they fit. On CPU: one
+    worker per two cores (see :func:`cnn_jax.study.runner.default_workers`)."""
+
+    name = "local"
+    OPTIONS = ("workers", "trials_per_gpu")
+    JOB_PER_TRIAL = False
+
+    def check(self) -> None:
+        _positive(self.options, "workers", allow_zero=True)
+        _positive(self.options, "trials_per_gpu")
+
+    def plan_workers(self, n_tasks: int) -> list[dict]:
+        """One environment per worker process to start."""
+        from cnn_jax.study import runner
+
+        gpus = visible_gpus()
+        per_gpu = self.options.get("trials_per_gpu") or 1
+        if gpus:
+            envs = gpu_worker_envs(gpus, per_gpu)
+            n = self.options.get("workers")
+            if n is not None:  # explicit: cycle over the GPUs
+                envs = [envs[i % len(envs)] for i in range(n)]
+        else:
+            if self.options.get("trials_per_gpu"):
+                raise UserError("--trials-per-gpu: this host has no GPU")
+            n = self.options.get("workers")
+            envs = [{} for _ in range(runner.default_workers() if n is None else n)]
+        return envs[: max(1, min(len(envs), n_tasks))] if envs else []
+
+    def run(self, tasks, settings, workdir, handle, log) -> None:
+        envs = self.plan_workers(len(tasks))
+        if self.options.get("workers") == 0:
+            from cnn_jax.study import worker
+
+            with worker.cached_datasets():
+                for task in tasks:
+                    if worker.run_task(task, handle):
+                        raise KeyboardInterrupt  # SIGINT/SIGTERM: the trial was checkpointed
+            return
+        _run_pool(tasks, envs, settings, handle, log)
+
+
+class _Worker:
+    """One ``python -m cnn_jax.study.worker`` subprocess: tasks on stdin, events on a pipe,
+    stderr forwarded to ours (its last lines kept, to say why it died)."""
+
+    def __init__(self, settings: dict, env: dict, index: int):
+        from cnn_jax.study import worker
+
+        r, w = os.pipe()
+        full_env = {
+            **os.environ,
+            **{k: str(v) for k, v in env.items()},
+            worker.EVENTS_FD: str(w),
+            "CNN_JAX_EXECUTOR": "local",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cnn_jax.study.worker"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(w,),
+            env=full_env,
+        )
+        os.close(w)
+        self.fd = r
+        self.buf = b""
+        self.eof = False
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.env = env
+        self.index = index
+        self._err = threading.Thread(target=self._forward_stderr, daemon=True)
+        self._err.start()
+        self.task: dict | None = None
+        self.finished: set[str] = set()
+        self._write(json.dumps({**settings, "env": {**settings.get("env", {}), **env}}))
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def _forward_stderr(self) -> None:
+        # To file descriptor 2 itself: sys.stderr may be replaced (and closed) meanwhile.
+        for raw in iter(self.proc.stderr.readline, b""):
+            with contextlib.suppress(OSError):
+                os.write(2, raw)
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.strip():
+                self.tail.append(line)
+
+    def _write(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def send(self, task: dict) -> None:
+        self.task = task
+        self.finished = set()
+        self._write(json.dumps(task))
+
+    def events(self) -> list[dict]:
+        """The events that have arrived (reads what is there; marks EOF)."""
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+        self.buf += chunk
+        out = []
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            if line.strip():
+                out.append(json.loads(line))
+        return out
+
+    def died(self) -> bool:
+        return self.eof and self.proc.poll() is not None
+
+    def why(self) -> str:
+        self.proc.wait()
+        self._err.join(2)
+        code = self.proc.returncode
+        text = f"worker process died (exit code {code})"
+        last = next((x for x in reversed(self.tail) if x.strip()), "")
+        return f"{text}: {last.strip()}" if last else text
+
+    def stop(self, interrupted: bool = False) -> None:
+        """Ends the worker: after its task, or at once (SIGTERM: ``fit`` checkpoints first)."""
+        if self.proc.poll() is None:
+            if interrupted and self.task is not None:
+                self.proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(60)
+            else:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    self._write("")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._err.join(5)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+
+
+def _run_pool(
+    tasks: list[dict], envs: list[dict], settings: dict, handle: Handle, log: Log
+) -> None:
+    from multiprocessing.connection import wait
+
+    queue = collections.deque(tasks)
+    pool = [_Worker(settings, env, i) for i, env in enumerate(envs)]
+    interrupted = False
+    try:
+        while queue or any(w.task is not None for w in pool):
+            for w in pool:
+                if w.task is None and queue:
+                    w.send(queue.popleft())
+            busy = [w for w in pool if w.task is not None]
+            wait(busy)
+            for i, w in enumerate(pool):
+                if w not in busy:
+                    continue
+                for ev in w.events():
+                    if ev["event"] == "idle":
+                        w.task = None
+                        continue
+                    if ev["event"] in FINAL_EVENTS:
+                        w.finished.add(ev["name"])
+                    handle(ev)
+                if w.task is not None and w.eof:
+                    # The worker died (killed, out of memory, a crash in native code): its
+                    # unfinished trials fail with its last error line, and a fresh worker
+                    # takes its place.
+                    err = w.why()
+                    tail = list(w.tail)[-12:]
+                    for t in w.task["trials"]:
+                        if t["name"] not in w.finished:
+                            store.mark(t["dir"], "failed", error=err, stderr_tail=tail)
+                            handle({"event": "failed", "name": t["name"], "error": err})
+                    if tail:
+                        log(
+                            "  last lines of the worker's stderr:\n"
+                            + "\n".join(f"    {x}" for x in tail)
+                        )
+                    w.task = None
+                    w.stop()
+                    pool[i] = _Worker(settings, w.env, w.index) if queue else w
+    except BaseException:
+        interrupted = True
+        raise
+    finally:
+        for w in pool:
+            w.stop(interrupted)
