@@ -404,3 +404,19 @@ def test_two_process_streaming_run_matches_one_process_in_memory(data_dir, tmp_p
     for k in ("loss", "accuracy"):
         assert abs(two["test"][k] - one["test"][k]) <= 1e-6 + 1e-5 * abs(one["test"][k]), (k, one, two)
     assert two["test"]["count"] == one["test"]["count"] == 359
+
+
+@pytest.mark.parametrize("name", [n for n in data.names() if data.DATASETS.get(n).builder is None
+                                  and data.DATASETS.get(n).resolve is None])
+def test_every_tfds_dataset_takes_either_path_under_mock_data(name, tmp_path):
+    import tensorflow_datasets as tfds
+
+    spec = data.DATASETS.get(name)
+    opts = {} if spec.fixed_size else {"crop_size": 16, "image_size": 20}
+    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+        mem = _in_memory(name, "test", str(tmp_path), **opts)
+        st = _streamed(name, "test", str(tmp_path), workers=2, **opts)  # mock data: in-process
+        assert data.describe(st)["workers"] == 0
+        _same(_take(data.train_iterator(mem, 4, seed=0, flip=True), 2),
+              _take(data.train_iterator(st, 4, seed=0, flip=True), 2))
+        _same(list(data.eval_batches(mem, 4)), list(data.eval_batches(st, 4)))
