@@ -310,7 +310,7 @@ class _EvalBatch:
         images = alloc((len(rows), *self.spec.shape))  # zeros: the padding
         ok = [j for j, x in enumerate(examples) if x is not None]
         if ok:
-            views = dict(crop_size=self.options.crop_size, mean=self.spec.mean, std=self.spec.std)
+            views = {"crop_size": self.options.crop_size, "mean": self.spec.mean, "std": self.spec.std}
             if len(ok) == len(examples):  # straight into the batch
                 transforms.eval_views(examples, **views, alloc=lambda shape: images[: shape[0]])
             else:
