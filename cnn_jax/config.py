@@ -22,6 +22,8 @@ ON_NAN_STOP, ON_NAN_SKIP, ON_NAN_LOWER_LR = "stop", "skip", "lower_lr"
 ON_NAN = (ON_NAN_STOP, ON_NAN_SKIP, ON_NAN_LOWER_LR)
 # ``parallel.mode``: how the per-device step runs (see cnn_jax.train.parallel).
 PARALLEL_MODES = ("auto", "single", "pmap", "sharded")
+# ``train.checkpoint_evals``: which evaluations save a checkpoint.
+CHECKPOINT_EVALS = ("all", "best")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -79,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.label_smoothing = 0.0
     c.train.eval_every_epochs = 1
     c.train.checkpoint_every_steps = 0  # 0 = at every evaluation only
+    # Which evaluations checkpoint: "all", or "best" (those that improve validation accuracy,
+    # and the last step): fewer saves for short runs; a resume is exact either way.
+    c.train.checkpoint_evals = "all"
     c.train.log_every_steps = 20
     c.train.keep_latest = 2
     c.train.keep_best = 1  # best checkpoints by validation accuracy (needs data.validation)
@@ -98,7 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 # Keys that may differ when resuming a workdir (they do not change the result).
 RESUME_SAFE_KEYS = ("data.data_dir", "data.prefetch", "train.log_every_steps", "parallel.mode",
-                    "data.workers", "data.in_memory", "data.max_memory_gb")
+                    "data.workers", "data.in_memory", "data.max_memory_gb", "train.checkpoint_evals")
 
 
 def _parse_bool(text: str) -> bool:
@@ -279,9 +284,14 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     cfg = copy.deepcopy(cfg)
     base = base_config()
-    for group in base:
+    for group in base:  # groups and keys a config lacks (e.g. saved before they existed)
         if group not in cfg:
             cfg[group] = copy.deepcopy(base[group])
+        elif isinstance(base[group], ml_collections.ConfigDict):
+            with cfg[group].unlocked():
+                for k in base[group]:
+                    if k not in cfg[group]:
+                        cfg[group][k] = copy.deepcopy(base[group][k])
     models.MODELS.get(cfg.model.name)
     opts = models.options(cfg.model.name)
     for k in cfg.model:
@@ -294,24 +304,11 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         for k, v in opts.items():
             if k not in cfg.model:
                 cfg.model[k] = _to_config_value(v)
-    if "pool" in cfg.model:
-        # One kind for every pooling site, or one per site: "max,avg" or a list/tuple.
-        pool = cfg.model.pool
-        if isinstance(pool, str) and "," in pool:
-            pool = tuple(p.strip() for p in pool.split(","))
-        if isinstance(pool, (list, tuple)):
-            if not pool:
-                raise UserError("model.pool is an empty list; give one kind, or one per pooling site")
-            for kind in pool:
-                pooling.POOLS.get(kind)
-            with cfg.model.ignore_type():
-                cfg.model.pool = tuple(pool)
-            # the count is checked against the model's sites (the error names them)
-            models.create(cfg.model.name, 10, **{
-                k: v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
-                for k, v in cfg.model.items() if k != "name"})
-        else:
-            pooling.POOLS.get(pool)
+    if "pool" in cfg.model:  # one kind, or one per pooling site ("max,avg" or a tuple)
+        others = {k: v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
+                  for k, v in cfg.model.items() if k not in ("name", "pool")}
+        with cfg.model.ignore_type():
+            cfg.model.pool = models.resolve_pool(cfg.model.name, cfg.model.pool, **others)
     if "head_pool" in cfg.model and cfg.model.head_pool:
         pooling.HEADS.get(cfg.model.head_pool)
     if "activation" in cfg.model:
@@ -321,11 +318,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if "dtype" in cfg.model:
         compute_dtype(cfg.model.dtype)
     data.DATASETS.get(cfg.data.name)
-    with cfg.data.unlocked(), cfg.data.ignore_type():
-        for k in ("in_memory", "max_memory_gb", "workers", "crop_size", "image_size", "path",
-                  "skip_bad_images"):
-            if k not in cfg.data:  # a config saved before the input-pipeline keys existed
-                cfg.data[k] = base.data[k]
+    with cfg.data.ignore_type():
         cfg.data.in_memory = str(cfg.data.in_memory).lower()  # True / "TRUE" -> "true"
     _choice(cfg, "data.in_memory", data.registry.IN_MEMORY_CHOICES)
     for key in ("data.workers", "data.crop_size", "data.image_size"):
@@ -338,6 +331,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     optim.SCHEDULES.get(cfg.optim.schedule)
     losses.LOSSES.get(cfg.train.loss)
     _choice(cfg, "train.on_nan", ON_NAN)
+    _choice(cfg, "train.checkpoint_evals", CHECKPOINT_EVALS)
     _choice(cfg, "parallel.mode", PARALLEL_MODES)
     if not 0 < cfg.train.nan_lr_factor < 1:
         raise UserError(f"train.nan_lr_factor must be in (0, 1), got {cfg.train.nan_lr_factor}")

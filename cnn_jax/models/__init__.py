@@ -112,6 +112,25 @@ def create(name: str, num_classes: int, **opts: Any) -> nn.Module:
     return cls(num_classes=num_classes, **opts)
 
 
+def resolve_pool(name: str, pool, **opts: Any):
+    """``pool`` of model ``name`` checked: one registered kind (a ``str``), or one per pooling
+    site (a tuple, or ``"max,avg"``) whose count matches the model's sites (the error names
+    them)."""
+    from cnn_jax import pooling
+
+    if isinstance(pool, str) and "," in pool:
+        pool = tuple(p.strip() for p in pool.split(","))
+    if not isinstance(pool, (list, tuple)):
+        pooling.POOLS.get(pool)
+        return pool
+    if not pool:
+        raise UserError("model.pool is an empty list; give one kind, or one per pooling site")
+    for kind in pool:
+        pooling.POOLS.get(kind)
+    create(name, 10, pool=tuple(pool), **opts)  # checks the count against the sites
+    return tuple(pool)
+
+
 def pooling_sites(name: str, num_classes: int = 10, input_shape=None, **opts: Any) -> list[str]:
     """The paths of model ``name``'s local pooling sites (``pool1``, ``layer1_0/pool``, ...)
     in the order a per-site ``pool`` lists their kinds, traced (no weights allocated) on

@@ -246,7 +246,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                             writer.write(step, "train", record)
                             last_train, acc = logged, None
                     bar.update(step, logged, ips)
-                    val = None
+                    val = improved = None
                     if when.is_eval(step):
                         line = (f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: "
                                 f"train loss {last_train['loss']:.4f} acc {last_train['accuracy']:.4f}")
@@ -258,11 +258,12 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                             writer.write(step, "validation", val)
                             line += (f" | validation loss {val['loss']:.4f} acc {val['accuracy']:.4f} "
                                      f"({val['count']} images)")
-                            if stopper.update(step, val):
+                            improved = stopper.update(step, val)
+                            if improved:
                                 best_state = jax.tree.map(lambda x: x.copy(), runner.get_state(state))
                         bar.line(line)
                     stop = stopper.stopped
-                    if when.is_checkpoint(step, preempted) or stop:
+                    if when.is_checkpoint(step, preempted, improved) or stop:
                         metrics = {"accuracy": val["accuracy"]} if val is not None else None
                         t_side = time.perf_counter()
                         ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)

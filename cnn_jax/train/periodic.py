@@ -26,6 +26,7 @@ class Schedule:
     eval_every: int  # steps
     log_every: int
     checkpoint_every: int  # 0: at evaluations only
+    checkpoint_evals: str = "all"  # "all" evaluations, or "best": only those that improve
 
     @classmethod
     def of(cls, cfg: ml_collections.ConfigDict, steps_per_epoch: int, total: int) -> Schedule:
@@ -34,6 +35,7 @@ class Schedule:
             eval_every=int(cfg.train.eval_every_epochs * steps_per_epoch),
             log_every=int(cfg.train.log_every_steps),
             checkpoint_every=int(cfg.train.checkpoint_every_steps),
+            checkpoint_evals=str(cfg.train.get("checkpoint_evals", "all")),
         )
 
     def is_eval(self, step: int) -> bool:
@@ -44,9 +46,15 @@ class Schedule:
         """Write the train metrics summed since the last log point."""
         return step % self.log_every == 0 or self.is_eval(step)
 
-    def is_checkpoint(self, step: int, preempted: bool = False) -> bool:
+    def is_checkpoint(self, step: int, preempted: bool = False, improved: bool | None = None) -> bool:
+        """Save after this step: at evaluations (with ``checkpoint_evals="best"`` only those
+        whose validation accuracy is the best so far, ``improved``, and the last step), every
+        ``checkpoint_every`` steps, and when preempted. A resume from any checkpoint is exact,
+        so fewer of them cost recomputation after a kill, never a different result."""
+        at_eval = self.is_eval(step) and (
+            self.checkpoint_evals == "all" or improved is not False or step == self.total)
         return (
-            self.is_eval(step)
+            at_eval
             or bool(self.checkpoint_every and step % self.checkpoint_every == 0)
             or preempted
         )

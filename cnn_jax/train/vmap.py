@@ -214,18 +214,20 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
         for i in range(k):
             if not alive[i]:
                 continue
-            metrics = None
+            metrics = improved = None
             if when.is_eval(step) and s.validation is not None:
                 val = step_lib.summarize({key: v[i] for key, v in host.items()})
                 writers[i].write(step, "validation", val)
                 metrics = {"accuracy": val["accuracy"]}
-                if stoppers[i].update(step, val):
+                improved = stoppers[i].update(step, val)
+                if improved:
                     best_states[i] = _unstack(stacked, i)
-            ckpts[i].save(
-                step, _unstack(stacked, i),
-                {"iterator": its[i].get_state(), "pending": periodic.pending_to_json(acc, i)},
-                metrics,
-            )
+            if when.is_checkpoint(step, improved=improved):
+                ckpts[i].save(
+                    step, _unstack(stacked, i),
+                    {"iterator": its[i].get_state(), "pending": periodic.pending_to_json(acc, i)},
+                    metrics,
+                )
     for c in ckpts:
         c.wait()
     t_end = time.perf_counter()
