@@ -8,7 +8,10 @@ Command:
   cnn-jax train --config experiments/lenet5_mnist.py --config.model.pool=avg \
       --config.model.activation=tanh --workdir runs/lenet5-tanh-avg
 
-Cost: about a minute on 2 CPU cores (10 epochs of 4,000 images).
+Cost and result (measured on 2 CPU cores, compilation cache warm): 5.5 s from the command
+to its last line, 3.8 s of it training (10 epochs of the 3,600 training digits; 400 are held
+out for validation); test accuracy 96.9 % on the 1,000 test digits after 560 steps (the
+checkpoint chosen by validation, step 224, has 95.5 %).
 """
 
 from cnn_jax.config import base_config
