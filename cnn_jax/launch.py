@@ -16,6 +16,7 @@ from cnn_jax.study.executors import Log, create
 from cnn_jax.study.executors.slurm import (
     ENDED,
     import_submitit,
+    job_parameters,
     last_line,
     run_quiet,
     squeue_states,
@@ -109,24 +110,7 @@ def submit_training(
     outcome_dir = os.path.join(workdir, ".launch")
     o = slurm.options
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    params = {
-        "name": "cnn-jax-train",
-        "timeout_min": int(o.get("time_min") or 60),
-        "cpus_per_task": int(o.get("cpus") or 1),
-        "tasks_per_node": tasks_per_node,
-        "nodes": nodes,
-    }
-    if o.get("partition"):
-        params["slurm_partition"] = o["partition"]
-    if o.get("gpus"):
-        params["gpus_per_node"] = int(o["gpus"])
-    if o.get("mem_gb"):
-        params["mem_gb"] = float(o["mem_gb"])
-    extra = dict(kv.split("=", 1) for kv in o.get("sbatch", ()))
-    if extra:
-        params["slurm_additional_parameters"] = {
-            k.strip().lstrip("-").replace("-", "_"): v for k, v in extra.items()
-        }
+    params = job_parameters(o, "cnn-jax-train", nodes=nodes, tasks_per_node=tasks_per_node)
     ex.update_parameters(**params)
     job = ex.submit(TrainJob(argv, outcome_dir))
     n = nodes * tasks_per_node

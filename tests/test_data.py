@@ -127,17 +127,17 @@ def test_decoded_split_cache_equals_decoding_and_follows_the_files(data_dir, tmp
     import glob
     import shutil
 
-    from cnn_jax.data import registry
+    from cnn_jax.data import decode
 
     d = str(tmp_path / "dd")
     # without a cache another test's load may have left there: the first load must decode
     shutil.copytree(os.path.join(data_dir, "digits"), os.path.join(d, "digits"),
-                    ignore=shutil.ignore_patterns(registry._CACHE_DIR))
+                    ignore=shutil.ignore_patterns(decode.CACHE_DIR))
     first = data.load("digits", "test", d)  # decodes and writes the cache
-    caches = glob.glob(os.path.join(d, "**", registry._CACHE_DIR, "*.npz"), recursive=True)
+    caches = glob.glob(os.path.join(d, "**", decode.CACHE_DIR, "*.npz"), recursive=True)
     assert len(caches) == 1
     calls = []
-    monkeypatch.setattr(registry, "_decode", lambda *a: calls.append(a) or first)
+    monkeypatch.setattr(decode, "decode", lambda *a: calls.append(a) or first)
     again = data.load("digits", "test", d)  # from the cache: no decoding
     assert calls == []
     np.testing.assert_array_equal(again.images, first.images)

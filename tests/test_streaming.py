@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cnn_jax import data
-from cnn_jax.data import registry, streaming, writer
+from cnn_jax.data import decode, paths, registry, writer
 from cnn_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -209,8 +209,8 @@ def test_memory_stays_bounded_when_the_split_exceeds_max_memory_gb(tmp_path):
 
 
 def test_in_memory_true_that_cannot_fit_fails_before_decoding(data_dir, monkeypatch):
-    monkeypatch.setattr(registry, "_decode", lambda *a: pytest.fail("decoded"))
-    monkeypatch.setattr(registry, "_decoded_cache_path", lambda *a: None)
+    monkeypatch.setattr(decode, "decode", lambda *a: pytest.fail("decoded"))
+    monkeypatch.setattr(decode, "decoded_cache_path", lambda *a: None)
     with pytest.raises(UserError, match=r"~9.2e-05 GB decoded \(1438 images of 8x8x1\), more than "
                                          r"data.max_memory_gb=1e-05"):
         data.load("digits", "train", data_dir, data.Options(in_memory="true", max_memory_gb=1e-5))
@@ -228,10 +228,10 @@ def test_bad_pipeline_options(data_dir, inet_dir):
     with pytest.raises(UserError, match=r"data.in_memory=true needs images of one size"):
         data.load("imagenette_160", "train", inet_dir, data.Options(in_memory="true", crop_size=16))
     with pytest.raises(UserError, match=r"data.workers must be >= 0"):
-        streaming.num_workers(-1)
-    cap = 4 * streaming.cpu_count()
+        paths.num_workers(-1)
+    cap = 4 * paths.cpu_count()
     with pytest.warns(UserWarning, match=rf"data.workers=100000 is more than 4 x the .* using {cap}"):
-        assert streaming.num_workers(100_000)[0] == cap
+        assert paths.num_workers(100_000)[0] == cap
     split = _streamed("digits", "train", data_dir, workers=100_000)
     assert data.describe(split)["workers"] == cap and "using" in data.describe(split)["note"]
 

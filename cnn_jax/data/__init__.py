@@ -14,6 +14,7 @@ This package imports no flax and no optax.
 
 from cnn_jax.data import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
 from cnn_jax.data import image_folder as _image_folder  # noqa: F401  (registers image_folder)
+from cnn_jax.data.paths import describe, describe_all, describe_line
 from cnn_jax.data.pipeline import eval_batches, num_eval_batches, train_iterator
 from cnn_jax.data.registry import (
     DATASETS,
@@ -25,7 +26,7 @@ from cnn_jax.data.registry import (
     names,
     prepare,
 )
-from cnn_jax.data.streaming import StreamSplit, describe, describe_all, describe_line
+from cnn_jax.data.streaming import StreamSplit
 from cnn_jax.data.validation import hold_out
 
 __all__ = [

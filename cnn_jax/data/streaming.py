@@ -34,13 +34,13 @@ import dataclasses
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Iterator
 
 import grain
 import numpy as np
 
-from cnn_jax.data import registry, transforms
+from cnn_jax.data import decode, registry, transforms
+from cnn_jax.data.paths import num_workers
 from cnn_jax.data.pipeline import BatchOrder, check_batch_size
 from cnn_jax.data.registry import DatasetSpec, Options
 from cnn_jax.errors import UserError
@@ -49,30 +49,6 @@ log = logging.getLogger(__name__)
 
 BAD_KEY = "_bad_records"  # a batch's undecodable records (popped before it leaves here)
 _FOREVER = 1 << 62  # the training stream's length (steps)
-MAX_WORKERS_PER_CORE = 4
-_warned: set = set()
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def num_workers(requested: int) -> tuple[int, str]:
-    """``(workers, note)``: ``data.workers`` capped at 4 × the CPU cores (with a warning)."""
-    if requested < 0:
-        raise UserError(f"data.workers must be >= 0 (0: decode in the training process), got {requested}")
-    cap = MAX_WORKERS_PER_CORE * cpu_count()
-    if requested > cap:
-        note = (f"data.workers={requested} is more than {MAX_WORKERS_PER_CORE} x the "
-                f"{cpu_count()} CPU cores; using {cap} worker processes")
-        if requested not in _warned:
-            _warned.add(requested)
-            warnings.warn(note, stacklevel=2)
-        return cap, note
-    return requested, ""
 
 
 class RecordImages:
@@ -123,7 +99,7 @@ class RecordImages:
     def read(self, positions) -> tuple[list, list[tuple[int, str]]]:
         """``(examples, bad)``: the decoded image of each of ``positions`` (``None`` where
         it does not decode) and ``(record index, why)`` of each that did not."""
-        from cnn_jax.data.registry import decode_example, read_records
+        from cnn_jax.data.decode import decode_example, read_records
 
         record_ids = self.indices[np.asarray(positions, np.int64)]
         out, bad = [], []
@@ -136,7 +112,7 @@ class RecordImages:
         return out, bad
 
     def bad_record(self, index: int, why: str, split: str) -> UserError:
-        return registry.bad_record(self.spec, split, index, why)
+        return decode.bad_record(self.spec, split, index, why)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +162,7 @@ def _labels(src, cache: str | None) -> np.ndarray:
                 return labels
         except (OSError, ValueError):
             pass
-    labels = np.fromiter((int(r["label"]) for _, r in registry.read_records(src, range(len(src)))),
+    labels = np.fromiter((int(r["label"]) for _, r in decode.read_records(src, range(len(src)))),
                          np.int32, count=len(src))
     if cache is not None:
         try:
@@ -197,45 +173,6 @@ def _labels(src, cache: str | None) -> np.ndarray:
         except OSError:
             pass
     return labels
-
-
-def describe(split) -> dict:
-    """Which path a split takes and why (``summary.json``'s ``pipeline`` entries)."""
-    if not getattr(split, "streaming", False):
-        return {"path": "in_memory", "examples": len(split), "skipped_images": len(split.bad)}
-    workers, note = num_workers(split.options.workers)
-    out = {"path": "streaming", "examples": len(split), "why": split.why, "workers": workers,
-           "skipped_images": len(split.bad)}
-    if note:
-        out["note"] = note
-    return out
-
-
-def describe_all(**splits) -> dict:
-    """``{name: describe(split)}`` of the splits that exist, and ``skipped_images``: files
-    left out when an image folder was converted plus records skipped while decoding."""
-    present = {k: v for k, v in splits.items() if v is not None}
-    out = {k: describe(v) for k, v in present.items()}
-    spec = next(iter(present.values())).spec if present else None
-    converted = len(spec.skipped_files) if spec is not None else 0
-    out["skipped_images"] = converted + len(set().union(*(set(v.bad) for v in present.values())))
-    return out
-
-
-def describe_line(**splits) -> str:
-    """One line naming the splits that stream (and why), or "" when every split is in
-    memory and no image was skipped."""
-    info = describe_all(**splits)
-    streamed = [f"{k} ({v['why']})" for k, v in info.items() if isinstance(v, dict) and v["path"] == "streaming"]
-    parts = []
-    if streamed:
-        workers = next(v for v in info.values() if isinstance(v, dict) and v["path"] == "streaming")
-        parts.append(f"data: streaming {', '.join(streamed)} through {workers['workers']} grain "
-                     f"worker process{'es' if workers['workers'] != 1 else ''}"
-                     f"{'; ' + workers['note'] if workers.get('note') else ''}")
-    if info["skipped_images"]:
-        parts.append(f"{info['skipped_images']} unreadable images skipped (data.skip_bad_images)")
-    return "; ".join(parts)
 
 
 def _rows(options: Options, batch_size: int) -> tuple[int, int]:

@@ -56,3 +56,31 @@ class SweepProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def overhead(workdir: str, trials, since: float, wall: float) -> dict:
+    """The time a sweep run spent in training steps (the trials it finished, by their
+    summaries' ``step_seconds``) against its wall time: ``{"wall_seconds", "step_seconds",
+    "overhead"}``, the overhead being the fraction of the wall time outside the steps."""
+    import os
+
+    from cnn_jax import rundir
+
+    steps = 0.0
+    for t in trials:
+        path = rundir.path(t.dir(workdir), rundir.SUMMARY)
+        if os.path.exists(path) and os.path.getmtime(path) >= since:  # finished in this run
+            steps += (rundir.read_summary(t.dir(workdir)) or {}).get("step_seconds") or 0.0
+    return {"wall_seconds": wall, "step_seconds": steps,
+            "overhead": 1 - steps / wall if wall > 0 else 0.0}
+
+
+def overhead_line(result: dict) -> str:
+    """The sweep's last line: its wall time, the part in training steps, the rest."""
+    wall, steps = result["wall_seconds"], result["step_seconds"]
+    return (
+        f"sweep: {result['ran']} trials trained in {duration(wall)}; training steps "
+        f"{duration(steps)}, overhead (everything else: start-up, compilation, evaluation, "
+        f"checkpoints, analysis, report) {duration(wall - steps)} = "
+        f"{100 * result['overhead']:.0f} % of the wall time"
+    )

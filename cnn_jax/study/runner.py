@@ -25,7 +25,7 @@ from collections.abc import Callable
 from cnn_jax import config as config_lib
 from cnn_jax import experiment as experiment_lib
 from cnn_jax.errors import UserError
-from cnn_jax.study import store
+from cnn_jax.study import store, tuning
 from cnn_jax.study.sweep import Study, as_study
 
 Log = Callable[[str], None]
@@ -77,8 +77,6 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | 
     With per-arm tuning (``Study(tune=...)``) the tuning trials come first; the study
     trials follow once every tuning trial in ``workdir`` has finished (each arm with its
     value chosen on validation, :mod:`cnn_jax.study.tuning`), else ``pending`` is true."""
-    from cnn_jax.study import tuning
-
     base, study = load_experiment(experiment)
     base = config_lib.apply_overrides(base, list(overrides))
     extra, pending = {}, False
@@ -293,7 +291,7 @@ def run(
                     "tuning trials did not all finish (see `cnn-jax status`); re-run the sweep "
                     "to retry them before the study trials start"
                 )
-            _log_tuning(p, log)
+            tuning.log_choices(p.record.get("tuning", {}), log)
             states = trial_states(workdir, p.trials)
             todo = [t for t in p.trials if states[t.name]["status"] not in store.FINISHED]
             with _sweep_lock(workdir):
@@ -317,45 +315,11 @@ def run(
 
         result["report"] = report_lib.write(workdir, with_plots=plots)
     if result["ran"]:
-        result.update(_overhead(workdir, p.trials, started, time.perf_counter() - t_run))
-        log(
-            f"sweep: {result['ran']} trials trained in {_dur(result['wall_seconds'])}; training "
-            f"steps {_dur(result['step_seconds'])}, overhead (everything else: start-up, "
-            f"compilation, evaluation, checkpoints, analysis, report) "
-            f"{_dur(result['wall_seconds'] - result['step_seconds'])} = "
-            f"{100 * result['overhead']:.0f} % of the wall time"
-        )
+        from cnn_jax.study import progress
+
+        result.update(progress.overhead(workdir, p.trials, started, time.perf_counter() - t_run))
+        log(progress.overhead_line(result))
     return result
-
-
-def _dur(seconds: float) -> str:
-    from cnn_jax.study.progress import duration
-
-    return duration(seconds)
-
-
-def _overhead(workdir: str, trials, since: float, wall: float) -> dict:
-    """The time this run spent in training steps (the trials it finished) against its wall
-    time: ``{"wall_seconds", "step_seconds", "overhead"}`` (the fraction not in steps)."""
-    from cnn_jax import rundir
-
-    steps = 0.0
-    for t in trials:
-        path = rundir.path(t.dir(workdir), rundir.SUMMARY)
-        if os.path.exists(path) and os.path.getmtime(path) >= since:  # finished in this run
-            steps += (rundir.read_summary(t.dir(workdir)) or {}).get("step_seconds") or 0.0
-    return {"wall_seconds": wall, "step_seconds": steps,
-            "overhead": 1 - steps / wall if wall > 0 else 0.0}
-
-
-def _log_tuning(p: Plan, log: Log) -> None:
-    """One line per arm: the tuned values chosen on validation."""
-    for row in p.record.get("tuning", {}).get("table", []):
-        if row["chosen"]:
-            arm = ", ".join(f"{k}={v}" for k, v in row["arm"].items()) or "all"
-            tuned = ", ".join(f"{k}={v}" for k, v in row["tuned"].items())
-            log(f"tuned {arm}: {tuned} (validation accuracy {row['mean_validation_accuracy']:.4f} "
-                f"over {row['n']} tuning seeds)")
 
 
 @contextlib.contextmanager

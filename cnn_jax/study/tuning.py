@@ -79,3 +79,13 @@ def scores_of(study: Study, trials, workdir: str, statuses: dict[str, str]) -> d
 def record(chosen: list[Point], table: list[dict]) -> dict[str, Any]:
     """What ``sweep.json`` keeps of the tuning (for the report)."""
     return {"chosen": chosen, "table": table}
+
+
+def log_choices(tuning: dict, log) -> None:
+    """One line per arm: the tuned values chosen on validation."""
+    for row in tuning.get("table", []):
+        if row["chosen"]:
+            arm = ", ".join(f"{k}={v}" for k, v in row["arm"].items()) or "all"
+            tuned = ", ".join(f"{k}={v}" for k, v in row["tuned"].items())
+            log(f"tuned {arm}: {tuned} (validation accuracy {row['mean_validation_accuracy']:.4f} "
+                f"over {row['n']} tuning seeds)")

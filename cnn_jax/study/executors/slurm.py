@@ -149,26 +149,9 @@ class Slurm(Executor):
 
         o = self.options
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=100)
-        params = {
-            "name": "cnn-jax-trial",
-            "timeout_min": int(o.get("time_min") or 60),
-            "cpus_per_task": int(o.get("cpus") or 1),
-            "tasks_per_node": 1,
-            "nodes": 1,
-        }
-        if o.get("partition"):
-            params["slurm_partition"] = o["partition"]
-        if o.get("gpus"):
-            params["gpus_per_node"] = int(o["gpus"])
-        if o.get("mem_gb"):
-            params["mem_gb"] = float(o["mem_gb"])
+        params = job_parameters(o, "cnn-jax-trial", nodes=1, tasks_per_node=1)
         if o.get("array_parallelism"):
             params["slurm_array_parallelism"] = int(o["array_parallelism"])
-        extra = dict(kv.split("=", 1) for kv in o.get("sbatch", ()))
-        if extra:
-            params["slurm_additional_parameters"] = {
-                k.strip().lstrip("-").replace("-", "_"): v for k, v in extra.items()
-            }
         ex.update_parameters(**params)
         return ex
 
@@ -255,3 +238,27 @@ def last_line(path) -> str:
     except OSError:
         return ""
     return lines[-1].strip() if lines else ""
+
+
+def job_parameters(o: dict, name: str, *, nodes: int, tasks_per_node: int) -> dict:
+    """submitit's SLURM parameters from the executor's options (time limit, CPUs and GPUs,
+    memory, partition, extra ``sbatch`` flags as ``KEY=VALUE``)."""
+    params = {
+        "name": name,
+        "timeout_min": int(o.get("time_min") or 60),
+        "cpus_per_task": int(o.get("cpus") or 1),
+        "tasks_per_node": tasks_per_node,
+        "nodes": nodes,
+    }
+    if o.get("partition"):
+        params["slurm_partition"] = o["partition"]
+    if o.get("gpus"):
+        params["gpus_per_node"] = int(o["gpus"])
+    if o.get("mem_gb"):
+        params["mem_gb"] = float(o["mem_gb"])
+    extra = dict(kv.split("=", 1) for kv in o.get("sbatch", ()))
+    if extra:
+        params["slurm_additional_parameters"] = {
+            k.strip().lstrip("-").replace("-", "_"): v for k, v in extra.items()
+        }
+    return params
