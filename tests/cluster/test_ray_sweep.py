@@ -62,7 +62,10 @@ def test_a_killed_node_s_trial_is_rerun_from_its_checkpoint(
     ray_cluster, reference, tmp_path, data_dir
 ):
     script = str(REPO / "scripts" / "local-ray")
-    exp = experiment(tmp_path, data_dir, LONG, "long")
+    # long enough that the kill lands mid-run: the kill waits for step 200 of 6,000 (a
+    # 1,500-step trial, with checkpoints saved synchronously, once ended before it was seen)
+    spec = {**LONG, "steps": 6000}
+    exp = experiment(tmp_path, data_dir, spec, "long")
     wd = str(tmp_path / "sweep")
     proc = sweep_cli(exp, wd, "--executor", "ray", "--ray-address", ray_cluster)
     try:
@@ -82,4 +85,4 @@ def test_a_killed_node_s_trial_is_rerun_from_its_checkpoint(
     assert summary["resumed_from"] > 0  # Ray re-ran the task; it resumed the last checkpoint
     after = statuses(wd)[name]
     assert after["job"]["id"].rsplit("@", 1)[1] != st["lease"]["job"]["id"].rsplit("@", 1)[1]
-    pd.testing.assert_frame_equal(metrics(wd), metrics(reference(LONG)))
+    pd.testing.assert_frame_equal(metrics(wd), metrics(reference(spec)))
