@@ -63,6 +63,13 @@ def stratified_holdout(labels: np.ndarray, size: int, seed: int = HOLDOUT_SEED,
     if rest > 0:  # largest remainders, ties broken by class order
         order = np.lexsort((classes, -(exact - take)))
         take[order[:rest]] += 1
+    # every class with two or more examples is represented: its one validation example is
+    # taken from the class that holds out the most
+    for i in np.flatnonzero((take == 0) & (counts >= 2)):
+        j = int(np.argmax(take))
+        if take[j] > 1:
+            take[j] -= 1
+            take[i] = 1
     val = []
     for c, k, m in zip(classes, take, counts):
         if k == 0 or k == m:
