@@ -11,7 +11,27 @@ Command:
   cnn-jax sweep experiments/pooling_sites.py --workdir runs/pooling-sites
   cnn-jax summary --model lenet5 --config.model.pool=max,avg    # the per-site layout
 
-Cost and result: see the README's studies section (not yet measured at this commit).
+Cost (measured, 2 CPU cores, one worker, empty workdir with a cold compilation cache): 40
+trials in 1 min 56 s (1 min 22 s of training steps). Every arm plateaued.
+
+Result (test accuracy %, mean ± sd over 5 seeds; shift consistency Δ against (max, max),
+pp, Holm-adjusted p):
+
+  model       pool1, pool2  validation  test            Δ shift (Holm p)
+  simple_cnn  max, max      97.90       97.58 ± 0.16    (baseline)
+  simple_cnn  max, avg      97.40       97.56 ± 0.24    -3.24 (0.014)
+  simple_cnn  avg, max      97.85       97.72 ± 0.15    -1.80 (0.014)
+  simple_cnn  avg, avg      97.30       97.56 ± 0.34    -4.42 (0.014)
+  lenet5      max, max      97.40       97.14 ± 0.26    (baseline)
+  lenet5      max, avg      97.15       96.94 ± 0.27    -2.80 (0.036)
+  lenet5      avg, max      96.75       97.08 ± 0.28    -1.66 (0.074)
+  lenet5      avg, avg      96.75       96.70 ± 0.36    -5.52 (0.027)
+
+Accuracy: no combination differs from max at both sites (minimum detectable differences
+0.26-1.11 pp at 80 % power). Where max pooling matters is shift consistency, and more at the
+second site than at the first: average pooling at the second site costs 2.8-3.2 pp of
+consistency, at the first 1.7-1.8 pp, at both 4.4-5.5 pp. ((max, max) and (avg, avg) give
+exactly the main job's figures for max and avg: per-site kinds run the same programs.)
 """
 
 import os
