@@ -112,16 +112,23 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
     pytest.fail(f"timed out waiting for: {what}")
 
 
-def running_trial(workdir: str, min_step: int = 100):
-    """A trial that trains now and has logged ``min_step`` steps: ``(name, status)``."""
+def running_trials(workdir: str, min_step: int = 100) -> list:
+    """The trials that train now and have logged ``min_step`` steps: ``[(name, status)]``."""
     from cnn_jax import rundir
 
     if not os.path.exists(os.path.join(workdir, "sweep.json")):
-        return None
+        return []
+    out = []
     for name, st in statuses(workdir).items():
         if st["status"] != "running":
             continue
         steps = [r["step"] for r in rundir.read_metrics(os.path.join(workdir, "trials", name))]
         if steps and max(steps) >= min_step:
-            return name, st
-    return None
+            out.append((name, st))
+    return out
+
+
+def running_trial(workdir: str, min_step: int = 100):
+    """A trial that trains now and has logged ``min_step`` steps: ``(name, status)``."""
+    found = running_trials(workdir, min_step)
+    return found[0] if found else None

@@ -17,7 +17,7 @@ from clusterlib import (
     SMALL,
     experiment,
     metrics,
-    running_trial,
+    running_trials,
     statuses,
     sweep_cli,
     wait_for,
@@ -62,17 +62,16 @@ def test_a_killed_node_s_trial_is_rerun_from_its_checkpoint(
     ray_cluster, reference, tmp_path, data_dir
 ):
     script = str(REPO / "scripts" / "local-ray")
-    # long enough that the kill lands mid-run: the kill waits for step 200 of 6,000 (a
-    # 1,500-step trial, with checkpoints saved synchronously, once ended before it was seen)
+    # long enough that the kill lands mid-run: it waits for step 200 of 6,000
     spec = {**LONG, "steps": 6000}
     exp = experiment(tmp_path, data_dir, spec, "long")
     wd = str(tmp_path / "sweep")
     proc = sweep_cli(exp, wd, "--executor", "ray", "--ray-address", ray_cluster)
     try:
 
-        def on_worker():
-            hit = running_trial(wd, 200)
-            return hit if hit and _on_worker_node(hit[1]["lease"]["pid"]) else None
+        def on_worker():  # any of the running trials: the head node's may come first
+            hits = [h for h in running_trials(wd, 200) if _on_worker_node(h[1]["lease"]["pid"])]
+            return hits[0] if hits else None
 
         name, st = wait_for(on_worker, 240, "a trial at step 200 on the worker node", proc)
         subprocess.run([script, "kill-worker"], check=True, timeout=60)
