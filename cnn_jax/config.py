@@ -23,7 +23,7 @@ ON_NAN = (ON_NAN_STOP, ON_NAN_SKIP, ON_NAN_LOWER_LR)
 # ``parallel.mode``: how the per-device step runs (see cnn_jax.train.parallel).
 PARALLEL_MODES = ("auto", "single", "pmap", "sharded")
 # ``train.checkpoint_evals``: which evaluations save a checkpoint.
-CHECKPOINT_EVALS = ("all", "best")
+CHECKPOINT_EVALS = ("all", "best", "end")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -81,8 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.label_smoothing = 0.0
     c.train.eval_every_epochs = 1
     c.train.checkpoint_every_steps = 0  # 0 = at every evaluation only
-    # Which evaluations checkpoint: "all", or "best" (those that improve validation accuracy,
-    # and the last step): fewer saves for short runs; a resume is exact either way.
+    # Which evaluations checkpoint: "all"; "best" (those that improve validation accuracy,
+    # and the last step); or "end" (the last step only; the best state waits in memory and is
+    # saved with the next checkpoint): fewer saves for short runs; a resume is exact either way.
     c.train.checkpoint_evals = "all"
     c.train.log_every_steps = 20
     c.train.keep_latest = 2

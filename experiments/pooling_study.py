@@ -69,7 +69,7 @@ def get_config(arg: str = ""):
     c.train.epochs = EPOCHS
     c.train.log_every_steps = 25
     c.train.eval_every_epochs = 2  # validation at epochs 2, 4, 6, 8 (the plateau check reads the last two)
-    c.train.checkpoint_evals = "best"  # save at improving evaluations and the end only
+    c.train.checkpoint_evals = "end"  # save the best and the final state at the end only
     if arg == "full":
         c.data.name = "mnist"
         c.data.batch_size = 128

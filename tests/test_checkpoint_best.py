@@ -27,3 +27,78 @@ def test_ties_keep_the_earliest_best_step(tmp_path):
     state, _, step = ck.restore(_State(0.0), "best")
     assert step == 20 and float(state.params["w"][0]) == 20.0
     ck.close()
+
+
+def _end_cfg(data_dir, **train_keys):
+    from cnn_jax import config as config_lib
+
+    c = config_lib.base_config()
+    c.data.data_dir, c.data.name, c.model.name = data_dir, "digits", "mlp"
+    c.data.batch_size, c.train.steps, c.train.eval_every_epochs = 128, 60, 1  # 10 steps an epoch
+    c.train.log_every_steps, c.train.checkpoint_evals, c.optim.learning_rate = 5, "end", 0.003
+    for k, v in train_keys.items():
+        c.train[k] = v
+    return c
+
+
+def test_end_only_checkpoints_write_the_best_and_the_final_state(data_dir, tmp_path):
+    """checkpoint_evals="end": no save at the evaluations; at the end the best state (kept in
+    memory since its evaluation) and the final one; both restore to what the run reported."""
+    from cnn_jax import train
+
+    out = train.fit(_end_cfg(data_dir), str(tmp_path / "run"), progress=False)
+    best = out["best"]["step"]
+    assert best is not None and best < 60  # the test needs a best before the end
+    ck = Checkpoints(str(tmp_path / "run" / "checkpoints"), read_only=True)
+    assert ck.steps() == [best, 60] and ck.best_step() == best
+    ck.close()
+    assert train.evaluate(str(tmp_path / "run"), "best")["accuracy"] == out["best"]["test_accuracy"]
+    assert train.evaluate(str(tmp_path / "run"))["accuracy"] == out["test"]["accuracy"]
+
+
+def test_end_only_checkpoints_resume_exactly_with_the_same_best(data_dir, tmp_path, monkeypatch):
+    """A run stopped after a checkpoint_every save (the pending best written just before it)
+    resumes to the uninterrupted run's metrics and best checkpoint."""
+    import json
+
+    from cnn_jax import data, train
+
+    c = _end_cfg(data_dir, checkpoint_every_steps=50)
+    full = train.fit(c, str(tmp_path / "full"), progress=False)
+    real = data.train_iterator
+
+    class Stop(Exception):
+        pass
+
+    def stopping(*args, **kwargs):
+        it = real(*args, **kwargs)
+
+        class Wrapper:
+            n = 0
+
+            def __next__(self):
+                self.n += 1
+                if self.n == 55:  # after the save at step 50
+                    raise Stop
+                return next(it)
+
+            def get_state(self):
+                return it.get_state()
+
+        return Wrapper()
+
+    monkeypatch.setattr(data, "train_iterator", stopping)
+    try:
+        train.fit(c, str(tmp_path / "part"), progress=False)
+    except Stop:
+        pass
+    monkeypatch.setattr(data, "train_iterator", real)
+    ck = Checkpoints(str(tmp_path / "part" / "checkpoints"), read_only=True)
+    saved = ck.steps()
+    ck.close()
+    assert full["best"]["step"] < 50 and saved == [full["best"]["step"], 50]  # the best went first
+    resumed = train.fit(c, str(tmp_path / "part"), progress=False)
+    assert resumed["resumed_from"] == 50
+    assert resumed["best"] == full["best"] and resumed["test"] == full["test"]
+    lines = lambda run: [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert lines("part") == lines("full")

@@ -32,3 +32,11 @@ def test_early_stopping_selects_the_first_best_and_replays_a_resume():
     again.replay(rows, upto=30)  # a run resumed from step 30
     assert (again.best_step, again.since_best, again.stopped) == (20, 1, False)
     assert not EarlyStopping(0).stopped
+
+
+def test_end_only_checkpoints_save_the_last_step_every_n_steps_and_on_preemption():
+    s = Schedule(total=100, eval_every=25, log_every=100, checkpoint_every=0, checkpoint_evals="end")
+    assert [t for t in range(1, 101) if s.is_checkpoint(t, improved=True)] == [100]
+    assert s.is_checkpoint(7, preempted=True)
+    every = Schedule(total=100, eval_every=25, log_every=100, checkpoint_every=40, checkpoint_evals="end")
+    assert [t for t in range(1, 101) if every.is_checkpoint(t, improved=True)] == [40, 80, 100]

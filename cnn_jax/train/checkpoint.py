@@ -197,6 +197,29 @@ class Checkpoints:
         self.manager.close()
 
 
+class BestState:
+    """The run's best-by-validation state, copied when an evaluation improves (for the final
+    test evaluation). Under ``checkpoint_evals="end"`` that evaluation saves nothing; the
+    copy is written just before the next checkpoint (:meth:`save_before`), so every
+    checkpoint on disk has its run's best beside it and a resume restores the same best."""
+
+    def __init__(self):
+        self.state = None
+        self._unsaved = None  # (step, data_state, accuracy) not on disk yet
+
+    def update(self, step: int, state, data_state: dict, accuracy: float) -> None:
+        self.state = jax.tree.map(lambda x: x.copy(), state)
+        self._unsaved = (step, data_state, accuracy)
+
+    def save_before(self, ckpt: Checkpoints, step: int) -> None:
+        """Saves the best state if it is older than the checkpoint about to be written at
+        ``step`` and not saved yet (a save at its own step covers it)."""
+        if self._unsaved is not None and self._unsaved[0] < step:
+            best_step, data_state, accuracy = self._unsaved
+            ckpt.save(best_step, self.state, data_state, {METRIC: accuracy})
+        self._unsaved = None
+
+
 def _shapes(tree) -> dict[str, tuple]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     out = {}

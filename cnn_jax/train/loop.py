@@ -33,7 +33,7 @@ from cnn_jax.train import state as state_lib
 from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.assemble import Setup, build, data_options, eval_batch_size, make_runner, num_params
-from cnn_jax.train.checkpoint import Checkpoints, state_bytes
+from cnn_jax.train.checkpoint import BestState, Checkpoints, state_bytes
 from cnn_jax.train.parallel import Prefetcher, Runner
 from cnn_jax.train.progress import Progress, Signals
 from cnn_jax.train.writer import MetricWriter
@@ -196,7 +196,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
         ckpt.save(0, host_state, {"iterator": None, "pending": None})  # the last good state
     t_start = time.perf_counter()
     first_step_at = None
-    best_state = None  # a copy of the state at the best validation accuracy of this run
+    best = BestState()  # the state at the best validation accuracy of this run
     step = start
     try:
         while True:  # one pass per (re)start: lower_lr goes back to the last good checkpoint
@@ -260,12 +260,14 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                                      f"({val['count']} images)")
                             improved = stopper.update(step, val)
                             if improved:
-                                best_state = jax.tree.map(lambda x: x.copy(), runner.get_state(state))
+                                best.update(step, runner.get_state(state), _data_state(it_state, acc),
+                                            val["accuracy"])
                         bar.line(line)
                     stop = stopper.stopped
                     if when.is_checkpoint(step, preempted, improved) or stop:
                         metrics = {"accuracy": val["accuracy"]} if val is not None else None
                         t_side = time.perf_counter()
+                        best.save_before(ckpt, step)
                         ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)
                         side += time.perf_counter() - t_side
                     if preempted:
@@ -305,13 +307,13 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
             writer.truncate(start)
             stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)
             stopper.replay(rundir.read_metrics(workdir), start)
-            best_state = None
+            best = BestState()
         ckpt.wait()
         jax.block_until_ready(state.step)
         train_seconds = time.perf_counter() - t_start
         steps_end = time.perf_counter() - side  # the training steps' clock, without the rest
         final = final_evaluation(
-            state, step, s, stopper, best_state, ckpt, runner, eval_batch, writer)
+            state, step, s, stopper, best.state, ckpt, runner, eval_batch, writer)
     finally:
         bar.close()
         writer.close()

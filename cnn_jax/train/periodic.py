@@ -26,7 +26,7 @@ class Schedule:
     eval_every: int  # steps
     log_every: int
     checkpoint_every: int  # 0: at evaluations only
-    checkpoint_evals: str = "all"  # "all" evaluations, or "best": only those that improve
+    checkpoint_evals: str = "all"  # "all" evaluations; "best": those that improve; "end": the last
 
     @classmethod
     def of(cls, cfg: ml_collections.ConfigDict, steps_per_epoch: int, total: int) -> Schedule:
@@ -48,11 +48,13 @@ class Schedule:
 
     def is_checkpoint(self, step: int, preempted: bool = False, improved: bool | None = None) -> bool:
         """Save after this step: at evaluations (with ``checkpoint_evals="best"`` only those
-        whose validation accuracy is the best so far, ``improved``, and the last step), every
-        ``checkpoint_every`` steps, and when preempted. A resume from any checkpoint is exact,
-        so fewer of them cost recomputation after a kill, never a different result."""
+        whose validation accuracy is the best so far, ``improved``, and the last step; with
+        ``"end"`` the last step only), every ``checkpoint_every`` steps, and when preempted.
+        A resume from any checkpoint is exact, so fewer of them cost recomputation after a
+        kill, never a different result."""
+        mode = self.checkpoint_evals
         at_eval = self.is_eval(step) and (
-            self.checkpoint_evals == "all" or improved is not False or step == self.total)
+            step == self.total or mode == "all" or (mode == "best" and improved is not False))
         return (
             at_eval
             or bool(self.checkpoint_every and step % self.checkpoint_every == 0)

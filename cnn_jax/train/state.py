@@ -45,12 +45,16 @@ def create(
     # a compilation cache), which is most of a fresh process's time to its first step.
     init_key = jax.random.key(seed, impl="rbg")
 
-    variables = _initializer(model, tuple(input_shape))(init_key)
-    return TrainState.create(
+    # The optimizer state is initialised in the same program (TrainState.create would run
+    # tx.init op by op: a dozen small programs to compile for every new model).
+    variables, opt_state = _initializer(model, tx, tuple(input_shape))(init_key)
+    return TrainState(
+        step=0,
         apply_fn=model.apply,
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
+        opt_state=opt_state,
         rng=base,
         loss_scale=jnp.array([2.0**15, 0.0], jnp.float32) if dynamic_loss_scale else None,
     )
@@ -88,20 +92,21 @@ def from_pytree(state: TrainState, tree: dict) -> TrainState:
 _INITS: dict = {}
 
 
-def _initializer(model, input_shape: tuple[int, ...]):
-    key = (id(model), input_shape)
-    if key not in _INITS or _INITS[key][0] is not model:
+def _initializer(model, tx, input_shape: tuple[int, ...]):
+    key = (id(model), id(tx), input_shape)
+    if key not in _INITS:  # (an entry holds its model and tx, so their ids stay theirs)
         if len(_INITS) >= 4:
             _INITS.pop(next(iter(_INITS)))
 
         @jax.jit
         def init(key):
             pkey, dkey, qkey = jax.random.split(key, 3)
-            return model.init(
+            variables = model.init(
                 {"params": pkey, "dropout": dkey, "pool": qkey},
                 jnp.zeros((1, *input_shape), jnp.float32),
                 train=False,
             )
+            return variables, tx.init(variables["params"])
 
-        _INITS[key] = (model, init)
-    return _INITS[key][1]
+        _INITS[key] = (init, model, tx)
+    return _INITS[key][0]

@@ -44,7 +44,7 @@ from cnn_jax.train import periodic
 from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.assemble import build, initial_state, num_params
-from cnn_jax.train.checkpoint import Checkpoints, state_bytes
+from cnn_jax.train.checkpoint import BestState, Checkpoints, state_bytes
 from cnn_jax.train.loop import FitResult, final_evaluation
 from cnn_jax.train.parallel import Runner
 from cnn_jax.train.writer import MetricWriter
@@ -169,9 +169,13 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
     stoppers = [periodic.EarlyStopping(0) for _ in range(k)]
     for i, wd in enumerate(workdirs):
         stoppers[i].replay(rundir.read_metrics(wd), start)
-    best_states: list = [None] * k
+    best_states = [BestState() for _ in range(k)]
     t_start = time.perf_counter()
     t_first, steps_timed = None, 0
+
+    def data_state(i: int) -> dict:  # what seed i's checkpoint stores besides its state
+        return {"iterator": its[i].get_state(), "pending": periodic.pending_to_json(acc, i)}
+
     for step in range(start + 1, s.total_steps + 1):
         batch = _stack([next(it) for it in its])
         stacked, sums = vstep(stacked, batch)
@@ -221,13 +225,10 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
                 metrics = {"accuracy": val["accuracy"]}
                 improved = stoppers[i].update(step, val)
                 if improved:
-                    best_states[i] = _unstack(stacked, i)
+                    best_states[i].update(step, _unstack(stacked, i), data_state(i), val["accuracy"])
             if when.is_checkpoint(step, improved=improved):
-                ckpts[i].save(
-                    step, _unstack(stacked, i),
-                    {"iterator": its[i].get_state(), "pending": periodic.pending_to_json(acc, i)},
-                    metrics,
-                )
+                best_states[i].save_before(ckpts[i], step)
+                ckpts[i].save(step, _unstack(stacked, i), data_state(i), metrics)
     for c in ckpts:
         c.wait()
     t_end = time.perf_counter()
@@ -241,7 +242,7 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
             continue
         state = _unstack(stacked, i)
         final = final_evaluation(
-            state, s.total_steps, s, stoppers[i], best_states[i], ckpts[i], runner,
+            state, s.total_steps, s, stoppers[i], best_states[i].state, ckpts[i], runner,
             cfg.data.eval_batch_size, writers[i],
         )
         extra = {"seeds_trained_together": k} if k > 1 else {}
