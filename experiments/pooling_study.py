@@ -63,6 +63,9 @@ def get_config(arg: str = ""):
     c.data.validation = 0.1  # 3,600 train / 400 validation (selection) / 1,000 test (read once)
     # A converged budget: Adam with a cosine decay to zero over EPOCHS epochs at batch 64.
     c.data.batch_size = 64
+    # 100 divides both evaluation splits (no padding); on CPU the simple CNN evaluates 29 us
+    # an image at batch 128 against 60 us at 500 (LeNet-5: 13 and 10 us)
+    c.data.eval_batch_size = 100
     c.optim.name = "adam"
     c.optim.learning_rate = 2e-3
     c.optim.schedule = "cosine"

@@ -45,6 +45,7 @@ def _analysis(task: dict, result) -> dict:
             result.setup.test,
             max_shift=task["shift"],
             seed=task.get("shift_seed", 0),
+            batch_size=result.setup.cfg.data.eval_batch_size,
         )
         out["shift_max"] = task["shift"]
         out["shift_seed"] = task.get("shift_seed", 0)

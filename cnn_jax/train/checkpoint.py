@@ -208,7 +208,10 @@ class BestState:
         self._unsaved = None  # (step, data_state, accuracy) not on disk yet
 
     def update(self, step: int, state, data_state: dict, accuracy: float) -> None:
-        self.state = jax.tree.map(lambda x: x.copy(), state)
+        # One process: to the host in one transfer (a device copy runs a program per leaf);
+        # several: device copies, which Orbax then saves collectively.
+        single = jax.process_count() == 1
+        self.state = jax.device_get(state) if single else jax.tree.map(lambda x: x.copy(), state)
         self._unsaved = (step, data_state, accuracy)
 
     def save_before(self, ckpt: Checkpoints, step: int) -> None:
