@@ -47,7 +47,9 @@ def test_single_pmap_and_sharded_agree():
                      .strip().splitlines()[-1])
     assert out["devices"] == 8
     for case, result in zip(cases, out["cases"]):
+        assert result["single_predictions_match_apply"], case  # Runner.predict = argmax of apply
         for mode in ("pmap", "sharded"):
+            assert result[mode]["predictions"] == 1.0, (case, mode, result[mode])
             r = result[mode]
             assert r["n"] == 8 and r["step"] == 3
             # each figure is max |a - b| / (1e-6 + 1e-5 |b|): <= 1 means allclose(rtol=1e-5)

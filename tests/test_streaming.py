@@ -96,6 +96,27 @@ def test_both_paths_give_identical_batches(name, opts, aug, data_dir, inet_dir):
           _take(data.train_iterator(st, b, seed=5, **aug), 50 if name == "digits" else 10))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_u8_batches_normalised_on_the_device_are_the_host_batches(workers, inet_dir):
+    """The training loop takes a streamed split's u8 pixels (a quarter of the bytes through
+    shared memory) and normalises them on the devices: bit for bit the host's f32 batches."""
+    import jax
+
+    from cnn_jax.train.parallel import normalizing
+
+    split = _streamed("imagenette_160", "train", inet_dir, workers=workers, crop_size=16)
+    put = normalizing(lambda b: jax.device_put(b), split.spec)
+    host = _take(data.train_iterator(split, 8, seed=3, flip=True), 4)
+    raw = _take(data.train_iterator(split, 8, seed=3, flip=True, normalized=False), 4)
+    assert raw[0]["image"].dtype == np.uint8 and host[0]["image"].dtype == np.float32
+    _same(host, [jax.device_get(put(b)) for b in raw])
+    val = _streamed("imagenette_160", "validation", inet_dir, workers=workers, crop_size=16)
+    host = list(data.eval_batches(val, 10))  # 25 examples: the last batch padded
+    raw = list(data.eval_batches(val, 10, normalized=False))
+    assert raw[-1]["image"].dtype == np.uint8 and not raw[-1]["image"][5:].any()
+    _same(host, [jax.device_get(put(b)) for b in raw])
+
+
 def test_streaming_batches_do_not_depend_on_the_worker_count_or_a_resume(inet_dir):
     opts = {"crop_size": 16}
 

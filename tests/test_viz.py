@@ -127,3 +127,25 @@ def test_viz_errors(run_dir, tmp_path, capsys):
     assert code == 2 and "--image-index 5000 is out of range: the test split has 1000 images" in err
     code = cli.main(["viz", "--workdir", str(tmp_path)])
     assert code == 2 and "is not a run directory (no config.json)" in capsys.readouterr().err
+
+
+def test_a_sweeps_shift_analysis_runs_the_trials_own_evaluation_program(data_dir, tmp_path):
+    """The worker predicts shifted images with the evaluation program the trial compiled (no
+    compilation of its own) and gets the consistency a separately jitted predictor gets."""
+    from cnn_jax.study import worker
+    from cnn_jax.train import assemble
+
+    c = config_lib.base_config()
+    c.data.data_dir, c.data.name, c.model.name = data_dir, "mnist5k", "lenet5"
+    c.data.batch_size, c.train.steps, c.data.eval_batch_size = 64, 30, 100
+    out = train.fit(c, str(tmp_path / "run"), progress=False)
+    s = out.setup
+    runner = assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn, s.model, s.input_shape)
+    compiled = runner._eval._cache_size()
+    got = worker._analysis({"shift": 2}, out)
+    assert runner._eval._cache_size() == compiled
+    fn = shift.predictor(s.model)
+    v = shift.variables_of(out.state)
+    ref = shift.shift_consistency(lambda x: fn(v, x), s.test, max_shift=2, seed=0)
+    assert got["shift_consistency"] == pytest.approx(ref, abs=1.5 / len(s.test))  # an argmax tie at most
+    assert got["shift_max"] == 2 and 0.2 < got["shift_consistency"] <= 1.0

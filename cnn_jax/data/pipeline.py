@@ -104,14 +104,18 @@ def check_batch_size(n: int, batch_size: int) -> None:
         )
 
 
-def train_iterator(split, batch_size: int, seed: int, *, state: dict | None = None, **aug):
+def train_iterator(split, batch_size: int, seed: int, *, state: dict | None = None,
+                   normalized: bool = True, **aug):
     """The training batches of ``split`` (in memory or streamed): element ``i`` is the batch
     of step ``i``; ``state`` is a saved ``get_state()`` (``{"next_index": step}`` on both
-    paths). A streamed split of a multi-process run yields this process's rows only."""
+    paths). A streamed split of a multi-process run yields this process's rows only.
+    ``normalized=False`` lets a streamed split hand over its ``u8`` pixels (a quarter of the
+    bytes through shared memory and to the devices), which the caller then normalises with
+    :func:`cnn_jax.data.transforms.normalize`'s arithmetic; in-memory batches are ``f32``."""
     if split.streaming:
         from cnn_jax.data import streaming
 
-        return streaming.train_iterator(split, batch_size, seed, state=state, **aug)
+        return streaming.train_iterator(split, batch_size, seed, state=state, normalized=normalized, **aug)
     it = iter(
         train_dataset(split, batch_size, seed, **aug).to_iter_dataset(
             grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
@@ -126,15 +130,16 @@ def num_eval_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def eval_batches(split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(split, batch_size: int, normalized: bool = True) -> Iterator[dict[str, np.ndarray]]:
     """Every example exactly once, in order; the last batch zero-padded with ``mask``. A
-    streamed split of a multi-process run yields this process's rows of each batch."""
+    streamed split of a multi-process run yields this process's rows of each batch
+    (``normalized``: as in :func:`train_iterator`)."""
     if batch_size < 1:
         raise UserError(f"eval_batch_size must be positive, got {batch_size}")
     if split.streaming:
         from cnn_jax.data import streaming
 
-        yield from streaming.eval_batches(split, batch_size)
+        yield from streaming.eval_batches(split, batch_size, normalized)
         return
     n = len(split)
     for start in range(0, n, batch_size):

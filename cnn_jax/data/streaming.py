@@ -198,7 +198,9 @@ def _fill_bad(examples: list, labels: np.ndarray) -> tuple[list, np.ndarray]:
 class _TrainBatch:
     """Step → this process's rows of that step's training batch (runs in a worker)."""
 
-    def __init__(self, split: StreamSplit, batch_size: int, seed: int, crop_padding: int, flip: bool):
+    def __init__(self, split: StreamSplit, batch_size: int, seed: int, crop_padding: int, flip: bool,
+                 normalized: bool = True):
+        self.normalized = normalized
         self.images, self.labels, self.split = split.images, split.labels, split.split
         self.spec, self.options = split.spec, split.options
         self.batch_size, self.seed = batch_size, seed
@@ -218,7 +220,7 @@ class _TrainBatch:
         images = transforms.train_views(
             examples, seed=self.seed, step=step, first_row=self.lo, total=self.batch_size,
             crop_size=self.options.crop_size, crop_padding=self.crop_padding, flip=self.flip,
-            mean=self.spec.mean, std=self.spec.std, alloc=_output_array(),
+            mean=self.spec.mean, std=self.spec.std, alloc=_output_array(), normalized=self.normalized,
         )
         return {"image": images, "label": labels,
                 BAD_KEY: np.asarray([i for i, _ in bad], np.int64)}
@@ -229,7 +231,8 @@ class _EvalBatch:
     end of the split, with ``mask`` (undecodable images skipped with ``skip_bad_images``
     are masked out)."""
 
-    def __init__(self, split: StreamSplit, batch_size: int):
+    def __init__(self, split: StreamSplit, batch_size: int, normalized: bool = True):
+        self.normalized = normalized
         self.images, self.labels, self.split = split.images, split.labels, split.split
         self.spec, self.options = split.spec, split.options
         self.batch_size, self.n = batch_size, len(split)
@@ -243,13 +246,15 @@ class _EvalBatch:
         if bad and not self.options.skip_bad_images:
             raise self.images.bad_record(*bad[0], self.split)
         mask = np.zeros(len(rows), bool)
-        alloc = _output_array() or (lambda shape: np.zeros(shape, np.float32))
-        images = alloc((len(rows), *self.spec.shape))  # zeros: the padding
+        alloc = _output_array() or np.zeros
+        dtype = np.float32 if self.normalized else np.uint8
+        images = alloc((len(rows), *self.spec.shape), dtype)  # zeros: the padding
         ok = [j for j, x in enumerate(examples) if x is not None]
         if ok:
-            views = {"crop_size": self.options.crop_size, "mean": self.spec.mean, "std": self.spec.std}
+            views = {"crop_size": self.options.crop_size, "mean": self.spec.mean, "std": self.spec.std,
+                     "normalized": self.normalized}
             if len(ok) == len(examples):  # straight into the batch
-                transforms.eval_views(examples, **views, alloc=lambda shape: images[: shape[0]])
+                transforms.eval_views(examples, **views, alloc=lambda shape, _: images[: shape[0]])
             else:
                 images[ok] = transforms.eval_views([examples[j] for j in ok], **views)
             mask[ok] = True
@@ -270,7 +275,7 @@ def _output_array():
         return None
     if not is_in_worker_process():
         return None
-    return lambda shape: SharedMemoryArray(tuple(shape), np.float32)
+    return lambda shape, dtype: SharedMemoryArray(tuple(shape), dtype)
 
 
 def _grain_setup() -> None:
@@ -380,21 +385,21 @@ class StreamIterator:
 
 
 def train_iterator(split: StreamSplit, batch_size: int, seed: int, *, state: dict | None = None,
-                   crop_padding: int = 0, flip: bool = False) -> StreamIterator:
+                   crop_padding: int = 0, flip: bool = False, normalized: bool = True) -> StreamIterator:
     check_batch_size(len(split), batch_size)
     if batch_size % split.options.process_count:
         raise UserError(
             f"data.batch_size {batch_size} does not divide across "
             f"{split.options.process_count} processes")
-    make = _TrainBatch(split, batch_size, seed, crop_padding, flip)
+    make = _TrainBatch(split, batch_size, seed, crop_padding, flip, normalized)
     return StreamIterator(split, make, (state or {}).get("next_index", 0))
 
 
-def eval_batches(split: StreamSplit, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(split: StreamSplit, batch_size: int, normalized: bool = True) -> Iterator[dict[str, np.ndarray]]:
     """Every example of ``split`` once (this process's rows of each global batch)."""
     workers, _ = num_workers(split.options.workers)
     n_batches = -(-len(split) // batch_size)
-    it = _pipeline(_EvalBatch(split, batch_size), 0, n_batches, min(workers, n_batches))
+    it = _pipeline(_EvalBatch(split, batch_size, normalized), 0, n_batches, min(workers, n_batches))
     try:
         while True:
             try:

@@ -197,10 +197,12 @@ def train_views(
     mean,
     std,
     alloc=None,
+    normalized: bool = True,
 ) -> np.ndarray:
     """Training batch ``f32[n, H, W, C]`` from decoded ``examples`` (rows
     ``[first_row, first_row + n)`` of global batch ``step`` of ``total`` rows); ``alloc``
-    (a shape → array function) provides the output array."""
+    (a ``(shape, dtype)`` → array function) provides the output array. ``normalized=False``:
+    the ``u8`` pixels, for the devices to normalise (:func:`normalize`'s arithmetic)."""
     if crop_size:
         examples = [
             random_resized_crop(x, np.random.default_rng([seed, RRC_STREAM, step, first_row + j]), crop_size)
@@ -218,7 +220,19 @@ def train_views(
         images = np.stack([x[:, ::-1] if m else x for x, m in zip(examples, mask)])
     else:
         images = _stacked(examples)
-    return normalize(images, mean, std, None if alloc is None else alloc(images.shape))
+    return _finish(images, mean, std, alloc, normalized)
+
+
+def _finish(images: np.ndarray, mean, std, alloc, normalized: bool) -> np.ndarray:
+    """Normalised ``f32`` (``normalized``) or the ``u8`` pixels themselves, into ``alloc``'s
+    array when given (``alloc(shape, dtype)``)."""
+    if normalized:
+        return normalize(images, mean, std, None if alloc is None else alloc(images.shape, np.float32))
+    if alloc is None:
+        return images
+    out = alloc(images.shape, np.uint8)
+    np.copyto(out, images)
+    return out
 
 
 def _stacked(examples) -> np.ndarray:
@@ -226,9 +240,9 @@ def _stacked(examples) -> np.ndarray:
 
 
 def eval_views(examples: list[np.ndarray] | np.ndarray, *, crop_size: int, mean, std,
-               alloc=None) -> np.ndarray:
-    """Evaluation batch ``f32[n, H, W, C]`` from decoded ``examples``."""
+               alloc=None, normalized: bool = True) -> np.ndarray:
+    """Evaluation batch ``f32[n, H, W, C]`` (``u8`` unless ``normalized``) from decoded
+    ``examples``."""
     if crop_size:
         examples = [center_crop(x, crop_size) for x in examples]
-    images = _stacked(examples)
-    return normalize(images, mean, std, None if alloc is None else alloc(images.shape))
+    return _finish(_stacked(examples), mean, std, alloc, normalized)

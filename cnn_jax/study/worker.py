@@ -34,18 +34,24 @@ def _analysis(task: dict, result) -> dict:
     if task.get("shift", 0) > 0:
         from cnn_jax.viz import shift
 
-        model = result.setup.model
-        fn = task.setdefault("_predictors", {}).get(id(model))
-        if fn is None:
-            fn = shift.predictor(model)
-            task["_predictors"][id(model)] = fn
-        v = shift.variables_of(result.state)
+        import numpy as np
+
+        from cnn_jax.train import assemble
+
+        # the trial's own evaluation program (compiled for its evaluations) predicts
+        s = result.setup
+        runner = assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn, s.model, s.input_shape)
+        state = runner.put_state(result.state)
+        batch_size = assemble.eval_batch_size(s.cfg, runner)
+        labels = np.zeros(batch_size, s.test.labels.dtype)
+        mask = np.ones(batch_size, bool)
+
+        def predict(images):
+            return runner.predict(state, runner.put_batch({"image": images, "label": labels, "mask": mask}))
+
         out["shift_consistency"] = shift.shift_consistency(
-            lambda x: fn(v, x),
-            result.setup.test,
-            max_shift=task["shift"],
-            seed=task.get("shift_seed", 0),
-            batch_size=result.setup.cfg.data.eval_batch_size,
+            predict, s.test, max_shift=task["shift"], seed=task.get("shift_seed", 0),
+            batch_size=batch_size,
         )
         out["shift_max"] = task["shift"]
         out["shift_seed"] = task.get("shift_seed", 0)

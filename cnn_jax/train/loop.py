@@ -34,7 +34,7 @@ from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
 from cnn_jax.train.assemble import Setup, build, data_options, eval_batch_size, make_runner, num_params
 from cnn_jax.train.checkpoint import BestState, Checkpoints, state_bytes
-from cnn_jax.train.parallel import Prefetcher, Runner
+from cnn_jax.train.parallel import Prefetcher, Runner, normalizing
 from cnn_jax.train.progress import Progress, Signals
 from cnn_jax.train.writer import MetricWriter
 
@@ -63,7 +63,7 @@ def run_eval(state, split: data.Split, batch_size: int, runner: Runner) -> dict:
     """Metrics over every example of ``split`` exactly once."""
     total = in_flight = None
     put = _put(runner, split)
-    for batch in data.eval_batches(split, batch_size):
+    for batch in data.eval_batches(split, batch_size, normalized=False):
         sums = runner.eval_step(state, put(batch))
         total = step_lib.combine(total, sums)
         in_flight = _pace(in_flight, sums, runner.num_processes > 1)
@@ -74,9 +74,12 @@ def _put(runner: Runner, split):
     """How ``split``'s host batches go onto the devices. A streamed split of a multi-process
     run holds only this process's rows of each global batch (it never decodes the others):
     they are placed at their rows of a zero global batch, which ``runner.put_batch`` slices
-    back (the zeros are never touched, so the OS never backs them with memory)."""
-    if not split.streaming or runner.num_processes == 1:
+    back (the zeros are never touched, so the OS never backs them with memory). Streamed
+    images arrive as ``u8`` and are normalised on the devices."""
+    if not split.streaming:
         return runner.put_batch
+    if runner.num_processes == 1:
+        return normalizing(runner.put_batch, split.spec)
     p, k = jax.process_index(), runner.num_processes
 
     def put(local: dict):
@@ -87,7 +90,7 @@ def _put(runner: Runner, split):
             whole[key] = g
         return runner.put_batch(whole)
 
-    return put
+    return normalizing(put, split.spec)
 
 
 def _pace(in_flight, new, bounded: bool):
@@ -203,7 +206,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
             state = runner.put_state(host_state)
             it = data.train_iterator(
                 s.train, cfg.data.batch_size, cfg.seed, state=data_state.get("iterator"),
-                crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
+                crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, normalized=False,
             )
             batches = Prefetcher(it, _put(runner, s.train), cfg.data.prefetch)
             # Train metrics are summed between log points; the pending sums are

@@ -142,10 +142,18 @@ class Runner:
         return state, sums
 
     def eval_step(self, state, batch):
-        sums = self._eval(state, batch)
+        """The metric sums of ``batch``."""
+        sums = dict(self._eval(state, batch))
+        sums.pop(step_lib.PREDICTION)
         if self.mode == "pmap":
             sums = jax.tree.map(lambda x: x[0], sums)
         return sums
+
+    def predict(self, state, batch) -> np.ndarray:
+        """The predicted class of every row of ``batch`` (``i32[B]`` on the host), from the
+        evaluation program :meth:`eval_step` runs (no compilation of its own)."""
+        pred = jax.device_get(self._eval(state, batch)[step_lib.PREDICTION])
+        return np.asarray(pred).reshape(-1)
 
 
 class Prefetcher:
@@ -199,6 +207,43 @@ class Prefetcher:
                 except queue.Empty:
                     pass
                 self._thread.join(timeout=0.05)
+
+
+@jax.jit
+def _normalize(images, table):
+    """``u8[..., C]`` → ``table[pixel, channel]``."""
+    return table[images.astype(jnp.int32), jnp.arange(table.shape[1])]
+
+
+@jax.jit
+def _normalize_masked(images, table, mask):
+    """:func:`_normalize` with the rows outside ``mask`` (an evaluation batch's padding)
+    zero, as the host pads."""
+    out = _normalize(images, table)
+    return jnp.where(mask.reshape(mask.shape + (1,) * (out.ndim - mask.ndim)), out, 0.0)
+
+
+def normalizing(put, spec):
+    """``put`` followed by the normalisation of ``u8`` images (a streamed split's) on the
+    devices with ``spec``'s channel statistics; ``f32`` images pass as they are. The devices
+    look each pixel up in the host's :func:`~cnn_jax.data.transforms.normalize` of all 256
+    values per channel, so the batches are bit for bit the host-normalised ones (XLA's own
+    arithmetic differed from NumPy's in the last bit of about half the pixels)."""
+    from cnn_jax.data import transforms
+
+    channels = spec.shape[-1]
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], channels, axis=1)
+    table = transforms.normalize(levels, spec.mean, spec.std)  # f32[256, C]
+
+    def put_normalized(batch: dict) -> dict:
+        out = put(batch)
+        if out["image"].dtype == jnp.uint8:
+            image = (_normalize(out["image"], table) if "mask" not in out
+                     else _normalize_masked(out["image"], table, out["mask"]))
+            out = {**out, "image": image}
+        return out
+
+    return put_normalized
 
 
 def _fresh_copy(x):

@@ -141,16 +141,23 @@ def train_step(
     return new_state, metrics
 
 
+PREDICTION = "prediction"  # eval_step's per-example output (not a sum)
+
+
 def eval_step(
     state: TrainState, batch: dict, *, loss_fn: LossFn, axis_name: str | None = None
 ) -> dict:
-    """Metric sums on ``batch`` (with ``mask``: padded examples count for nothing)."""
+    """Metric sums on ``batch`` (with ``mask``: padded examples count for nothing), and the
+    ``prediction`` of every row (``i32[B]``, padded rows included)."""
     with batch_axis(axis_name):
         logits = state.apply_fn(_variables(state, state.params), batch["image"], train=False)
     loss = loss_fn(logits, batch["label"])
     metrics = _sums(logits, batch["label"], loss, batch.get("mask", jnp.ones_like(batch["label"])))
     if axis_name is not None:
         metrics = lax.psum(metrics, axis_name)
+    # the predicted classes too: analyses that need predictions (shift consistency) run this
+    # same compiled program instead of compiling one of their own
+    metrics[PREDICTION] = jnp.argmax(logits, -1).astype(jnp.int32)
     return metrics
 
 

@@ -213,7 +213,9 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
         if when.is_eval(step) and s.validation is not None:
             total = None
             for b in data.eval_batches(s.validation, cfg.data.eval_batch_size):
-                total = step_lib.combine(total, veval(stacked, b))
+                sums = veval(stacked, b)
+                sums.pop(step_lib.PREDICTION)
+                total = step_lib.combine(total, sums)
             host = jax.device_get(total)
         for i in range(k):
             if not alive[i]:

@@ -37,16 +37,20 @@ def run(mode, model_name, opts, shape, batch):
              "label": rng.integers(0, 10, batch).astype(np.int32)}
         dev_state, sums = r.train_step(dev_state, r.put_batch(b))
         metrics.append({k: float(v) for k, v in jax.device_get(sums).items()})
-    ev = r.eval_step(dev_state, r.put_batch({**b, "mask": np.arange(batch) < batch - 3}))
+    eb = r.put_batch({**b, "mask": np.arange(batch) < batch - 3})
+    ev = r.eval_step(dev_state, eb)
     host = jax.device_get(r.get_state(dev_state))
-    return host, metrics, {k: float(v) for k, v in jax.device_get(ev).items()}, r.num_devices
+    pred = r.predict(dev_state, eb)  # the evaluation program's predicted classes, in row order
+    variables = {"params": host.params, **({"batch_stats": host.batch_stats} if host.batch_stats else {})}
+    by_hand = np.argmax(np.asarray(model.apply(variables, b["image"], train=False)), -1)
+    return host, metrics, {k: float(v) for k, v in jax.device_get(ev).items()}, r.num_devices, (pred, by_hand)
 
 
 def compare(model_name, opts, shape, batch):
-    ref, ref_m, ref_e, _ = run("single", model_name, opts, shape, batch)
-    out = {}
+    ref, ref_m, ref_e, _, (ref_pred, by_hand) = run("single", model_name, opts, shape, batch)
+    out = {"single_predictions_match_apply": bool(np.array_equal(ref_pred, by_hand))}
     for mode in ("pmap", "sharded"):
-        st, m, e, n = run(mode, model_name, opts, shape, batch)
+        st, m, e, n, (pred, _) = run(mode, model_name, opts, shape, batch)
         # worst |a - b| / (atol + rtol |b|) with rtol 1e-5, atol 1e-6: <= 1 means allclose
         rel = lambda a, b: float(np.max(np.abs(a - b) / (1e-6 + 1e-5 * np.abs(b))))  # noqa: E731
         out[mode] = {
@@ -56,6 +60,7 @@ def compare(model_name, opts, shape, batch):
             "metrics": max(abs(a[k] - b[k]) / (1e-6 + 1e-5 * abs(b[k])) for a, b in zip(m, ref_m) for k in b),
             "eval": max(abs(e[k] - ref_e[k]) / (1e-6 + 1e-5 * abs(ref_e[k])) for k in ref_e),
             "step": int(st.step),
+            "predictions": float(np.mean(pred == ref_pred)),  # agreement with single
         }
     return out
 
