@@ -5,8 +5,11 @@ Builds (once) a synthetic tfds ArrayRecord dataset of JPEGs (default 15,259 imag
 comparison) and measures, each configuration in a fresh process:
 
 * the one-core decode rate: the streaming path's per-example work (read the record, decode
-  the JPEG, random-resized crop to ``--crop``, flip, normalise) in the calling thread
+  the JPEG, random-resized crop to ``--crop``, flip) in the calling thread
   (``data.workers=0``);
+
+every batch as the training loop takes it, on the device: streamed batches as ``u8``
+pixels normalised there, in-memory ones normalised on the host;
 * the streaming path with 1, 2, 4 ... worker processes: time to the first batch,
   images/s delivered (once every worker has made its first batch), and the peak memory of
   the whole process tree (the sum over the processes of resident memory, RSS, and of
@@ -169,14 +172,25 @@ def child(args) -> dict:
             opts = data.Options(in_memory="false", workers=workers, crop_size=args.crop)
             split = data.load("pipeline_scale", "train", args.dir, opts)
             t_loaded = None
-        it = data.train_iterator(split, args.batch, seed=0, flip=True)
-        next(it)
+        # as the training loop takes them: streamed batches as u8 pixels, normalised on the
+        # device (included in the figures), in-memory ones normalised on the host
+        import jax
+
+        from cnn_jax.train.parallel import normalizing
+
+        it = data.train_iterator(split, args.batch, seed=0, flip=True, normalized=False)
+        put = normalizing(jax.device_put, split.spec)
+
+        def take():
+            jax.block_until_ready(put(next(it)))
+
+        take()
         t_first = time.perf_counter() - t0
         for _ in range(max(workers, 1)):  # every worker started (its first batch made)
-            next(it)
+            take()
         t1, c1 = time.perf_counter(), _tree_cpu(os.getpid())
         for _ in range(args.batches):
-            next(it)
+            take()
         dt, cpu = time.perf_counter() - t1, _tree_cpu(os.getpid()) - c1
         if hasattr(it, "close"):
             it.close()
