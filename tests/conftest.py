@@ -37,3 +37,49 @@ def data_dir(tmp_path_factory) -> str:
     for name in ("mnist5k", "digits"):
         data.prepare(name, d)
     return d
+
+
+class _StopTraining(Exception):
+    """What an interrupted training iterator raises (a kill, in-process)."""
+
+
+class _Interrupter:
+    """``at(n)``: ``data.train_iterator``'s n-th batch raises :attr:`Stop` (the loop dies
+    there, with whatever checkpoints it has written); ``restore()`` undoes it."""
+
+    Stop = _StopTraining
+
+    def __init__(self, monkeypatch):
+        from cnn_jax import data
+
+        self._mp, self._data, self._real = monkeypatch, data, data.train_iterator
+
+    def at(self, n: int) -> None:
+        real = self._real
+
+        def interrupted(*args, **kwargs):
+            it = real(*args, **kwargs)
+
+            class Wrapper:
+                taken = 0
+
+                def __next__(self):
+                    self.taken += 1
+                    if self.taken == n:
+                        raise _StopTraining
+                    return next(it)
+
+                def get_state(self):
+                    return it.get_state()
+
+            return Wrapper()
+
+        self._mp.setattr(self._data, "train_iterator", interrupted)
+
+    def restore(self) -> None:
+        self._mp.setattr(self._data, "train_iterator", self._real)
+
+
+@pytest.fixture
+def interrupt(monkeypatch) -> _Interrupter:
+    return _Interrupter(monkeypatch)

@@ -2,6 +2,7 @@
 accuracies, so a resumed run restores the same best state it would have kept in memory."""
 
 import jax.numpy as jnp
+import pytest
 
 from cnn_jax.train.checkpoint import Checkpoints
 
@@ -56,43 +57,19 @@ def test_end_only_checkpoints_write_the_best_and_the_final_state(data_dir, tmp_p
     assert train.evaluate(str(tmp_path / "run"))["accuracy"] == out["test"]["accuracy"]
 
 
-def test_end_only_checkpoints_resume_exactly_with_the_same_best(data_dir, tmp_path, monkeypatch):
+def test_end_only_checkpoints_resume_exactly_with_the_same_best(data_dir, tmp_path, interrupt):
     """A run stopped after a checkpoint_every save (the pending best written just before it)
     resumes to the uninterrupted run's metrics and best checkpoint."""
     import json
 
-    from cnn_jax import data, train
+    from cnn_jax import train
 
     c = _end_cfg(data_dir, checkpoint_every_steps=50)
     full = train.fit(c, str(tmp_path / "full"), progress=False)
-    real = data.train_iterator
-
-    class Stop(Exception):
-        pass
-
-    def stopping(*args, **kwargs):
-        it = real(*args, **kwargs)
-
-        class Wrapper:
-            n = 0
-
-            def __next__(self):
-                self.n += 1
-                if self.n == 55:  # after the save at step 50
-                    raise Stop
-                return next(it)
-
-            def get_state(self):
-                return it.get_state()
-
-        return Wrapper()
-
-    monkeypatch.setattr(data, "train_iterator", stopping)
-    try:
+    interrupt.at(55)  # after the save at step 50
+    with pytest.raises(interrupt.Stop):
         train.fit(c, str(tmp_path / "part"), progress=False)
-    except Stop:
-        pass
-    monkeypatch.setattr(data, "train_iterator", real)
+    interrupt.restore()
     ck = Checkpoints(str(tmp_path / "part" / "checkpoints"), read_only=True)
     saved = ck.steps()
     ck.close()

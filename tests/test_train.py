@@ -66,38 +66,14 @@ def _resume_cfg(data_dir):
     )
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def test_resume_after_interruption_is_exact(data_dir, tmp_path, monkeypatch):
+def test_resume_after_interruption_is_exact(data_dir, tmp_path, interrupt):
     c = _resume_cfg(data_dir)
     c.model.dropout = 0.3
     full = train.fit(c, str(tmp_path / "full"), progress=False)
-
-    real = data.train_iterator
-
-    def interrupted(*args, **kwargs):
-        it = real(*args, **kwargs)
-
-        class Wrapper:
-            n = 0
-
-            def __next__(self):
-                self.n += 1
-                if self.n == 11:  # after the checkpoint at step 8
-                    raise _Interrupt
-                return next(it)
-
-            def get_state(self):
-                return it.get_state()
-
-        return Wrapper()
-
-    monkeypatch.setattr(data, "train_iterator", interrupted)
-    with pytest.raises(_Interrupt):
+    interrupt.at(11)  # after the checkpoint at step 8
+    with pytest.raises(interrupt.Stop):
         train.fit(c, str(tmp_path / "resumed"), progress=False)
-    monkeypatch.setattr(data, "train_iterator", real)
+    interrupt.restore()
     resumed = train.fit(c, str(tmp_path / "resumed"), progress=False)
     assert resumed["resumed_from"] == 8
     assert resumed["test"] == full["test"]  # bitwise-equal metrics
