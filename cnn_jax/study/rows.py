@@ -18,7 +18,8 @@ from cnn_jax.study import store
 # Machine-dependent columns, kept out of report.md. ``wall_seconds``: the trial's wall time as
 # its status.json records it (``wall_seconds``, from "running" to "done"), NaN where the
 # worker did not record it.
-TIMING_COLUMNS = ("train_seconds", "images_per_second", "wall_seconds")
+# ``step_seconds``: the time in training steps after the first (summary.json).
+TIMING_COLUMNS = ("train_seconds", "step_seconds", "images_per_second", "wall_seconds")
 # The columns read from a finished trial, in the order of ``results.csv``; NaN otherwise.
 # ``validation_*`` and ``test_*``: the final state; ``best_*``: the checkpoint selected by
 # validation accuracy (its test accuracy read once, at the end).
@@ -105,6 +106,7 @@ def _measured(summary: dict, analysis: dict, status: dict) -> dict[str, Any]:
         "params": _num(summary.get("params")),
         "epochs": _num(summary.get("epochs")),
         "train_seconds": _num(summary.get("train_seconds")),
+        "step_seconds": _num(summary.get("step_seconds")),
         "images_per_second": _num(summary.get("images_per_second")),
         "wall_seconds": _num(status.get("wall_seconds")),
     }

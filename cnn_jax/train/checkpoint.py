@@ -1,4 +1,4 @@
-"""Orbax checkpoints: the latest N and the best N by test accuracy, with the data state.
+"""Orbax checkpoints: the latest N and the best N by validation accuracy, with the data state.
 
 Each checkpoint ``<dir>/<step>/`` holds the items ``state`` (``StandardSave`` of the
 train-state pytree in a device-independent layout) and ``data`` (``JsonSave`` of the
