@@ -20,10 +20,11 @@ decay to zero), validation every 2 epochs; every arm plateaued (the mean of its 
 validation evaluations within 0.3 pp of its best). Checkpoints: the best and the final state
 at the end of each trial only (`train.checkpoint_evals="end"`). Cost, measured on 2 CPU
 cores (one worker), two runs each: 5 min 31 s and 5 min 11 s from an empty workdir with a
-cold compilation cache (19 % and 21 % of the wall time outside the training steps: about
-1.6 s per configuration compiling its training, evaluation and initialisation programs,
-0.25 s per later seed for evaluation, the two checkpoints and the shift analysis, and 5 s
-of start-up and report); 4 min 52 s and 4 min 22 s with the compilation cache of an
+cold compilation cache (19 % and 21 % of the wall time outside the training steps:
+1.8-2.0 s per configuration for its first seed beyond a later seed's, mostly compiling its
+training, evaluation and initialisation programs, 0.26-0.29 s per later seed for
+evaluation, the checkpoints and the shift analysis, and 4.4-4.6 s of start-up and report);
+4 min 52 s and 4 min 22 s with the compilation cache of an
 earlier run (`--cache-dir`), 12 % outside the steps; all four wrote the same report.md
 byte for byte.
 
