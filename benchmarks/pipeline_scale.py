@@ -198,7 +198,8 @@ def child(args) -> dict:
     decoded = n * args.size * args.size * 3
     return {
         "kind": kind, "workers": workers, "images_per_s": args.batches * args.batch / dt,
-        "images_per_cpu_s": args.batches * args.batch / cpu,
+        # None: too short to register CPU time (the tiny sizes of a rehearsal)
+        "images_per_cpu_s": args.batches * args.batch / cpu if cpu > 0 else None,
         "first_batch_s": t_first, "load_s": t_loaded, "peak_rss_gb": peak.peak_rss / 1e9,
         "peak_pss_gb": peak.peak_pss / 1e9, "decoded_gb": decoded / 1e9, "examples": n,
     }
@@ -257,7 +258,8 @@ def main() -> None:
         first = f"{r['first_batch_s']:.1f}"
         if r["load_s"] is not None:
             first += f" (decode {r['load_s']:.0f})"
-        eff = f"{r['images_per_cpu_s'] / per_cpu:.2f}"
+        eff = (f"{r['images_per_cpu_s'] / per_cpu:.2f}" if r["images_per_cpu_s"] and per_cpu
+               else "—")
         print(f"| {path} | {r['workers'] if r['kind'] == 'streaming' else '—'} | "
               f"{r['images_per_s']:.0f} | {per} | {eff} | {first} | {r['peak_rss_gb']:.2f} | "
               f"{r['peak_pss_gb']:.2f} |")
