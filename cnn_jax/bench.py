@@ -81,7 +81,8 @@ def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int |
 
     from cnn_jax import data
 
-    spec = data.DATASETS.get(cfg.data.name)
+    spec = (data.DATASETS.get(cfg.data.name) if shape else
+            data.batch_spec(cfg.data.name, cfg.data.data_dir or None, data.Options.of(cfg.data)))
     shape = tuple(shape or spec.shape)
     num_classes = spec.num_classes if num_classes is None else num_classes
     if num_classes < 1:

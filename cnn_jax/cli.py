@@ -179,11 +179,19 @@ def cmd_summary(args, overrides) -> int:
     # Input shape and classes: the flags, else the dataset of a config that names one (an
     # experiment file or a data.* override), else what the model was designed for.
     if args.config or any(k.startswith("data.") for k, _ in overrides):
-        spec = data.DATASETS.get(cfg.data.name)
-        shape, num_classes, source = spec.shape, spec.num_classes, f"dataset {cfg.data.name}"
+        source = class_from = f"dataset {cfg.data.name}"
+        if args.input_shape:  # the classes only: no need to read the images' shape
+            spec = data.DATASETS.get(cfg.data.name)
+        else:
+            spec = data.batch_spec(cfg.data.name, cfg.data.data_dir or None, data.Options.of(cfg.data))
+            if any(k in ("crop_size", "image_size") and cfg.data[k] for k in ("crop_size", "image_size")):
+                source += " with " + ", ".join(f"data.{k}={cfg.data[k]}" for k in ("crop_size", "image_size")
+                                               if cfg.data[k])
+        shape, num_classes = spec.shape, spec.num_classes
     else:
         (shape, num_classes), source = models.default_input(name), "the model's default"
-    shape_source = class_source = source
+        class_from = source
+    shape_source, class_source = source, class_from
     if args.input_shape:
         shape, shape_source = _shape(args.input_shape), "--input-shape"
     if args.num_classes is not None:

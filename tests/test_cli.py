@@ -34,6 +34,21 @@ def test_summary_ends_with_keras_parameter_counts(capsys, argv, total):
     assert "conv1" in out and "Output shape" in out
 
 
+def test_summary_of_a_dataset_of_varying_sizes_takes_the_crop(capsys):
+    """imagenette's images vary in size: the batches' shape is data.crop_size's, and without
+    a crop or --input-shape the one-line error says what to set (no traceback)."""
+    args = ["summary", "--config", EXP, "--config.model.name=resnet18", "--config.data.name=imagenette_160"]
+    code, out, _ = run(capsys, *args, "--config.data.crop_size=64")
+    assert code == 0 and out.startswith(
+        "Model: resnet18, input 64x64x3 (dataset imagenette_160 with data.crop_size=64), 10 classes")
+    code, out, _ = run(capsys, *args, "--input-shape", "96,96,3")
+    assert code == 0 and "input 96x96x3 (--input-shape), 10 classes (dataset imagenette_160)" in out
+    code, _, err = run(capsys, *args)
+    assert code == 2 and err.strip() == (
+        "error: dataset 'imagenette_160' has images of varying sizes; set data.crop_size "
+        "(ImageNet-style crops, e.g. 224) and/or data.image_size (resize when decoded)")
+
+
 def _bad(data_dir, workdir, *extra):
     return ["train", "--config", EXP, "--workdir", workdir,
             f"--config.data.data_dir={data_dir}", *extra]

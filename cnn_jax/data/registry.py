@@ -315,6 +315,17 @@ def choose_path(spec: DatasetSpec, split: str, n: int, options: Options) -> tupl
     return True, f"decoded ~{_gb(est)} <= data.max_memory_gb={options.max_memory_gb:g}"
 
 
+def batch_spec(name: str, data_dir: str | None = None, options: Options | None = None) -> DatasetSpec:
+    """Dataset ``name``'s spec with ``shape`` the shape of its batches' images under
+    ``options`` (``crop_size``, ``image_size``; an image folder scanned, and converted once,
+    as :func:`load` would): what a model summary or benchmark of that data takes."""
+    options = options or Options()
+    spec = DATASETS.get(name)
+    if spec.resolve is not None:
+        spec = spec.resolve(options, data_dir or default_data_dir())
+    return dataclasses.replace(spec, shape=batch_shape(spec, options))
+
+
 def load(name: str, split: str, data_dir: str | None = None, options: Options | None = None):
     """Reads split ``split`` (``"train"``, ``"test"``, ``"validation"`` or a tfds split
     expression such as ``"train[:90%]"``) of dataset ``name``.
