@@ -79,3 +79,26 @@ def test_end_only_checkpoints_resume_exactly_with_the_same_best(data_dir, tmp_pa
     assert resumed["best"] == full["best"] and resumed["test"] == full["test"]
     lines = lambda run: [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert lines("part") == lines("full")
+
+
+def test_vmapped_seeds_checkpoint_at_the_end_as_fit_does(data_dir, tmp_path):
+    """checkpoint_evals="end" under vmapped seeds: each seed's checkpoints are its best and
+    final states, at the steps fit saves them."""
+    from cnn_jax import train
+    from cnn_jax.train import vmap as seeds_lib
+
+    cfgs = []
+    for seed in (0, 1):
+        c = _end_cfg(data_dir)
+        c.seed = seed
+        cfgs.append(c)
+    outs = seeds_lib.fit_seeds(cfgs, [str(tmp_path / f"vmap{i}") for i in (0, 1)])
+    for i, (c, o) in enumerate(zip(cfgs, outs)):
+        ref = train.fit(c, str(tmp_path / f"fit{i}"), progress=False)
+        assert o["status"] == "done" and o["result"].summary["best"]["step"] == ref["best"]["step"]
+        steps = []
+        for run in (f"vmap{i}", f"fit{i}"):
+            ck = Checkpoints(str(tmp_path / run / "checkpoints"), read_only=True)
+            steps.append(ck.steps())
+            ck.close()
+        assert steps[0] == steps[1] == sorted({ref["best"]["step"], 60})
