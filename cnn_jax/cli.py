@@ -184,9 +184,9 @@ def cmd_summary(args, overrides) -> int:
             spec = data.DATASETS.get(cfg.data.name)
         else:
             spec = data.batch_spec(cfg.data.name, cfg.data.data_dir or None, data.Options.of(cfg.data))
-            if any(k in ("crop_size", "image_size") and cfg.data[k] for k in ("crop_size", "image_size")):
-                source += " with " + ", ".join(f"data.{k}={cfg.data[k]}" for k in ("crop_size", "image_size")
-                                               if cfg.data[k])
+            views = [f"data.{k}={cfg.data[k]}" for k in ("crop_size", "image_size") if cfg.data[k]]
+            if views:
+                source += " with " + ", ".join(views)
         shape, num_classes = spec.shape, spec.num_classes
     else:
         (shape, num_classes), source = models.default_input(name), "the model's default"

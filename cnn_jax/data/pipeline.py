@@ -110,8 +110,9 @@ def train_iterator(split, batch_size: int, seed: int, *, state: dict | None = No
     of step ``i``; ``state`` is a saved ``get_state()`` (``{"next_index": step}`` on both
     paths). A streamed split of a multi-process run yields this process's rows only.
     ``normalized=False`` lets a streamed split hand over its ``u8`` pixels (a quarter of the
-    bytes through shared memory and to the devices), which the caller then normalises with
-    :func:`cnn_jax.data.transforms.normalize`'s arithmetic; in-memory batches are ``f32``."""
+    bytes through shared memory and to the devices), which the caller then normalises to
+    :func:`cnn_jax.data.transforms.normalize`'s values (:func:`cnn_jax.train.parallel.normalizing`);
+    in-memory batches are ``f32`` either way."""
     if split.streaming:
         from cnn_jax.data import streaming
 

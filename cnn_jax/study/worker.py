@@ -32,11 +32,10 @@ def _analysis(task: dict, result) -> dict:
     """Post-training measures of one trial (``analysis.json``) from what it trained."""
     out: dict = {}
     if task.get("shift", 0) > 0:
-        from cnn_jax.viz import shift
-
         import numpy as np
 
         from cnn_jax.train import assemble
+        from cnn_jax.viz import shift
 
         # the trial's own evaluation program (compiled for its evaluations) predicts
         s = result.setup
