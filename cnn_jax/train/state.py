@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -49,7 +50,10 @@ def create(
     # tx.init op by op: a dozen small programs to compile for every new model).
     variables, opt_state = _initializer(model, tx, tuple(input_shape))(init_key)
     return TrainState(
-        step=0,
+        # a strongly typed int32 from the start: the state of every later step, a host copy
+        # and a restored checkpoint then share one signature (a weakly typed 0 made the test
+        # evaluation of the best checkpoint compile the evaluation program a second time)
+        step=np.zeros((), np.int32),
         apply_fn=model.apply,
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
