@@ -39,7 +39,8 @@ def _analysis(task: dict, result) -> dict:
 
         # the trial's own evaluation program (compiled for its evaluations) predicts
         s = result.setup
-        runner = assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn, s.model, s.input_shape)
+        runner = result.runner or assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn, s.model,
+                                                       s.input_shape)
         state = runner.put_state(result.state)
         batch_size = assemble.eval_batch_size(s.cfg, runner)
         labels = np.zeros(batch_size, s.test.labels.dtype)

@@ -42,14 +42,16 @@ from cnn_jax.train.writer import MetricWriter
 @dataclasses.dataclass
 class FitResult:
     """What :func:`fit` trained: the summary (also ``summary.json``), the final train state
-    (on the host) and the :class:`~cnn_jax.train.assemble.Setup` it was built from (model,
-    splits, loss functions), so no caller has to rebuild or re-restore it.
+    (on the host), the :class:`~cnn_jax.train.assemble.Setup` it was built from (model,
+    splits, loss functions) and the :class:`Runner` whose compiled programs it ran (``None``
+    for a state restored from disk), so no caller has to rebuild, re-restore or recompile.
 
     ``result["test"]`` reads the summary (``result.summary["test"]``)."""
 
     summary: dict
     state: state_lib.TrainState
     setup: Setup
+    runner: Runner | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.summary[key]
@@ -343,7 +345,7 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
         pipeline=data.describe_all(train=s.train, validation=s.validation, test=s.test),
         write=primary,
     )
-    return FitResult(summary, runner.get_state(state), s)
+    return FitResult(summary, runner.get_state(state), s, runner)
 
 
 def final_evaluation(state, step: int, s: Setup, stopper, best_state, ckpt: Checkpoints,

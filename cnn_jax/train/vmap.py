@@ -265,7 +265,7 @@ def _train(cfgs, workdirs, s, ckpts, start, stack, on_done) -> list[dict]:
             parallel={"mode": "vmap", "devices": 1},
             **extra,
         )
-        out = {"status": "done", "result": FitResult(summary, state, s)}
+        out = {"status": "done", "result": FitResult(summary, state, s, runner)}
         if on_done is not None:
             on_done(i, out)
         outcomes.append(out)
