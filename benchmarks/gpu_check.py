@@ -1320,6 +1320,8 @@ def part_streaming(args, rec, save) -> None:
                 "--workers",
                 str(w),
                 "--no-memory-path",
+                "--rounds",
+                "1",
                 "--dir",
                 data_dir,
             ],

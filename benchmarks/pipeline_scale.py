@@ -22,7 +22,8 @@ pixels normalised there, in-memory ones normalised on the host;
   which other load on the machine does not change the way it changes wall-clock rates.
 
   python benchmarks/pipeline_scale.py [--num 15259] [--size 256] [--crop 224] [--batch 128]
-      [--workers 1,2,4] [--batches 30] [--dir /tmp/cnn_jax_pipeline_scale] [--no-memory-path]
+      [--workers 1,2,4] [--batches 30] [--rounds 3] [--dir /tmp/cnn_jax_pipeline_scale]
+      [--no-memory-path]
 
 Prints one line per configuration and a Markdown table (benchmarks/RESULTS.md records it).
 """
@@ -223,6 +224,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--batches", type=int, default=30)
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--rounds", type=int, default=3, help="repetitions of every configuration")
     p.add_argument("--dir", default="/tmp/cnn_jax_pipeline_scale")
     p.add_argument("--no-memory-path", action="store_true", help="skip the in-memory path")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -233,10 +235,18 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
     make_dataset(args.dir, args.num, args.size)
-    rows = [_run_child(args, "streaming", 0)]
-    one_core = rows[0]["images_per_s"]
-    for w in [int(x) for x in args.workers.split(",") if x]:
-        rows.append(_run_child(args, "streaming", w))
+    counts = [int(x) for x in args.workers.split(",") if x]
+    # Rounds: the one-core run, then each worker count, again and again; each count's
+    # per-worker figure is taken against the one-core run of its own round (the load of
+    # this shared machine drifts between minutes), and the medians over rounds are printed.
+    rounds: list[list[dict]] = []
+    for _ in range(max(args.rounds, 1)):
+        rounds.append([_run_child(args, "streaming", w) for w in [0, *counts]])
+    rows = [_median_row([r[i] for r in rounds]) for i in range(len(counts) + 1)]
+    per_worker = {
+        w: sorted(r[i + 1]["images_per_s"] / w / r[0]["images_per_s"] for r in rounds)
+        for i, w in enumerate(counts) if w
+    }
     if not args.no_memory_path:
         cache = os.path.join(args.dir, NAME)
         for dirpath, dirnames, _ in os.walk(cache):  # cold: no decoded cache
@@ -246,15 +256,18 @@ def main() -> None:
         rows.append(_run_child(args, "memory", 0))
     print(f"\ndataset: {rows[0]['examples']} JPEGs of {args.size}x{args.size}, "
           f"{rows[0]['decoded_gb']:.2f} GB decoded; crop {args.crop}, batch {args.batch}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; medians over "
+          f"{len(rounds)} round(s) (per worker: against the same round's one-core run; range)")
     per_cpu = rows[0]["images_per_cpu_s"]
     print("| path | workers | images/s | per worker / one core | images per CPU-s / one core's | "
           "first batch (s) | peak RSS, tree (GB) | peak PSS, tree (GB) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         path = "in memory" if r["kind"] == "memory" else "streaming"
-        per = (f"{r['images_per_s'] / r['workers'] / one_core:.2f}" if r["kind"] == "streaming"
-               and r["workers"] else "—")
+        per = "—"
+        if r["kind"] == "streaming" and r["workers"]:
+            v = per_worker[r["workers"]]
+            per = f"{_median(v):.2f}" + (f" ({v[0]:.2f}–{v[-1]:.2f})" if len(v) > 1 else "")
         first = f"{r['first_batch_s']:.1f}"
         if r["load_s"] is not None:
             first += f" (decode {r['load_s']:.0f})"
@@ -264,6 +277,22 @@ def main() -> None:
               f"{r['images_per_s']:.0f} | {per} | {eff} | {first} | {r['peak_rss_gb']:.2f} | "
               f"{r['peak_pss_gb']:.2f} |")
 
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def _median_row(runs: list[dict]) -> dict:
+    """One configuration's runs → a row of medians (memory peaks: the largest)."""
+    row = dict(runs[0])
+    for k in ("images_per_s", "first_batch_s"):
+        row[k] = _median([r[k] for r in runs])
+    cpu = [r["images_per_cpu_s"] for r in runs if r["images_per_cpu_s"]]
+    row["images_per_cpu_s"] = _median(cpu) if cpu else None
+    for k in ("peak_rss_gb", "peak_pss_gb"):
+        row[k] = max(r[k] for r in runs)
+    return row
 
 if __name__ == "__main__":
     main()
