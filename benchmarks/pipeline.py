@@ -66,10 +66,10 @@ def main() -> None:
     run("pipeline")
     times = {"pipeline": [], "resident": []}
     for _ in range(args.rounds):
-        for source in times:
+        for source, seconds in times.items():
             t = time.perf_counter()
             run(source)
-            times[source].append(time.perf_counter() - t)
+            seconds.append(time.perf_counter() - t)
     batches.close()
     ms = {k: statistics.median(v) / args.steps * 1e3 for k, v in times.items()}
     print(f"{cfg.model.name} on {cfg.data.name}, batch {cfg.data.batch_size}, {runner.mode} on "

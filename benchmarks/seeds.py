@@ -58,7 +58,7 @@ def main() -> None:
 
     # -- step ----------------------------------------------------------------------------
     states = [state_lib.create(s.model, s.state.tx, shape, c.seed) for c in cfgs]
-    stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)  # noqa: E731
+    stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.normal(size=(args.k, b, *shape)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, s.test.spec.num_classes, (args.k, b)), jnp.int32)

@@ -29,7 +29,7 @@ def first_step_seconds(config: str, workdir: str, env: dict) -> float:
     cmd = [sys.executable, "-m", "cnn_jax", "train", "--config", config, "--workdir", workdir,
            "--quiet", "--config.train.steps=1", "--overwrite"]
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"cnn-jax train failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     with open(os.path.join(workdir, "summary.json")) as f:
