@@ -109,3 +109,20 @@ def test_vmapped_seeds_checkpoint_at_the_end_as_fit_does(data_dir, tmp_path):
             steps.append(ck.steps())
             ck.close()
         assert steps[0] == steps[1] == sorted({ref["best"]["step"], 60})
+
+
+def test_a_later_seeds_first_step_is_timed_as_a_step(data_dir, tmp_path):
+    """The second seed of a config reuses the first one's compiled training program, so its
+    first step compiles nothing and counts among the timed steps (summary.json says which)."""
+    from cnn_jax import train
+
+    first = train.fit(_end_cfg(data_dir, steps=20), str(tmp_path / "s0"), progress=False)
+    c = _end_cfg(data_dir, steps=20)
+    c.seed = 1
+    second = train.fit(c, str(tmp_path / "s1"), progress=False)
+    assert first["first_step_compiled"] is True and second["first_step_compiled"] is False
+    assert 0 < second["step_seconds"] <= second["train_seconds"]
+    # the images/s of the timed steps: all 20 of the second seed, 19 of the first
+    for out, timed in ((first, 19), (second, 20)):
+        assert out["images_per_second"] == pytest.approx(
+            timed * 128 / out["step_seconds"], rel=1e-6)

@@ -18,7 +18,8 @@ from cnn_jax.study import store
 # Machine-dependent columns, kept out of report.md. ``wall_seconds``: the trial's wall time as
 # its status.json records it (``wall_seconds``, from "running" to "done"), NaN where the
 # worker did not record it.
-# ``step_seconds``: the time in training steps after the first (summary.json).
+# ``step_seconds``: the time in training steps (summary.json; the first step counts where it
+# compiled nothing).
 TIMING_COLUMNS = ("train_seconds", "step_seconds", "images_per_second", "wall_seconds")
 # The columns read from a finished trial, in the order of ``results.csv``; NaN otherwise.
 # ``validation_*`` and ``test_*``: the final state; ``best_*``: the checkpoint selected by

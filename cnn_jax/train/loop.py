@@ -215,11 +215,12 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
             # checkpointed so that a resumed run logs exactly what an uninterrupted one does.
             acc = periodic.pending_from_json(data_state.get("pending"))
             last_train = {}
-            t_first, steps_timed = None, 0
+            t_first, steps_timed, compiled = None, 0, None
             side = 0.0  # seconds of evaluations and checkpoints after the first step
             in_flight = None  # see _pace
             diverged_at = None
             end = start if stopper.stopped else s.total_steps
+            programs, t_loop = runner.train_programs(), time.perf_counter()
             try:
                 for step in range(start + 1, end + 1):
                     batch, it_state = next(batches)
@@ -230,6 +231,9 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
                         jax.block_until_ready(sums)
                         t_first = time.perf_counter()
                         first_step_at = first_step_at or time.time()
+                        compiled = programs is None or runner.train_programs() != programs
+                        if not compiled:  # (a later seed of a config): timed like the others
+                            t_first, steps_timed = t_loop, 1
                     else:
                         steps_timed += 1
                     preempted = signals.should_stop(step)
@@ -336,9 +340,9 @@ def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, prima
         images_per_second=periodic.images_per_second(
             steps_timed, cfg.data.batch_size, t_first, steps_end),
         first_step_at=first_step_at,
-        # seconds in training steps after the first (which compiles): the sweep's overhead
-        # is its wall time less these
+        # seconds in training steps (the first if it compiled nothing): a sweep's overhead
         step_seconds=(steps_end - t_first) if t_first else 0.0,
+        first_step_compiled=compiled,
         resumed_from=start,
         nonfinite_steps=nonfinite_total,
         parallel={"mode": runner.mode, "devices": runner.num_devices},

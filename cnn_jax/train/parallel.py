@@ -141,6 +141,12 @@ class Runner:
             sums = jax.tree.map(lambda x: x[0], sums)
         return state, sums
 
+    def train_programs(self) -> int | None:
+        """How many training programs this runner has compiled (``None``: not known, pmap):
+        a step that leaves it unchanged compiled nothing."""
+        size = getattr(self._train, "_cache_size", None)
+        return size() if size is not None else None
+
     def eval_step(self, state, batch):
         """The metric sums of ``batch``."""
         sums = dict(self._eval(state, batch))

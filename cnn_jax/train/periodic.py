@@ -115,7 +115,8 @@ class EarlyStopping:
 
 
 def images_per_second(steps_timed: int, batch: int, t_first: float | None, now: float) -> float | None:
-    """Training images per second from the first step's end (compilation excluded)."""
+    """Training images per second of ``steps_timed`` steps since ``t_first`` (the first
+    step's end, or its start where it compiled nothing)."""
     if not t_first or not steps_timed or now <= t_first:
         return None
     return steps_timed * batch / (now - t_first)
