@@ -5,6 +5,8 @@ determinism, plots."""
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -414,3 +416,17 @@ def test_equal_parameter_counts_are_spread_apart_in_the_plot():
     assert out[0] < out[1] < out[2]
     logged = _dodged([1e4, 1e4, 1e6], log=True)
     assert logged[0] < 1e4 < logged[1] and logged[2] == pytest.approx(1e6)
+
+
+def test_preload_imports_what_the_report_needs():
+    """A sweep imports the report's libraries while its workers start (reporting.preload)."""
+    code = (
+        "import sys\n"
+        "from cnn_jax.study import reporting\n"
+        "heavy = ('pandas', 'scipy.stats', 'matplotlib.pyplot')\n"
+        "before = [m for m in heavy if m in sys.modules]\n"
+        "reporting.preload()\n"
+        "print(before, [m for m in heavy if m not in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("[]"), out.stdout  # all three imported by preload

@@ -19,6 +19,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -281,6 +282,10 @@ def run(
         with _sweep_lock(workdir):  # only while sweep.json is written
             _write_plan(workdir, p, todo, log)
         t0 = time.perf_counter()
+        if report and todo:  # the report's imports while the workers start
+            from cnn_jax.study import reporting
+
+            threading.Thread(target=reporting.preload, name="cnn-jax-preload", daemon=True).start()
         counts = _execute(
             todo, workdir, ex, vmap, p.study.shift_consistency, cache_dir_for(workdir, cache_dir), log
         )
