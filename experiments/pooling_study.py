@@ -19,13 +19,14 @@ Budget: 8 epochs per trial (448 Adam steps at batch 64, learning rate 2e-3 with 
 decay to zero), validation every 2 epochs; every arm plateaued (the mean of its last two
 validation evaluations within 0.3 pp of its best). Checkpoints: the best and the final state
 at the end of each trial only (`train.checkpoint_evals="end"`). Cost, measured on 2 CPU
-cores (one worker): 5 min 18 s from an empty workdir with a cold compilation cache, 17 % of
-it outside the training steps (33 s in the 18 configurations' first seeds, mostly compiling
-each configuration's training, initialisation and evaluation programs: 0.72-0.80, 0.43-0.46
-and 0.25 s measured without a cache; 18 s in the 72 later seeds: evaluation, checkpoints,
-shift analysis; 5 s of start-up and report); 4 min 41 s
-with the compilation cache of that run (`--cache-dir`), 11 % outside the steps; both wrote
-the same report.md byte for byte.
+cores (one worker): 5 min 18 s to 5 min 31 s from an empty workdir with a cold compilation
+cache (three runs), 17-19 % of it outside the training steps (the last run: 5 min 28 s, 62 s
+outside the steps: 40 s in the 18 configurations' first seeds, mostly compiling each
+configuration's training, initialisation and evaluation programs: 0.72-0.80, 0.43-0.46 and
+0.25 s measured without a cache; 19 s in the 72 later seeds: evaluation, checkpoints, shift
+analysis; 4 s of start-up and report); 4 min 41 s with the compilation cache of such a run
+(`--cache-dir`), 11 % outside the steps; all with the same results (the last two cold runs
+wrote the same report.md byte for byte).
 
 Result (test accuracy %, mean ± sd over 5 seeds [95 % CI]; validation accuracy %; shift
 consistency %):
