@@ -294,5 +294,6 @@ def _median_row(runs: list[dict]) -> dict:
         row[k] = max(r[k] for r in runs)
     return row
 
+
 if __name__ == "__main__":
     main()
