@@ -47,15 +47,12 @@ def test_end_only_checkpoints_write_the_best_and_the_final_state(data_dir, tmp_p
     memory since its evaluation) and the final one; both restore to what the run reported."""
     from cnn_jax import train
 
-    from cnn_jax.train import assemble
-
     out = train.fit(_end_cfg(data_dir), str(tmp_path / "run"), progress=False)
     best = out["best"]["step"]
     assert best is not None and best < 60  # the test needs a best before the end
     # the best state's test evaluation ran the program the validation compiled (a host copy
     # of the state has the training state's signature)
-    s = out.setup
-    runner = assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn, s.model, s.input_shape)
+    runner = out.runner
     assert runner._eval._cache_size() == 1 and runner._train._cache_size() == 1
     ck = Checkpoints(str(tmp_path / "run" / "checkpoints"), read_only=True)
     assert ck.steps() == [best, 60] and ck.best_step() == best

@@ -333,20 +333,17 @@ def timing(agg, keys: list[str], df=None) -> str:
         ok = df[(df.status == "done") & df["wall_seconds"].notna() & df["train_seconds"].notna()]
         wall, train = float(ok["wall_seconds"].sum()), float(ok["train_seconds"].sum())
         steps = float(ok["step_seconds"].sum()) if "step_seconds" in ok else 0.0
+        if wall > 0:
+            text += f"Sweep: {wall:.1f} s of trial wall time over {len(ok)} trials, of which "
         if wall > 0 and steps > 0:
             text += (
-                f"Sweep: {wall:.1f} s of trial wall time over {len(ok)} trials, of which "
                 f"{steps:.1f} s in training steps ({train:.1f} s in the training loops): "
                 f"outside the training steps {100 * (1 - steps / wall):.0f} % of the trials' "
                 "time. (The sweep's own start-up and report come on top: `cnn-jax sweep` "
                 "prints the whole run's figure at its end.)\n\n"
             )
         elif wall > 0:
-            text += (
-                f"Sweep: {wall:.1f} s of trial wall time over {len(ok)} trials, of which "
-                f"{train:.1f} s in training loops: overhead {100 * (1 - train / wall):.0f} %."
-                "\n\n"
-            )
+            text += f"{train:.1f} s in training loops: overhead {100 * (1 - train / wall):.0f} %.\n\n"
     else:
         text += (
             "The trials' wall time is not recorded (no `wall_seconds` in their "
