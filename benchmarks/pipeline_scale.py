@@ -6,7 +6,9 @@ comparison) and measures, each configuration in a fresh process:
 
 * the one-core decode rate: the streaming path's per-example work (read the record, decode
   the JPEG, random-resized crop to ``--crop``, flip) in the calling thread
-  (``data.workers=0``);
+  (``data.workers=0``), the process pinned to one CPU (``sched_setaffinity``: XLA's
+  threads, which normalise the batch, too); and the same unpinned, which lets XLA's
+  threads use a second core (about 1.2 CPUs busy);
 
 every batch as the training loop takes it, on the device: streamed batches as ``u8``
 pixels normalised there, in-memory ones normalised on the host;
@@ -162,6 +164,8 @@ def child(args) -> dict:
 
     _register(args.size)
     kind, workers = args.child, args.child_workers
+    if args.child_pin:  # before JAX starts its threads: they inherit it
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     t0 = time.perf_counter()
     with PeakSampler() as peak:
         if kind == "memory":
@@ -198,7 +202,7 @@ def child(args) -> dict:
     n = len(split)
     decoded = n * args.size * args.size * 3
     return {
-        "kind": kind, "workers": workers, "images_per_s": args.batches * args.batch / dt,
+        "kind": kind, "workers": workers, "pinned": args.child_pin, "images_per_s": args.batches * args.batch / dt,
         # None: too short to register CPU time (the tiny sizes of a rehearsal)
         "images_per_cpu_s": args.batches * args.batch / cpu if cpu > 0 else None,
         "first_batch_s": t_first, "load_s": t_loaded, "peak_rss_gb": peak.peak_rss / 1e9,
@@ -206,8 +210,9 @@ def child(args) -> dict:
     }
 
 
-def _run_child(args, kind: str, workers: int) -> dict:
+def _run_child(args, kind: str, workers: int, pin: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--child-workers", str(workers),
+           *(["--child-pin"] if pin else []),
            "--num", str(args.num), "--size", str(args.size), "--crop", str(args.crop),
            "--batch", str(args.batch), "--batches", str(args.batches), "--dir", args.dir]
     p = subprocess.run(cmd, check=False, capture_output=True, text=True)
@@ -229,6 +234,7 @@ def main() -> None:
     p.add_argument("--no-memory-path", action="store_true", help="skip the in-memory path")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--child-workers", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--child-pin", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.child:
@@ -236,17 +242,20 @@ def main() -> None:
         return
     make_dataset(args.dir, args.num, args.size)
     counts = [int(x) for x in args.workers.split(",") if x]
-    # Rounds: the one-core run, then each worker count, again and again; each count's
+    pin = hasattr(os, "sched_setaffinity")
+    # Rounds: the one-core runs, then each worker count, again and again; each count's
     # per-worker figure is taken against the one-core run of its own round (the load of
     # this shared machine drifts between minutes), and the medians over rounds are printed.
     rounds: list[list[dict]] = []
     for _ in range(max(args.rounds, 1)):
-        rounds.append([_run_child(args, "streaming", w) for w in [0, *counts]])
-    rows = [_median_row([r[i] for r in rounds]) for i in range(len(counts) + 1)]
-    per_worker = {
-        w: sorted(r[i + 1]["images_per_s"] / w / r[0]["images_per_s"] for r in rounds)
-        for i, w in enumerate(counts) if w
-    }
+        ones = [_run_child(args, "streaming", 0, pin=True)] if pin else []
+        rounds.append(ones + [_run_child(args, "streaming", w) for w in [0, *counts]])
+    rows = [_median_row([r[i] for r in rounds]) for i in range(len(rounds[0]))]
+    w0 = len(rounds[0]) - len(counts)  # the first worker count's index
+
+    def per_worker(i: int, w: int, base: int = 0) -> list[float]:
+        return sorted(r[i]["images_per_s"] / w / r[base]["images_per_s"] for r in rounds)
+
     if not args.no_memory_path:
         cache = os.path.join(args.dir, NAME)
         for dirpath, dirnames, _ in os.walk(cache):  # cold: no decoded cache
@@ -259,23 +268,35 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; medians over "
           f"{len(rounds)} round(s) (per worker: against the same round's one-core run; range)")
     per_cpu = rows[0]["images_per_cpu_s"]
+    counted = {i: per_worker(i, w) for i, w in enumerate(counts, w0) if w}
     print("| path | workers | images/s | per worker / one core | images per CPU-s / one core's | "
           "first batch (s) | peak RSS, tree (GB) | peak PSS, tree (GB) |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    for i, r in enumerate(rows):
         path = "in memory" if r["kind"] == "memory" else "streaming"
         per = "—"
-        if r["kind"] == "streaming" and r["workers"]:
-            v = per_worker[r["workers"]]
-            per = f"{_median(v):.2f}" + (f" ({v[0]:.2f}–{v[-1]:.2f})" if len(v) > 1 else "")
+        if i in counted:
+            per = _spread(counted[i])
+        workers = r["workers"] if r["kind"] == "streaming" else "—"
+        if r["kind"] == "streaming" and not r["workers"]:
+            workers = ("0 (one core)" if r["pinned"] or not pin
+                       else "0 (calling thread, unpinned)")
         first = f"{r['first_batch_s']:.1f}"
         if r["load_s"] is not None:
             first += f" (decode {r['load_s']:.0f})"
         eff = (f"{r['images_per_cpu_s'] / per_cpu:.2f}" if r["images_per_cpu_s"] and per_cpu
                else "—")
-        print(f"| {path} | {r['workers'] if r['kind'] == 'streaming' else '—'} | "
+        print(f"| {path} | {workers} | "
               f"{r['images_per_s']:.0f} | {per} | {eff} | {first} | {r['peak_rss_gb']:.2f} | "
               f"{r['peak_pss_gb']:.2f} |")
+    if pin and counted:
+        print("per worker against the unpinned calling thread instead: " + "; ".join(
+            f"{w} worker(s) {_spread(per_worker(i, w, base=1))}"
+            for i, w in enumerate(counts, w0) if w))
+
+
+def _spread(v: list[float]) -> str:
+    return f"{_median(v):.2f}" + (f" ({v[0]:.2f}–{v[-1]:.2f})" if len(v) > 1 else "")
 
 
 def _median(values: list[float]) -> float:

@@ -11,10 +11,11 @@ made by a grain pipeline::
 so each element is a whole batch, assembled in one of ``data.workers`` worker processes:
 the batch's records are read, decoded with Pillow, transformed and normalised there
 (:mod:`cnn_jax.data.transforms`, the same code as the in-memory path), and handed to the
-training process through shared memory. grain gives worker ``w`` of ``W`` the steps
+training process through shared memory, in blocks each worker reuses
+(:mod:`cnn_jax.data.shm_pool`). grain gives worker ``w`` of ``W`` the steps
 ``w, w + W, ...`` and interleaves their outputs back in step order, each worker holding at
-most one finished batch ahead (memory is bounded by ``W`` batches plus the workers' own
-footprint, whatever the dataset's size).
+most one finished batch ahead (memory is bounded by ``W`` times a few batches, the pooled
+blocks, plus the workers' own footprint, whatever the dataset's size).
 
 Determinism: a batch is a function of ``(seed, step)`` alone — the example order is the
 in-memory path's (:class:`~cnn_jax.data.pipeline.BatchOrder`) and every random draw is
@@ -39,7 +40,7 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
-from cnn_jax.data import decode, registry, transforms
+from cnn_jax.data import decode, registry, shm_pool, transforms
 from cnn_jax.data.paths import num_workers
 from cnn_jax.data.pipeline import BatchOrder, check_batch_size
 from cnn_jax.data.registry import DatasetSpec, Options
@@ -248,8 +249,10 @@ class _EvalBatch:
         mask = np.zeros(len(rows), bool)
         alloc = _output_array() or np.zeros
         dtype = np.float32 if self.normalized else np.uint8
-        images = alloc((len(rows), *self.spec.shape), dtype)  # zeros: the padding
+        images = alloc((len(rows), *self.spec.shape), dtype)  # a reused block: not zeros
         ok = [j for j, x in enumerate(examples) if x is not None]
+        missing = np.setdiff1d(np.arange(len(rows)), ok)
+        images[missing] = 0  # the padding and skipped images
         if ok:
             views = {"crop_size": self.options.crop_size, "mean": self.spec.mean, "std": self.spec.std,
                      "normalized": self.normalized}
@@ -265,17 +268,18 @@ class _EvalBatch:
 
 
 def _output_array():
-    """In a grain worker, a batch's images are written straight into shared memory, which
-    grain then hands over without copying them (a copy of a 224 x 224 batch of 128 floats
-    took 52 ms, a fifth of making it); elsewhere ``None`` (ordinary arrays)."""
+    """In a grain worker, a batch's images are written straight into shared memory (a block
+    the worker reuses, :mod:`cnn_jax.data.shm_pool`), which grain then hands over without
+    copying them (a copy of a 224 x 224 batch of 128 floats took 52 ms, a fifth of making
+    it); elsewhere ``None`` (ordinary arrays)."""
     try:
         from grain._src.python.dataset.transformations.process_prefetch import is_in_worker_process
-        from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+        from grain._src.python.ipc.shared_memory_array import SharedMemoryArray  # noqa: F401
     except ImportError:  # another grain version: grain copies the arrays itself
         return None
     if not is_in_worker_process():
         return None
-    return lambda shape, dtype: SharedMemoryArray(tuple(shape), dtype)
+    return shm_pool.worker_array
 
 
 def _grain_setup() -> None:
@@ -304,6 +308,7 @@ def _worker_init(index: int, count: int) -> None:
 
         while os.getppid() == parent:
             time.sleep(0.5)
+        shm_pool.unlink_worker_blocks()
         os._exit(0)
 
     threading.Thread(target=watch, name="cnn_jax-parent-watch", daemon=True).start()
@@ -321,21 +326,12 @@ def _pipeline(make, start: int, stop: int, workers: int):
     return iter(it)
 
 
-def _received(batch: dict) -> dict:
-    """A batch from a worker, its shared-memory blocks unlinked at once: their pages stay
-    mapped while the arrays live, and no name is left behind for the interpreter's exit
-    (grain unlinks them later, from a thread, which a process exit can cut short)."""
-    out = {}
-    for k, v in batch.items():
-        shm = getattr(v, "shm", None)
-        if shm is not None and getattr(v, "_unlink_on_del", False):
-            try:
-                shm.unlink()
-            except FileNotFoundError:
-                pass
-            v._unlink_on_del = False
-        out[k] = v
-    return out
+def _received(batch: dict, returns: shm_pool.Returns) -> dict:
+    """A batch from a worker: its pooled shared-memory blocks go back to the worker once
+    their arrays are garbage, any other block is unlinked at once (``Returns.receive``)."""
+    for v in batch.values():
+        returns.receive(v)
+    return batch
 
 
 class StreamIterator:
@@ -346,7 +342,7 @@ class StreamIterator:
     def __init__(self, split: StreamSplit, make: _TrainBatch, next_index: int = 0):
         self._split, self._make = split, make
         self._next = int(next_index)
-        self._it = None
+        self._it, self._returns = None, shm_pool.Returns()
         self.workers, _ = num_workers(split.options.workers)
 
     def __iter__(self):
@@ -356,7 +352,7 @@ class StreamIterator:
         if self._it is None:
             self._it = _pipeline(self._make, self._next, _FOREVER, self.workers)
         try:
-            batch = _received(next(self._it))
+            batch = _received(next(self._it), self._returns)
         except UserError as e:
             raise _one_line(e) from None
         bad = batch.pop(BAD_KEY, None)
@@ -376,6 +372,7 @@ class StreamIterator:
         it, self._it = self._it, None
         if it is not None and hasattr(it, "close"):
             it.close()
+        self._returns.close()
 
     def __del__(self):
         try:
@@ -400,10 +397,11 @@ def eval_batches(split: StreamSplit, batch_size: int, normalized: bool = True) -
     workers, _ = num_workers(split.options.workers)
     n_batches = -(-len(split) // batch_size)
     it = _pipeline(_EvalBatch(split, batch_size, normalized), 0, n_batches, min(workers, n_batches))
+    returns = shm_pool.Returns()
     try:
         while True:
             try:
-                batch = _received(next(it))
+                batch = _received(next(it), returns)
             except StopIteration:
                 return
             except UserError as e:
@@ -415,3 +413,4 @@ def eval_batches(split: StreamSplit, batch_size: int, normalized: bool = True) -
     finally:
         if hasattr(it, "close"):
             it.close()
+        returns.close()
