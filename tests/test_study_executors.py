@@ -365,3 +365,54 @@ def test_engines_are_imported_only_by_their_executor_and_the_cache_is_shared(tmp
     assert runner._runtime_settings(cache)["jax"]["jax_compilation_cache_dir"] == cache
     assert runner.cache_dir_for(wd, "off") is None
     assert runner.cache_dir_for(wd, str(tmp_path / "shared")) == str(tmp_path / "shared")
+
+
+def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
+    """An idle worker gets its next task while another is still in the middle of one: the
+    pool reads only the workers that have something to read (a read of a busy one would
+    block until its trial ends). The fake workers fail a read with nothing to read."""
+    import select
+
+    from cnn_jax.study.executors import local
+
+    workers = []
+
+    class FakeWorker:
+        def __init__(self, settings, env, index):
+            self.r, self.w = os.pipe()
+            self.env, self.index, self.task, self.finished = env, index, None, set()
+            self.eof, self.tail, self.sent = False, [], []
+            workers.append(self)
+
+        def fileno(self):
+            return self.r
+
+        def emit(self, *events):
+            os.write(self.w, b"".join(json.dumps(e).encode() + b"\n" for e in events))
+
+        def send(self, task):
+            self.task, self.finished = task, set()
+            self.sent.append(task["name"])
+            name = task["name"]
+            if name.startswith("short"):  # ends at once
+                self.emit({"event": "done", "name": name}, {"event": "idle"})
+            if name == "short2":  # the last short one: the long task ends too
+                workers[0].emit({"event": "done", "name": "long"}, {"event": "idle"})
+
+        def events(self):
+            assert select.select([self.r], [], [], 0)[0], f"worker {self.index}: read with nothing to read"
+            out = []
+            for line in os.read(self.r, 1 << 16).decode().splitlines():
+                out.append(json.loads(line))
+            return out
+
+        def stop(self, interrupted=False):
+            os.close(self.r)
+            os.close(self.w)
+
+    monkeypatch.setattr(local, "_Worker", FakeWorker)
+    handled = []
+    tasks = [{"name": n, "trials": [{"name": n}]} for n in ("long", "short0", "short1", "short2")]
+    local._run_pool(tasks, [{}, {}], {}, handled.append, print)
+    assert workers[0].sent == ["long"] and workers[1].sent == ["short0", "short1", "short2"]
+    assert sorted(e["name"] for e in handled) == ["long", "short0", "short1", "short2"]
