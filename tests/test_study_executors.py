@@ -416,3 +416,33 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
     local._run_pool(tasks, [{}, {}], {}, handled.append, print)
     assert workers[0].sent == ["long"] and workers[1].sent == ["short0", "short1", "short2"]
     assert sorted(e["name"] for e in handled) == ["long", "short0", "short1", "short2"]
+
+
+def test_cpu_workers_get_disjoint_cpus(monkeypatch):
+    from cnn_jax.study.executors import local
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
+    assert local.cpu_groups(2) == ["0,1,2", "3,4"]
+    assert local.cpu_groups(5) == ["0", "1", "2", "3", "4"]
+    assert local.cpu_groups(1) == [] and local.cpu_groups(6) == []  # one worker; too many
+    monkeypatch.setenv("CNN_JAX_GPUS", "0")
+    envs = executors.create("local", {"workers": 2}).plan_workers(n_tasks=4)
+    assert [e[local.CPUS_ENV] for e in envs] == ["0,1,2", "3,4"]
+    assert executors.create("local", {"workers": 2}).plan_workers(n_tasks=1) == [{}]  # one task
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda p: [])(0)) < 2,
+                    reason="pinning two workers needs two CPUs")
+def test_a_two_worker_sweep_pins_each_worker_and_reports_the_workers_time(tmp_path, data_dir):
+    exp = _experiment(tmp_path, data_dir, seeds=2, steps=12)
+    wd = str(tmp_path / "sweep")
+    lines = []
+    out = runner.run(exp, wd, workers=2, report=False, log=lines.append)
+    assert out["done"] == 4 and out["workers"] == 2
+    assert 0 < out["overhead"] < 1 and out["capacity_seconds"] == pytest.approx(2 * out["wall_seconds"])
+    assert "in 2 workers" in lines[-1] and "(2 x the wall time)" in lines[-1]
+    cpus = {json.loads(Path(wd, "trials", n, "status.json").read_text())["env"]["CNN_JAX_WORKER_CPUS"]
+            for n in os.listdir(os.path.join(wd, "trials"))}
+    from cnn_jax.study.executors import local
+
+    assert cpus == set(local.cpu_groups(2)) and len(cpus) == 2  # each config's task in its own worker

@@ -430,3 +430,39 @@ def test_preload_imports_what_the_report_needs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("[]"), out.stdout  # all three imported by preload
+
+
+def test_the_sweeps_overhead_is_taken_against_its_workers_time(tmp_path):
+    """One worker: the wall time; two: twice the wall time (not a negative overhead);
+    cluster jobs (concurrency unknown): the trials' own wall times."""
+    from cnn_jax import rundir
+    from cnn_jax.study import progress, store
+
+    class T:
+        def __init__(self, name):
+            self.name = name
+
+        def dir(self, workdir):
+            return os.path.join(workdir, "trials", self.name)
+
+    trials = [T("a"), T("b"), T("old")]
+    for t, steps, wall in ((trials[0], 30.0, 36.0), (trials[1], 40.0, 44.0), (trials[2], 99.0, 99.0)):
+        d = t.dir(str(tmp_path))
+        os.makedirs(d)
+        rundir.write_json(rundir.path(d, rundir.SUMMARY), {"step_seconds": steps})
+        store.write_status(d, "done", wall_seconds=wall)
+    old = rundir.path(trials[2].dir(str(tmp_path)), rundir.SUMMARY)
+    os.utime(old, (1.0, 1.0))  # finished by an earlier run: not counted
+    since = os.path.getmtime(rundir.path(trials[0].dir(str(tmp_path)), rundir.SUMMARY)) - 1
+    one = progress.overhead(str(tmp_path), trials, since, wall=100.0)
+    assert one["step_seconds"] == 70.0 and one["overhead"] == pytest.approx(0.30)
+    line = progress.overhead_line({**one, "ran": 2})
+    assert line.endswith("overhead (everything else: start-up, compilation, evaluation, "
+                         "checkpoints, analysis, report) 30s = 30 % of the wall time")
+    two = progress.overhead(str(tmp_path), trials, since, wall=50.0, workers=2)
+    assert two["capacity_seconds"] == 100.0 and two["overhead"] == pytest.approx(0.30)
+    assert "in 2 workers (35s each)" in progress.overhead_line({**two, "ran": 2})
+    assert "30s of the workers' 1m40s (2 x the wall time) = 30 %" in progress.overhead_line({**two, "ran": 2})
+    jobs = progress.overhead(str(tmp_path), trials, since, wall=500.0, workers=None)
+    assert jobs["capacity_seconds"] == 80.0 and jobs["overhead"] == pytest.approx(1 - 70 / 80)
+    assert "overhead inside the trials" in progress.overhead_line({**jobs, "ran": 2})

@@ -58,29 +58,46 @@ class SweepProgress:
             self.bar.close()
 
 
-def overhead(workdir: str, trials, since: float, wall: float) -> dict:
+def overhead(workdir: str, trials, since: float, wall: float, workers: int | None = 1) -> dict:
     """The time a sweep run spent in training steps (the trials it finished, by their
-    summaries' ``step_seconds``) against its wall time: ``{"wall_seconds", "step_seconds",
-    "overhead"}``, the overhead being the fraction of the wall time outside the steps."""
+    summaries' ``step_seconds``) against the time its workers had: ``{"wall_seconds",
+    "step_seconds", "workers", "capacity_seconds", "overhead"}``, the overhead being the
+    fraction of that time outside the steps.
+
+    ``workers`` trials at a time (the local pool): the capacity is ``workers`` x the wall
+    time, so two workers' overhead is their idle and non-step time, not a negative number.
+    ``None`` (cluster jobs, whose concurrency the cluster decides): the trials' own wall
+    times (``status.json``'s ``wall_seconds``), so only the overhead inside the trials."""
     import os
 
     from cnn_jax import rundir
+    from cnn_jax.study import store
 
-    steps = 0.0
+    steps = trial_wall = 0.0
     for t in trials:
-        path = rundir.path(t.dir(workdir), rundir.SUMMARY)
+        d = t.dir(workdir)
+        path = rundir.path(d, rundir.SUMMARY)
         if os.path.exists(path) and os.path.getmtime(path) >= since:  # finished in this run
-            steps += (rundir.read_summary(t.dir(workdir)) or {}).get("step_seconds") or 0.0
-    return {"wall_seconds": wall, "step_seconds": steps,
-            "overhead": 1 - steps / wall if wall > 0 else 0.0}
+            steps += (rundir.read_summary(d) or {}).get("step_seconds") or 0.0
+            trial_wall += store.read_status(d).get("wall_seconds") or 0.0
+    capacity = wall * workers if workers else trial_wall
+    return {"wall_seconds": wall, "step_seconds": steps, "workers": workers,
+            "capacity_seconds": capacity, "overhead": 1 - steps / capacity if capacity > 0 else 0.0}
 
 
 def overhead_line(result: dict) -> str:
     """The sweep's last line: its wall time, the part in training steps, the rest."""
     wall, steps = result["wall_seconds"], result["step_seconds"]
-    return (
-        f"sweep: {result['ran']} trials trained in {duration(wall)}; training steps "
-        f"{duration(steps)}, overhead (everything else: start-up, compilation, evaluation, "
-        f"checkpoints, analysis, report) {duration(wall - steps)} = "
-        f"{100 * result['overhead']:.0f} % of the wall time"
-    )
+    workers, capacity = result.get("workers", 1), result.get("capacity_seconds", wall)
+    head = f"sweep: {result['ran']} trials trained in {duration(wall)}; training steps {duration(steps)}"
+    what = "(everything else: start-up, compilation, evaluation, checkpoints, analysis, report)"
+    if workers == 1:
+        return (f"{head}, overhead {what} {duration(wall - steps)} = "
+                f"{100 * result['overhead']:.0f} % of the wall time")
+    if workers:
+        return (f"{head} in {workers} workers ({duration(steps / workers)} each), overhead "
+                f"{what} {duration(capacity - steps)} of the workers' {duration(capacity)} "
+                f"({workers} x the wall time) = {100 * result['overhead']:.0f} %")
+    return (f"{head}, overhead inside the trials (compilation, evaluation, checkpoints, "
+            f"analysis) {duration(capacity - steps)} = {100 * result['overhead']:.0f} % of "
+            f"their {duration(capacity)} (the jobs ran as the cluster scheduled them)")

@@ -322,7 +322,8 @@ def run(
     if result["ran"]:
         from cnn_jax.study import progress
 
-        result.update(progress.overhead(workdir, p.trials, started, time.perf_counter() - t_run))
+        result.update(progress.overhead(workdir, p.trials, started, time.perf_counter() - t_run,
+                                        workers=ex.concurrency))
         log(progress.overhead_line(result))
     return result
 

@@ -43,7 +43,8 @@ STATUSES = ("queued", "running", "done", "failed", "diverged")
 FINISHED = ("done", "diverged")  # failed trials are retried by the next sweep
 HASH_IGNORE = ("data.data_dir",)  # where the data lives does not change a result
 # What a trial's status records of the device its process was given.
-DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE")  # where the data lives does not change a result
+DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
+              "CNN_JAX_WORKER_CPUS")
 
 
 @dataclasses.dataclass

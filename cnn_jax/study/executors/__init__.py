@@ -49,6 +49,9 @@ class Executor:
     # Cluster jobs hold one trial each unless its seeds train together as one vmapped
     # program; the local pool keeps a config's seeds in one worker (one compilation).
     JOB_PER_TRIAL = True
+    # How many trials ran at once in the last ``run`` (the local pool's size), or None
+    # where the cluster decides: the sweep's overhead line is taken against it.
+    concurrency: int | None = None
 
     def job_per_trial(self, vmap: str) -> bool:
         """Whether each trial is its own job (else one job per config's seed group)."""
