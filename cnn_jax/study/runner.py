@@ -110,15 +110,27 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | 
 def default_workers() -> int:
     """Worker processes that fit this machine.
 
-    On CPU: one per two cores. On 2 shared cores (18 LeNet-5 trials of the pooling study,
-    cold compilation cache, three pairs of runs alternating the order) one worker took
-    110, 200 and 136 s and two took 155, 189 and 150 s (the last with single-threaded XLA):
-    XLA already spreads one trial over both cores, and a second worker adds contention
-    more than it overlaps compilation. With an accelerator: one (its memory is shared).
+    On CPU: one per core, each pinned to its own (:func:`cnn_jax.study.executors.local.
+    cpu_groups`), and at most one per 2 GB of memory (a worker of the pooling study peaked
+    at 0.69 GB of RSS). On 2 shared cores, the pooling study's 90 trials from an empty
+    workdir took 4 min 24 s with two pinned workers against 5 min 30 s with one worker
+    spreading XLA's threads over both cores, back to back (2026-12-01): single-threaded
+    steps spend less CPU on the threads' synchronisation (7 min 00 s of single-core step
+    time against 4 min 30 s of two-core time) and one worker compiles while the other
+    trains. (The one-worker default came from runs whose pool left an idle worker waiting
+    for the other's trial to end.) With an accelerator: one (its memory is shared).
     """
     if _accelerator_installed():
         return 1
-    return max(1, (os.cpu_count() or 1) // 2)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (AttributeError, ValueError, OSError):
+        memory_gb = 2.0 * cores
+    return max(1, min(cores, int(memory_gb // 2)))
 
 
 def _accelerator_installed() -> bool:

@@ -95,7 +95,7 @@ class Local(Executor):
 
     With G GPUs: one worker per GPU by default (``CUDA_VISIBLE_DEVICES`` of its own), or
     ``trials_per_gpu`` per GPU with the memory fraction set so that they fit. On CPU: one
-    worker per two cores (see :func:`cnn_jax.study.runner.default_workers`)."""
+    worker per core, pinned to it (see :func:`cnn_jax.study.runner.default_workers`)."""
 
     name = "local"
     OPTIONS = ("workers", "trials_per_gpu")
