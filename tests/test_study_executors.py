@@ -427,7 +427,7 @@ def test_cpu_workers_get_disjoint_cpus(monkeypatch):
     assert local.cpu_groups(1) == [] and local.cpu_groups(6) == []  # one worker; too many
     monkeypatch.setenv("CNN_JAX_GPUS", "0")
     envs = executors.create("local", {"workers": 2}).plan_workers(n_tasks=4)
-    assert [e[local.CPUS_ENV] for e in envs] == ["0,1,2", "3,4"]
+    assert [e[store.WORKER_CPUS_ENV] for e in envs] == ["0,1,2", "3,4"]
     assert executors.create("local", {"workers": 2}).plan_workers(n_tasks=1) == [{}]  # one task
 
 

@@ -79,7 +79,9 @@ def overhead(workdir: str, trials, since: float, wall: float, workers: int | Non
         path = rundir.path(d, rundir.SUMMARY)
         if os.path.exists(path) and os.path.getmtime(path) >= since:  # finished in this run
             steps += (rundir.read_summary(d) or {}).get("step_seconds") or 0.0
-            trial_wall += store.read_status(d).get("wall_seconds") or 0.0
+            if not workers:  # only then the trials' own time is the capacity
+                status = rundir.read_json(os.path.join(d, store.STATUS_FILE)) or {}
+                trial_wall += status.get("wall_seconds") or 0.0
     capacity = wall * workers if workers else trial_wall
     return {"wall_seconds": wall, "step_seconds": steps, "workers": workers,
             "capacity_seconds": capacity, "overhead": 1 - steps / capacity if capacity > 0 else 0.0}

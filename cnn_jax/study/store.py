@@ -43,8 +43,9 @@ STATUSES = ("queued", "running", "done", "failed", "diverged")
 FINISHED = ("done", "diverged")  # failed trials are retried by the next sweep
 HASH_IGNORE = ("data.data_dir",)  # where the data lives does not change a result
 # What a trial's status records of the device its process was given.
+WORKER_CPUS_ENV = "CNN_JAX_WORKER_CPUS"  # the CPUs a local worker is pinned to ("0,1")
 DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
-              "CNN_JAX_WORKER_CPUS")
+              WORKER_CPUS_ENV)
 
 
 @dataclasses.dataclass

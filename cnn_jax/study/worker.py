@@ -287,7 +287,7 @@ def apply_env(settings: dict) -> None:
     ``CUDA_VISIBLE_DEVICES``, log levels)."""
     for k, v in settings.get("env", {}).items():
         os.environ[k] = str(v)
-    cpus = os.environ.get("CNN_JAX_WORKER_CPUS")  # the local pool's pinning (executors.local)
+    cpus = os.environ.get(store.WORKER_CPUS_ENV)  # the local pool's pinning (executors.local)
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 

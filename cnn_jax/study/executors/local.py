@@ -62,9 +62,6 @@ def gpu_worker_envs(gpus: int, per_gpu: int = 1) -> list[dict]:
     return envs
 
 
-CPUS_ENV = "CNN_JAX_WORKER_CPUS"  # the CPUs a local worker is pinned to ("0,1")
-
-
 def cpu_groups(n: int) -> list[str]:
     """Disjoint sets of this process's CPUs for ``n`` CPU workers (as ``"0,1"``), or ``[]``
     (one worker, more workers than CPUs, or no CPU affinity on this OS).
@@ -121,11 +118,11 @@ class Local(Executor):
                 raise UserError("--trials-per-gpu: this host has no GPU")
             n = self.options.get("workers")
             envs = [{} for _ in range(runner.default_workers() if n is None else n)]
-            envs = envs[: max(1, min(len(envs), n_tasks))]
+        envs = envs[: max(1, min(len(envs), n_tasks))] if envs else []
+        if not gpus:  # CPU workers: each pinned to CPUs of its own
             for env, cpus in zip(envs, cpu_groups(len(envs))):
-                env[CPUS_ENV] = cpus
-            return envs
-        return envs[: max(1, min(len(envs), n_tasks))] if envs else []
+                env[store.WORKER_CPUS_ENV] = cpus
+        return envs
 
     def run(self, tasks, settings, workdir, handle, log) -> None:
         envs = self.plan_workers(len(tasks))
