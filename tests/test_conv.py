@@ -119,3 +119,34 @@ def test_compiler_options_on_cpu_turn_off_ynnpack():
     hlo = lambda **kw: jax.jit(lambda x, w: _ref(x, w, ((0, 0), (0, 0))), **kw).lower(*args).compile().as_text()  # noqa: E731
     assert "ynn_fusion" in hlo()  # jaxlib's default, which these options exist to turn off
     assert "ynn_fusion" not in hlo(compiler_options=opts)
+
+
+@pytest.mark.parametrize("model, pool", [("lenet5", "gated"), ("simple_cnn", "strided_conv")])
+def test_the_initialisation_program_compiled_for_speed_gives_the_same_variables(model, pool):
+    """The init program's cheaper compile options change nothing: bit-identical parameters
+    and optimizer state against XLA's defaults, for several seeds."""
+    from cnn_jax import config as config_lib
+    from cnn_jax.train import assemble, state as state_lib
+
+    assert conv.init_compiler_options() == {
+        "xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
+    c = config_lib.base_config()
+    c.model.name, c.model.pool, c.data.name = model, pool, "mnist5k"
+    c = config_lib.resolve(c)
+    m, tx, _, _ = assemble._make_parts(c, 10, 100, 10)  # (model, optimizer, losses)
+    shape = (28, 28, 1)
+
+    def init(key):
+        pkey, dkey, qkey = jax.random.split(key, 3)
+        v = m.init({"params": pkey, "dropout": dkey, "pool": qkey}, jnp.zeros((1, *shape)), train=False)
+        return v, tx.init(v["params"])
+
+    default = jax.jit(init)
+    for seed in (0, 1, 7):
+        s = state_lib.create(m, tx, shape, seed)
+        v, opt = default(jax.random.key(seed, impl="rbg"))
+        got = jax.tree.leaves((s.params, s.batch_stats, s.opt_state))
+        want = jax.tree.leaves((v["params"], v.get("batch_stats", {}), opt))
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

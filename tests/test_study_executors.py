@@ -380,7 +380,8 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
     class FakeWorker:
         def __init__(self, settings, env, index):
             self.r, self.w = os.pipe()
-            self.env, self.index, self.task, self.finished = env, index, None, set()
+            self.env, self.index, self.task = env, index, None
+            self.finished, self.started, self.given_away = set(), set(), set()
             self.eof, self.tail, self.sent = False, [], []
             workers.append(self)
 
@@ -394,6 +395,7 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
             self.task, self.finished = task, set()
             self.sent.append(task["name"])
             name = task["name"]
+            self.emit({"event": "running", "name": name})
             if name.startswith("short"):  # ends at once
                 self.emit({"event": "done", "name": name}, {"event": "idle"})
             if name == "short2":  # the last short one: the long task ends too
@@ -415,7 +417,7 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
     tasks = [{"name": n, "trials": [{"name": n}]} for n in ("long", "short0", "short1", "short2")]
     local._run_pool(tasks, [{}, {}], {}, handled.append, print)
     assert workers[0].sent == ["long"] and workers[1].sent == ["short0", "short1", "short2"]
-    assert sorted(e["name"] for e in handled) == ["long", "short0", "short1", "short2"]
+    assert sorted(e["name"] for e in handled if e["event"] == "done") == ["long", "short0", "short1", "short2"]
 
 
 def test_cpu_workers_get_disjoint_cpus(monkeypatch):
@@ -446,3 +448,64 @@ def test_a_two_worker_sweep_pins_each_worker_and_reports_the_workers_time(tmp_pa
     from cnn_jax.study.executors import local
 
     assert cpus == set(local.cpu_groups(2)) and len(cpus) == 2  # each config's task in its own worker
+
+
+def test_an_idle_worker_takes_over_the_later_half_of_the_seeds_another_has_not_started():
+    from types import SimpleNamespace
+
+    from cnn_jax.study.executors import local
+
+    def worker(index, names, started=()):
+        task = {"trials": [{"name": n} for n in names], "vmap": "off"}
+        return SimpleNamespace(index=index, task=task, started=set(started), finished=set(started),
+                               given_away=set())
+
+    a = worker(0, ["s0", "s1", "s2", "s3", "s4"], started=["s0"])
+    b = worker(1, ["t0", "t1"], started=["t0"])
+    idle = SimpleNamespace(index=2, task=None, started=set(), finished=set(), given_away=set())
+    part = local.split_off([a, b, idle], idle)
+    assert [t["name"] for t in part["trials"]] == ["s3", "s4"] and part["lease"] == "eager"
+    assert a.given_away == {"s3", "s4"} and part["vmap"] == "off"
+    # the worker that gave them away skips them (its lease attempt finds them taken) ...
+    assert local._ignored(a, {"event": "busy", "name": "s3"}, {})
+    assert local._ignored(a, {"event": "finished", "name": "s4", "status": "done"}, {})
+    assert not local._ignored(a, {"event": "done", "name": "s2"}, {})
+    # ... and when it had leased one first, the taker's busy for it is not another owner's
+    taker = SimpleNamespace(index=2, task=part, given_away=set())
+    assert local._ignored(taker, {"event": "busy", "name": "s3"}, {"s3": 0})
+    assert not local._ignored(taker, {"event": "busy", "name": "s4"}, {"s4": 2})  # another sweep's
+    assert local.split_off([a, b, idle], idle)["trials"] == [{"name": "s2"}]  # s1, s2 left: one
+    a.started |= {"s1", "s2"}
+    b.started.add("t1")
+    assert local.split_off([a, b, idle], idle) is None  # nothing left to start
+    vmapped = worker(0, ["v0", "v1", "v2"])
+    vmapped.task["vmap"] = "on"
+    assert local.split_off([vmapped, idle], idle) is None  # seeds that train together stay together
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda p: [])(0)) < 2,
+                    reason="pinning two workers needs two CPUs")
+def test_the_seeds_of_one_config_are_shared_out_between_two_workers(tmp_path, data_dir, monkeypatch):
+    """One configuration, four seeds, two workers: the second worker takes over seeds the
+    first has not started; every trial is trained once, and to the same result as one
+    worker (pinned to one CPU too) training all four."""
+    from cnn_jax.study.executors import local
+
+    exp = _experiment(tmp_path, data_dir, acts=("relu",), seeds=4, steps=12)
+    wd = str(tmp_path / "sweep")
+    lines = []
+    out = runner.run(exp, wd, workers=2, report=False, log=lines.append)
+    assert out["done"] == 4 and out["workers"] == 2
+    assert len([x for x in lines if " done " in x]) == 4  # each counted once
+    names = sorted(os.listdir(os.path.join(wd, "trials")))
+    status = {n: json.loads(Path(wd, "trials", n, "status.json").read_text()) for n in names}
+    assert len({s["pid"] for s in status.values()}) == 2
+    assert {s["status"] for s in status.values()} == {"done"}
+
+    one = str(tmp_path / "one")
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    monkeypatch.setattr(local, "cpu_groups", lambda n: [str(cpu)] * n)
+    assert runner.run(exp, one, workers=1, report=False, log=lambda s: None)["done"] == 4
+    for n in names:
+        got, want = (json.loads(Path(d, "trials", n, "summary.json").read_text()) for d in (wd, one))
+        assert got["test"] == want["test"] and got["best"] == want["best"], n

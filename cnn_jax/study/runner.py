@@ -119,7 +119,7 @@ def default_workers() -> int:
     two-core time) and one worker compiles while the other trains. (The one-worker default came from runs whose pool left an idle worker waiting
     for the other's trial to end.) With an accelerator: one (its memory is shared).
     """
-    if _accelerator_installed():
+    if accelerator_installed():
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
@@ -132,7 +132,7 @@ def default_workers() -> int:
     return max(1, min(cores, int(memory_gb // 2)))
 
 
-def _accelerator_installed() -> bool:
+def accelerator_installed() -> bool:
     return any(
         importlib.util.find_spec(m) is not None
         for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")

@@ -139,21 +139,47 @@ def _use_vmap(task: dict, cfg) -> bool:
 
 def run_task(task: dict, emit: Emit) -> bool:
     """Runs ``task = {"trials": [{"name", "dir", "config"}], "vmap": "on"|"off"|"auto",
-    "shift": int}``: the trials (seeds of one config) one after another through
-    ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
+    "shift": int, "lease"?: "eager"}``: the trials (seeds of one config) one after another
+    through ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
 
-    Each trial is first leased (:mod:`cnn_jax.study.lease`): one that a living owner
-    holds (another sweep, another job) emits ``busy`` and is left alone; one that turns out
-    finished meanwhile emits ``finished``. The leases are renewed while the trials train
-    and released when they end, however this returns.
+    Each trial is leased (:mod:`cnn_jax.study.lease`) before it runs: one that a living
+    owner holds (another sweep, another job, another worker of this pool) emits ``busy``
+    and is left alone; one that turns out finished meanwhile emits ``finished``. Trials
+    that run one after another are leased one at a time, just before each starts, so that
+    the local pool can give the seeds not yet started to a worker that has run out of
+    tasks (:func:`cnn_jax.study.executors.local.split_off`); seeds that train together
+    (vmapped) and ``lease="eager"`` tasks (such a split-off part) lease all their trials
+    first. Leases are renewed while the trials train and released when they end, however
+    this returns.
 
     Emits ``{"event": "running"|"done"|"failed"|"diverged"|"interrupted"|"busy"|"finished",
     "name": ...}`` per trial. Never raises for a failing trial: the error goes to its status
     file and event. Returns ``True`` if a SIGTERM/SIGINT/SIGUSR2 interrupted it (the trial
-    was checkpointed and is queued again).
+    was checkpointed and is queued again; the trials not started emit ``interrupted``).
     """
+    if task.get("lease") == "eager" or _vmapped(task):
+        return _run_acquired(task, task["trials"], emit)
+    for i, t in enumerate(task["trials"]):
+        if _run_acquired(task, [t], emit):
+            for rest in task["trials"][i + 1:]:
+                emit({"event": "interrupted", "name": rest["name"],
+                      "error": "not started: the worker was interrupted"})
+            return True
+    return False
+
+
+def _vmapped(task: dict) -> bool:
+    if len(task["trials"]) < 2 or task.get("vmap", "off") == "off":
+        return False
+    from cnn_jax import config as config_lib
+
+    return _use_vmap(task, config_lib.from_json(task["trials"][0]["config"], resolved=True))
+
+
+def _run_acquired(task: dict, candidates: list[dict], emit: Emit) -> bool:
+    """Leases ``candidates`` and runs those it got (see :func:`run_task`)."""
     trials = []
-    for t in task["trials"]:
+    for t in candidates:
         rec = lease.acquire(t["dir"])
         if rec is None:
             owner = (lease.read(t["dir"]) or {}).get("owner", "?")

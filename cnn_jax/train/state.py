@@ -11,6 +11,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from cnn_jax import conv as conv_ops
+
 
 class TrainState(train_state.TrainState):
     """``flax.training.train_state.TrainState`` plus ``batch_stats`` and a base ``rng``.
@@ -102,7 +104,6 @@ def _initializer(model, tx, input_shape: tuple[int, ...]):
         if len(_INITS) >= 4:
             _INITS.pop(next(iter(_INITS)))
 
-        @jax.jit
         def init(key):
             pkey, dkey, qkey = jax.random.split(key, 3)
             variables = model.init(
@@ -112,5 +113,6 @@ def _initializer(model, tx, input_shape: tuple[int, ...]):
             )
             return variables, tx.init(variables["params"])
 
-        _INITS[key] = (init, model, tx)
+        compiled = jax.jit(init, compiler_options=conv_ops.init_compiler_options())
+        _INITS[key] = (compiled, model, tx)
     return _INITS[key][0]

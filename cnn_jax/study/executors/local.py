@@ -103,7 +103,7 @@ class Local(Executor):
         _positive(self.options, "trials_per_gpu")
 
     def plan_workers(self, n_tasks: int) -> list[dict]:
-        """One environment per worker process to start."""
+        """One environment per worker process to start (at most ``n_tasks``)."""
         from cnn_jax.study import runner
 
         gpus = visible_gpus()
@@ -125,7 +125,8 @@ class Local(Executor):
         return envs
 
     def run(self, tasks, settings, workdir, handle, log) -> None:
-        envs = self.plan_workers(len(tasks))
+        # (a task whose seeds run one after another can be shared out between workers)
+        envs = self.plan_workers(sum(len(t["trials"]) if splittable(t) else 1 for t in tasks))
         self.concurrency = max(self.concurrency or 1, len(envs))
         if self.options.get("workers") == 0:
             from cnn_jax.study import worker
@@ -169,7 +170,7 @@ class _Worker:
         self._err = threading.Thread(target=self._forward_stderr, daemon=True)
         self._err.start()
         self.task: dict | None = None
-        self.finished: set[str] = set()
+        self.reset()
         self._write(json.dumps({**settings, "env": {**settings.get("env", {}), **env}}))
 
     def fileno(self) -> int:
@@ -188,9 +189,14 @@ class _Worker:
         self.proc.stdin.write(line.encode() + b"\n")
         self.proc.stdin.flush()
 
+    def reset(self) -> None:
+        self.finished: set[str] = set()  # trials of its task that ended
+        self.started: set[str] = set()  # ... that it began (leased)
+        self.given_away: set[str] = set()  # ... split off to another worker
+
     def send(self, task: dict) -> None:
         self.task = task
-        self.finished = set()
+        self.reset()
         self._write(json.dumps(task))
 
     def events(self) -> list[dict]:
@@ -246,6 +252,59 @@ class _Worker:
             self.proc.stdin.close()
 
 
+def splittable(task: dict) -> bool:
+    """Whether ``task``'s seeds run one after another (not vmapped together), so that the
+    ones not started yet can go to another worker (:func:`split_off`)."""
+    mode = task.get("vmap", "off")
+    if mode == "auto":
+        from cnn_jax.study import runner
+
+        return not runner.accelerator_installed()
+    return mode == "off"
+
+
+def split_off(pool: list, idle) -> dict | None:
+    """For worker ``idle`` when no task is left: the later half (rounded up) of the trials
+    that the busiest other worker has not started, as a task of their own, leased at once
+    (``lease="eager"``); that worker then finds them leased and skips them. ``None`` if no
+    worker has a trial left to start.
+
+    Without it, the sweep's last task ran on one worker while the others idled: the seeds
+    of one configuration are one task. The worker that takes them over loads the
+    configuration's programs from the sweep's compilation cache instead of compiling them.
+    A trial's result does not depend on which worker trains it (same program, same seed).
+    """
+    best, left = None, []
+    for w in pool:
+        if w is idle or w.task is None or not splittable(w.task):
+            continue
+        rest = [t for t in w.task["trials"]
+                if t["name"] not in w.started | w.finished | w.given_away]
+        if len(rest) > len(left):
+            best, left = w, rest
+    if not left:
+        return None
+    take = left[len(left) // 2:]
+    best.given_away.update(t["name"] for t in take)
+    return {**best.task, "trials": take, "lease": "eager"}
+
+
+def _ignored(w, ev: dict, holder: dict) -> bool:
+    """An event about a trial that another worker of this pool answers for: a ``busy`` or
+    ``finished`` from the worker that split it off, or from the one it went to when the
+    first had begun it already (``holder``: trial -> the worker that began it; the lease
+    decided)."""
+    name = ev.get("name")
+    if ev["event"] not in ("busy", "finished"):
+        return False
+    if name in w.given_away:
+        return True
+    if holder.get(name, w.index) != w.index:
+        w.given_away.add(name)
+        return True
+    return False
+
+
 def _run_pool(
     tasks: list[dict], envs: list[dict], settings: dict, handle: Handle, log: Log
 ) -> None:
@@ -253,12 +312,15 @@ def _run_pool(
 
     queue = collections.deque(tasks)
     pool = [_Worker(settings, env, i) for i, env in enumerate(envs)]
+    holder: dict[str, int] = {}
     interrupted = False
     try:
         while queue or any(w.task is not None for w in pool):
             for w in pool:
                 if w.task is None and queue:
                     w.send(queue.popleft())
+                elif w.task is None and (part := split_off(pool, w)) is not None:
+                    w.send(part)
             # Read only the workers with something to read: a read of another would block
             # until its trial ends, and an idle worker would wait for it (2-7 s per task).
             ready = wait([w for w in pool if w.task is not None])
@@ -268,6 +330,12 @@ def _run_pool(
                 for ev in w.events():
                     if ev["event"] == "idle":
                         w.task = None
+                        continue
+                    if ev["event"] == "running":
+                        w.started.add(ev["name"])
+                        w.given_away.discard(ev["name"])  # it leased it first
+                        holder[ev["name"]] = w.index
+                    if _ignored(w, ev, holder):
                         continue
                     if ev["event"] in FINAL_EVENTS:
                         w.finished.add(ev["name"])
@@ -279,7 +347,7 @@ def _run_pool(
                     err = w.why()
                     tail = list(w.tail)[-12:]
                     for t in w.task["trials"]:
-                        if t["name"] not in w.finished:
+                        if t["name"] not in w.finished | w.given_away:
                             store.mark(t["dir"], "failed", error=err, stderr_tail=tail)
                             handle({"event": "failed", "name": t["name"], "error": err})
                     if tail:
