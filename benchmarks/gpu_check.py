@@ -40,7 +40,7 @@ Parts, in this order:
   epoch each), ``--vmap-seeds on`` against ``off``: the wall time of each command.
 * ``torch_compile``: the throughput networks under ``torch.compile`` (if it works there).
 * ``pooling_study``: ``cnn-jax sweep experiments/pooling_study.py`` (the default study,
-  90 trials): its wall time, or the trials done when its box ends.
+  144 trials): its wall time, or the trials done when its box ends.
 * ``streaming``: the streaming input pipeline's images/s by worker count (1 to 16 grain
   workers on 256×256 JPEGs cropped to 224, ``benchmarks/pipeline_scale.py``); skipped where
   that pipeline does not exist.

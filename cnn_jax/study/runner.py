@@ -112,12 +112,13 @@ def default_workers() -> int:
 
     On CPU: one per core, each pinned to its own (:func:`cnn_jax.study.executors.local.
     cpu_groups`), and at most one per 2 GB of memory (a worker of the pooling study peaked
-    at 0.69 GB of RSS). On 2 shared cores, the pooling study's 90 trials from an empty
-    workdir took 4 min 24 s with two pinned workers against 5 min 30 s with one worker
-    spreading XLA's threads over both cores, back to back (2026-12-01): single-threaded
-    steps took less CPU (7 min 00 s of single-core step time against 4 min 30 s of
-    two-core time) and one worker compiles while the other trains. (The one-worker default came from runs whose pool left an idle worker waiting
-    for the other's trial to end.) With an accelerator: one (its memory is shared).
+    at 0.69 GB of RSS). On 2 shared cores, the pooling study's 90 trials (five seeds then)
+    from an empty workdir took 4 min 24 s with two pinned workers against 5 min 30 s with
+    one worker spreading XLA's threads over both cores, back to back (2026-12-01):
+    single-threaded steps took less CPU (7 min 00 s of single-core step time against 4 min
+    30 s of two-core time) and one worker compiles while the other trains. (The one-worker
+    default came from runs whose pool left an idle worker waiting for the other's trial to
+    end.) With an accelerator: one (its memory is shared).
     """
     if accelerator_installed():
         return 1

@@ -68,9 +68,9 @@ def cpu_groups(n: int) -> list[str]:
 
     Pinned, a worker's XLA sizes its thread pool to its own CPUs, so workers do not
     oversubscribe the machine. On 2 cores, back to back (2026-12-01), the pooling study's
-    90 trials with two workers pinned to one core each spent 7 min 00 s of single-core time
-    in training steps, against 4 min 30 s of two-core time for one unpinned worker, and
-    8.6 against 9.8 min of CPU in all (user + system)."""
+    90 trials (five seeds then) with two workers pinned to one core each spent 7 min 00 s
+    of single-core time in training steps, against 4 min 30 s of two-core time for one
+    unpinned worker, and 8.6 against 9.8 min of CPU in all (user + system)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
