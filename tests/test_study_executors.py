@@ -381,7 +381,7 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
         def __init__(self, settings, env, index):
             self.r, self.w = os.pipe()
             self.env, self.index, self.task = env, index, None
-            self.finished, self.started, self.given_away = set(), set(), set()
+            self.finished, self.attempted = set(), set()
             self.eof, self.tail, self.sent = False, [], []
             workers.append(self)
 
@@ -392,7 +392,7 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
             os.write(self.w, b"".join(json.dumps(e).encode() + b"\n" for e in events))
 
         def send(self, task):
-            self.task, self.finished = task, set()
+            self.task, self.finished, self.attempted = task, set(), set()
             self.sent.append(task["name"])
             name = task["name"]
             self.emit({"event": "running", "name": name})
@@ -450,37 +450,42 @@ def test_a_two_worker_sweep_pins_each_worker_and_reports_the_workers_time(tmp_pa
     assert cpus == set(local.cpu_groups(2)) and len(cpus) == 2  # each config's task in its own worker
 
 
-def test_an_idle_worker_takes_over_the_later_half_of_the_seeds_another_has_not_started():
+def test_an_idle_worker_takes_over_from_the_back_the_seeds_nobody_has_begun():
     from types import SimpleNamespace
 
     from cnn_jax.study.executors import local
 
-    def worker(index, names, started=()):
-        task = {"trials": [{"name": n} for n in names], "vmap": "off"}
-        return SimpleNamespace(index=index, task=task, started=set(started), finished=set(started),
-                               given_away=set())
+    def worker(index, names, attempted=(), vmap="off"):
+        task = {"trials": [{"name": n} for n in names], "vmap": vmap}
+        return SimpleNamespace(index=index, task=task, attempted=set(attempted), finished=set())
 
-    a = worker(0, ["s0", "s1", "s2", "s3", "s4"], started=["s0"])
-    b = worker(1, ["t0", "t1"], started=["t0"])
-    idle = SimpleNamespace(index=2, task=None, started=set(), finished=set(), given_away=set())
-    part = local.split_off([a, b, idle], idle)
-    assert [t["name"] for t in part["trials"]] == ["s3", "s4"] and part["lease"] == "eager"
-    assert a.given_away == {"s3", "s4"} and part["vmap"] == "off"
-    # the worker that gave them away skips them (its lease attempt finds them taken) ...
-    assert local._ignored(a, {"event": "busy", "name": "s3"}, {})
-    assert local._ignored(a, {"event": "finished", "name": "s4", "status": "done"}, {})
-    assert not local._ignored(a, {"event": "done", "name": "s2"}, {})
-    # ... and when it had leased one first, the taker's busy for it is not another owner's
-    taker = SimpleNamespace(index=2, task=part, given_away=set())
-    assert local._ignored(taker, {"event": "busy", "name": "s3"}, {"s3": 0})
-    assert not local._ignored(taker, {"event": "busy", "name": "s4"}, {"s4": 2})  # another sweep's
-    assert local.split_off([a, b, idle], idle)["trials"] == [{"name": "s2"}]  # s1, s2 left: one
-    a.started |= {"s1", "s2"}
-    b.started.add("t1")
-    assert local.split_off([a, b, idle], idle) is None  # nothing left to start
-    vmapped = worker(0, ["v0", "v1", "v2"])
-    vmapped.task["vmap"] = "on"
-    assert local.split_off([vmapped, idle], idle) is None  # seeds that train together stay together
+    a = worker(0, ["s0", "s1", "s2", "s3", "s4"], attempted=["s0"])
+    b = worker(1, ["t0", "t1"], attempted=["t0"])
+    ran = {"s0": 0, "t0": 1}
+    idle = worker(2, [])
+    idle.task = None
+    part = local.split_off([a, b, idle], idle, ran)
+    assert [t["name"] for t in part["trials"]] == ["s4", "s3", "s2", "s1"] and part["vmap"] == "off"
+    idle.task = part  # given: a second idle worker gets what nobody has been given yet
+    other = worker(3, [])
+    other.task = None
+    assert local.split_off([a, b, idle, other], other, ran)["trials"] == [{"name": "t1"}]
+    b.attempted.add("t1")
+    assert local.split_off([a, b, idle, other], other, ran) is None
+    assert local.split_off([worker(0, ["v0", "v1"], vmap="on"), other], other, {}) is None
+
+    # a dies while training s1 (s0 done; s2 was begun by the other worker, which has s3
+    # and s4 yet to try)
+    a.finished.add("s0")
+    a.attempted |= {"s1"}
+    ran |= {"s1": 0, "s2": 2}
+    idle.attempted |= {"s2"}
+    assert [t["name"] for t in local._orphans(a, [a, b, idle], ran, {})] == ["s1"]
+    # the other worker found s3 taken by another sweep and passed it: not an orphan either
+    idle.attempted |= {"s3"}
+    assert [t["name"] for t in local._orphans(a, [a, b, idle], ran, {"s3": {}})] == ["s1"]
+    idle.task = None  # ... and if it is gone, s3 (someone else's) and s4 (nobody's): s4 fails
+    assert [t["name"] for t in local._orphans(a, [a, b, idle], ran, {"s3": {}})] == ["s1", "s4"]
 
 
 @pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda p: [])(0)) < 2,

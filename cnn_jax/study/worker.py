@@ -139,25 +139,24 @@ def _use_vmap(task: dict, cfg) -> bool:
 
 def run_task(task: dict, emit: Emit) -> bool:
     """Runs ``task = {"trials": [{"name", "dir", "config"}], "vmap": "on"|"off"|"auto",
-    "shift": int, "lease"?: "eager"}``: the trials (seeds of one config) one after another
+    "shift": int}``: the trials (seeds of one config) one after another
     through ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
 
     Each trial is leased (:mod:`cnn_jax.study.lease`) before it runs: one that a living
     owner holds (another sweep, another job, another worker of this pool) emits ``busy``
     and is left alone; one that turns out finished meanwhile emits ``finished``. Trials
     that run one after another are leased one at a time, just before each starts, so that
-    the local pool can give the seeds not yet started to a worker that has run out of
-    tasks (:func:`cnn_jax.study.executors.local.split_off`); seeds that train together
-    (vmapped) and ``lease="eager"`` tasks (such a split-off part) lease all their trials
-    first. Leases are renewed while the trials train and released when they end, however
-    this returns.
+    the local pool can give the seeds not yet begun to a worker that has run out of tasks
+    as well (:func:`cnn_jax.study.executors.local.split_off`); seeds that train together
+    (vmapped) lease all their trials first. Leases are renewed while the trials train and
+    released when they end, however this returns.
 
     Emits ``{"event": "running"|"done"|"failed"|"diverged"|"interrupted"|"busy"|"finished",
     "name": ...}`` per trial. Never raises for a failing trial: the error goes to its status
     file and event. Returns ``True`` if a SIGTERM/SIGINT/SIGUSR2 interrupted it (the trial
     was checkpointed and is queued again; the trials not started emit ``interrupted``).
     """
-    if task.get("lease") == "eager" or _vmapped(task):
+    if _vmapped(task):
         return _run_acquired(task, task["trials"], emit)
     for i, t in enumerate(task["trials"]):
         if _run_acquired(task, [t], emit):

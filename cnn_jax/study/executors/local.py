@@ -191,8 +191,7 @@ class _Worker:
 
     def reset(self) -> None:
         self.finished: set[str] = set()  # trials of its task that ended
-        self.started: set[str] = set()  # ... that it began (leased)
-        self.given_away: set[str] = set()  # ... split off to another worker
+        self.attempted: set[str] = set()  # ... it reported anything of (leased, or found taken)
 
     def send(self, task: dict) -> None:
         self.task = task
@@ -263,46 +262,52 @@ def splittable(task: dict) -> bool:
     return mode == "off"
 
 
-def split_off(pool: list, idle) -> dict | None:
-    """For worker ``idle`` when no task is left: the later half (rounded up) of the trials
-    that the busiest other worker has not started, as a task of their own, leased at once
-    (``lease="eager"``); that worker then finds them leased and skips them. ``None`` if no
-    worker has a trial left to start.
+def split_off(pool: list, idle, ran: dict) -> dict | None:
+    """For worker ``idle`` when no task is left: the trials of the busiest other worker's
+    task that nobody has begun or been given yet, last first, as a task of their own (or
+    ``None``). Both workers lease each trial just before it starts, one from the front and
+    one from the back, and skip the ones they find taken: each trial runs once, and the two
+    finish together. ``ran``: trial -> the worker that began it.
 
     Without it, the sweep's last task ran on one worker while the others idled: the seeds
     of one configuration are one task. The worker that takes them over loads the
     configuration's programs from the sweep's compilation cache instead of compiling them.
     A trial's result does not depend on which worker trains it (same program, same seed).
     """
+    offered = collections.Counter(
+        t["name"] for w in pool if w.task is not None for t in w.task["trials"])
     best, left = None, []
     for w in pool:
         if w is idle or w.task is None or not splittable(w.task):
             continue
-        rest = [t for t in w.task["trials"]
-                if t["name"] not in w.started | w.finished | w.given_away]
+        rest = [t for t in w.task["trials"] if t["name"] not in w.attempted
+                and t["name"] not in ran and offered[t["name"]] == 1]
         if len(rest) > len(left):
             best, left = w, rest
     if not left:
         return None
-    take = left[len(left) // 2:]
-    best.given_away.update(t["name"] for t in take)
-    return {**best.task, "trials": take, "lease": "eager"}
+    return {**best.task, "trials": left[::-1]}
 
 
-def _ignored(w, ev: dict, holder: dict) -> bool:
-    """An event about a trial that another worker of this pool answers for: a ``busy`` or
-    ``finished`` from the worker that split it off, or from the one it went to when the
-    first had begun it already (``holder``: trial -> the worker that began it; the lease
-    decided)."""
-    name = ev.get("name")
-    if ev["event"] not in ("busy", "finished"):
-        return False
-    if name in w.given_away:
-        return True
-    if holder.get(name, w.index) != w.index:
-        w.given_away.add(name)
-        return True
-    return False
+def _orphans(dead, pool: list, ran: dict, taken: dict) -> list[dict]:
+    """The trials of worker ``dead``'s task that nobody will finish now: those it began and
+    did not finish, and those it had not reached that no other worker has left to try and
+    no other owner holds (``taken``)."""
+    def pending(w, name):
+        return w.task is not None and name not in w.attempted and any(
+            t["name"] == name for t in w.task["trials"])
+
+    out = []
+    for t in dead.task["trials"]:
+        name = t["name"]
+        if name in dead.finished:
+            continue
+        if ran.get(name) == dead.index or (
+            name not in dead.attempted and name not in ran and name not in taken
+            and not any(pending(w, name) for w in pool if w is not dead)
+        ):
+            out.append(t)
+    return out
 
 
 def _run_pool(
@@ -312,14 +317,17 @@ def _run_pool(
 
     queue = collections.deque(tasks)
     pool = [_Worker(settings, env, i) for i, env in enumerate(envs)]
-    holder: dict[str, int] = {}
+    ran: dict[str, int] = {}  # trial -> the worker that began it
+    # "busy"/"finished" (another owner has or had the trial) wait until no worker of this
+    # pool can still begin it: a worker finds taken what another worker here has begun.
+    taken: dict[str, dict] = {}
     interrupted = False
     try:
         while queue or any(w.task is not None for w in pool):
             for w in pool:
                 if w.task is None and queue:
                     w.send(queue.popleft())
-                elif w.task is None and (part := split_off(pool, w)) is not None:
+                elif w.task is None and (part := split_off(pool, w, ran)) is not None:
                     w.send(part)
             # Read only the workers with something to read: a read of another would block
             # until its trial ends, and an idle worker would wait for it (2-7 s per task).
@@ -331,14 +339,15 @@ def _run_pool(
                     if ev["event"] == "idle":
                         w.task = None
                         continue
+                    name = ev.get("name")
+                    w.attempted.add(name)
                     if ev["event"] == "running":
-                        w.started.add(ev["name"])
-                        w.given_away.discard(ev["name"])  # it leased it first
-                        holder[ev["name"]] = w.index
-                    if _ignored(w, ev, holder):
+                        ran[name] = w.index
+                    if ev["event"] in ("busy", "finished"):
+                        taken.setdefault(name, ev)
                         continue
                     if ev["event"] in FINAL_EVENTS:
-                        w.finished.add(ev["name"])
+                        w.finished.add(name)
                     handle(ev)
                 if w.task is not None and w.eof:
                     # The worker died (killed, out of memory, a crash in native code): its
@@ -346,10 +355,10 @@ def _run_pool(
                     # takes its place.
                     err = w.why()
                     tail = list(w.tail)[-12:]
-                    for t in w.task["trials"]:
-                        if t["name"] not in w.finished | w.given_away:
-                            store.mark(t["dir"], "failed", error=err, stderr_tail=tail)
-                            handle({"event": "failed", "name": t["name"], "error": err})
+                    for t in _orphans(w, pool, ran, taken):
+                        store.mark(t["dir"], "failed", error=err, stderr_tail=tail)
+                        handle({"event": "failed", "name": t["name"], "error": err})
+                        ran.setdefault(t["name"], w.index)
                     if tail:
                         log(
                             "  last lines of the worker's stderr:\n"
@@ -358,6 +367,9 @@ def _run_pool(
                     w.task = None
                     w.stop()
                     pool[i] = _Worker(settings, w.env, w.index) if queue else w
+        for name, ev in taken.items():
+            if name not in ran:  # another sweep's, not this pool's
+                handle(ev)
     except BaseException:
         interrupted = True
         raise
