@@ -19,16 +19,16 @@ Budget: 8 epochs per trial (448 Adam steps at batch 64, learning rate 2e-3 with 
 decay to zero), validation every 2 epochs; every arm plateaued (the mean of its last two
 validation evaluations within 0.3 pp of its best). Checkpoints: the best and the final state
 at the end of each trial only (`train.checkpoint_evals="end"`). Cost, measured on 2 CPU
-cores with the default two workers (one pinned to each core): 6 min 30 s and 5 min 59 s from
-an empty workdir with a cold compilation cache (two runs), 14 % of the workers' time (2 x
-the wall time) outside the training steps (the 6 min 30 s run: 12 min 59 s of worker time,
-11 min 10 s in steps; 57 s in the 19 trials that compiled their configuration's programs,
-mostly compiling on one core (18 configurations; one worker took over seeds that the other
-had not started and loaded them from the sweep's cache); 42 s in the 125 other trials,
-0.34 s each for their validation, test and shift evaluations and two checkpoints; 11 s of
-start-up, report and one worker finishing after the other). With five seeds the same code
-took 4 min 24 s, 17 % outside the steps: compiling a configuration is shared by its seeds.
-Both runs wrote the same report.md byte for byte. One worker using both cores (`--workers
+cores with the default two workers (one pinned to each core): 6 min 30 s, 5 min 59 s and
+6 min 09 s from an empty workdir with a cold compilation cache (three runs), 14.0-14.5 % of
+the workers' time (2 x the wall time) outside the training steps (the 6 min 09 s run, the
+current code: 12 min 18 s of worker time, 10 min 31 s in steps; 56 s in the 19 trials that
+compiled their configuration's programs, mostly compiling on one core (18 configurations;
+one worker took over seeds that the other had not begun and loaded them from the sweep's
+cache); 42 s in the 125 other trials, 0.34 s each for their validation, test and shift
+evaluations and two checkpoints; 9 s of start-up and report). With five seeds it took
+4 min 24 s, 17 % outside the steps: compiling a configuration is shared by its seeds.
+All three wrote the same report.md byte for byte. One worker using both cores (`--workers
 1`) gives different last digits (one XLA thread per trial or two).
 
 Result (test accuracy %, mean ± sd over 8 seeds [95 % CI]; validation accuracy %; shift
