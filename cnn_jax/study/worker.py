@@ -139,8 +139,8 @@ def _use_vmap(task: dict, cfg) -> bool:
 
 def run_task(task: dict, emit: Emit) -> bool:
     """Runs ``task = {"trials": [{"name", "dir", "config"}], "vmap": "on"|"off"|"auto",
-    "shift": int}``: the trials (seeds of one config) one after another
-    through ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
+    "shift": int}``: the trials (seeds of one config) one after another through
+    ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
 
     Each trial is leased (:mod:`cnn_jax.study.lease`) before it runs: one that a living
     owner holds (another sweep, another job, another worker of this pool) emits ``busy``
