@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import os
@@ -133,6 +134,7 @@ def default_workers() -> int:
     return max(1, min(cores, int(memory_gb // 2)))
 
 
+@functools.cache  # (asked per task and per idle worker by the local pool)
 def accelerator_installed() -> bool:
     return any(
         importlib.util.find_spec(m) is not None

@@ -220,7 +220,7 @@ def _run_leased(task: dict, emit: Emit) -> bool:
                 _finish(task, t, {"status": "done", "result": _restored(t["dir"])}, emit, t0)
                 pending.pop(t["name"])
         rest = [(t, c) for t, c in zip(trials, cfgs) if t["name"] in pending]
-        if len(rest) > 1 and _use_vmap(task, rest[0][1]):
+        if len(rest) > 1:  # (run_task hands over several trials only to train them vmapped)
             from cnn_jax.train.vmap import fit_seeds
 
             def on_done(i, outcome):

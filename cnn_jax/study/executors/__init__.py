@@ -47,7 +47,8 @@ class Executor:
     name = ""
     OPTIONS: tuple[str, ...] = ()
     # Cluster jobs hold one trial each unless its seeds train together as one vmapped
-    # program; the local pool keeps a config's seeds in one worker (one compilation).
+    # program; the local pool keeps a config's seeds in one worker (one compilation) until
+    # a worker runs out of tasks and takes over the ones not begun.
     JOB_PER_TRIAL = True
     # How many trials ran at once in the last ``run`` (the local pool's size), or None
     # where the cluster decides: the sweep's overhead line is taken against it.
