@@ -12,8 +12,8 @@ import time
 
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
-from cnn_jax.study.executors import Log, create
-from cnn_jax.study.executors.slurm import (
+from cnn_jax.study.execution.executors import Log, create
+from cnn_jax.study.execution.executors.slurm import (
     ENDED,
     import_submitit,
     job_parameters,

@@ -3,7 +3,7 @@
 Question: a random search (Bergstra & Bengio 2012) over the learning rate (log-uniform
 1e-4..3e-2), the weight decay (log-uniform 1e-5..1e-1) and the batch size (32, 64, 128)
 with a budget of 12 configurations, 3 seeds each. Selection is on validation: the report
-(`cnn_jax.study.analysis.ranked`) ranks the configurations by mean *validation* accuracy
+(`cnn_jax.study.reporting.aggregate.ranked`) ranks the configurations by mean *validation* accuracy
 (the stratified hold-out of the train split, `data.validation`), selects the first and
 gives its test accuracy with its 95 % CI over seeds; the test split, evaluated once at the
 end of each trial, never chooses. Re-running with a larger budget (`hparam_search.py:24`)

@@ -7,7 +7,7 @@ import struct
 from tensorboardX.proto import event_pb2
 from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
-from cnn_jax.study import hparams
+from cnn_jax.study.execution import hparams
 
 
 def _events(logdir):

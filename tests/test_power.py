@@ -1,4 +1,4 @@
-"""The power of the paired t-test (cnn_jax.study.stats): against scipy's noncentral t used
+"""The power of the paired t-test (cnn_jax.study.reporting.stats): against scipy's noncentral t used
 directly, the normal-approximation closed form for large n, a simulation, and statsmodels
 where it is installed."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from cnn_jax.study import stats
+from cnn_jax.study.reporting import stats
 
 POWER = 0.8
 

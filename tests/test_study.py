@@ -16,7 +16,9 @@ import pytest
 
 from cnn_jax import cli, train
 from cnn_jax import config as config_lib
-from cnn_jax.study import reporting, runner, store
+from cnn_jax.study import store
+from cnn_jax.study.reporting import write as reporting
+from cnn_jax.study.execution import runner
 from cnn_jax import rundir
 from cnn_jax.train import writer as writer_lib
 

@@ -18,7 +18,9 @@ import pytest
 
 from cnn_jax import cli
 from cnn_jax.errors import UserError
-from cnn_jax.study import executors, lease, runner, store
+from cnn_jax.study import lease, store
+from cnn_jax.study.execution import executors
+from cnn_jax.study.execution import runner
 
 EXPERIMENT = """
 from cnn_jax import study
@@ -200,8 +202,8 @@ def test_a_dead_worker_says_why_its_trial_failed(tmp_path, data_dir):
     (hook / "sitecustomize.py").write_text(
         textwrap.dedent("""
         import os, sys
-        if "cnn_jax.study.worker" in sys.orig_argv:
-            from cnn_jax.study import worker
+        if "cnn_jax.study.execution.worker" in sys.orig_argv:
+            from cnn_jax.study.execution import worker
             def die(cfg, d):
                 sys.stderr.write("Fatal: cudaMalloc failed: out of memory (simulated)\\n")
                 sys.stderr.flush()
@@ -373,7 +375,7 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
     block until its trial ends). The fake workers fail a read with nothing to read."""
     import select
 
-    from cnn_jax.study.executors import local
+    from cnn_jax.study.execution.executors import local
 
     workers = []
 
@@ -421,7 +423,7 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
 
 
 def test_cpu_workers_get_disjoint_cpus(monkeypatch):
-    from cnn_jax.study.executors import local
+    from cnn_jax.study.execution.executors import local
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
     assert local.cpu_groups(2) == ["0,1,2", "3,4"]
@@ -445,7 +447,7 @@ def test_a_two_worker_sweep_pins_each_worker_and_reports_the_workers_time(tmp_pa
     assert "in 2 workers" in lines[-1] and "(2 x the wall time)" in lines[-1]
     cpus = {json.loads(Path(wd, "trials", n, "status.json").read_text())["env"]["CNN_JAX_WORKER_CPUS"]
             for n in os.listdir(os.path.join(wd, "trials"))}
-    from cnn_jax.study.executors import local
+    from cnn_jax.study.execution.executors import local
 
     assert cpus == set(local.cpu_groups(2)) and len(cpus) == 2  # each config's task in its own worker
 
@@ -453,7 +455,7 @@ def test_a_two_worker_sweep_pins_each_worker_and_reports_the_workers_time(tmp_pa
 def test_an_idle_worker_takes_over_from_the_back_the_seeds_nobody_has_begun():
     from types import SimpleNamespace
 
-    from cnn_jax.study.executors import local
+    from cnn_jax.study.execution.executors import local
 
     def worker(index, names, attempted=(), vmap="off"):
         task = {"trials": [{"name": n} for n in names], "vmap": vmap}
@@ -494,7 +496,7 @@ def test_the_seeds_of_one_config_are_shared_out_between_two_workers(tmp_path, da
     """One configuration, four seeds, two workers: the second worker takes over seeds the
     first has not started; every trial is trained once, and to the same result as one
     worker (pinned to one CPU too) training all four."""
-    from cnn_jax.study.executors import local
+    from cnn_jax.study.execution.executors import local
 
     exp = _experiment(tmp_path, data_dir, acts=("relu",), seeds=4, steps=12)
     wd = str(tmp_path / "sweep")

@@ -15,7 +15,9 @@ import pytest
 from scipy import stats as sps
 
 from cnn_jax import study
-from cnn_jax.study import reporting, stats, store
+from cnn_jax.study import store
+from cnn_jax.study.reporting import write as reporting
+from cnn_jax.study.reporting import stats
 
 # test accuracy per (model, pool) and seed 0..4
 ACC = {
@@ -407,7 +409,7 @@ def test_without_validation_nothing_is_ranked(tmp_path):
 
 
 def test_equal_parameter_counts_are_spread_apart_in_the_plot():
-    from cnn_jax.study.figures import _dodged
+    from cnn_jax.study.reporting.figures import _dodged
 
     xs = [100.0, 100.0, 100.0, 250.0]
     out = _dodged(xs, log=False)
@@ -422,7 +424,7 @@ def test_preload_imports_what_the_report_needs():
     """A sweep imports the report's libraries while its workers start (reporting.preload)."""
     code = (
         "import sys\n"
-        "from cnn_jax.study import reporting\n"
+        "from cnn_jax.study.reporting import write as reporting\n"
         "heavy = ('pandas', 'scipy.stats', 'matplotlib.pyplot')\n"
         "before = [m for m in heavy if m in sys.modules]\n"
         "reporting.preload()\n"
@@ -436,7 +438,8 @@ def test_the_sweeps_overhead_is_taken_against_its_workers_time(tmp_path):
     """One worker: the wall time; two: twice the wall time (not a negative overhead);
     cluster jobs (concurrency unknown): the trials' own wall times."""
     from cnn_jax import rundir
-    from cnn_jax.study import progress, store
+    from cnn_jax.study import store
+    from cnn_jax.study.execution import progress
 
     class T:
         def __init__(self, name):

@@ -10,7 +10,8 @@ from scipy import stats as sps
 from cnn_jax import config as config_lib
 from cnn_jax import study
 from cnn_jax.errors import UserError
-from cnn_jax.study import stats, store
+from cnn_jax.study import store
+from cnn_jax.study.reporting import stats
 
 # ----------------------------------------------------------------------------- sweeps
 

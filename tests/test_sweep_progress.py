@@ -1,6 +1,6 @@
 """The sweep's progress lines: elapsed time and an ETA from the mean time per trial."""
 
-from cnn_jax.study.progress import SweepProgress, duration
+from cnn_jax.study.execution.progress import SweepProgress, duration
 
 
 def test_each_line_has_elapsed_and_eta_from_the_mean_trial_time():

@@ -132,7 +132,7 @@ def test_viz_errors(run_dir, tmp_path, capsys):
 def test_a_sweeps_shift_analysis_runs_the_trials_own_evaluation_program(data_dir, tmp_path):
     """The worker predicts shifted images with the evaluation program the trial compiled (no
     compilation of its own) and gets the consistency a separately jitted predictor gets."""
-    from cnn_jax.study import worker
+    from cnn_jax.study.execution import worker
     from cnn_jax.train import assemble
 
     c = config_lib.base_config()

@@ -32,22 +32,22 @@ from cnn_jax.study.sweep import (
 
 
 def run(experiment: str, workdir: str, **kwargs):
-    """Runs or resumes a study; see :func:`cnn_jax.study.runner.run`."""
-    from cnn_jax.study import runner
+    """Runs or resumes a study; see :func:`cnn_jax.study.execution.runner.run`."""
+    from cnn_jax.study.execution import runner
 
     return runner.run(experiment, workdir, **kwargs)
 
 
 def report(workdir: str) -> dict:
     """Writes ``results.csv``, ``report.md``, ``timing.md`` and plots of a sweep directory."""
-    from cnn_jax.study import reporting as report_lib
+    from cnn_jax.study.reporting import write as report_lib
 
     return report_lib.write(workdir)
 
 
 def results(workdir: str):
     """The ``results.csv`` rows of a sweep directory as a ``pandas.DataFrame``."""
-    from cnn_jax.study import reporting as report_lib
+    from cnn_jax.study.reporting import write as report_lib
 
     return report_lib.collect(workdir)
 

@@ -37,7 +37,7 @@ def _print_report(out: dict) -> None:
 def cmd_sweep(args, overrides) -> int:
     import signal
 
-    from cnn_jax.study import runner
+    from cnn_jax.study.execution import runner
 
     # `kill PID` stops a sweep like Ctrl-C: workers checkpoint, statuses say what is left.
     def on_term(signum, frame):
@@ -159,7 +159,7 @@ def _job_states(rows) -> dict[str, str]:
     if not ids or shutil.which("squeue") is None:
         return {}
     from cnn_jax.errors import UserError
-    from cnn_jax.study import executors
+    from cnn_jax.study.execution import executors
 
     try:
         return executors.squeue_states(ids)
@@ -169,7 +169,7 @@ def _job_states(rows) -> dict[str, str]:
 
 def cmd_report(args, overrides) -> int:
     from cnn_jax.errors import UserError
-    from cnn_jax.study import reporting as report
+    from cnn_jax.study.reporting import write as report
 
     if overrides:
         raise UserError("report takes no --config overrides")

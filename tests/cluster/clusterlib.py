@@ -64,7 +64,7 @@ def experiment(directory: Path, data_dir: str, spec: dict, name: str) -> str:
 
 def metrics(workdir: str) -> pd.DataFrame:
     """results.csv without what depends on the machine's speed."""
-    from cnn_jax.study.rows import TIMING_COLUMNS
+    from cnn_jax.study.reporting.rows import TIMING_COLUMNS
 
     return pd.read_csv(os.path.join(workdir, "results.csv")).drop(columns=list(TIMING_COLUMNS))
 

@@ -139,7 +139,7 @@ _REFERENCES: dict[str, str] = {}
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory, data_dir):
     """``reference(spec)``: the sweep directory of ``spec`` run by the local pool (once)."""
-    from cnn_jax.study import runner
+    from cnn_jax.study.execution import runner
 
     def get(spec: dict) -> str:
         key = repr(sorted(spec.items()))

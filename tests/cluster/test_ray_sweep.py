@@ -27,7 +27,7 @@ pytestmark = pytest.mark.cluster
 
 
 def test_ray_sweep_equals_the_local_one_and_spreads(ray_cluster, reference, tmp_path, data_dir):
-    from cnn_jax.study import runner
+    from cnn_jax.study.execution import runner
 
     exp = experiment(tmp_path, data_dir, SMALL, "exp")
     wd = str(tmp_path / "sweep")

@@ -89,7 +89,7 @@ def test_usr2_saves_requeues_and_resumes_exactly(slurm, reference, tmp_path, dat
 
 def test_executors_mix_across_reruns(slurm, reference, tmp_path, data_dir):
     """Start locally (one trial), finish on SLURM: the store is the one source of truth."""
-    from cnn_jax.study import runner
+    from cnn_jax.study.execution import runner
 
     exp = experiment(tmp_path, data_dir, SMALL, "exp")
     wd = str(tmp_path / "sweep")

@@ -8,8 +8,8 @@ comparisons with the baseline test (the study's metric, ``test_accuracy`` by def
 what a selected configuration reports, never what selects it.
 
 The tests themselves (t intervals, paired t, exact Wilcoxon, Holm, d_z, power) are in
-:mod:`cnn_jax.study.stats`; this module applies them to the ``DataFrame`` of
-:func:`cnn_jax.study.rows.collect`.
+:mod:`cnn_jax.study.reporting.stats`; this module applies them to the ``DataFrame`` of
+:func:`cnn_jax.study.reporting.rows.collect`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from cnn_jax.study import stats
-from cnn_jax.study.rows import label, series, short
+from cnn_jax.study.reporting import stats
+from cnn_jax.study.reporting.rows import label, series, short
 
 CONFIG = "configuration"  # a column labelling each configuration by all its swept values
 ALPHA = 0.05  # the significance level of the verdicts

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from cnn_jax.study.analysis import is_fraction, verdict
-from cnn_jax.study.rows import short
+from cnn_jax.study.reporting.aggregate import is_fraction, verdict
+from cnn_jax.study.reporting.rows import short
 
 # ----------------------------------------------------------------------------- numbers
 

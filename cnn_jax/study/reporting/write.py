@@ -3,10 +3,10 @@ baseline, ``report.md``, ``timing.md`` and plots.
 
 The entry point of the report; the work is done by
 
-- :mod:`cnn_jax.study.rows`: one row per trial, read from the sweep directory;
-- :mod:`cnn_jax.study.analysis`: statistics over seeds and comparisons with the baseline;
-- :mod:`cnn_jax.study.figures`: the plots;
-- :mod:`cnn_jax.study.markdown`: the text of ``report.md`` and ``timing.md``; :mod:`cnn_jax.study.tables` its tables.
+- :mod:`cnn_jax.study.reporting.rows`: one row per trial, read from the sweep directory;
+- :mod:`cnn_jax.study.reporting.aggregate`: statistics over seeds and comparisons with the baseline;
+- :mod:`cnn_jax.study.reporting.figures`: the plots;
+- :mod:`cnn_jax.study.reporting.markdown`: the text of ``report.md`` and ``timing.md``; :mod:`cnn_jax.study.reporting.tables` its tables.
 
 ``report.md`` is a function of the trials' results only (no timings, dates or absolute
 paths), so an interrupted-then-resumed sweep writes the same ``report.md`` as an
@@ -23,11 +23,12 @@ from __future__ import annotations
 import os
 
 from cnn_jax import rundir
-from cnn_jax.study import markdown, store
-from cnn_jax.study.analysis import aggregate, comparisons
-from cnn_jax.study.figures import plots
-from cnn_jax.study.rows import TIMING_COLUMNS, collect
-from cnn_jax.study.tables import aggregate_table, comparison_table
+from cnn_jax.study import store
+from cnn_jax.study.reporting import markdown
+from cnn_jax.study.reporting.aggregate import aggregate, comparisons
+from cnn_jax.study.reporting.figures import plots
+from cnn_jax.study.reporting.rows import TIMING_COLUMNS, collect
+from cnn_jax.study.reporting.tables import aggregate_table, comparison_table
 
 __all__ = [
     "TIMING_COLUMNS",

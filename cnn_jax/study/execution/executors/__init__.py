@@ -1,11 +1,11 @@
 """Where a sweep's trials run: the local worker pool, SLURM (through submitit) or Ray.
 
-Each executor takes the tasks that :func:`cnn_jax.study.runner._tasks` builds (one task =
+Each executor takes the tasks that :func:`cnn_jax.study.execution.runner._tasks` builds (one task =
 one trial, or the seeds of one config trained together) and runs every task as one job in
-a fresh process: a ``python -m cnn_jax.study.worker`` subprocess (local), a job-array task
+a fresh process: a ``python -m cnn_jax.study.execution.worker`` subprocess (local), a job-array task
 (SLURM) or a Ray task on a fresh worker process (``max_calls=1``). Every job applies the
 sweep's runtime settings before JAX is imported and calls
-:func:`cnn_jax.study.worker.run_task`, which leases each trial in the trial store; the store
+:func:`cnn_jax.study.execution.worker.run_task`, which leases each trial in the trial store; the store
 on the shared filesystem is the one source of truth, so the executors give the same results
 and can be mixed across re-runs (start locally, finish on SLURM).
 
@@ -118,9 +118,9 @@ def _positive(options: dict, key: str, allow_zero: bool = False) -> None:
 # Registration: importing an executor module registers it.
 # (in this order: the order names() lists them in)
 # isort: off
-from cnn_jax.study.executors import local as _local  # noqa: F401
-from cnn_jax.study.executors import slurm as _slurm  # noqa: F401
-from cnn_jax.study.executors import raycluster as _ray  # noqa: F401
+from cnn_jax.study.execution.executors import local as _local  # noqa: F401
+from cnn_jax.study.execution.executors import slurm as _slurm  # noqa: F401
+from cnn_jax.study.execution.executors import raycluster as _ray  # noqa: F401
 # isort: on
-from cnn_jax.study.executors.local import gpu_worker_envs, visible_gpus  # noqa: F401
-from cnn_jax.study.executors.slurm import squeue_states  # noqa: F401
+from cnn_jax.study.execution.executors.local import gpu_worker_envs, visible_gpus  # noqa: F401
+from cnn_jax.study.execution.executors.slurm import squeue_states  # noqa: F401

@@ -11,7 +11,7 @@ import time
 
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
-from cnn_jax.study.executors import Executor, _positive, register
+from cnn_jax.study.execution.executors import Executor, _positive, register
 
 
 def run_quiet(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProcess:
@@ -56,7 +56,7 @@ class TrialJob:
     def __call__(self) -> dict:
         import signal
 
-        from cnn_jax.study import worker
+        from cnn_jax.study.execution import worker
 
         submitit_usr2 = signal.getsignal(signal.SIGUSR2)
         out = worker.job_main(self.task, self.settings)

@@ -1,6 +1,6 @@
 """The plots of a sweep report (``plots/*.png``, matplotlib with the Agg backend).
 
-Each plot compares the levels of one factor (see :func:`cnn_jax.study.analysis.panels`),
+Each plot compares the levels of one factor (see :func:`cnn_jax.study.reporting.aggregate.panels`),
 one series or panel per setting of the other swept keys. The PNGs carry no software or date
 metadata, so the same results give the same files.
 """
@@ -11,7 +11,7 @@ import math
 import os
 
 from cnn_jax import rundir
-from cnn_jax.study.analysis import (
+from cnn_jax.study.reporting.aggregate import (
     CONFIG,
     is_fraction,
     level,
@@ -21,7 +21,7 @@ from cnn_jax.study.analysis import (
     settings,
     with_labels,
 )
-from cnn_jax.study.rows import short
+from cnn_jax.study.reporting.rows import short
 
 MARKERS = "osD^vP*X"
 

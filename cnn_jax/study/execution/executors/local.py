@@ -14,7 +14,7 @@ import threading
 
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
-from cnn_jax.study.executors import FINAL_EVENTS, Executor, Handle, Log, _positive, register
+from cnn_jax.study.execution.executors import FINAL_EVENTS, Executor, Handle, Log, _positive, register
 
 
 def visible_gpus() -> int:
@@ -92,7 +92,7 @@ class Local(Executor):
 
     With G GPUs: one worker per GPU by default (``CUDA_VISIBLE_DEVICES`` of its own), or
     ``trials_per_gpu`` per GPU with the memory fraction set so that they fit. On CPU: one
-    worker per core, pinned to it (see :func:`cnn_jax.study.runner.default_workers`)."""
+    worker per core, pinned to it (see :func:`cnn_jax.study.execution.runner.default_workers`)."""
 
     name = "local"
     OPTIONS = ("workers", "trials_per_gpu")
@@ -104,7 +104,7 @@ class Local(Executor):
 
     def plan_workers(self, n_tasks: int) -> list[dict]:
         """One environment per worker process to start (at most ``n_tasks``)."""
-        from cnn_jax.study import runner
+        from cnn_jax.study.execution import runner
 
         gpus = visible_gpus()
         per_gpu = self.options.get("trials_per_gpu") or 1
@@ -129,7 +129,7 @@ class Local(Executor):
         envs = self.plan_workers(sum(len(t["trials"]) if splittable(t) else 1 for t in tasks))
         self.concurrency = max(self.concurrency or 1, len(envs))
         if self.options.get("workers") == 0:
-            from cnn_jax.study import worker
+            from cnn_jax.study.execution import worker
 
             with worker.cached_datasets():
                 for task in tasks:
@@ -140,11 +140,11 @@ class Local(Executor):
 
 
 class _Worker:
-    """One ``python -m cnn_jax.study.worker`` subprocess: tasks on stdin, events on a pipe,
+    """One ``python -m cnn_jax.study.execution.worker`` subprocess: tasks on stdin, events on a pipe,
     stderr forwarded to ours (its last lines kept, to say why it died)."""
 
     def __init__(self, settings: dict, env: dict, index: int):
-        from cnn_jax.study import worker
+        from cnn_jax.study.execution import worker
 
         r, w = os.pipe()
         full_env = {
@@ -154,7 +154,7 @@ class _Worker:
             "CNN_JAX_EXECUTOR": "local",
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cnn_jax.study.worker"],
+            [sys.executable, "-m", "cnn_jax.study.execution.worker"],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
             pass_fds=(w,),
@@ -256,7 +256,7 @@ def splittable(task: dict) -> bool:
     ones not started yet can go to another worker (:func:`split_off`)."""
     mode = task.get("vmap", "off")
     if mode == "auto":
-        from cnn_jax.study import runner
+        from cnn_jax.study.execution import runner
 
         return not runner.accelerator_installed()
     return mode == "off"

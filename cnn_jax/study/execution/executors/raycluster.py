@@ -10,7 +10,7 @@ import threading
 
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
-from cnn_jax.study.executors import FINAL_EVENTS, Executor, _positive, register
+from cnn_jax.study.execution.executors import FINAL_EVENTS, Executor, _positive, register
 
 
 def _ray_job(task: dict, settings: dict) -> dict:
@@ -21,7 +21,7 @@ def _ray_job(task: dict, settings: dict) -> dict:
     ctx = ray.get_runtime_context()
     os.environ["CNN_JAX_EXECUTOR"] = "ray"
     os.environ["CNN_JAX_JOB_ID"] = f"{ctx.get_task_id()[:16]}@node-{ctx.get_node_id()[:8]}"
-    from cnn_jax.study import worker
+    from cnn_jax.study.execution import worker
 
     return worker.job_main(task, settings)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cnn_jax.study.analysis import (
+from cnn_jax.study.reporting.aggregate import (
     PLATEAU_TOLERANCE,
     with_labels,
 )
-from cnn_jax.study.rows import label, trial_config
-from cnn_jax.study.tables import (
+from cnn_jax.study.reporting.rows import label, trial_config
+from cnn_jax.study.reporting.tables import (
     _judged,
     _range,
 )

@@ -1,6 +1,6 @@
 """Running trials: one task (a trial, or the seeds of one config) inside a worker process.
 
-A worker is a long-lived ``python -m cnn_jax.study.worker`` process that receives tasks on
+A worker is a long-lived ``python -m cnn_jax.study.execution.worker`` process that receives tasks on
 stdin and sends back one event per trial; a cluster job runs :func:`job_main` instead. It writes each trial's ``status.json`` itself, so the files are
 right even if the parent dies; it exits when the parent goes away. This module imports
 nothing heavy at the top: the worker sets its environment before JAX is imported.
@@ -66,7 +66,7 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, t0: float) -> No
         analysis = _analysis(task, result)
         rundir.write_json(os.path.join(d, rundir.ANALYSIS), analysis)
         if "point" in trial:  # TensorBoard HParams: compare trials by swept values
-            from cnn_jax.study import hparams
+            from cnn_jax.study.execution import hparams
 
             hparams.write(d, trial["point"], trial["seed"], result.summary, analysis)
         # The trial's wall time from "running" to "done" (a vmapped group's shared by its
@@ -147,7 +147,7 @@ def run_task(task: dict, emit: Emit) -> bool:
     and is left alone; one that turns out finished meanwhile emits ``finished``. Trials
     that run one after another are leased one at a time, just before each starts, so that
     the local pool can give the seeds not yet begun to a worker that has run out of tasks
-    as well (:func:`cnn_jax.study.executors.local.split_off`); seeds that train together
+    as well (:func:`cnn_jax.study.execution.executors.local.split_off`); seeds that train together
     (vmapped) lease all their trials first. Leases are renewed while the trials train and
     released when they end, however this returns.
 
@@ -368,7 +368,7 @@ EVENTS_FD = "CNN_JAX_WORKER_EVENTS_FD"
 
 
 def main() -> None:
-    """``python -m cnn_jax.study.worker``: the local pool's worker process.
+    """``python -m cnn_jax.study.execution.worker``: the local pool's worker process.
 
     Started as a plain subprocess (never ``multiprocessing``'s spawn, which re-imports the
     parent's ``__main__``: a script calling ``study.run`` without an ``if __name__ ==
@@ -425,6 +425,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from cnn_jax.study import worker as _worker  # noqa: PLW0406  (the canonical module)
+    from cnn_jax.study.execution import worker as _worker  # noqa: PLW0406  (the canonical module)
 
     _worker.main()

@@ -3,7 +3,7 @@
 ``run(experiment, workdir)`` loads ``get_config()`` and ``get_sweep()`` from the experiment
 file, plans every trial (resolving each config, so mistakes surface before anything runs),
 writes ``sweep.json``, skips trials that are ``done`` or ``diverged`` (``failed`` ones are
-retried), and hands the rest to an executor (:mod:`cnn_jax.study.executors`: the local
+retried), and hands the rest to an executor (:mod:`cnn_jax.study.execution.executors`: the local
 worker pool by default, SLURM or Ray). Trials that differ only by seed form one task, one
 job (they run one after another through ``cnn_jax.train.fit``, or together as one vmapped
 program, see :mod:`cnn_jax.train.vmap`), so the compiled program is shared. Interrupted
@@ -111,7 +111,7 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | 
 def default_workers() -> int:
     """Worker processes that fit this machine.
 
-    On CPU: one per core, each pinned to its own (:func:`cnn_jax.study.executors.local.
+    On CPU: one per core, each pinned to its own (:func:`cnn_jax.study.execution.executors.local.
     cpu_groups`), and at most one per 2 GB of memory (a worker of the pooling study peaked
     at 0.69 GB of RSS). On 2 shared cores, the pooling study's 90 trials (five seeds then)
     from an empty workdir took 4 min 24 s with two pinned workers against 5 min 30 s with
@@ -228,7 +228,7 @@ def run(
       plots: and the plots.
       log: where progress lines go.
       executor: ``"local"`` (the worker pool, default), ``"slurm"`` (job arrays through
-        submitit) or ``"ray"``: see :mod:`cnn_jax.study.executors`.
+        submitit) or ``"ray"``: see :mod:`cnn_jax.study.execution.executors`.
       executor_options: the executor's options (local: ``workers``, ``trials_per_gpu``;
         slurm: ``partition``, ``time_min``, ``cpus``, ``gpus``, ``mem_gb``,
         ``array_parallelism``, ``sbatch``; ray: ``address``, ``cpus``, ``gpus``, ``mem_gb``).
@@ -245,7 +245,7 @@ def run(
         raise UserError(f"invalid vmap {vmap!r}; choose on, off or auto")
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be 0 (in this process) or more, got {workers}")
-    from cnn_jax.study import executors
+    from cnn_jax.study.execution import executors
 
     options = dict(executor_options or {})
     if workers is not None:
@@ -297,7 +297,7 @@ def run(
             _write_plan(workdir, p, todo, log)
         t0 = time.perf_counter()
         if report and todo:  # the report's imports while the workers start
-            from cnn_jax.study import reporting
+            from cnn_jax.study.reporting import write as reporting
 
             threading.Thread(target=reporting.preload, name="cnn-jax-preload", daemon=True).start()
         counts = _execute(
@@ -330,11 +330,11 @@ def run(
         seconds=time.perf_counter() - t0,
     )
     if report:
-        from cnn_jax.study import reporting as report_lib
+        from cnn_jax.study.reporting import write as report_lib
 
         result["report"] = report_lib.write(workdir, with_plots=plots)
     if result["ran"]:
-        from cnn_jax.study import progress
+        from cnn_jax.study.execution import progress
 
         result.update(progress.overhead(workdir, p.trials, started, time.perf_counter() - t_run,
                                         workers=ex.concurrency))
@@ -400,7 +400,7 @@ def _execute(todo, workdir, ex, vmap, shift, cache_dir, log) -> dict:
     finished = 0
     busy: dict[str, store.Trial] = {}
     by_name = {t.name: t for t in todo}
-    from cnn_jax.study.progress import SweepProgress
+    from cnn_jax.study.execution.progress import SweepProgress
 
     progress = SweepProgress(total, log)
 

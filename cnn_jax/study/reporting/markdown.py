@@ -15,7 +15,7 @@ from typing import Any
 
 from cnn_jax import rundir
 from cnn_jax.study import store
-from cnn_jax.study.analysis import (
+from cnn_jax.study.reporting.aggregate import (
     ALPHA,
     PLATEAU_TOLERANCE,
     is_fraction,
@@ -23,10 +23,10 @@ from cnn_jax.study.analysis import (
     ranked,
     with_labels,
 )
-from cnn_jax.study.figures import relpath
-from cnn_jax.study.protocol import _protocol
-from cnn_jax.study.rows import label, short
-from cnn_jax.study.tables import (
+from cnn_jax.study.reporting.figures import relpath
+from cnn_jax.study.reporting.protocol import _protocol
+from cnn_jax.study.reporting.rows import label, short
+from cnn_jax.study.reporting.tables import (
     _name,
     _p,
     _pct,
