@@ -8,6 +8,8 @@ at module level: :func:`host_device_flags` must run before JAX is first imported
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import sys
 
@@ -93,3 +95,40 @@ def setup_runtime(debug: bool) -> None:
         tfds.disable_progress_bar()
     except ImportError:
         pass
+
+
+# ----------------------------------------------------------------------------- host facts
+
+
+def default_workers() -> int:
+    """Worker processes that fit this machine.
+
+    On CPU: one per core, each pinned to its own (:func:`cnn_jax.study.execution.executors.local.
+    cpu_groups`), and at most one per 2 GB of memory (a worker of the pooling study peaked
+    at 0.69 GB of RSS). On 2 shared cores, the pooling study's 90 trials (five seeds then)
+    from an empty workdir took 4 min 24 s with two pinned workers against 5 min 30 s with
+    one worker spreading XLA's threads over both cores, back to back (2026-12-01):
+    single-threaded steps took less CPU (7 min 00 s of single-core step time against 4 min
+    30 s of two-core time) and one worker compiles while the other trains. (The one-worker
+    default came from runs whose pool left an idle worker waiting for the other's trial to
+    end.) With an accelerator: one (its memory is shared).
+    """
+    if accelerator_installed():
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (AttributeError, ValueError, OSError):
+        memory_gb = 2.0 * cores
+    return max(1, min(cores, int(memory_gb // 2)))
+
+
+@functools.cache  # (asked per task and per idle worker by the local pool)
+def accelerator_installed() -> bool:
+    return any(
+        importlib.util.find_spec(m) is not None
+        for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
+    )

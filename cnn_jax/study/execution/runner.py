@@ -15,8 +15,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import functools
-import importlib.util
 import inspect
 import os
 import sys
@@ -108,40 +106,6 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | 
 # ----------------------------------------------------------------------------- workers
 
 
-def default_workers() -> int:
-    """Worker processes that fit this machine.
-
-    On CPU: one per core, each pinned to its own (:func:`cnn_jax.study.execution.executors.local.
-    cpu_groups`), and at most one per 2 GB of memory (a worker of the pooling study peaked
-    at 0.69 GB of RSS). On 2 shared cores, the pooling study's 90 trials (five seeds then)
-    from an empty workdir took 4 min 24 s with two pinned workers against 5 min 30 s with
-    one worker spreading XLA's threads over both cores, back to back (2026-12-01):
-    single-threaded steps took less CPU (7 min 00 s of single-core step time against 4 min
-    30 s of two-core time) and one worker compiles while the other trains. (The one-worker
-    default came from runs whose pool left an idle worker waiting for the other's trial to
-    end.) With an accelerator: one (its memory is shared).
-    """
-    if accelerator_installed():
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    except (AttributeError, ValueError, OSError):
-        memory_gb = 2.0 * cores
-    return max(1, min(cores, int(memory_gb // 2)))
-
-
-@functools.cache  # (asked per task and per idle worker by the local pool)
-def accelerator_installed() -> bool:
-    return any(
-        importlib.util.find_spec(m) is not None
-        for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
-    )
-
-
 CACHE_SUBDIR = os.path.join(".cache", "xla")
 
 
@@ -220,7 +184,7 @@ def run(
       experiment: ``FILE.py[:ARG]`` with ``get_config()`` and ``get_sweep()``.
       workdir: the sweep directory (created; must be empty or a sweep directory).
       overrides: ``[(dotted_key, text)]`` applied to the experiment's config (every trial).
-      workers: worker processes; ``None``: :func:`default_workers`; ``0``: run in this process.
+      workers: worker processes; ``None``: :func:`cnn_jax.runtime.default_workers`; ``0``: run in this process.
       vmap: ``"on"``, ``"off"`` or ``"auto"`` (on for accelerators): train the seeds of a
         config as one vmapped program.
       dry_run: list the trials and what would run, write nothing.

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 
+from cnn_jax import runtime
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
 from cnn_jax.study.execution.executors import FINAL_EVENTS, Executor, Handle, Log, _positive, register
@@ -92,7 +93,7 @@ class Local(Executor):
 
     With G GPUs: one worker per GPU by default (``CUDA_VISIBLE_DEVICES`` of its own), or
     ``trials_per_gpu`` per GPU with the memory fraction set so that they fit. On CPU: one
-    worker per core, pinned to it (see :func:`cnn_jax.study.execution.runner.default_workers`)."""
+    worker per core, pinned to it (see :func:`cnn_jax.runtime.default_workers`)."""
 
     name = "local"
     OPTIONS = ("workers", "trials_per_gpu")
@@ -104,8 +105,6 @@ class Local(Executor):
 
     def plan_workers(self, n_tasks: int) -> list[dict]:
         """One environment per worker process to start (at most ``n_tasks``)."""
-        from cnn_jax.study.execution import runner
-
         gpus = visible_gpus()
         per_gpu = self.options.get("trials_per_gpu") or 1
         if gpus:
@@ -117,7 +116,7 @@ class Local(Executor):
             if self.options.get("trials_per_gpu"):
                 raise UserError("--trials-per-gpu: this host has no GPU")
             n = self.options.get("workers")
-            envs = [{} for _ in range(runner.default_workers() if n is None else n)]
+            envs = [{} for _ in range(runtime.default_workers() if n is None else n)]
         envs = envs[: max(1, min(len(envs), n_tasks))] if envs else []
         if not gpus:  # CPU workers: each pinned to CPUs of its own
             for env, cpus in zip(envs, cpu_groups(len(envs))):
@@ -256,9 +255,7 @@ def splittable(task: dict) -> bool:
     ones not started yet can go to another worker (:func:`split_off`)."""
     mode = task.get("vmap", "off")
     if mode == "auto":
-        from cnn_jax.study.execution import runner
-
-        return not runner.accelerator_installed()
+        return not runtime.accelerator_installed()
     return mode == "off"
 
 

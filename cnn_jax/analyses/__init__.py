@@ -1,0 +1,31 @@
+"""Per-trial analyses (a registry): the measures a study records of every trained trial.
+
+See :mod:`cnn_jax.analyses.base` for the :class:`Analysis` contract and how to register
+one (from the package, or from an experiment file). Registered here: ``shift_consistency``
+(Zhang 2019). Importing this package imports no JAX.
+"""
+
+from cnn_jax.analyses import shift as _shift  # noqa: F401  (registers shift_consistency)
+from cnn_jax.analyses.base import (
+    REGISTRY,
+    Analysis,
+    Context,
+    Measure,
+    get,
+    measures_of,
+    names,
+    register,
+    resolve,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Analysis",
+    "Context",
+    "Measure",
+    "get",
+    "measures_of",
+    "names",
+    "register",
+    "resolve",
+]

@@ -1,0 +1,194 @@
+"""Per-trial analyses: what a study measures of each trained trial besides accuracy.
+
+An analysis is one registered :class:`Analysis`: a name, its options (with defaults, whose
+types the values must have), the named scalars it records (:class:`Measure`: each becomes a
+``results.csv`` column, a pair of columns of the report's table, its own paired comparison
+with the baseline and its own Holm family), a paragraph for the report, and the function
+that measures a trained trial from a :class:`Context`. The worker runs the analyses the
+study names (``Study(analyses=...)``) after training; the reporting wing iterates them.
+
+Registering one is a decorator, from the package or from an experiment file::
+
+    from cnn_jax import analyses
+
+    @analyses.register(
+        "weight_norm",
+        measures=[analyses.Measure("weight_norm", "weight norm", higher_is_better=False,
+                                   fraction=False)],
+        options={"ord": 2},
+        describe=lambda o: f"Weight norm: the L{o['ord']} norm of all parameters.",
+    )
+    def weight_norm(ctx, ord):
+        ...
+        return {"weight_norm": value}
+
+This module imports no JAX: the report reads the registry where nothing can train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from cnn_jax.errors import UserError, suggest
+from cnn_jax.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """One named scalar an analysis records (a ``results.csv`` column).
+
+    Attributes:
+      name: the column (``shift_consistency``); unique over all analyses.
+      label: how tables and plots name it (``shift consistency``).
+      short: the short form in a confidence-interval header (``95 % CI (shift)``).
+      higher_is_better: the direction of its comparisons with the baseline.
+      fraction: a fraction in [0, 1], shown in per cent (differences in pp).
+      reference: the paper defining it, for the plot's title (``Zhang 2019``).
+    """
+
+    name: str
+    label: str
+    short: str = ""
+    higher_is_better: bool = True
+    fraction: bool = True
+    reference: str = ""
+
+    @property
+    def short_label(self) -> str:
+        return self.short or self.label
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What an analysis may use of one trained trial.
+
+    Attributes:
+      setup: the trial's :class:`cnn_jax.train.assemble.Setup` (config, model, the train,
+        validation and test splits).
+      state: the state measured (the trial's result, on the host).
+      predict: ``f32[B, H, W, C] -> i32[B]``: the predicted classes of a batch of
+        normalised images through the trial's own compiled evaluation program (batches of
+        exactly ``batch_size`` images).
+      batch_size: the evaluation batch size ``predict`` was compiled for.
+      summary: the trial's ``summary.json`` as a dict.
+    """
+
+    setup: Any
+    state: Any
+    predict: Callable[[Any], Any]
+    batch_size: int
+    summary: Mapping[str, Any]
+
+
+MeasureFn = Callable[..., Mapping[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """A registered per-trial analysis (see the module docstring)."""
+
+    name: str
+    fn: MeasureFn
+    measures: tuple[Measure, ...]
+    options: Mapping[str, Any]
+    describe: Callable[[Mapping[str, Any]], str] | None = None
+
+    def run(self, ctx: Context, options: Mapping[str, Any]) -> dict[str, float]:
+        """The measures of one trial, checked against :attr:`measures`."""
+        values = dict(self.fn(ctx, **options))
+        want = [m.name for m in self.measures]
+        if sorted(values) != sorted(want):
+            raise ValueError(
+                f"analysis {self.name!r} returned {sorted(values)}, declared {want}"
+            )
+        return {k: float(values[k]) for k in want}
+
+    def check_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """``given`` over the defaults, each of its default's type; a one-line
+        :class:`UserError` for an unknown option or a value of another type."""
+        out = dict(self.options)
+        for key, value in given.items():
+            if key not in self.options:
+                valid = ", ".join(self.options) or "(none)"
+                raise UserError(
+                    f"analysis {self.name!r} has no option {key!r}{suggest(key, self.options)}; "
+                    f"choose one of: {valid}"
+                )
+            out[key] = _typed(self.name, key, value, self.options[key])
+        return out
+
+
+def _typed(analysis: str, key: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    if default is None or isinstance(value, kind) and not (
+        isinstance(value, bool) and kind is not bool
+    ):
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise UserError(
+        f"analysis {analysis!r}: option {key!r} must be a {kind.__name__} "
+        f"(like its default {default!r}), got {value!r}"
+    )
+
+
+REGISTRY: Registry[Analysis] = Registry("analysis")
+
+
+def register(
+    name: str,
+    *,
+    measures: Sequence[Measure],
+    options: Mapping[str, Any] | None = None,
+    describe: Callable[[Mapping[str, Any]], str] | None = None,
+) -> Callable[[MeasureFn], MeasureFn]:
+    """Decorator registering ``fn(ctx, **options) -> {measure name: float}`` as analysis
+    ``name``. A name, or a measure's column, that is already taken is a one-line
+    :class:`UserError`."""
+
+    def deco(fn: MeasureFn) -> MeasureFn:
+        taken = {m.name: a for a in REGISTRY for m in REGISTRY.get(a).measures}
+        for m in measures:
+            if m.name in taken:
+                raise UserError(
+                    f"analysis {name!r}: measure {m.name!r} is already recorded by analysis "
+                    f"{taken[m.name]!r}; choose another name (taken: {', '.join(sorted(taken))})"
+                )
+        REGISTRY.add(name, Analysis(name, fn, tuple(measures), dict(options or {}), describe))
+        return fn
+
+    return deco
+
+
+def get(name: str) -> Analysis:
+    return REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    return REGISTRY.names()
+
+
+def resolve(spec: Mapping[str, Mapping[str, Any]] | Sequence[str] | None) -> dict[str, dict]:
+    """A study's ``analyses=`` (names, or ``{name: {option: value}}``) as ``{name: every
+    option with its value}`` in the order given; unknown names and options are one-line
+    :class:`UserError` messages listing the valid choices."""
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        spec = [spec]
+    items = spec.items() if isinstance(spec, Mapping) else ((n, {}) for n in spec)
+    out: dict[str, dict] = {}
+    for name, given in items:
+        if not isinstance(given, Mapping):
+            raise UserError(
+                f"analysis {name!r}: options must be a dict of option: value, got {given!r}"
+            )
+        out[str(name)] = get(str(name)).check_options(given)
+    return out
+
+
+def measures_of(spec: Mapping[str, Any]) -> list[Measure]:
+    """The measures recorded by the resolved analyses ``spec``, in order."""
+    return [m for name in spec for m in get(name).measures]
