@@ -9,8 +9,11 @@ Setting, flattening and resolving values stays in :mod:`cnn_jax.config`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import re
+import sys
 
 import ml_collections
 
@@ -20,24 +23,51 @@ from cnn_jax.errors import UserError
 
 def load_module(spec: str):
     """Imports experiment file ``FILE.py`` or ``FILE.py:ARG``; returns ``(module, path, arg)``.
-    Syntax and import errors become one-line :class:`UserError` messages."""
+    Syntax and import errors become one-line :class:`UserError` messages.
+
+    A file is executed once per process (the module is kept in ``sys.modules`` under a name
+    made of its absolute path, its size and modification time): what it registers (pooling
+    kinds, models, analyses, datasets) is registered once however often it is loaded."""
     path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
     if not os.path.isfile(path):
         raise UserError(f"experiment file {path!r} does not exist")
-    name = "cnn_jax_experiment_" + os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(name, path)
+    return import_file(path), path, arg
+
+
+def import_file(path: str):
+    """The module of experiment file ``path``, executed the first time only (see
+    :func:`load_module`)."""
+    full = os.path.abspath(path)
+    st = os.stat(full)
+    key = hashlib.sha256(f"{full}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(full))[0])
+    name = f"cnn_jax_experiment_{stem}_{key}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, full)
     if module_spec is None or module_spec.loader is None:
         raise UserError(f"experiment file {path!r} is not a Python file")
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # before executing: a failed load is removed again below
     try:
         module_spec.loader.exec_module(module)
     except SyntaxError as e:
+        sys.modules.pop(name, None)
         raise UserError(f"{path}:{e.lineno}: syntax error in experiment file: {e.msg}") from None
-    except UserError:
-        raise
+    except UserError as e:
+        sys.modules.pop(name, None)
+        raise UserError(f"{path}: {e}") from None
     except Exception as e:
+        sys.modules.pop(name, None)
         raise UserError(f"{path}: error while loading experiment file: {type(e).__name__}: {e}") from e
-    return module, path, arg
+    return module
+
+
+def import_files(paths) -> None:
+    """Imports the experiment files ``paths`` (what a sweep's planner imported, as
+    ``sweep.json`` records it): every process of a study sees the same registrations."""
+    for path in paths or ():
+        import_file(path)
 
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:

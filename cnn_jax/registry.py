@@ -34,7 +34,10 @@ class Registry(Generic[T]):
 
     def add(self, name: str, obj: T, **meta: Any) -> None:
         if name in self._entries:
-            raise ValueError(f"{self.kind} '{name}' is already registered")
+            raise UserError(
+                f"{self.kind} {name!r} is already registered; give yours a name that is not "
+                f"taken (registered: {', '.join(self.names())})"
+            )
         self._entries[name] = obj
         self._meta[name] = dict(meta)
 
