@@ -14,9 +14,9 @@ and run it with ``cnn-jax sweep FILE.py --workdir DIR`` or :func:`run`. Importin
 package is cheap (no JAX); :func:`run`, :func:`report` and :func:`status` load what they need.
 """
 
+from cnn_jax.study.design import Study
 from cnn_jax.study.sweep import (
     Distribution,
-    Study,
     Sweep,
     chain,
     choice,

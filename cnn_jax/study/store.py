@@ -7,7 +7,8 @@ Layout of a sweep workdir::
                             summary.json, checkpoints/, tensorboard/) plus
                             status.json (queued | running | done | failed | diverged, error,
                             the cluster job), lease.json while an owner trains it (lease.py)
-                            analysis.json (shift consistency)
+                            analysis.json (the study's per-trial analyses: per analysis
+                            its options and values, see :func:`measured`)
     results.csv, report.md, timing.md, plots/*.png     written by the report
 
 A trial's name is readable (its swept values and seed) and ends with the first 8 hex digits
@@ -32,7 +33,7 @@ from cnn_jax import rundir
 from cnn_jax.errors import UserError
 from cnn_jax.rundir import read_json, write_json
 from cnn_jax.study import lease
-from cnn_jax.study.sweep import Study
+from cnn_jax.study.design import Study
 
 # File names of a sweep directory (defined in cnn_jax.rundir).
 SWEEP_FILE = rundir.SWEEP
@@ -256,3 +257,33 @@ def load_sweep(workdir: str) -> dict:
             "of a `cnn-jax sweep`"
         )
     return rec
+
+
+# ----------------------------------------------------------------------------- analyses
+
+
+def read_analysis(trial_dir: str) -> dict:
+    """``analysis.json`` of a trial: ``{analysis: {"options": {...}, "values": {...}}}``
+    (``{}`` when absent)."""
+    return read_json(os.path.join(trial_dir, ANALYSIS_FILE)) or {}
+
+
+def measured(record: dict) -> dict[str, float]:
+    """Every measure's value in an ``analysis.json`` record, flat (``{column: value}``);
+    files written before the analyses registry held ``{"shift_consistency": x, ...}``."""
+    out: dict[str, float] = {}
+    for key, entry in record.items():
+        if isinstance(entry, dict):
+            out.update(entry.get("values") or {})
+        elif key == "shift_consistency" and entry is not None:
+            out[key] = entry
+    return out
+
+
+def analyses_current(record: dict, spec: dict) -> bool:
+    """Whether ``record`` (``analysis.json``) holds every analysis of ``spec`` measured with
+    the same options: otherwise a finished trial is analysed again (never retrained)."""
+    return all(
+        isinstance(record.get(name), dict) and record[name].get("options") == jsonable(options)
+        for name, options in spec.items()
+    )

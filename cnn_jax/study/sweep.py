@@ -59,13 +59,13 @@ class Sweep:
         )
 
 
-def _check_key(key: Any) -> str:
+def check_key(key: Any) -> str:
     if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
         raise UserError(f"sweep key {key!r} must be a dotted config key such as 'model.pool'")
     return key
 
 
-def _values(key: str, values: Any) -> list:
+def check_values(key: str, values: Any) -> list:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise UserError(f"sweep values for {key!r} must be a list, got {values!r}")
     values = list(values)
@@ -132,7 +132,7 @@ def _axes(spec: Mapping[str, Any] | None, kwargs: dict) -> tuple:
     if spec is not None and not isinstance(spec, Mapping):
         raise UserError(f"a sweep takes a dict of {{key: values}}, got {spec!r}")
     items = {**(spec or {}), **kwargs}
-    return tuple((_check_key(k), tuple(_values(k, v))) for k, v in items.items())
+    return tuple((check_key(k), tuple(check_values(k, v))) for k, v in items.items())
 
 
 def grid(spec: Mapping[str, Sequence] | None = None, **kwargs: Sequence) -> Sweep:
@@ -175,7 +175,7 @@ def points(items: Iterable[Mapping[str, Any]]) -> Sweep:
     items = tuple(dict(p) for p in items)
     for p in items:
         for k in p:
-            _check_key(k)
+            check_key(k)
     return Points(items)
 
 
@@ -213,7 +213,7 @@ def _round(x: float, digits: int = 3) -> float:
 
 def choice(values: Sequence) -> Distribution:
     """One of ``values``, uniformly."""
-    values = tuple(_values("choice", values))
+    values = tuple(check_values("choice", values))
     return Distribution("choice", values)
 
 
@@ -285,150 +285,8 @@ def random_search(
         raise UserError(f"random_search budget must be a positive int, got {budget!r}")
     items = []
     for k, d in space.items():
-        _check_key(k)
+        check_key(k)
         if not isinstance(d, Distribution):
             d = choice(d)
         items.append((k, d))
     return Random(tuple(items), budget, int(seed))
-
-
-# ----------------------------------------------------------------------------- studies
-
-
-@dataclasses.dataclass(frozen=True)
-class Study:
-    """A sweep crossed with seeds, plus what its report compares.
-
-    Attributes:
-      sweep: the configurations (points).
-      seeds: number of seeds (``0..n-1``) or an explicit list; every point runs once per seed.
-      baseline: ``{key: value}`` naming the reference configuration of each comparison, e.g.
-        ``{"model.pool": "max"}``: every other value of that key is compared with it, paired
-        by seed, at equal values of the other swept keys.
-      metric: the column of ``results.csv`` that tables and tests are about.
-      shift_consistency: maximum shift in pixels for the shift-consistency measure of each
-        trial (Zhang 2019); ``0`` turns it off.
-      title: the report's title.
-      question: one paragraph at the top of the report.
-      tune: ``{key: [values]}`` tuned separately for every arm (each combination of the
-        swept keys), e.g. ``{"optim.learning_rate": [1e-3, 3e-3]}``: every arm first trains
-        each value (the grid of several keys) with the ``tune_seeds``, and the value with the
-        best mean validation accuracy is the one its study seeds then run with — a fair
-        comparison where one setting would favour some arms.
-      tune_seeds: number of tuning seeds (``1000, 1001, ...``) or an explicit list; never
-        one of the study's seeds.
-    """
-
-    sweep: Sweep
-    seeds: int | Sequence[int] = 3
-    baseline: Mapping[str, Any] | None = None
-    metric: str = "test_accuracy"
-    shift_consistency: int = 3
-    title: str = ""
-    question: str = ""
-    tune: Mapping[str, Sequence[Any]] | None = None
-    tune_seeds: int | Sequence[int] = 2
-
-    def __post_init__(self):
-        if not isinstance(self.sweep, Sweep):
-            raise UserError(f"Study.sweep must be a sweep (grid, zipped, ...), got {self.sweep!r}")
-        seeds = self.seed_list()
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise UserError(
-                f"Study.seeds must be a positive count or distinct ints, got {self.seeds!r}"
-            )
-        swept = self.sweep.keys()  # a Sweep method, not a dict
-        if "seed" in swept:
-            raise UserError(
-                "the sweep sets 'seed' itself; give seeds through Study(seeds=...) instead"
-            )
-        for k in self.baseline or {}:
-            if k not in swept:
-                raise UserError(
-                    f"baseline key {k!r} is not swept; swept keys: {', '.join(self.sweep.keys())}"
-                )
-        if self.tune is not None:
-            if not isinstance(self.tune, Mapping) or not self.tune:
-                raise UserError(
-                    f"Study.tune must map config keys to lists of values, e.g. "
-                    f"{{'optim.learning_rate': [1e-3, 3e-3]}}; got {self.tune!r}"
-                )
-            for k, values in self.tune.items():
-                _check_key(k)
-                if k in swept or k == "seed":
-                    raise UserError(
-                        f"Study.tune key {k!r} is also swept; a key is either swept (compared) "
-                        f"or tuned per arm (chosen on validation), not both; swept keys: "
-                        f"{', '.join(swept)}"
-                    )
-                _values(k, values)
-            tune_seeds = self.tune_seed_list()
-            if not tune_seeds or len(set(tune_seeds)) != len(tune_seeds):
-                raise UserError(
-                    f"Study.tune_seeds must be a positive count or distinct ints, got "
-                    f"{self.tune_seeds!r}"
-                )
-            overlap = sorted(set(tune_seeds) & set(seeds))
-            if overlap:
-                raise UserError(
-                    f"Study.tune_seeds {tune_seeds} overlap the study seeds {seeds} at "
-                    f"{overlap}; tuning must not see the seeds it is evaluated on (use seeds "
-                    f"outside {seeds}, e.g. a count: they are {TUNE_SEED_BASE}, "
-                    f"{TUNE_SEED_BASE + 1}, ...)"
-                )
-
-    def seed_list(self) -> list[int]:
-        if isinstance(self.seeds, int):
-            return list(range(self.seeds)) if self.seeds >= 1 else []
-        return [int(s) for s in self.seeds]
-
-    def tune_seed_list(self) -> list[int]:
-        if isinstance(self.tune_seeds, int):
-            n = self.tune_seeds
-            return list(range(TUNE_SEED_BASE, TUNE_SEED_BASE + n)) if n >= 1 else []
-        return [int(s) for s in self.tune_seeds]
-
-    def tune_points(self) -> list[Point]:
-        """The tuned values every arm tries (a grid over the ``tune`` keys)."""
-        return grid(dict(self.tune)).points() if self.tune else [{}]
-
-    def tuning_trials(self) -> list[tuple[Point, int]]:
-        """``(arm + tuned values, tuning seed)`` for every tuning trial, arm-major."""
-        return [
-            ({**arm, **t}, s)
-            for arm in self.sweep.points() for t in self.tune_points() for s in self.tune_seed_list()
-        ]
-
-    def trials(self, chosen: Sequence[Point] | None = None) -> list[tuple[Point, int]]:
-        """``(point, seed)`` for every study trial, point-major; with tuning, each arm's
-        ``chosen`` tuned values (one dict per arm, in sweep order) join its point."""
-        arms = self.sweep.points()
-        if chosen is not None:
-            arms = [{**arm, **c} for arm, c in zip(arms, chosen, strict=True)]
-        return [(p, s) for p in arms for s in self.seed_list()]
-
-    def options(self) -> dict:
-        """The report settings, as stored in ``sweep.json``."""
-        return {
-            "seeds": self.seed_list(),
-            "baseline": dict(self.baseline or {}),
-            "metric": self.metric,
-            "shift_consistency": int(self.shift_consistency),
-            "title": self.title,
-            "question": self.question,
-            "keys": self.sweep.keys(),
-            "tune": {k: list(v) for k, v in (self.tune or {}).items()},
-            "tune_seeds": self.tune_seed_list() if self.tune else [],
-        }
-
-
-def as_study(obj: Any) -> Study:
-    """A :class:`Study` from what an experiment's ``get_sweep()`` returned."""
-    if isinstance(obj, Study):
-        return obj
-    if isinstance(obj, Sweep):
-        return Study(obj)
-    raise UserError(
-        f"get_sweep() must return a cnn_jax.study.Study or a sweep (grid, zipped, ...), got "
-        f"{type(obj).__name__}"
-    )

@@ -17,7 +17,8 @@ from typing import Any
 
 from cnn_jax import rundir
 from cnn_jax.errors import UserError
-from cnn_jax.study.sweep import Point, Study
+from cnn_jax.study.design import Study
+from cnn_jax.study.sweep import Point
 
 TUNE_PHASE, STUDY_PHASE = "tune", "study"
 

@@ -20,20 +20,21 @@ def _value(v):
     return str(v)
 
 
-def metrics_of(summary: dict, analysis: dict) -> dict[str, float]:
-    """The final figures a trial is compared by (``hparam/`` names: unique in TensorBoard)."""
+def metrics_of(summary: dict, measured: dict) -> dict[str, float]:
+    """The final figures a trial is compared by (``hparam/`` names: unique in TensorBoard):
+    its accuracies and the ``measured`` values of its analyses (``{column: value}``)."""
     best = summary.get("best") or {}
     values = {
         "hparam/test_accuracy": (summary.get("test") or {}).get("accuracy"),
         "hparam/validation_accuracy": (summary.get("validation") or {}).get("accuracy"),
         "hparam/best_validation_accuracy": best.get("validation_accuracy"),
         "hparam/best_test_accuracy": best.get("test_accuracy"),
-        "hparam/shift_consistency": analysis.get("shift_consistency"),
+        **{f"hparam/{name}": v for name, v in measured.items()},
     }
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def write(trial_dir: str, point: dict, seed: int, summary: dict, analysis: dict) -> str:
+def write(trial_dir: str, point: dict, seed: int, summary: dict, measured: dict) -> str:
     """Writes the trial's HParams session (swept values and seed; final metrics)."""
     from tensorboardX import SummaryWriter
 
@@ -42,6 +43,6 @@ def write(trial_dir: str, point: dict, seed: int, summary: dict, analysis: dict)
     logdir = os.path.join(trial_dir, rundir.TENSORBOARD)
     shutil.rmtree(os.path.join(logdir, SESSION), ignore_errors=True)
     with SummaryWriter(logdir=logdir) as w:
-        w.add_hparams(hparams, metrics_of(summary, analysis), name=SESSION,
+        w.add_hparams(hparams, metrics_of(summary, measured), name=SESSION,
                       global_step=summary.get("steps"))
     return os.path.join(logdir, SESSION)

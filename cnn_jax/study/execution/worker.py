@@ -28,60 +28,28 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
-def _analysis(task: dict, result) -> dict:
-    """Post-training measures of one trial (``analysis.json``) from what it trained."""
-    out: dict = {}
-    if task.get("shift", 0) > 0:
-        import numpy as np
-
-        from cnn_jax.train import assemble
-        from cnn_jax.viz import shift
-
-        # the trial's own evaluation program (compiled for its evaluations) predicts
-        s = result.setup
-        runner = result.runner or assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn, s.model,
-                                                       s.input_shape)
-        state = runner.put_state(result.state)
-        batch_size = assemble.eval_batch_size(s.cfg, runner)
-        labels = np.zeros(batch_size, s.test.labels.dtype)
-        mask = np.ones(batch_size, bool)
-
-        def predict(images):
-            return runner.predict(state, runner.put_batch({"image": images, "label": labels, "mask": mask}))
-
-        out["shift_consistency"] = shift.shift_consistency(
-            predict, s.test, max_shift=task["shift"], seed=task.get("shift_seed", 0),
-            batch_size=batch_size,
-        )
-        out["shift_max"] = task["shift"]
-        out["shift_seed"] = task.get("shift_seed", 0)
-    return out
-
-
-def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, t0: float) -> None:
+def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, clock: tuple[float, int]) -> None:
+    """Records ``outcome`` of ``trial``: status, analyses, HParams and its event. ``clock``:
+    when the trial started running and how many trials trained together (its wall time is
+    their shared time over their number)."""
     d = trial["dir"]
     status = outcome["status"]
     if status == "done":
+        from cnn_jax.study.execution import measure
+
         result = outcome["result"]
-        analysis = _analysis(task, result)
+        analysis = measure.run(task.get("analyses") or {}, result)
         rundir.write_json(os.path.join(d, rundir.ANALYSIS), analysis)
+        values = store.measured(analysis)
         if "point" in trial:  # TensorBoard HParams: compare trials by swept values
             from cnn_jax.study.execution import hparams
 
-            hparams.write(d, trial["point"], trial["seed"], result.summary, analysis)
+            hparams.write(d, trial["point"], trial["seed"], result.summary, values)
         # The trial's wall time from "running" to "done" (a vmapped group's shared by its
         # seeds): the report sets it against the time spent in training steps.
-        wall = (time.time() - trial.get("_started", t0)) / trial.get("_together", 1)
-        store.write_status(d, "done", wall_seconds=wall)
-        emit(
-            {
-                "event": "done",
-                "name": trial["name"],
-                "accuracy": result.summary["test"]["accuracy"],
-                "shift_consistency": analysis.get("shift_consistency"),
-                "seconds": time.time() - t0,
-            }
-        )
+        store.write_status(d, "done", wall_seconds=(time.time() - clock[0]) / clock[1])
+        emit({"event": "done", "name": trial["name"],
+              "accuracy": result.summary["test"]["accuracy"], "measured": values})
     elif status == "diverged":
         store.write_status(d, "diverged", error=outcome["error"], step=outcome.get("step"))
         emit({"event": "diverged", "name": trial["name"], "error": outcome["error"]})
@@ -139,7 +107,7 @@ def _use_vmap(task: dict, cfg) -> bool:
 
 def run_task(task: dict, emit: Emit) -> bool:
     """Runs ``task = {"trials": [{"name", "dir", "config"}], "vmap": "on"|"off"|"auto",
-    "shift": int}``: the trials (seeds of one config) one after another through
+    "analyses": {name: options}}``: the trials (seeds of one config) one after another through
     ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
 
     Each trial is leased (:mod:`cnn_jax.study.lease`) before it runs: one that a living
@@ -185,7 +153,7 @@ def _run_acquired(task: dict, candidates: list[dict], emit: Emit) -> bool:
             emit({"event": "busy", "name": t["name"], "owner": owner})
             continue
         st = store.read_status(t["dir"])
-        if st["status"] in store.FINISHED:  # another sweep finished it after we planned
+        if st["status"] in store.FINISHED and not _stale(task, t, st):  # finished meanwhile
             lease.release(t["dir"])
             emit({"event": "finished", "name": t["name"], "status": st["status"]})
             continue
@@ -197,6 +165,14 @@ def _run_acquired(task: dict, candidates: list[dict], emit: Emit) -> bool:
             lease.release(t["dir"])
 
 
+def _stale(task: dict, trial: dict, status: dict) -> bool:
+    """A finished trial whose analyses were measured with other options (or not at all): it
+    is analysed again from its final checkpoint, never retrained."""
+    return status["status"] == "done" and not store.analyses_current(
+        store.read_analysis(trial["dir"]), task.get("analyses") or {}
+    )
+
+
 def _run_leased(task: dict, emit: Emit) -> bool:
     from cnn_jax import config as config_lib
     from cnn_jax.errors import Preempted
@@ -204,11 +180,15 @@ def _run_leased(task: dict, emit: Emit) -> bool:
     trials = task["trials"]
     t0 = time.time()
     pending = {t["name"]: t for t in trials}
+    clocks: dict[str, tuple[float, int]] = {}  # when each trial started, trained with how many
 
     def running(t, together=1):
-        t["_started"], t["_together"] = time.time(), together  # for the trial's wall time
+        clocks[t["name"]] = (time.time(), together)
         store.write_status(t["dir"], "running", trained_together=together)
         emit({"event": "running", "name": t["name"]})
+
+    def finish(t, outcome):
+        _finish(task, t, outcome, emit, clocks.get(t["name"], (t0, 1)))
 
     try:
         # The store resolved every trial's config: it is handed down as is.
@@ -217,7 +197,7 @@ def _run_leased(task: dict, emit: Emit) -> bool:
         for t in trials:
             if rundir.is_finished(t["dir"]):
                 running(t)
-                _finish(task, t, {"status": "done", "result": _restored(t["dir"])}, emit, t0)
+                finish(t, {"status": "done", "result": _restored(t["dir"])})
                 pending.pop(t["name"])
         rest = [(t, c) for t, c in zip(trials, cfgs) if t["name"] in pending]
         if len(rest) > 1:  # (run_task hands over several trials only to train them vmapped)
@@ -226,7 +206,7 @@ def _run_leased(task: dict, emit: Emit) -> bool:
             def on_done(i, outcome):
                 t = rest[i][0]
                 pending.pop(t["name"], None)
-                _finish(task, t, outcome, emit, t0)
+                finish(t, outcome)
 
             for t, _ in rest:
                 running(t, len(rest))
@@ -249,7 +229,7 @@ def _run_leased(task: dict, emit: Emit) -> bool:
                     "traceback": traceback.format_exc(limit=-8),
                 }
             pending.pop(t["name"])
-            _finish(task, t, outcome, emit, t0)
+            finish(t, outcome)
     except Preempted as e:
         for t in list(pending.values()):
             store.write_status(t["dir"], "queued", error=str(e))
@@ -260,7 +240,7 @@ def _run_leased(task: dict, emit: Emit) -> bool:
         err = _error_text(e)
         tb = traceback.format_exc(limit=-8)
         for t in list(pending.values()):
-            _finish(task, t, {"status": "failed", "error": err, "traceback": tb}, emit, t0)
+            finish(t, {"status": "failed", "error": err, "traceback": tb})
         pending.clear()
     return False
 
@@ -341,6 +321,14 @@ def apply_runtime(settings: dict) -> None:
         pass
 
 
+def import_extensions(settings: dict) -> None:
+    """Imports what the sweep's planner imported (its experiment file): pooling kinds,
+    models, analyses and datasets registered there exist in this process too."""
+    from cnn_jax import experiment
+
+    experiment.import_files(settings.get("imports", []))
+
+
 def job_main(task: dict, settings: dict) -> dict:
     """The body of one cluster job (a SLURM array task, a Ray task): ``task`` in this fresh
     process, with ``settings`` applied before JAX is imported. Returns ``{"events": [...],
@@ -351,6 +339,7 @@ def job_main(task: dict, settings: dict) -> dict:
     if settings.get("cwd") and os.path.isdir(settings["cwd"]):
         os.chdir(settings["cwd"])  # relative paths of the config mean what they meant
     apply_runtime(settings)
+    import_extensions(settings)
     events: list[dict] = []
 
     def emit(ev: dict) -> None:
@@ -386,6 +375,7 @@ def main() -> None:
     settings = json.loads(sys.stdin.readline() or "{}")
     apply_env(settings)
     apply_runtime(settings)
+    import_extensions(settings)
 
     def emit(event):
         events.write(json.dumps(event) + "\n")

@@ -1,6 +1,6 @@
 """Where a sweep's trials run: the local worker pool, SLURM (through submitit) or Ray.
 
-Each executor takes the tasks that :func:`cnn_jax.study.execution.runner._tasks` builds (one task =
+Each executor takes the tasks that :func:`cnn_jax.study.execution.dispatch.tasks` builds (one task =
 one trial, or the seeds of one config trained together) and runs every task as one job in
 a fresh process: a ``python -m cnn_jax.study.execution.worker`` subprocess (local), a job-array task
 (SLURM) or a Ray task on a fresh worker process (``max_calls=1``). Every job applies the
