@@ -1,0 +1,110 @@
+"""Extensions from outside the package: a pooling kind, a model and a per-trial analysis
+registered in an experiment file work in `train`, in a 2-worker `sweep` and in `report`;
+registrations that clash and analyses that do not exist are one-line errors (exit 2)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXPERIMENT = os.path.join(HERE, "extension", "my_study.py")
+
+
+def _cli(args, data_dir, cwd=None):
+    env = {**os.environ, "CNN_JAX_TEST_DATA_DIR": data_dir}
+    return subprocess.run([sys.executable, "-m", "cnn_jax", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=900)
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "results.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_an_experiments_own_pool_model_and_analysis_run_in_a_two_worker_sweep(tmp_path, data_dir):
+    wd = str(tmp_path / "sweep")
+    out = _cli(["sweep", EXPERIMENT, "--workdir", wd, "--workers", "2"], data_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = _rows(wd)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    assert {r["pool"] for r in rows} == {"max", "half_max_avg"}
+    # the experiment's analysis: a column in its place, values in [0, 1]
+    header = list(rows[0])
+    assert header.index("shift_consistency") + 1 == header.index("mean_confidence")
+    assert all(0 <= float(r["mean_confidence"]) <= 1 for r in rows)
+    report = open(os.path.join(wd, "report.md")).read()
+    assert "Mean top-1 agreement: fraction of the first 32 test images" in report
+    assert "### Mean top-1 agreement compared with the baseline" in report
+    assert "mean top-1 agreement %" in report
+    # analysis.json records each analysis with the options it was measured with
+    name = rows[0]["trial"]
+    rec = json.load(open(os.path.join(wd, "trials", name, "analysis.json")))
+    assert rec["mean_confidence"]["options"] == {"images": 32}
+    assert rec["shift_consistency"]["options"] == {"max_shift": 1, "seed": 0}
+    # a fresh process reports it again (it imports the experiment sweep.json records)
+    os.remove(os.path.join(wd, "report.md"))
+    again = _cli(["report", wd], data_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert open(os.path.join(wd, "report.md")).read() == report
+
+
+def test_changed_analysis_options_measure_again_without_retraining(tmp_path, data_dir):
+    src = open(EXPERIMENT).read()
+    exp = tmp_path / "mine.py"
+    exp.write_text(src.replace('seeds=2', 'seeds=1').replace('"model.pool": ["max", "half_max_avg"]',
+                                                              '"model.pool": ["max", "avg"]'))
+    wd = str(tmp_path / "sweep")
+    assert _cli(["sweep", str(exp), "--workdir", wd, "--workers", "0"], data_dir).returncode == 0
+    before = _rows(wd)
+    steps = {r["trial"]: os.path.getmtime(os.path.join(wd, "trials", r["trial"], "summary.json"))
+             for r in before}
+    exp.write_text(exp.read_text().replace('{"images": 32}', '{"images": 16}'))
+    out = _cli(["sweep", str(exp), "--workdir", wd, "--workers", "0"], data_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    after = _rows(wd)
+    assert [r["trial"] for r in after] == [r["trial"] for r in before]  # same trials
+    for r in after:  # not retrained: summary untouched, same accuracy; measured again
+        d = os.path.join(wd, "trials", r["trial"])
+        assert os.path.getmtime(os.path.join(d, "summary.json")) == steps[r["trial"]]
+        assert json.load(open(os.path.join(d, "analysis.json")))["mean_confidence"]["options"] == {"images": 16}
+    assert [r["test_accuracy"] for r in after] == [r["test_accuracy"] for r in before]
+    assert "first 16 test images" in open(os.path.join(wd, "report.md")).read()
+
+
+BAD = {
+    "a pool called max": (
+        'from cnn_jax import pooling\n@pooling.register("max")\ndef mine(x, w, s, p, **k):\n    return x\n',
+        "pool 'max' is already registered",
+    ),
+    "an analysis option that does not exist": (
+        "", "analysis 'shift_consistency' has no option 'shift'",
+    ),
+    "an unknown analysis": ("", "unknown analysis 'calibration'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_extensions_are_one_line_errors_and_write_nothing(tmp_path, data_dir, case):
+    head, message = BAD[case]
+    sweep = {
+        "an analysis option that does not exist": 'analyses={"shift_consistency": {"shift": 2}}',
+        "an unknown analysis": 'analyses=["shift_consistency", "calibration"]',
+    }.get(case, "seeds=1")
+    exp = tmp_path / "bad.py"
+    exp.write_text(
+        head
+        + "from cnn_jax import study\nfrom cnn_jax.config import base_config\n"
+        + "def get_config():\n    return base_config()\n"
+        + f'def get_sweep():\n    return study.Study(study.grid({{"model.pool": ["max", "avg"]}}), {sweep})\n'
+    )
+    wd = tmp_path / "sweep"
+    out = _cli(["sweep", str(exp), "--workdir", str(wd)], data_dir)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], out.stderr
+    assert "choose" in lines[0] or "registered:" in lines[0]  # the valid choices are named
+    assert not wd.exists()  # nothing written
