@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 
 from cnn_jax.layers import AdaptiveAvgPool, local_response_norm, record
-from cnn_jax.models import register
+from cnn_jax.models.registry import register
 from cnn_jax.models.common import Model
 
 PAD1 = ((1, 1), (1, 1))

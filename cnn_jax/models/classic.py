@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 
 from cnn_jax.layers import record
-from cnn_jax.models import register
+from cnn_jax.models.registry import register
 from cnn_jax.models.common import Classifier, Layers
 
 

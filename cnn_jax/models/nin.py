@@ -14,7 +14,7 @@ import jax
 
 from cnn_jax.errors import UserError
 from cnn_jax.layers import record
-from cnn_jax.models import register
+from cnn_jax.models.registry import register
 from cnn_jax.models.common import Model
 
 PAD1 = ((1, 1), (1, 1))

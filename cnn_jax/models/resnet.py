@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from cnn_jax.errors import UserError
 from cnn_jax.layers import record
-from cnn_jax.models import register
+from cnn_jax.models.registry import register
 from cnn_jax.models.common import Layers, Model
 
 DOWNSAMPLE = ("stride", "pool")

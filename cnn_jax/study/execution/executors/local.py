@@ -15,7 +15,7 @@ import threading
 from cnn_jax import runtime
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
-from cnn_jax.study.execution.executors import FINAL_EVENTS, Executor, Handle, Log, _positive, register
+from cnn_jax.study.execution.executors.base import FINAL_EVENTS, Executor, Handle, Log, check_positive, register
 
 
 def visible_gpus() -> int:
@@ -100,8 +100,8 @@ class Local(Executor):
     JOB_PER_TRIAL = False
 
     def check(self) -> None:
-        _positive(self.options, "workers", allow_zero=True)
-        _positive(self.options, "trials_per_gpu")
+        check_positive(self.options, "workers", allow_zero=True)
+        check_positive(self.options, "trials_per_gpu")
 
     def plan_workers(self, n_tasks: int) -> list[dict]:
         """One environment per worker process to start (at most ``n_tasks``)."""

@@ -10,7 +10,7 @@ import threading
 
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
-from cnn_jax.study.execution.executors import FINAL_EVENTS, Executor, _positive, register
+from cnn_jax.study.execution.executors.base import FINAL_EVENTS, Executor, check_positive, register
 
 
 def _ray_job(task: dict, settings: dict) -> dict:
@@ -65,9 +65,9 @@ class Ray(Executor):
     CONNECT_TIMEOUT_S = 25
 
     def check(self) -> None:
-        _positive(self.options, "cpus")
-        _positive(self.options, "gpus", allow_zero=True)
-        _positive(self.options, "mem_gb")
+        check_positive(self.options, "cpus")
+        check_positive(self.options, "gpus", allow_zero=True)
+        check_positive(self.options, "mem_gb")
         try:
             import ray
         except ImportError:
