@@ -73,6 +73,37 @@ def train_step(
     or gradients are not finite leaves parameters, optimizer state and BatchNorm
     statistics unchanged (the step counter still advances).
     """
+    grads, logits, loss, batch_stats, scale = _gradients(state, batch, loss_fn, axis_name)
+    finite = jnp.all(jnp.isfinite(loss))
+    grads_finite = _all_finite(grads) if (skip_nonfinite or scale is not None) else finite
+    if axis_name is not None:
+        finite = lax.pmin(finite.astype(jnp.int32), axis_name).astype(bool)
+        grads_finite = lax.pmin(grads_finite.astype(jnp.int32), axis_name).astype(bool)
+    if skip_nonfinite:
+        finite = finite & grads_finite
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if scale is not None:
+        new_state = _scale_update(state, new_state, scale, grads_finite)
+    if skip_nonfinite:
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        new_state = new_state.replace(
+            params=jax.tree.map(keep, new_state.params, state.params),
+            opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
+            batch_stats=jax.tree.map(keep, new_state.batch_stats, state.batch_stats),
+        )
+    metrics = _sums(logits, batch["label"], loss, jnp.ones_like(batch["label"]))
+    if axis_name is not None:
+        metrics = lax.psum(metrics, axis_name)
+    metrics["nonfinite"] = (~finite).astype(jnp.float32)
+    metrics["first_nonfinite"] = jnp.where(finite, NO_STEP, state.step + 1).astype(jnp.int32)
+    return new_state, metrics
+
+
+def _gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name):
+    """The gradients of the mean loss (plus the auxiliary classifiers'), the logits,
+    per-example losses and new BatchNorm statistics of one training step, averaged over
+    ``axis_name``, and the float16 loss scale (``None`` without one; the gradients are
+    unscaled)."""
     key = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:
         key = jax.random.fold_in(key, lax.axis_index(axis_name))
@@ -102,43 +133,26 @@ def train_step(
     if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
         batch_stats = lax.pmean(batch_stats, axis_name)
-    finite = jnp.all(jnp.isfinite(loss))
-    grads_finite = _all_finite(grads) if (skip_nonfinite or scale is not None) else finite
-    if axis_name is not None:
-        finite = lax.pmin(finite.astype(jnp.int32), axis_name).astype(bool)
-        grads_finite = lax.pmin(grads_finite.astype(jnp.int32), axis_name).astype(bool)
-    if skip_nonfinite:
-        finite = finite & grads_finite
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    if scale is not None:
-        # float16 overflow of the scaled gradients: skip the update and halve the scale;
-        # after 2,000 finite steps double it (the usual dynamic loss-scaling rule).
-        good = state.loss_scale[1] + 1
-        grow = good >= 2000
-        new_scale = jnp.where(
-            grads_finite,
-            jnp.stack([jnp.where(grow, scale * 2, scale), jnp.where(grow, 0.0, good)]),
-            jnp.stack([jnp.maximum(scale / 2, 1.0), jnp.float32(0.0)]),
-        )
-        keep = lambda new, old: jnp.where(grads_finite, new, old)  # noqa: E731
-        new_state = new_state.replace(
-            params=jax.tree.map(keep, new_state.params, state.params),
-            opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
-            loss_scale=new_scale,
-        )
-    if skip_nonfinite:
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        new_state = new_state.replace(
-            params=jax.tree.map(keep, new_state.params, state.params),
-            opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
-            batch_stats=jax.tree.map(keep, new_state.batch_stats, state.batch_stats),
-        )
-    metrics = _sums(logits, batch["label"], loss, jnp.ones_like(batch["label"]))
-    if axis_name is not None:
-        metrics = lax.psum(metrics, axis_name)
-    metrics["nonfinite"] = (~finite).astype(jnp.float32)
-    metrics["first_nonfinite"] = jnp.where(finite, NO_STEP, state.step + 1).astype(jnp.int32)
-    return new_state, metrics
+    return grads, logits, loss, batch_stats, scale
+
+
+def _scale_update(state: TrainState, new_state: TrainState, scale, grads_finite) -> TrainState:
+    """Dynamic loss scaling (float16): on an overflow of the scaled gradients the update is
+    skipped and the scale halved; after 2,000 finite steps the scale doubles (the usual
+    rule)."""
+    good = state.loss_scale[1] + 1
+    grow = good >= 2000
+    new_scale = jnp.where(
+        grads_finite,
+        jnp.stack([jnp.where(grow, scale * 2, scale), jnp.where(grow, 0.0, good)]),
+        jnp.stack([jnp.maximum(scale / 2, 1.0), jnp.float32(0.0)]),
+    )
+    keep = lambda new, old: jnp.where(grads_finite, new, old)  # noqa: E731
+    return new_state.replace(
+        params=jax.tree.map(keep, new_state.params, state.params),
+        opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
+        loss_scale=new_scale,
+    )
 
 
 PREDICTION = "prediction"  # eval_step's per-example output (not a sum)
