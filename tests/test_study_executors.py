@@ -203,12 +203,12 @@ def test_a_dead_worker_says_why_its_trial_failed(tmp_path, data_dir):
         textwrap.dedent("""
         import os, sys
         if "cnn_jax.study.execution.worker" in sys.orig_argv:
-            from cnn_jax.study.execution import worker
+            from cnn_jax.study.execution import task
             def die(cfg, d):
                 sys.stderr.write("Fatal: cudaMalloc failed: out of memory (simulated)\\n")
                 sys.stderr.flush()
                 os._exit(9)
-            worker._fit_single = die
+            task._fit_single = die
     """)
     )
     exp = _experiment(tmp_path, data_dir, acts=("relu",), seeds=1)

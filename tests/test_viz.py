@@ -132,7 +132,7 @@ def test_viz_errors(run_dir, tmp_path, capsys):
 def test_a_sweeps_shift_analysis_runs_the_trials_own_evaluation_program(data_dir, tmp_path):
     """The worker predicts shifted images with the evaluation program the trial compiled (no
     compilation of its own) and gets the consistency a separately jitted predictor gets."""
-    from cnn_jax.study.execution import worker
+    from cnn_jax.study.execution import measure
     from cnn_jax.train import assemble
 
     c = config_lib.base_config()
@@ -142,7 +142,8 @@ def test_a_sweeps_shift_analysis_runs_the_trials_own_evaluation_program(data_dir
     s = out.setup
     runner = assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn, s.model, s.input_shape)
     compiled = runner._eval._cache_size()
-    got = worker._analysis({"shift": 2}, out)
+    rec = measure.run({"shift_consistency": {"max_shift": 2, "seed": 0}}, out)
+    got = {**rec["shift_consistency"]["values"], "shift_max": rec["shift_consistency"]["options"]["max_shift"]}
     assert runner._eval._cache_size() == compiled
     fn = shift.predictor(s.model)
     v = shift.variables_of(out.state)

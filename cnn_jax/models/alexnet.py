@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 
 from cnn_jax.layers import AdaptiveAvgPool, local_response_norm, record
-from cnn_jax.models.registry import register
 from cnn_jax.models.common import Model
+from cnn_jax.models.registry import register
 
 PAD1 = ((1, 1), (1, 1))
 

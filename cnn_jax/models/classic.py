@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 
 from cnn_jax.layers import record
-from cnn_jax.models.registry import register
 from cnn_jax.models.common import Classifier, Layers
+from cnn_jax.models.registry import register
 
 
 def _head(m: Classifier, x: jax.Array, hidden: Sequence[int], train: bool) -> jax.Array:

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 
 from cnn_jax.errors import ShapeError
 from cnn_jax.layers import AdaptiveAvgPool, record
-from cnn_jax.models.registry import register
 from cnn_jax.models.common import Layers, Model
+from cnn_jax.models.registry import register
 
 # (1×1, 3×3 reduce, 3×3, 5×5 reduce, 5×5, pool projection) per Inception module.
 INCEPTION = {

@@ -14,8 +14,8 @@ import jax
 
 from cnn_jax.errors import UserError
 from cnn_jax.layers import record
-from cnn_jax.models.registry import register
 from cnn_jax.models.common import Model
+from cnn_jax.models.registry import register
 
 PAD1 = ((1, 1), (1, 1))
 

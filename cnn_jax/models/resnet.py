@@ -30,8 +30,8 @@ import jax.numpy as jnp
 
 from cnn_jax.errors import UserError
 from cnn_jax.layers import record
-from cnn_jax.models.registry import register
 from cnn_jax.models.common import Layers, Model
+from cnn_jax.models.registry import register
 
 DOWNSAMPLE = ("stride", "pool")
 SHORTCUTS = ("A", "B")

@@ -13,8 +13,8 @@ import jax
 
 from cnn_jax.errors import UserError
 from cnn_jax.layers import AdaptiveAvgPool, record
-from cnn_jax.models.registry import register
 from cnn_jax.models.common import Model
+from cnn_jax.models.registry import register
 
 STAGE_CHANNELS = (64, 128, 256, 512, 512)
 

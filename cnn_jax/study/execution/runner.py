@@ -7,7 +7,13 @@ retried), and hands the rest to an executor (:mod:`cnn_jax.study.execution.execu
 worker pool by default, SLURM or Ray). Trials that differ only by seed form one task, one
 job (they run one after another through ``cnn_jax.train.fit``, or together as one vmapped
 program, see :mod:`cnn_jax.train.vmap`), so the compiled program is shared. Interrupted
-trials resume from their checkpoints; trials are owned through leases in the trial store.
+trials resume from their checkpoints. A finished trial whose analyses were measured with
+other options is analysed again (from its final checkpoint), never retrained.
+
+Trials are owned by leases in the trial store (:mod:`cnn_jax.study.lease`), so several
+sweeps (any executors, any hosts) may run on one workdir at once: each trains the trials
+nobody holds, waits for those another owner trains, and takes over the trials of dead
+owners.
 """
 
 from __future__ import annotations
@@ -96,12 +102,6 @@ def run(
         ``array_parallelism``, ``sbatch``; ray: ``address``, ``cpus``, ``gpus``, ``mem_gb``).
       cache_dir: the jobs' shared compilation cache (default: ``WORKDIR/.cache/xla``, or
         the cache this process has configured; ``"off"``: none).
-
-    Trials are owned by leases in the trial store (:mod:`cnn_jax.study.lease`), so several
-    sweeps (any executors, any hosts) may run on one workdir at once: each trains the
-    trials nobody holds, waits for those another owner trains, and takes over the trials of
-    dead owners. A finished trial whose analyses were measured with other options is
-    analysed again (from its final checkpoint), never retrained.
     """
     t_run, started = time.perf_counter(), time.time()
     _check_arguments(vmap, workers, executor, dry_run)
@@ -113,12 +113,7 @@ def run(
     if dry_run:
         _log_dry_run(p, states, todo, log)
         return result
-    from cnn_jax.study.execution import executors
-
-    options = dict(executor_options or {})
-    if workers is not None:
-        options["workers"] = workers  # an option of the local executor (others refuse it)
-    ex = executors.create(executor, options)  # checks before anything is written
+    ex = _executor(executor, executor_options, workers)  # checks before anything is written
     phase = _Phase(experiment, overrides, workdir, ex, vmap, _cache(workdir, cache_dir), log)
     try:
         t0 = time.perf_counter()
@@ -141,6 +136,15 @@ def _check_arguments(vmap: str, workers: int | None, executor: str, dry_run: boo
 
     if dry_run and executor not in executors.names():
         raise UserError(f"unknown executor {executor!r}; choose one of: {', '.join(executors.names())}")
+
+
+def _executor(name: str, executor_options: dict | None, workers: int | None):
+    from cnn_jax.study.execution import executors
+
+    options = dict(executor_options or {})
+    if workers is not None:
+        options["workers"] = workers  # an option of the local executor (others refuse it)
+    return executors.create(name, options)
 
 
 def _check_workdir(workdir: str) -> None:

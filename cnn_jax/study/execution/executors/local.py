@@ -128,11 +128,11 @@ class Local(Executor):
         envs = self.plan_workers(sum(len(t["trials"]) if splittable(t) else 1 for t in tasks))
         self.concurrency = max(self.concurrency or 1, len(envs))
         if self.options.get("workers") == 0:
-            from cnn_jax.study.execution import worker
+            from cnn_jax.study.execution.task import cached_datasets, run_task
 
-            with worker.cached_datasets():
+            with cached_datasets():
                 for task in tasks:
-                    if worker.run_task(task, handle):
+                    if run_task(task, handle):
                         raise KeyboardInterrupt  # SIGINT/SIGTERM: the trial was checkpointed
             return
         _run_pool(tasks, envs, settings, handle, log)
@@ -312,64 +312,76 @@ def _run_pool(
 ) -> None:
     from multiprocessing.connection import wait
 
-    queue = collections.deque(tasks)
-    pool = [_Worker(settings, env, i) for i, env in enumerate(envs)]
-    ran: dict[str, int] = {}  # trial -> the worker that began it
-    # "busy"/"finished" (another owner has or had the trial) wait until no worker of this
-    # pool can still begin it: a worker finds taken what another worker here has begun.
-    taken: dict[str, dict] = {}
+    pool = _Pool(tasks, [_Worker(settings, env, i) for i, env in enumerate(envs)], handle)
     interrupted = False
     try:
-        while queue or any(w.task is not None for w in pool):
-            for w in pool:
-                if w.task is None and queue:
-                    w.send(queue.popleft())
-                elif w.task is None and (part := split_off(pool, w, ran)) is not None:
-                    w.send(part)
+        while pool.queue or any(w.task is not None for w in pool.workers):
+            pool.give_out()
             # Read only the workers with something to read: a read of another would block
             # until its trial ends, and an idle worker would wait for it (2-7 s per task).
-            ready = wait([w for w in pool if w.task is not None])
-            for i, w in enumerate(pool):
-                if w not in ready:
-                    continue
-                for ev in w.events():
-                    if ev["event"] == "idle":
-                        w.task = None
-                        continue
-                    name = ev.get("name")
-                    w.attempted.add(name)
-                    if ev["event"] == "running":
-                        ran[name] = w.index
-                    if ev["event"] in ("busy", "finished"):
-                        taken.setdefault(name, ev)
-                        continue
-                    if ev["event"] in FINAL_EVENTS:
-                        w.finished.add(name)
-                    handle(ev)
-                if w.task is not None and w.eof:
-                    # The worker died (killed, out of memory, a crash in native code): its
-                    # unfinished trials fail with its last error line, and a fresh worker
-                    # takes its place.
-                    err = w.why()
-                    tail = list(w.tail)[-12:]
-                    for t in _orphans(w, pool, ran, taken):
-                        store.mark(t["dir"], "failed", error=err, stderr_tail=tail)
-                        handle({"event": "failed", "name": t["name"], "error": err})
-                        ran.setdefault(t["name"], w.index)
-                    if tail:
-                        log(
-                            "  last lines of the worker's stderr:\n"
-                            + "\n".join(f"    {x}" for x in tail)
-                        )
-                    w.task = None
-                    w.stop()
-                    pool[i] = _Worker(settings, w.env, w.index) if queue else w
-        for name, ev in taken.items():
-            if name not in ran:  # another sweep's, not this pool's
+            ready = wait([w for w in pool.workers if w.task is not None])
+            for i, w in enumerate(pool.workers):
+                if w in ready:
+                    pool.read(w)
+                    if w.task is not None and w.eof:
+                        pool.replace_dead(i, settings, log)
+        for name, ev in pool.taken.items():
+            if name not in pool.ran:  # another sweep's, not this pool's
                 handle(ev)
     except BaseException:
         interrupted = True
         raise
     finally:
-        for w in pool:
+        for w in pool.workers:
             w.stop(interrupted)
+
+
+class _Pool:
+    """The local pool's bookkeeping: tasks not yet given out, which worker began which
+    trial, and the ``busy``/``finished`` reports held back until no worker of this pool can
+    still begin the trial (a worker finds taken what another worker here has begun)."""
+
+    def __init__(self, tasks: list[dict], workers: list, handle: Handle):
+        self.queue = collections.deque(tasks)
+        self.workers, self.handle = workers, handle
+        self.ran: dict[str, int] = {}  # trial -> the worker that began it
+        self.taken: dict[str, dict] = {}
+
+    def give_out(self) -> None:
+        for w in self.workers:
+            if w.task is None and self.queue:
+                w.send(self.queue.popleft())
+            elif w.task is None and (part := split_off(self.workers, w, self.ran)) is not None:
+                w.send(part)
+
+    def read(self, w) -> None:
+        for ev in w.events():
+            if ev["event"] == "idle":
+                w.task = None
+                continue
+            name = ev.get("name")
+            w.attempted.add(name)
+            if ev["event"] == "running":
+                self.ran[name] = w.index
+            if ev["event"] in ("busy", "finished"):
+                self.taken.setdefault(name, ev)
+                continue
+            if ev["event"] in FINAL_EVENTS:
+                w.finished.add(name)
+            self.handle(ev)
+
+    def replace_dead(self, i: int, settings: dict, log: Log) -> None:
+        """The worker died (killed, out of memory, a crash in native code): its unfinished
+        trials fail with its last error line, and a fresh worker takes its place."""
+        w = self.workers[i]
+        err = w.why()
+        tail = list(w.tail)[-12:]
+        for t in _orphans(w, self.workers, self.ran, self.taken):
+            store.mark(t["dir"], "failed", error=err, stderr_tail=tail)
+            self.handle({"event": "failed", "name": t["name"], "error": err})
+            self.ran.setdefault(t["name"], w.index)
+        if tail:
+            log("  last lines of the worker's stderr:\n" + "\n".join(f"    {x}" for x in tail))
+        w.task = None
+        w.stop()
+        self.workers[i] = _Worker(settings, w.env, w.index) if self.queue else w

@@ -1,0 +1,277 @@
+"""Running one task (a trial, or the seeds of one config) in this process: leases, training
+through ``cnn_jax.train``, the study's analyses, the trial's status file and its events.
+
+Called by a worker process (:mod:`cnn_jax.study.execution.worker`), by a cluster job, or in
+the sweep's own process (``--workers 0``). A trial's status is written here, so the files
+are right even if the parent dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable
+
+from cnn_jax import rundir
+from cnn_jax.study import lease, store
+
+Emit = Callable[[dict], None]
+
+
+def _error_text(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, clock: tuple[float, int]) -> None:
+    """Records ``outcome`` of ``trial``: status, analyses, HParams and its event. ``clock``:
+    when the trial started running and how many trials trained together (its wall time is
+    their shared time over their number)."""
+    d = trial["dir"]
+    status = outcome["status"]
+    if status == "done":
+        from cnn_jax.study.execution import measure
+
+        result = outcome["result"]
+        analysis = measure.run(task.get("analyses") or {}, result)
+        rundir.write_json(os.path.join(d, rundir.ANALYSIS), analysis)
+        values = store.measured(analysis)
+        if "point" in trial:  # TensorBoard HParams: compare trials by swept values
+            from cnn_jax.study.execution import hparams
+
+            hparams.write(d, trial["point"], trial["seed"], result.summary, values)
+        # The trial's wall time from "running" to "done" (a vmapped group's shared by its
+        # seeds): the report sets it against the time spent in training steps.
+        store.write_status(d, "done", wall_seconds=(time.time() - clock[0]) / clock[1])
+        emit({"event": "done", "name": trial["name"],
+              "accuracy": result.summary["test"]["accuracy"], "measured": values})
+    elif status == "diverged":
+        store.write_status(d, "diverged", error=outcome["error"], step=outcome.get("step"))
+        emit({"event": "diverged", "name": trial["name"], "error": outcome["error"]})
+    else:
+        store.write_status(
+            d, "failed", error=outcome["error"], traceback=outcome.get("traceback", "")
+        )
+        emit({"event": "failed", "name": trial["name"], "error": outcome["error"]})
+
+
+def _restored(d: str):
+    """What a finished run directory trained (its status was not written: killed in between)."""
+    from cnn_jax.train import loop
+
+    r = loop.restore(d, "latest")
+    return loop.FitResult(rundir.read_summary(d), r.state, r.setup)
+
+
+def _fit_single(cfg, d) -> dict:
+    """One trial through ``cnn_jax.train.fit`` (which resumes from the run's checkpoints)."""
+    from cnn_jax import train
+    from cnn_jax.errors import Diverged
+
+    try:
+        result = train.fit(cfg, d, progress=False)
+    except Diverged as e:
+        return {"status": "diverged", "error": str(e), "step": e.step, "loss": e.loss}
+    # Until fit detects divergence itself: a non-finite final loss is a divergence.
+    for split in ("train", "test"):
+        loss = (result.summary.get(split) or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            return {
+                "status": "diverged",
+                "step": result.summary["steps"],
+                "loss": loss,
+                "error": f"training diverged: final {split} loss is {loss}",
+            }
+    return {"status": "done", "result": result}
+
+
+def _use_vmap(task: dict, cfg) -> bool:
+    mode = task.get("vmap", "off")
+    if mode == "off":
+        return False
+    from cnn_jax.train import vmap
+
+    if not vmap.supported(cfg):
+        return False
+    if mode == "auto":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return True
+
+
+def run_task(task: dict, emit: Emit) -> bool:
+    """Runs ``task = {"trials": [{"name", "dir", "config"}], "vmap": "on"|"off"|"auto",
+    "analyses": {name: options}}``: the trials (seeds of one config) one after another through
+    ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
+
+    Each trial is leased (:mod:`cnn_jax.study.lease`) before it runs: one that a living
+    owner holds (another sweep, another job, another worker of this pool) emits ``busy``
+    and is left alone; one that turns out finished meanwhile emits ``finished``. Trials
+    that run one after another are leased one at a time, just before each starts, so that
+    the local pool can give the seeds not yet begun to a worker that has run out of tasks
+    as well (:func:`cnn_jax.study.execution.executors.local.split_off`); seeds that train together
+    (vmapped) lease all their trials first. Leases are renewed while the trials train and
+    released when they end, however this returns.
+
+    Emits ``{"event": "running"|"done"|"failed"|"diverged"|"interrupted"|"busy"|"finished",
+    "name": ...}`` per trial. Never raises for a failing trial: the error goes to its status
+    file and event. Returns ``True`` if a SIGTERM/SIGINT/SIGUSR2 interrupted it (the trial
+    was checkpointed and is queued again; the trials not started emit ``interrupted``).
+    """
+    if _vmapped(task):
+        return _run_acquired(task, task["trials"], emit)
+    for i, t in enumerate(task["trials"]):
+        if _run_acquired(task, [t], emit):
+            for rest in task["trials"][i + 1:]:
+                emit({"event": "interrupted", "name": rest["name"],
+                      "error": "not started: the worker was interrupted"})
+            return True
+    return False
+
+
+def _vmapped(task: dict) -> bool:
+    if len(task["trials"]) < 2 or task.get("vmap", "off") == "off":
+        return False
+    from cnn_jax import config as config_lib
+
+    return _use_vmap(task, config_lib.from_json(task["trials"][0]["config"], resolved=True))
+
+
+def _run_acquired(task: dict, candidates: list[dict], emit: Emit) -> bool:
+    """Leases ``candidates`` and runs those it got (see :func:`run_task`)."""
+    trials = []
+    for t in candidates:
+        rec = lease.acquire(t["dir"])
+        if rec is None:
+            owner = (lease.read(t["dir"]) or {}).get("owner", "?")
+            emit({"event": "busy", "name": t["name"], "owner": owner})
+            continue
+        st = store.read_status(t["dir"])
+        if st["status"] in store.FINISHED and not _stale(task, t, st):  # finished meanwhile
+            lease.release(t["dir"])
+            emit({"event": "finished", "name": t["name"], "status": st["status"]})
+            continue
+        trials.append(t)
+    try:
+        return _run_leased({**task, "trials": trials}, emit) if trials else False
+    finally:
+        for t in trials:
+            lease.release(t["dir"])
+
+
+def _stale(task: dict, trial: dict, status: dict) -> bool:
+    """A finished trial whose analyses were measured with other options (or not at all): it
+    is analysed again from its final checkpoint, never retrained."""
+    return status["status"] == "done" and not store.analyses_current(
+        store.read_analysis(trial["dir"]), task.get("analyses") or {}
+    )
+
+
+def _run_leased(task: dict, emit: Emit) -> bool:
+    """Trains (or analyses) the leased trials of ``task``; ``True`` if interrupted."""
+    return _Leased(task, emit).run()
+
+
+class _Leased:
+    """The leased trials of one task: their clocks, what is pending, and how each ends."""
+
+    def __init__(self, task: dict, emit: Emit):
+        self.task, self.emit, self.t0 = task, emit, time.time()
+        self.pending = {t["name"]: t for t in task["trials"]}
+        self.clocks: dict[str, tuple[float, int]] = {}  # started when, trained with how many
+
+    def running(self, t: dict, together: int = 1) -> None:
+        self.clocks[t["name"]] = (time.time(), together)
+        store.write_status(t["dir"], "running", trained_together=together)
+        self.emit({"event": "running", "name": t["name"]})
+
+    def finish(self, t: dict, outcome: dict) -> None:
+        self.pending.pop(t["name"], None)
+        _finish(self.task, t, outcome, self.emit, self.clocks.get(t["name"], (self.t0, 1)))
+
+    def run(self) -> bool:
+        from cnn_jax import config as config_lib
+        from cnn_jax.errors import Preempted
+
+        trials = self.task["trials"]
+        try:
+            # The store resolved every trial's config: it is handed down as is.
+            cfgs = [config_lib.from_json(t["config"], resolved=True) for t in trials]
+            for t in trials:  # a finished run (its status not yet written, or re-analysed)
+                if rundir.is_finished(t["dir"]):
+                    self.running(t)
+                    self.finish(t, {"status": "done", "result": _restored(t["dir"])})
+            rest = [(t, c) for t, c in zip(trials, cfgs) if t["name"] in self.pending]
+            if len(rest) > 1:  # (run_task hands over several trials only to train them vmapped)
+                self.vmapped(rest)
+                rest = [(t, c) for t, c in rest if t["name"] in self.pending]
+            for t, cfg in rest:  # one after another; a failure does not stop the others
+                self.running(t)
+                self.finish(t, _fit_or_failure(cfg, t["dir"]))
+        except Preempted as e:
+            for t in list(self.pending.values()):
+                store.write_status(t["dir"], "queued", error=str(e))
+                self.emit({"event": "interrupted", "name": t["name"], "error": str(e),
+                           "signal": e.signal_name})
+            return True
+        except Exception as e:
+            failure = {"status": "failed", "error": _error_text(e),
+                       "traceback": traceback.format_exc(limit=-8)}
+            for t in list(self.pending.values()):
+                self.finish(t, failure)
+        return False
+
+    def vmapped(self, rest: list[tuple[dict, object]]) -> None:
+        """The seeds together as one vmapped program; those it could not take (checkpoints
+        at different steps) stay pending and resume one by one."""
+        from cnn_jax.train.vmap import fit_seeds
+
+        for t, _ in rest:
+            self.running(t, len(rest))
+        fit_seeds([c for _, c in rest], [t["dir"] for t, _ in rest],
+                  on_done=lambda i, outcome: self.finish(rest[i][0], outcome))
+
+
+def _fit_or_failure(cfg, d: str) -> dict:
+    """:func:`_fit_single`, with any error but a pre-emption as a ``failed`` outcome."""
+    from cnn_jax.errors import Preempted
+
+    try:
+        return _fit_single(cfg, d)
+    except Preempted:
+        raise
+    except Exception as e:
+        return {"status": "failed", "error": _error_text(e),
+                "traceback": traceback.format_exc(limit=-8)}
+
+
+@contextlib.contextmanager
+def cached_datasets():
+    """Decoded dataset splits are kept for the next trial of this process.
+
+    ``cnn_jax.data.load`` decodes every PNG of a split on each call: about 5 s per trial for
+    mnist5k on 2 loaded cores, the same work again for every trial of a sweep. While this
+    context is active, ``cnn_jax.data.load`` returns the split it decoded before (splits are
+    read-only). The original function is restored on exit.
+    """
+    from cnn_jax import data
+
+    original = data.load
+    cache: dict = {}
+
+    def load(name, split, data_dir=None, *args, **kwargs):
+        key = (name, split, data_dir or data.default_data_dir(), repr(args), repr(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = original(name, split, data_dir, *args, **kwargs)
+        return cache[key]
+
+    load.__doc__ = original.__doc__
+    data.load = load
+    try:
+        yield
+    finally:
+        data.load = original
