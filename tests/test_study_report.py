@@ -175,7 +175,7 @@ def test_tables_match_scipy(tmp_path):
     # lenet5 avg's best checkpoint (by validation) is at step 15, before the end
     assert row["best_val_mean"] == pytest.approx(np.mean(v) + 0.002)
     assert row["best_test_mean"] == pytest.approx(np.mean(x) - 0.001)
-    assert row["shift_mean"] == pytest.approx(np.mean(x) - 0.1)
+    assert row["shift_consistency_mean"] == pytest.approx(np.mean(x) - 0.1)
     comp = reporting.comparisons(df, KEYS, {"model.pool": "max"})
     assert len(comp) == 4  # avg and lp, per model; max is the baseline
     c = _row(comp, "lenet5", "avg")

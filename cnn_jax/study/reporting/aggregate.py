@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from cnn_jax.analyses import Measure
 from cnn_jax.study.reporting import stats
-from cnn_jax.study.reporting.rows import label, series, short
+from cnn_jax.study.reporting.rows import label, measure, measures_in, series, short
 
 CONFIG = "configuration"  # a column labelling each configuration by all its swept values
 ALPHA = 0.05  # the significance level of the verdicts
@@ -29,8 +30,14 @@ PLATEAU_TOLERANCE = 0.003
 
 
 def is_fraction(metric: str) -> bool:
-    """Whether ``metric`` is a fraction in [0, 1] (shown in per cent)."""
-    return "accuracy" in metric or "consistency" in metric or "top5" in metric
+    """Whether ``metric`` is a fraction in [0, 1] (shown in per cent): an accuracy, a top-5
+    rate or a measure registered as a fraction."""
+    return measure(metric).fraction
+
+
+def judged(v) -> bool:
+    """Whether a ``plateaued`` value is a verdict (numpy or Python bool), not ``None``/NaN."""
+    return v is not None and v in (True, False)
 
 
 def configs(df, keys: list[str]) -> list[tuple]:
@@ -98,15 +105,40 @@ def plateau(workdir: str, sub, tolerance: float = PLATEAU_TOLERANCE) -> Plateau:
     return plateau_of(steps, val_acc, tolerance)
 
 
-def aggregate(df, keys: list[str], metric: str = "test_accuracy", workdir: str | None = None):
+def _estimate(prefix: str, e: stats.Estimate) -> dict[str, float]:
+    return {
+        f"{prefix}mean": e.mean,
+        f"{prefix}std": e.std,
+        f"{prefix}ci_lo": e.lo,
+        f"{prefix}ci_hi": e.hi,
+    }
+
+
+def _measure_estimates(done, measures: list[Measure]) -> dict[str, float]:
+    out = {}
+    for m in measures:
+        e = stats.mean_ci(done[m.name])
+        out.update({f"{m.name}_mean": e.mean, f"{m.name}_ci_lo": e.lo, f"{m.name}_ci_hi": e.hi})
+    return out
+
+
+def aggregate(
+    df,
+    keys: list[str],
+    metric: str = "test_accuracy",
+    workdir: str | None = None,
+    measures: list[Measure] | None = None,
+):
     """Per configuration over seeds: counts; mean/std/95 % CI of ``metric`` (``mean``,
     ``std``, ``ci_lo``, ``ci_hi``), of the final validation accuracy (``val_*``) and the
     final test accuracy (``test_*``); the means of the best-by-validation checkpoint's
-    validation and test accuracy; shift consistency; parameters; final train loss; mean
-    training time and images/s; and, given the sweep's ``workdir``, the plateau check
-    (``plateau_*``)."""
+    validation and test accuracy; mean and 95 % CI of each of ``measures`` (``NAME_mean``,
+    ``NAME_ci_lo``, ``NAME_ci_hi``; default: the registered measures among the columns of
+    ``df``); parameters; final train loss; mean training time and images/s; and, given the
+    sweep's ``workdir``, the plateau check (``plateau_*``)."""
     import pandas as pd
 
+    measures = measures_in(df.columns) if measures is None else measures
     rows = []
     for config in configs(df, keys):
         sub = select(df, keys, config)
@@ -114,7 +146,6 @@ def aggregate(df, keys: list[str], metric: str = "test_accuracy", workdir: str |
         e = stats.mean_ci(done[metric])
         val = stats.mean_ci(done["validation_accuracy"])
         test = stats.mean_ci(done["test_accuracy"])
-        sc = stats.mean_ci(done["shift_consistency"])
         pl = plateau(workdir, sub) if workdir is not None else Plateau(0)
         rows.append(
             {
@@ -123,24 +154,13 @@ def aggregate(df, keys: list[str], metric: str = "test_accuracy", workdir: str |
                 "trials": len(sub),
                 "diverged": int((sub.status == "diverged").sum()),
                 "failed": int((sub.status == "failed").sum()),
-                "mean": e.mean,
-                "std": e.std,
-                "ci_lo": e.lo,
-                "ci_hi": e.hi,
-                "val_mean": val.mean,
-                "val_std": val.std,
-                "val_ci_lo": val.lo,
-                "val_ci_hi": val.hi,
-                "test_mean": test.mean,
-                "test_std": test.std,
-                "test_ci_lo": test.lo,
-                "test_ci_hi": test.hi,
+                **_estimate("", e),
+                **_estimate("val_", val),
+                **_estimate("test_", test),
                 "best_val_mean": _mean(done, "best_validation_accuracy"),
                 "best_test_mean": _mean(done, "best_test_accuracy"),
                 "stopped_early": int((done["stopped_early"] == True).sum()),
-                "shift_mean": sc.mean,
-                "shift_ci_lo": sc.lo,
-                "shift_ci_hi": sc.hi,
+                **_measure_estimates(done, measures),
                 "params": float(done["params"].iloc[0]) if len(done) else math.nan,
                 "train_loss": _mean(done, "train_loss"),
                 "plateau_evaluations": pl.evaluations,
@@ -166,7 +186,8 @@ def ranked(rows: list, by: str = "val_mean") -> list:
 
 def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accuracy"):
     """Every configuration against the baseline value(s) at equal other keys, paired by
-    seed: mean difference with 95 % CI, paired t-test, Wilcoxon, Holm-adjusted p, d_z."""
+    seed: mean difference with 95 % CI, paired t-test, Wilcoxon, Holm-adjusted p, d_z, and
+    the power of each comparison (:func:`_holm_and_power`)."""
     import pandas as pd
 
     if not baseline:
@@ -204,40 +225,52 @@ def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accurac
         )
     out = pd.DataFrame(rows)
     if len(out):
-        # One family of comparisons per setting of the other keys (e.g. per model): Holm
-        # adjusts each configuration's p-value for the comparisons made at that setting.
-        others = [k for k in keys if k not in base_labels]
-        families = (
-            out[others].astype(str).agg("|".join, axis=1) if others else pd.Series([""] * len(out))
-        )
-        out["p_holm"] = float("nan")
-        out["family_size"] = 0
-        for fam in dict.fromkeys(families):
-            idx_f = out.index[families == fam]
-            pvals = out.loc[idx_f, "p_t"].tolist()
-            out.loc[idx_f, "p_holm"] = stats.holm(pvals)
-            out.loc[idx_f, "family_size"] = max(1, sum(math.isfinite(p) for p in pvals))
-        # Power at the strictest level of the Holm family, alpha / m (Holm's first step):
-        # an upper bound on the detectable difference whatever a comparison's rank.
-        out["alpha_power"] = ALPHA / out["family_size"]
-        out["mdd"] = [
-            stats.min_detectable_difference(r["sd_diff"], int(r["n"]), r["alpha_power"])
-            for _, r in out.iterrows()
-        ]
-        out["seeds_needed"] = [
-            stats.seeds_needed(r["diff"], r["sd_diff"], r["alpha_power"]) for _, r in out.iterrows()
-        ]
+        _holm_and_power(out, [k for k in keys if k not in base_labels])
     return out
 
 
-def verdict(r, alpha: float = ALPHA, scale: float = 100, unit: str = " pp") -> str:
+def _holm_and_power(out, others: list[str]) -> None:
+    """Adds to the comparisons ``out`` the Holm-adjusted p-values (``p_holm``, one family
+    per setting of the ``others`` keys: ``family_size``) and the power of each comparison
+    (``alpha_power``, ``mdd``, ``seeds_needed``)."""
+    import pandas as pd
+
+    # One family of comparisons per setting of the other keys (e.g. per model): Holm
+    # adjusts each configuration's p-value for the comparisons made at that setting.
+    families = (
+        out[others].astype(str).agg("|".join, axis=1) if others else pd.Series([""] * len(out))
+    )
+    out["p_holm"] = float("nan")
+    out["family_size"] = 0
+    for fam in dict.fromkeys(families):
+        idx_f = out.index[families == fam]
+        pvals = out.loc[idx_f, "p_t"].tolist()
+        out.loc[idx_f, "p_holm"] = stats.holm(pvals)
+        out.loc[idx_f, "family_size"] = max(1, sum(math.isfinite(p) for p in pvals))
+    # Power at the strictest level of the Holm family, alpha / m (Holm's first step):
+    # an upper bound on the detectable difference whatever a comparison's rank.
+    out["alpha_power"] = ALPHA / out["family_size"]
+    out["mdd"] = [
+        stats.min_detectable_difference(r["sd_diff"], int(r["n"]), r["alpha_power"])
+        for _, r in out.iterrows()
+    ]
+    out["seeds_needed"] = [
+        stats.seeds_needed(r["diff"], r["sd_diff"], r["alpha_power"]) for _, r in out.iterrows()
+    ]
+
+
+def verdict(
+    r, alpha: float = ALPHA, scale: float = 100, unit: str = " pp", higher_is_better: bool = True
+) -> str:
     """A comparison row's verdict: ``significantly better`` / ``significantly worse`` from
-    its Holm-adjusted p-value, else ``no difference detectable at n = N (MDD x pp)`` with
-    its minimum detectable difference at 80 % power (``scale``/``unit``: how Δ is shown)."""
+    its Holm-adjusted p-value (better: a positive Δ if ``higher_is_better``, else a negative
+    one), else ``no difference detectable at n = N (MDD x pp)`` with its minimum detectable
+    difference at 80 % power (``scale``/``unit``: how Δ is shown)."""
     if r["n"] < 2 or not math.isfinite(r["p_holm"]):
         return "too few seeds"
     if r["p_holm"] < alpha:
-        return "significantly better" if r["diff"] > 0 else "significantly worse"
+        better = r["diff"] > 0 if higher_is_better else r["diff"] < 0
+        return "significantly better" if better else "significantly worse"
     mdd = r.get("mdd", math.nan)
     where = f" (MDD {scale * mdd:.2f}{unit})" if math.isfinite(mdd) else ""
     return f"no difference detectable at n = {int(r['n'])}{where}"

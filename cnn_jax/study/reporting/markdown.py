@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cnn_jax import rundir
+from cnn_jax import analyses, rundir
+from cnn_jax.analyses import Measure
 from cnn_jax.study import store
+from cnn_jax.study.reporting import protocol
 from cnn_jax.study.reporting.aggregate import (
     ALPHA,
     PLATEAU_TOLERANCE,
@@ -24,32 +26,37 @@ from cnn_jax.study.reporting.aggregate import (
     with_labels,
 )
 from cnn_jax.study.reporting.figures import relpath
-from cnn_jax.study.reporting.protocol import _protocol
-from cnn_jax.study.reporting.rows import label, short
+from cnn_jax.study.reporting.rows import analyses_of, label, measure, short
 from cnn_jax.study.reporting.tables import (
-    _name,
-    _p,
-    _pct,
-    _range,
-    _seeds,
-    _sentence,
-    _table,
     aggregate_table,
     comparison_table,
     timing_table,
+    tuning_table,
+)
+from cnn_jax.study.reporting.text import (
+    bullet,
+    capitalised,
+    p_value,
+    pct,
+    seed_count,
+    table,
+    value_range,
 )
 
 
 def _significant(comp, factor, others, baseline, metric) -> list[str]:
-    frac = is_fraction(metric)
-    scale, unit = (100, " pp") if frac else (1, "")
+    """The sentences on the comparisons ``comp`` of column ``metric`` with the baseline: the
+    significant ones, and the power of the others."""
+    m = measure(metric)
+    scale, unit = (100, " pp") if m.fraction else (1, "")
     base = ", ".join(f"{short(k)}={label(v)}" for k, v in baseline.items())
-    what = f"{_name(metric)}: " if metric != "test_accuracy" else ""
+    direction = "" if m.higher_is_better else " (lower is better)"
+    what = f"{m.label}{direction}: " if metric != "test_accuracy" else ""
     sig = comp[comp["p_holm"] < ALPHA]
     lines = []
     if not len(sig):
         lines.append(
-            _sentence(
+            bullet(
                 f"{what}no configuration differs significantly from {base} "
                 "(paired t-test, Holm-adjusted, α = 0.05)."
             )
@@ -60,30 +67,30 @@ def _significant(comp, factor, others, baseline, metric) -> list[str]:
             where = ", ".join(f"{short(k)}={r[k]}" for k in others)
             parts.append(
                 f"{r[factor]}{f' ({where})' if where else ''}: Δ {scale * r['diff']:+.2f}{unit}, "
-                f"p(Holm) {_p(r['p_holm'])}"
+                f"p(Holm) {p_value(r['p_holm'])}"
             )
         lines.append(
-            _sentence(
+            bullet(
                 f"{what}significantly different from {base} (paired t-test, Holm-adjusted, "
                 "α = 0.05): " + "; ".join(parts) + "."
             )
         )
     rest = comp[~(comp["p_holm"] < ALPHA) & (comp["n"] >= 2)]
     if len(rest):
-        ns = _range(rest["n"].tolist(), lambda v: str(int(v)))
+        ns = value_range(rest["n"].tolist(), lambda v: str(int(v)))
         lines.append(
             f'  Not significant is not "equal": at n = {ns} only a true Δ of at least the '
-            f"MDD, {_range((scale * rest['mdd']).tolist(), lambda v: f'{v:.2f}')}{unit}, would "
+            f"MDD, {value_range((scale * rest['mdd']).tolist(), lambda v: f'{v:.2f}')}{unit}, would "
             "be detected with 80 % power (α/m); detecting the observed Δ with 80 % power would "
-            f"take {_range(rest['seeds_needed'].tolist(), _seeds)} seeds."
+            f"take {value_range(rest['seeds_needed'].tolist(), seed_count)} seeds."
         )
     return lines
 
 
-def _answer(agg, comp, keys, baseline, metric, comp_shift=None) -> list[str]:
+def _answer(agg, comp, keys, baseline, metric, measure_comps=None) -> list[str]:
     """Plain sentences that follow from the tables. Rankings and the selected
     ("best") configuration are by mean validation accuracy; their test accuracy is reported,
-    never used to choose."""
+    never used to choose. ``measure_comps``: ``{measure name: its comparisons}``."""
     factor, others = panels(keys, baseline)
     agg, comp = with_labels(agg, keys), with_labels(comp, keys)
     lines = []
@@ -105,22 +112,21 @@ def _answer(agg, comp, keys, baseline, metric, comp_shift=None) -> list[str]:
             continue
         lines.append(
             f"{head}ranking by mean validation accuracy: "
-            + " > ".join(f"{r[factor]} ({_pct(r['val_mean'])})" for r in order)
+            + " > ".join(f"{r[factor]} ({pct(r['val_mean'])})" for r in order)
             + "."
         )
         best = order[0]
         lines.append(
-            f"  Selected by validation accuracy: **{best[factor]}**, {_pct(best['val_mean'])} % "
-            f"(95 % CI [{_pct(best['val_ci_lo'])}, {_pct(best['val_ci_hi'])}] over "
-            f"{best['n']} seeds); its test accuracy is {_pct(best['test_mean'])} % (95 % CI "
-            f"[{_pct(best['test_ci_lo'])}, {_pct(best['test_ci_hi'])}])."
+            f"  Selected by validation accuracy: **{best[factor]}**, {pct(best['val_mean'])} % "
+            f"(95 % CI [{pct(best['val_ci_lo'])}, {pct(best['val_ci_hi'])}] over "
+            f"{best['n']} seeds); its test accuracy is {pct(best['test_mean'])} % (95 % CI "
+            f"[{pct(best['test_ci_lo'])}, {pct(best['test_ci_hi'])}])."
         )
     if len(comp):
         lines += _significant(comp, factor, others, baseline, metric)
-        if comp_shift is not None and len(comp_shift):
-            lines += _significant(
-                with_labels(comp_shift, keys), factor, others, baseline, "shift_consistency"
-            )
+        for name, comp_m in (measure_comps or {}).items():
+            if len(comp_m):
+                lines += _significant(with_labels(comp_m, keys), factor, others, baseline, name)
         n_min = int(comp["n"].min())
         if n_min <= 5:
             lines.append(
@@ -166,17 +172,7 @@ def _tuning(rec: dict) -> list[str]:
     """Each arm's tuning trials (mean validation accuracy over the tuning seeds) and the
     value its study seeds then trained with."""
     opts = rec["study"]
-    table = rec["tuning"]["table"]
-    keys, tuned = opts["keys"], list(opts.get("tune") or {})
-    rows = [
-        [*(label(r["arm"].get(k)) for k in keys), *(label(r["tuned"].get(k)) for k in tuned),
-         str(r["n"]),
-         _pct(r["mean_validation_accuracy"]) if r["mean_validation_accuracy"] is not None else "-",
-         "**chosen**" if r["chosen"] else ""]
-        for r in table
-    ]
-    header = [*(short(k) for k in keys), *(f"{short(k)} (tuned)" for k in tuned), "n",
-              "validation % (mean)", ""]
+    tuned = list(opts.get("tune") or {})
     seeds = ", ".join(str(s) for s in opts.get("tune_seeds", []))
     return [
         "## Tuning per arm",
@@ -186,12 +182,14 @@ def _tuning(rec: dict) -> list[str]:
          "accuracy (of the checkpoint selected by validation; the first listed on ties) is the "
          "one its study seeds trained with. The test split played no part."),
         "",
-        _table(header, rows),
+        tuning_table(rec),
         "",
     ]
 
 
-def _comparison(comp, comp_shift, keys: list[str], baseline: dict, metric: str) -> list[str]:
+def _comparison(comp, measure_comps, keys: list[str], baseline: dict, metric: str) -> list[str]:
+    """The comparisons with the baseline: of the metric, then of each measure in
+    ``measure_comps`` (``{name: its comparisons}``) in a subsection of its own."""
     base = ", ".join(f"{k} = {label(v)}" for k, v in baseline.items())
     lines = [
         f"## Comparison with the baseline ({base})",
@@ -207,79 +205,119 @@ def _comparison(comp, comp_shift, keys: list[str], baseline: dict, metric: str) 
         comparison_table(comp, keys, metric),
         "",
     ]
-    if comp_shift is not None and len(comp_shift):
-        lines += [
-            f"### Shift consistency compared with the baseline ({base})",
-            "",
-            "The same paired analysis for shift consistency.",
-            "",
-            comparison_table(comp_shift, keys, "shift_consistency"),
-            "",
-        ]
+    for name, comp_m in (measure_comps or {}).items():
+        if len(comp_m):
+            m = measure(name)
+            lines += [
+                f"### {capitalised(m.label)} compared with the baseline ({base})",
+                "",
+                f"The same paired analysis for {m.label}.",
+                "",
+                comparison_table(comp_m, keys, name),
+                "",
+            ]
     return lines
 
 
+def _results(rec: dict, agg, measures: list[Measure]) -> list[str]:
+    """The results per configuration: the table, how to read it, and the paragraph of each
+    analysis with a measure in ``measures``."""
+    opts = rec["study"]
+    keys, metric = opts["keys"], opts.get("metric", "test_accuracy")
+    lines = [
+        "## Results per configuration",
+        "",
+        aggregate_table(agg, keys, metric, measures),
+        "",
+        (
+            "Validation and test: the final state of each trial (test read once, at the "
+            "end); best checkpoint: the one selected by validation accuracy. Plateau: "
+            '"yes" if the mean validation curve\'s last two evaluations are within '
+            f"{100 * PLATEAU_TOLERANCE:.1f} pp of its best (in brackets: their mean minus "
+            "the best, in pp)."
+        ),
+        "",
+    ]
+    shown = {m.name for m in measures}
+    for name, options in analyses_of(rec).items():
+        a = analyses.get(name)
+        if a.describe is not None and any(m.name in shown for m in a.measures):
+            lines += [a.describe(options), ""]
+    return lines
+
+
+def _plots(figs: dict[str, str], metric: str, measures: list[Measure]) -> list[str]:
+    """The plots written (``figs``), each with its caption."""
+    captions = {
+        "accuracy": f"{metric} per configuration, mean with 95 % CI over seeds",
+        "curves": (
+            "learning curves: train accuracy (line), validation accuracy (dots, dashed) and "
+            "train loss, mean over seeds"
+        ),
+        "acc_vs_params": f"{metric} against parameter count",
+    }
+    for m in measures:
+        captions.setdefault(m.name, f"{m.label} against accuracy")
+    lines = ["## Plots", ""]
+    for name, cap in captions.items():
+        if name in figs:
+            lines += [f"![{cap}]({figs[name]})", ""]
+    return lines
+
+
+def _unfinished(df) -> list[str]:
+    bad = df[df.status.isin(["diverged", "failed"])]
+    if not len(bad):
+        return []
+    return [
+        "## Trials that did not finish",
+        "",
+        table(
+            ["trial", "status", "error"],
+            [
+                [r["trial"], r["status"], str(r["error"]).replace("|", "/")]
+                for _, r in bad.iterrows()
+            ],
+        ),
+        "",
+    ]
+
+
 def report(
-    workdir: str, rec: dict, df, agg, comp, comp_shift, figs: dict[str, str], shift: bool
+    workdir: str,
+    rec: dict,
+    df,
+    agg,
+    comp,
+    figs: dict[str, str],
+    measures: list[Measure] = (),
+    measure_comps: dict | None = None,
 ) -> str:
     """The text of ``report.md``. ``workdir``: the sweep directory (the trials' configs are
-    read for the protocol); ``rec``: the sweep record; ``df``, ``agg``, ``comp``,
-    ``comp_shift``: the trials, their aggregate and the comparisons with the baseline (of
-    the metric and of shift consistency, or ``None``); ``figs``: the plots written;
-    ``shift``: whether to report shift consistency."""
+    read for the protocol); ``rec``: the sweep record; ``df``, ``agg``, ``comp``: the
+    trials, their aggregate and the comparisons of the metric with the baseline; ``figs``:
+    the plots written; ``measures``: the measures to report (those with values);
+    ``measure_comps``: ``{measure name: its comparisons with the baseline}`` (not the
+    metric's)."""
     opts = rec["study"]
     keys, metric = opts["keys"], opts.get("metric", "test_accuracy")
     baseline = opts.get("baseline") or {}
-    table = aggregate_table(agg, keys, metric, shift)
     lines = (
         _header(rec, df, metric)
-        + _protocol(workdir, df, agg, comp, keys)
-        + ["## Results per configuration", "", table, ""]
-        + [
-            (
-                "Validation and test: the final state of each trial (test read once, at the "
-                "end); best checkpoint: the one selected by validation accuracy. Plateau: "
-                '"yes" if the mean validation curve\'s last two evaluations are within '
-                f"{100 * PLATEAU_TOLERANCE:.1f} pp of its best (in brackets: their mean minus "
-                "the best, in pp)."
-            ),
-            "",
-        ]
+        + protocol.section(workdir, df, agg, comp, keys)
+        + _results(rec, agg, list(measures))
     )
-    if shift:
-        lines += [
-            (
-                f"Shift consistency: fraction of test images whose predicted class is the same "
-                f"under two random translations of up to ±{opts['shift_consistency']} pixels "
-                "(zero fill; the same shifts for every trial), as in Zhang (2019), "
-                "*Making Convolutional Networks Shift-Invariant Again*. Read it next to "
-                "accuracy: a model that predicts few classes is consistent trivially."
-            ),
-            "",
-        ]
     if rec.get("tuning"):
         lines += _tuning(rec)
     if len(comp):
-        lines += _comparison(comp, comp_shift, keys, baseline, metric)
+        lines += _comparison(comp, measure_comps, keys, baseline, metric)
     lines += (
         ["## What the numbers say", ""]
-        + _answer(agg, comp, keys, baseline, metric, comp_shift)
+        + _answer(agg, comp, keys, baseline, metric, measure_comps)
         + [""]
     )
     if figs:
-        lines += ["## Plots", ""]
-        captions = {
-            "accuracy": f"{metric} per configuration, mean with 95 % CI over seeds",
-            "curves": (
-                "learning curves: train accuracy (line), validation accuracy (dots, dashed) and "
-                "train loss, mean over seeds"
-            ),
-            "acc_vs_params": f"{metric} against parameter count",
-            "shift_consistency": "shift consistency against accuracy",
-        }
-        for name, cap in captions.items():
-            if name in figs:
-                lines += [f"![{cap}]({figs[name]})", ""]
+        lines += _plots(figs, metric, list(measures))
     lines += [
         (
             "Training time and throughput depend on the machine and its load; they are in "
@@ -289,21 +327,7 @@ def report(
         ),
         "",
     ]
-    bad = df[df.status.isin(["diverged", "failed"])]
-    if len(bad):
-        lines += [
-            "## Trials that did not finish",
-            "",
-            _table(
-                ["trial", "status", "error"],
-                [
-                    [r["trial"], r["status"], str(r["error"]).replace("|", "/")]
-                    for _, r in bad.iterrows()
-                ],
-            ),
-            "",
-        ]
-    return "\n".join(lines)
+    return "\n".join(lines + _unfinished(df))
 
 
 def timing(agg, keys: list[str], df=None) -> str:

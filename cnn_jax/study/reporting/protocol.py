@@ -6,15 +6,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cnn_jax.study.reporting.aggregate import (
-    PLATEAU_TOLERANCE,
-    with_labels,
-)
+from cnn_jax.study.reporting.aggregate import PLATEAU_TOLERANCE, judged, with_labels
 from cnn_jax.study.reporting.rows import label, trial_config
-from cnn_jax.study.reporting.tables import (
-    _judged,
-    _range,
-)
+from cnn_jax.study.reporting.text import value_range
 
 
 def _get(cfg: dict, key: str):
@@ -38,16 +32,29 @@ def _count(x) -> str:
     return f"{int(x):,}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
-def _protocol(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
-    """The protocol statement: data sizes per split, budget, selection rule, plateau check
-    and power."""
+def section(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
+    """The lines of the report's protocol section: data sizes per split, budget, selection
+    rule, plateau check and power."""
     done = df[df.status == "done"]
     lines = ["## Protocol", ""]
     if not len(done):
         return lines + ["No trial has finished yet.", ""]
     per_trial = [trial_config(workdir, t) for t in done["trial"]]
     cfgs = [c for c in per_trial if c is not None]
-    # Data: the split sizes (summary.json "data") per dataset.
+    has_val = bool((done["validation_n"].fillna(0) > 0).any())
+    lines.append(_data_line(done, per_trial, cfgs, has_val))
+    lines.append(_budget_line(done, cfgs))
+    if cfgs:
+        lines.append(_optim_line(cfgs, keys))
+    lines.append(_selection_line(has_val))
+    lines.append(_plateau_line(agg, keys))
+    if len(comp):
+        lines.append(_power_line(comp))
+    return lines + [""]
+
+
+def _data_line(done, per_trial: list, cfgs: list[dict], has_val: bool) -> str:
+    """The split sizes (summary.json "data") per dataset, and how validation was held out."""
     sizes: dict[tuple, None] = {}
     for (_, r), c in zip(done.iterrows(), per_trial):
         name = _get(c, "data.name") if c else None
@@ -58,9 +65,8 @@ def _protocol(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
         f"{name}: {_count(tr)} train / {_count(va)} validation / {_count(te)} test images"
         for name, tr, va, te in sizes
     ]
-    has_val = bool((done["validation_n"].fillna(0) > 0).any())
     held = _values(cfgs, "data.validation") if cfgs else "-"
-    lines.append(
+    return (
         "- Data: "
         + "; ".join(parts)
         + (
@@ -71,7 +77,10 @@ def _protocol(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
             else ". No validation split (`data.validation` = 0)."
         )
     )
-    # Budget: planned and trained steps, batch size, optimizer.
+
+
+def _budget_line(done, cfgs: list[dict]) -> str:
+    """Planned and trained steps, batch size, early stopping."""
     planned = done["planned_steps"]
     per_epoch = done["steps"] / done["epochs"]
     planned_epochs = (planned / per_epoch).round(4)
@@ -83,59 +92,58 @@ def _protocol(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
     )
     if cfgs:
         budget += f" at batch size {_values(cfgs, 'data.batch_size')}"
-    budget += (
+    return budget + (
         "; every trial trained all its planned steps."
         if not early
         else f"; {early} of {len(done)} trials stopped early (validation accuracy had not "
         f"improved for `train.early_stopping_patience` = "
         f"{_values(cfgs, 'train.early_stopping_patience') if cfgs else '-'} evaluations)."
     )
-    lines.append(budget)
-    if cfgs:
-        optim = (
-            f"- Optimizer {_values(cfgs, 'optim.name')}, learning rate "
-            f"{_values(cfgs, 'optim.learning_rate')}, schedule {_values(cfgs, 'optim.schedule')}"
-            f" (warm-up {_values(cfgs, 'optim.warmup_steps')} steps / "
-            f"{_values(cfgs, 'optim.warmup_epochs')} epochs), weight decay "
-            f"{_values(cfgs, 'optim.weight_decay')}; validation evaluated every "
-            f"{_values(cfgs, 'train.eval_every_epochs')} epoch(s) and after the last step."
-        )
-        swept = [k for k in keys if k.startswith(("optim.", "data.batch_size", "train."))]
-        if swept:
-            optim += " Swept: " + ", ".join(f"`{k}`" for k in swept) + " (see the tables)."
-        lines.append(optim)
-    # Selection rule.
+
+
+def _optim_line(cfgs: list[dict], keys: list[str]) -> str:
+    """The optimizer, its schedule and the evaluation interval."""
+    optim = (
+        f"- Optimizer {_values(cfgs, 'optim.name')}, learning rate "
+        f"{_values(cfgs, 'optim.learning_rate')}, schedule {_values(cfgs, 'optim.schedule')}"
+        f" (warm-up {_values(cfgs, 'optim.warmup_steps')} steps / "
+        f"{_values(cfgs, 'optim.warmup_epochs')} epochs), weight decay "
+        f"{_values(cfgs, 'optim.weight_decay')}; validation evaluated every "
+        f"{_values(cfgs, 'train.eval_every_epochs')} epoch(s) and after the last step."
+    )
+    swept = [k for k in keys if k.startswith(("optim.", "data.batch_size", "train."))]
+    if swept:
+        optim += " Swept: " + ", ".join(f"`{k}`" for k in swept) + " (see the tables)."
+    return optim
+
+
+def _selection_line(has_val: bool) -> str:
     if has_val:
-        lines.append(
+        return (
             "- Selection: each trial's best checkpoint, early stopping and every ranking or "
             '"best configuration" below use validation accuracy; the test split is evaluated '
             "once, at the end of training, for the final state and for the best-by-validation "
             "checkpoint. Tables and comparisons with the baseline report the final state's "
             "test metric; the test split never chooses anything."
         )
-    else:
-        lines.append(
-            "- Selection: none. Without a validation split no checkpoint or configuration is "
-            "selected (selecting on the test split would bias it); the test split is "
-            "evaluated once, at the end."
-        )
-    lines.append(_plateau_line(agg, keys))
-    if len(comp):
-        lines.append(_power_line(comp))
-    return lines + [""]
+    return (
+        "- Selection: none. Without a validation split no checkpoint or configuration is "
+        "selected (selecting on the test split would bias it); the test split is "
+        "evaluated once, at the end."
+    )
 
 
 def _plateau_line(agg, keys: list[str]) -> str:
-    judged = agg[agg["plateaued"].map(_judged)]
-    not_judged = len(agg[agg.n > 0]) - len(judged)
+    with_verdict = agg[agg["plateaued"].map(judged)]
+    not_judged = len(agg[agg.n > 0]) - len(with_verdict)
     rule = (
         f"An arm has plateaued when the mean of its last two validation evaluations (mean "
         f"over seeds) is within {100 * PLATEAU_TOLERANCE:.1f} pp of its best mean (column "
         '"plateau").'
     )
-    if not len(judged):
+    if not len(with_verdict):
         return f"- Plateau check: not judged (fewer than two validation evaluations). {rule}"
-    bad = with_labels(judged[~judged["plateaued"].astype(bool)], keys)
+    bad = with_labels(with_verdict[~with_verdict["plateaued"].astype(bool)], keys)
     if not len(bad):
         text = "every arm plateaued"
     else:
@@ -152,8 +160,8 @@ def _plateau_line(agg, keys: list[str]) -> str:
 
 
 def _power_line(comp) -> str:
-    alphas = _range(comp["alpha_power"].tolist(), lambda v: f"{v:.4g}")
-    m = _range(comp["family_size"].tolist(), lambda v: str(int(v)))
+    alphas = value_range(comp["alpha_power"].tolist(), lambda v: f"{v:.4g}")
+    m = value_range(comp["family_size"].tolist(), lambda v: str(int(v)))
     return (
         "- Power: for each comparison with the baseline, the minimum detectable difference "
         "(MDD) is the true mean Δ that the two-sided paired t-test detects with 80 % power "

@@ -3,7 +3,9 @@
 Reads each trial's status, ``summary.json``, ``analysis.json`` and ``metrics.jsonl`` through
 :mod:`cnn_jax.rundir`; imports neither JAX nor the training stack, so a report can be made
 where nothing can train. Also the one spelling of swept values and keys in tables and plots
-(:func:`label`, :func:`short`).
+(:func:`label`, :func:`short`), and what a sweep measured besides accuracy: the analyses of
+its record (:func:`analyses_of`) and their measures (:func:`measures_of`, :func:`measure`),
+each a ``results.csv`` column.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import math
 import os
 from typing import Any
 
-from cnn_jax import rundir
+from cnn_jax import analyses, experiment, rundir
+from cnn_jax.analyses import Measure
 from cnn_jax.study import store
+from cnn_jax.study.reporting.text import column_words
 
 # Machine-dependent columns, kept out of report.md. ``wall_seconds``: the trial's wall time as
 # its status.json records it (``wall_seconds``, from "running" to "done"), NaN where the
@@ -21,10 +25,11 @@ from cnn_jax.study import store
 # ``step_seconds``: the time in training steps (summary.json; the first step counts where it
 # compiled nothing).
 TIMING_COLUMNS = ("train_seconds", "step_seconds", "images_per_second", "wall_seconds")
-# The columns read from a finished trial, in the order of ``results.csv``; NaN otherwise.
-# ``validation_*`` and ``test_*``: the final state; ``best_*``: the checkpoint selected by
-# validation accuracy (its test accuracy read once, at the end).
-RESULT_COLUMNS = (
+# The columns read from a finished trial, in the order of ``results.csv`` (the columns of
+# the sweep's measures come between these two parts, see :func:`result_columns`); NaN
+# otherwise. ``validation_*`` and ``test_*``: the final state; ``best_*``: the checkpoint
+# selected by validation accuracy (its test accuracy read once, at the end).
+SUMMARY_COLUMNS = (
     "validation_accuracy",
     "validation_loss",
     "test_accuracy",
@@ -42,11 +47,75 @@ RESULT_COLUMNS = (
     "test_n",
     "train_loss",
     "train_accuracy",
-    "shift_consistency",
-    "params",
-    "epochs",
-    *TIMING_COLUMNS,
 )
+LATER_COLUMNS = ("params", "epochs", *TIMING_COLUMNS)
+
+
+def result_columns(measures: list[Measure]) -> tuple[str, ...]:
+    """The columns read from a finished trial, in the order of ``results.csv``."""
+    return (*SUMMARY_COLUMNS, *(m.name for m in measures), *LATER_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def analyses_of(rec: dict) -> dict[str, dict]:
+    """The resolved analyses ``{name: {option: value}}`` of sweep record ``rec``, in order:
+    its ``study.analyses``; in a record written before the analyses registry, the shift
+    consistency its ``study.shift_consistency`` (maximum shift, 0 for off) asked for."""
+    study = rec["study"]
+    if "analyses" in study:
+        return {name: dict(options) for name, options in (study["analyses"] or {}).items()}
+    if study.get("shift_consistency"):
+        return {"shift_consistency": {"max_shift": study["shift_consistency"], "seed": 0}}
+    return {}
+
+
+def measures_of(rec: dict) -> list[Measure]:
+    """The measures of sweep record ``rec`` (of its analyses, in order): its extra columns."""
+    return analyses.measures_of(analyses_of(rec))
+
+
+def load_sweep(workdir: str) -> dict:
+    """The sweep record of ``workdir`` (``sweep.json``), after importing the experiment files
+    its planner imported, so that the analyses registered there are known."""
+    rec = store.load_sweep(workdir)
+    experiment.import_files(rec.get("imports", []))
+    return rec
+
+
+def _registered() -> dict[str, Measure]:
+    return {m.name: m for a in analyses.names() for m in analyses.get(a).measures}
+
+
+def measure(column: str) -> Measure:
+    """How to show and compare ``column`` of ``results.csv``: the registered measure of that
+    name, else a measure made from the name (a fraction if it is an accuracy or top-5 rate,
+    higher is better)."""
+    found = _registered().get(column)
+    if found is not None:
+        return found
+    fraction = "accuracy" in column or "top5" in column
+    return Measure(column, column_words(column), fraction=fraction)
+
+
+def measures_in(columns) -> list[Measure]:
+    """The registered measures among ``columns``, in their order."""
+    known = _registered()
+    return [known[c] for c in columns if c in known]
+
+
+def measured(record: dict, spec: dict[str, dict]) -> dict[str, float]:
+    """The value of each measure of the analyses ``spec`` in ``record`` (a trial's
+    ``analysis.json``: ``{analysis: {"options": ..., "values": {measure: x}}}``, or, written
+    before the analyses registry, the measures at its top level); NaN where absent."""
+    out: dict[str, float] = {}
+    for name in spec:
+        entry = record.get(name)
+        values = (entry.get("values") or {}) if isinstance(entry, dict) else record
+        for m in analyses.get(name).measures:
+            out[m.name] = _num(values.get(m.name))
+    return out
 
 
 def label(v: Any) -> str:
@@ -77,8 +146,8 @@ def _num(v) -> float:
     return math.nan if v is None else float(v)
 
 
-def _measured(summary: dict, analysis: dict, status: dict) -> dict[str, Any]:
-    """The :data:`RESULT_COLUMNS` of a finished trial."""
+def _measured(summary: dict, values: dict[str, float], status: dict) -> dict[str, Any]:
+    """The :func:`result_columns` of a finished trial (``values``: its measures)."""
     test = summary.get("test") or {}
     validation = summary.get("validation") or {}
     best = summary.get("best") or {}
@@ -103,7 +172,7 @@ def _measured(summary: dict, analysis: dict, status: dict) -> dict[str, Any]:
         "test_n": _num(sizes.get("test")),
         "train_loss": _num(train.get("loss")),
         "train_accuracy": _num(train.get("accuracy")),
-        "shift_consistency": _num(analysis.get("shift_consistency")),
+        **values,
         "params": _num(summary.get("params")),
         "epochs": _num(summary.get("epochs")),
         "train_seconds": _num(summary.get("train_seconds")),
@@ -113,7 +182,7 @@ def _measured(summary: dict, analysis: dict, status: dict) -> dict[str, Any]:
     }
 
 
-def _row(workdir: str, trial: dict, keys: list[str]) -> dict:
+def _row(workdir: str, trial: dict, keys: list[str], spec: dict[str, dict]) -> dict:
     d = trial_dir(workdir, trial["name"])
     st = store.read_status(d)
     row: dict[str, Any] = {"trial": trial["name"], "status": st["status"]}
@@ -123,24 +192,28 @@ def _row(workdir: str, trial: dict, keys: list[str]) -> dict:
     summary = rundir.read_summary(d) if st["status"] == "done" else None
     if summary:
         analysis = rundir.read_json(rundir.path(d, rundir.ANALYSIS)) or {}
-        row.update(_measured(summary, analysis, st))
+        row.update(_measured(summary, measured(analysis, spec), st))
     else:
-        row.update(dict.fromkeys(RESULT_COLUMNS, math.nan))
+        row.update(dict.fromkeys(result_columns(analyses.measures_of(spec)), math.nan))
     err = st.get("error", "") if st["status"] in ("failed", "diverged") else ""
     row["error"] = err.split("; the last good checkpoint")[0]
     return row
 
 
-def collect(workdir: str):
-    """One row per trial of the sweep in ``workdir``, in sweep order (a ``DataFrame``)."""
+def collect(workdir: str, rec: dict | None = None):
+    """One row per trial of the sweep in ``workdir``, in sweep order (a ``DataFrame``);
+    ``rec``: its sweep record, if already read by :func:`load_sweep`."""
     import pandas as pd
 
-    rec = store.load_sweep(workdir)
+    rec = rec if rec is not None else load_sweep(workdir)
     keys = rec["study"]["keys"]
     tuned = list(rec["study"].get("tune") or {})
+    spec = analyses_of(rec)
     # Tuning trials (``phase: tune``) only choose each arm's tuned values: the report lists
     # them in its tuning table, never among the study's results.
-    rows = [_row(workdir, t, keys + tuned) for t in rec["trials"] if t.get("phase") != "tune"]
+    rows = [
+        _row(workdir, t, keys + tuned, spec) for t in rec["trials"] if t.get("phase") != "tune"
+    ]
     return pd.DataFrame(rows)
 
 

@@ -1,82 +1,60 @@
 """The tables of a sweep report (markdown): per-configuration aggregates, comparisons with
-the baseline (with power), timings; and the number formats they share with the text."""
+the baseline (with power), timings, tuning; their number formats are
+:mod:`cnn_jax.study.reporting.text`."""
 
 from __future__ import annotations
 
 import math
 
-from cnn_jax.study.reporting.aggregate import is_fraction, verdict
-from cnn_jax.study.reporting.rows import short
-
-# ----------------------------------------------------------------------------- numbers
-
-
-def _pct(x: float, digits: int = 2) -> str:
-    return "-" if not math.isfinite(x) else f"{100 * x:.{digits}f}"
-
-
-def _val(x: float, frac: bool, digits: int = 2) -> str:
-    return _pct(x, digits) if frac else ("-" if not math.isfinite(x) else f"{x:.4f}")
-
-
-def _p(p: float) -> str:
-    if not math.isfinite(p):
-        return "-"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _f(x: float, digits: int = 2) -> str:
-    if not math.isfinite(x):
-        return "inf" if x == math.inf else "-inf" if x == -math.inf else "-"
-    return f"{x:.{digits}f}"
-
-
-def _name(metric: str) -> str:
-    return metric.replace("_", " ")
-
-
-def _sentence(text: str) -> str:
-    """A bullet point starting with a capital letter."""
-    return f"- {text[0].upper()}{text[1:]}"
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    align = align or ["l"] * len(header)
-    sep = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+from cnn_jax.analyses import Measure
+from cnn_jax.study.reporting.aggregate import is_fraction, judged, verdict
+from cnn_jax.study.reporting.rows import label, measure, short
+from cnn_jax.study.reporting.text import (
+    column_words,
+    fixed,
+    p_value,
+    pct,
+    seed_count,
+    table,
+    value,
+)
 
 
 def _keyed_table(frame, keys: list[str], header: list[str], cells, align: list[str]) -> str:
     """A table of ``frame``: a left-aligned column per swept key, then the columns
     ``header`` aligned as ``align``; ``cells(row)`` gives a row's cells after its keys."""
-    return _table(
+    return table(
         [short(k) for k in keys] + header,
         [[str(r[k]) for k in keys] + cells(r) for _, r in frame.iterrows()],
         ["l"] * len(keys) + align,
     )
 
 
-def _judged(v) -> bool:
-    """Whether a ``plateaued`` value is a verdict (numpy or Python bool), not ``None``/NaN."""
-    return v is not None and v in (True, False)
-
-
 def _plateau_cell(r) -> str:
-    if not _judged(r.get("plateaued")):
+    if not judged(r.get("plateaued")):
         return "-"
     gap = 100 * r["plateau_gap"]
     return f"{'yes' if r['plateaued'] else 'no'} ({0.0 if abs(gap) < 5e-3 else gap:.2f})"
 
 
-def aggregate_table(agg, keys: list[str], metric: str, shift: bool) -> str:
+def measure_header(m: Measure) -> list[str]:
+    """The aggregate table's pair of columns for measure ``m``: its mean and 95 % CI."""
+    return [f"{m.label} %" if m.fraction else m.label, f"95 % CI ({m.short_label})"]
+
+
+def _measure_cells(r, m: Measure) -> list[str]:
+    lo, hi = r[f"{m.name}_ci_lo"], r[f"{m.name}_ci_hi"]
+    return [
+        value(r[f"{m.name}_mean"], m.fraction, 1),
+        f"[{value(lo, m.fraction, 1)}, {value(hi, m.fraction, 1)}]",
+    ]
+
+
+def aggregate_table(agg, keys: list[str], metric: str, measures: list[Measure] = ()) -> str:
     """Per configuration: seeds done; mean ± sd and 95 % CI of the final validation and test
     accuracy (and of ``metric`` if it is neither); the best-by-validation checkpoint's
-    validation / test accuracy; (shift consistency;) parameters; final train loss; the
+    validation / test accuracy; mean and 95 % CI of each of ``measures`` (columns of
+    :func:`~cnn_jax.study.reporting.aggregate.aggregate`); parameters; final train loss; the
     plateau check."""
     frac = is_fraction(metric)
     unit = " %" if frac else ""
@@ -89,16 +67,16 @@ def aggregate_table(agg, keys: list[str], metric: str, shift: bool) -> str:
         "95 % CI (test)",
     ]
     if own:
-        header += [f"{_name(metric)}{unit} mean ± sd", f"95 % CI ({_name(metric)})"]
+        header += [f"{column_words(metric)}{unit} mean ± sd", f"95 % CI ({column_words(metric)})"]
     header += ["best checkpoint: validation / test %"]
-    if shift:
-        header += ["shift consistency %", "95 % CI (shift)"]
+    for m in measures:
+        header += measure_header(m)
     header += ["params", "final train loss", "plateau (last two − best, pp)"]
 
     def est(r, prefix, fr):
         return [
-            f"{_val(r[prefix + 'mean'], fr)} ± {_val(r[prefix + 'std'], fr)}",
-            f"[{_val(r[prefix + 'ci_lo'], fr)}, {_val(r[prefix + 'ci_hi'], fr)}]",
+            f"{value(r[prefix + 'mean'], fr)} ± {value(r[prefix + 'std'], fr)}",
+            f"[{value(r[prefix + 'ci_lo'], fr)}, {value(r[prefix + 'ci_hi'], fr)}]",
         ]
 
     def cells(r):
@@ -110,34 +88,26 @@ def aggregate_table(agg, keys: list[str], metric: str, shift: bool) -> str:
         row = [n, *est(r, "val_", True), *est(r, "test_", True)]
         if own:
             row += est(r, "", frac)
-        row.append(f"{_pct(r['best_val_mean'])} / {_pct(r['best_test_mean'])}")
-        if shift:
-            row += [
-                _pct(r["shift_mean"], 1),
-                f"[{_pct(r['shift_ci_lo'], 1)}, {_pct(r['shift_ci_hi'], 1)}]",
-            ]
+        row.append(f"{pct(r['best_val_mean'])} / {pct(r['best_test_mean'])}")
+        for m in measures:
+            row += _measure_cells(r, m)
         return row + [
             "-" if not math.isfinite(r["params"]) else f"{int(r['params']):,}",
-            _f(r["train_loss"], 4),
+            fixed(r["train_loss"], 4),
             _plateau_cell(r),
         ]
 
     return _keyed_table(agg, keys, header, cells, ["r"] * len(header))
 
 
-def _seeds(x: float) -> str:
-    if not math.isfinite(x):
-        return "∞" if x == math.inf else "-"
-    return f"{int(x):,}"
-
-
 def comparison_table(comp, keys: list[str], metric: str) -> str:
     """Per configuration against the baseline: Δ with its CI, the tests, d_z, the power
     (minimum detectable difference at 80 % power, seeds needed for the observed Δ) and the
-    verdict."""
-    frac = is_fraction(metric)
-    scale = 100 if frac else 1
-    pp = " (pp)" if frac else ""
+    verdict (``metric``: the column compared, shown and judged as
+    :func:`~cnn_jax.study.reporting.rows.measure` says)."""
+    m = measure(metric)
+    scale = 100 if m.fraction else 1
+    pp = " (pp)" if m.fraction else ""
     header = [
         "n",
         f"Δ{pp}",
@@ -155,16 +125,21 @@ def comparison_table(comp, keys: list[str], metric: str) -> str:
     def cells(r):
         return [
             str(r["n"]),
-            f"{_f(scale * r['diff'], 2):>6}",
-            f"[{_f(scale * r['diff_lo'], 2)}, {_f(scale * r['diff_hi'], 2)}]",
-            _f(r["t"], 2),
-            _p(r["p_t"]),
-            _p(r["p_wilcoxon"]),
-            _p(r["p_holm"]),
-            _f(r["cohens_d"], 2),
-            _f(scale * r["mdd"], 2),
-            _seeds(r["seeds_needed"]),
-            verdict(r, scale=scale, unit=" pp" if frac else ""),
+            f"{fixed(scale * r['diff'], 2):>6}",
+            f"[{fixed(scale * r['diff_lo'], 2)}, {fixed(scale * r['diff_hi'], 2)}]",
+            fixed(r["t"], 2),
+            p_value(r["p_t"]),
+            p_value(r["p_wilcoxon"]),
+            p_value(r["p_holm"]),
+            fixed(r["cohens_d"], 2),
+            fixed(scale * r["mdd"], 2),
+            seed_count(r["seeds_needed"]),
+            verdict(
+                r,
+                scale=scale,
+                unit=" pp" if m.fraction else "",
+                higher_is_better=m.higher_is_better,
+            ),
         ]
 
     return _keyed_table(comp, keys, header, cells, ["r"] * 10 + ["l"])
@@ -178,22 +153,28 @@ def timing_table(agg, keys: list[str], with_wall: bool) -> str:
         header += ["trial wall s (mean)", "outside the training loop"]
 
     def cells(r):
-        row = [str(r["n"]), _f(r["images_per_second"], 0), _f(r["train_seconds"], 1)]
+        row = [str(r["n"]), fixed(r["images_per_second"], 0), fixed(r["train_seconds"], 1)]
         if with_wall:
             w, t = r["wall_seconds"], r["train_seconds"]
             share = 1 - t / w if math.isfinite(w) and math.isfinite(t) and w > 0 else math.nan
-            row += [_f(w, 1), "-" if not math.isfinite(share) else f"{100 * share:.0f} %"]
+            row += [fixed(w, 1), "-" if not math.isfinite(share) else f"{100 * share:.0f} %"]
         return row
 
     return _keyed_table(agg, keys, header, cells, ["r"] * len(header))
 
 
-# ----------------------------------------------------------------------------- sentences
-
-
-def _range(values, fmt) -> str:
-    vals = sorted(v for v in values if not (isinstance(v, float) and math.isnan(v)))
-    if not vals:
-        return "-"
-    lo, hi = fmt(vals[0]), fmt(vals[-1])
-    return lo if lo == hi else f"{lo}–{hi}"
+def tuning_table(rec: dict) -> str:
+    """Each arm's tuning trials: the tuned values, their mean validation accuracy over the
+    tuning seeds, and which value was chosen."""
+    opts = rec["study"]
+    keys, tuned = opts["keys"], list(opts.get("tune") or {})
+    rows = [
+        [*(label(r["arm"].get(k)) for k in keys), *(label(r["tuned"].get(k)) for k in tuned),
+         str(r["n"]),
+         pct(r["mean_validation_accuracy"]) if r["mean_validation_accuracy"] is not None else "-",
+         "**chosen**" if r["chosen"] else ""]
+        for r in rec["tuning"]["table"]
+    ]
+    header = [*(short(k) for k in keys), *(f"{short(k)} (tuned)" for k in tuned), "n",
+              "validation % (mean)", ""]
+    return table(header, rows)

@@ -23,8 +23,7 @@ from __future__ import annotations
 import os
 
 from cnn_jax import rundir
-from cnn_jax.study import store
-from cnn_jax.study.reporting import markdown
+from cnn_jax.study.reporting import markdown, rows
 from cnn_jax.study.reporting.aggregate import aggregate, comparisons
 from cnn_jax.study.reporting.figures import plots
 from cnn_jax.study.reporting.rows import TIMING_COLUMNS, collect
@@ -60,26 +59,32 @@ def preload() -> None:
 
 def write(workdir: str, *, with_plots: bool = True) -> dict:
     """Writes ``results.csv``, ``report.md``, ``timing.md`` and (unless ``with_plots`` is
-    false) ``plots/*.png``; returns their paths and the two main tables as text."""
-    rec = store.load_sweep(workdir)
+    false) ``plots/*.png``; returns their paths and the two main tables as text.
+
+    Besides accuracy the report covers the measures of the sweep's analyses
+    (:func:`cnn_jax.study.reporting.rows.measures_of`; the experiment files its planner
+    imported are imported first, so that analyses registered there are known): each is a
+    column of ``results.csv`` and, where some trial has a value, a pair of columns of the
+    results table, its own comparison with the baseline (unless it is the metric) and a
+    plot against the metric."""
+    rec = rows.load_sweep(workdir)
     opts = rec["study"]
     keys, metric = opts["keys"], opts.get("metric", "test_accuracy")
     baseline = opts.get("baseline") or {}
-    df = collect(workdir)
+    measures = rows.measures_of(rec)
+    df = collect(workdir, rec)
     csv_path = rundir.path(workdir, rundir.RESULTS_CSV)
     df.to_csv(csv_path, index=False)
-    agg = aggregate(df, keys, metric, workdir=workdir)
+    agg = aggregate(df, keys, metric, workdir=workdir, measures=measures)
     comp = comparisons(df, keys, baseline, metric)
-    shift = bool(opts.get("shift_consistency")) and df["shift_consistency"].notna().any()
-    comp_shift = (
-        comparisons(df, keys, baseline, "shift_consistency")
-        if shift and metric != "shift_consistency"
-        else None
-    )
-    figs = plots(workdir, df, agg, keys, baseline, metric) if with_plots else {}
+    shown = [m for m in measures if m.name in df and df[m.name].notna().any()]
+    measure_comps = {
+        m.name: comparisons(df, keys, baseline, m.name) for m in shown if m.name != metric
+    }
+    figs = plots(workdir, df, agg, keys, baseline, metric, measures) if with_plots else {}
     report_path = rundir.path(workdir, rundir.REPORT_MD)
     rundir.write_text(
-        report_path, markdown.report(workdir, rec, df, agg, comp, comp_shift, figs, shift)
+        report_path, markdown.report(workdir, rec, df, agg, comp, figs, shown, measure_comps)
     )
     timing_path = rundir.path(workdir, rundir.TIMING_MD)
     rundir.write_text(timing_path, markdown.timing(agg, keys, df))
@@ -88,6 +93,6 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
         "report": report_path,
         "timing": timing_path,
         "plots": [os.path.join(workdir, p) for p in figs.values()],
-        "table": aggregate_table(agg, keys, metric, shift),
+        "table": aggregate_table(agg, keys, metric, shown),
         "comparison": comparison_table(comp, keys, metric) if len(comp) else "",
     }
