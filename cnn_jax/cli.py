@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 from cnn_jax import experiment as experiment_lib
+from cnn_jax import launch
 from cnn_jax.errors import Preempted, UserError
 from cnn_jax.runtime import host_device_flags, init_distributed, setup_runtime
 
@@ -84,31 +85,27 @@ def _shape(text: str) -> tuple[int, ...]:
     return experiment_lib.parse_shape(text)
 
 
-def cmd_train(args, overrides) -> int:
-    from cnn_jax import train
+def train_request(args, overrides) -> launch.TrainRequest:
+    """The parsed ``cnn-jax train`` command line as a :class:`cnn_jax.launch.TrainRequest`."""
+    return launch.TrainRequest(
+        config=args.config, workdir=args.workdir, overrides=tuple(overrides), quiet=args.quiet,
+        allow_config_change=args.allow_config_change, overwrite=args.overwrite,
+        coordinator=args.coordinator, num_processes=args.num_processes,
+        process_id=args.process_id, distributed=args.distributed,
+    )
 
+
+def cmd_train(args, overrides) -> int:
     if not args.config:
         raise UserError("train needs --config FILE.py (e.g. experiments/lenet5_mnist.py)")
-    cfg = _config_from_args(args.config, overrides)
+    request = train_request(args, overrides)
+    cfg = request.resolved_config()
     if _launch_options(args) or args.executor != "local":
-        return _launch_train(args, overrides)
-    progress = False if args.quiet else None
-    init_distributed(args)
-    result = train.fit(
-        cfg, args.workdir, progress=progress, allow_config_change=args.allow_config_change,
-        overwrite=args.overwrite,
-    )
-    if jax_process_index() != 0:  # only process 0 reports
+        return _launch_train(args, request)
+    result = launch.train_here(request, cfg)
+    if launch.process_index() != 0:  # only process 0 reports
         return 0
-    t, b = result["test"], result["best"]
-    chosen = (f"; best by validation: step {b['step']} (validation {b['validation_accuracy']:.4f}, "
-              f"test {b['test_accuracy']:.4f})" if b.get("step") is not None else "")
-    stopped = " (stopped early)" if result.summary.get("stopped_early") else ""
-    print(
-        f"test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, top-5 {t['top5']:.4f} "
-        f"on {t['count']} images after {result['steps']} steps{stopped} "
-        f"({result['train_seconds']:.1f} s){chosen}; run in {args.workdir}"
-    )
+    print(launch.result_line(result, args.workdir))
     return 0
 
 
@@ -123,7 +120,7 @@ def _launch_options(args) -> list[str]:
     return [flag for key, flag in _LAUNCH.items() if getattr(args, key, None) not in (None, False)]
 
 
-def _launch_train(args, overrides) -> int:
+def _launch_train(args, request: launch.TrainRequest) -> int:
     """``cnn-jax train ... --executor slurm --nodes N --tasks-per-node T``: the same training
     as one SLURM job of N x T JAX processes (see cnn_jax.launch.submit_training)."""
     if args.executor != "slurm":
@@ -135,23 +132,11 @@ def _launch_train(args, overrides) -> int:
     if args.coordinator or args.distributed or args.process_id is not None or args.num_processes:
         raise UserError("--executor slurm starts the processes itself: drop --coordinator/"
                         "--num-processes/--process-id/--distributed")
-    from cnn_jax import launch
-
-    argv = ["train", "--config", args.config, "--workdir", args.workdir]
-    argv += [f for f, on in (("--quiet", args.quiet), ("--allow-config-change", args.allow_config_change),
-                             ("--overwrite", args.overwrite)) if on]
-    argv += [f"--config.{k}={v}" for k, v in overrides]
     return launch.submit_training(
-        argv, args.workdir, nodes=args.nodes or 1, tasks_per_node=args.tasks_per_node or 1,
+        request, nodes=args.nodes or 1, tasks_per_node=args.tasks_per_node or 1,
         wait=not args.no_wait, partition=args.partition, time_min=args.time,
         cpus=args.cpus_per_task, gpus=args.gpus_per_node, mem_gb=args.mem_gb, sbatch=args.sbatch,
     )
-
-
-def jax_process_index() -> int:
-    import jax
-
-    return jax.process_index()
 
 
 def cmd_evaluate(args, overrides) -> int:

@@ -1,44 +1,23 @@
 """The SLURM executor: one job-array task per trial through submitit; job states from
-``squeue``."""
+``squeue``. The SLURM plumbing it shares with ``cnn-jax train --executor slurm`` lives in
+:mod:`cnn_jax.slurm`."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 import time
 
-from cnn_jax.errors import UserError
+from cnn_jax import slurm
+from cnn_jax.slurm import (  # noqa: F401  (squeue_states and the rest: importable from here too)
+    ENDED,
+    import_submitit,
+    job_parameters,
+    last_line,
+    run_quiet,
+    squeue_states,
+)
 from cnn_jax.study import store
-from cnn_jax.study.execution.executors import Executor, _positive, register
-
-
-def run_quiet(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise UserError(
-            f"`{' '.join(cmd)}` did not answer within {timeout:g} s: is slurmctld running?"
-        ) from None
-
-
-def import_submitit():
-    """submitit, imported without its logging configuration in this process (it binds
-    handlers to the sys.stdout of the moment, which may be replaced and closed later);
-    its jobs configure it as usual."""
-    if "submitit" in sys.modules:
-        return sys.modules["submitit"]
-    old = os.environ.get("SUBMITIT_LOG_LEVEL")
-    os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
-    try:
-        import submitit
-    finally:
-        if old is None:
-            os.environ.pop("SUBMITIT_LOG_LEVEL", None)
-        else:
-            os.environ["SUBMITIT_LOG_LEVEL"] = old
-    return submitit
+from cnn_jax.study.execution.executors.base import FLAGS, Executor, register
 
 
 class TrialJob:
@@ -70,34 +49,6 @@ class TrialJob:
         return submitit.helpers.DelayedSubmission(TrialJob(self.task, self.settings))
 
 
-ENDED = {
-    "COMPLETED",
-    "CANCELLED",
-    "FAILED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "SPECIAL_EXIT",
-    "REVOKED",
-}
-
-
-def squeue_states(job_ids: list[str]) -> dict[str, str]:
-    """``{job id: state}`` of the jobs (array tasks expanded) that SLURM still lists."""
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    if not arrays:
-        return {}
-    r = run_quiet(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(arrays)])
-    states = {}
-    for line in r.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            states[parts[0]] = parts[1]
-    return states
-
-
 @register
 class Slurm(Executor):
     """One SLURM job-array task per task, submitted through submitit."""
@@ -107,42 +58,7 @@ class Slurm(Executor):
     POLL_S = 2.0
 
     def check(self) -> None:
-        for k in ("time_min", "cpus", "mem_gb", "array_parallelism"):
-            _positive(self.options, k)
-        _positive(self.options, "gpus", allow_zero=True)
-        for kv in self.options.get("sbatch", ()):
-            if "=" not in kv or not kv.split("=", 1)[0].strip():
-                raise UserError(
-                    f"--sbatch takes KEY=VALUE (an sbatch option without its dashes), got {kv!r}"
-                )
-        if shutil.which("sbatch") is None:
-            raise UserError(
-                "--executor slurm: sbatch is not on PATH (run the sweep on a SLURM login node, "
-                "or start a local cluster with scripts/local-slurm up)"
-            )
-        try:
-            import_submitit()
-        except ImportError:
-            raise UserError(
-                "--executor slurm needs submitit: pip install 'cnn-jax[slurm]'"
-            ) from None
-        r = run_quiet(["sinfo", "-h", "-o", "%P %G"])
-        if r.returncode != 0:
-            raise UserError(f"sinfo failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
-        gpus = self.options.get("gpus") or 0
-        if gpus:
-            part = self.options.get("partition")
-            gres = [
-                row[1] if len(row) > 1 else ""
-                for row in (line.split() for line in r.stdout.splitlines())
-                if row and (part is None or row[0].rstrip("*") == part)
-            ]
-            if not any("gpu" in g for g in gres):
-                where = f" partition {part}" if part else ""
-                raise UserError(
-                    f"--gpus-per-trial {gpus}: the SLURM cluster{where} has no GPUs "
-                    "(sinfo lists no gpu gres)"
-                )
+        slurm.check_options(self.options, FLAGS)
 
     def _executor(self, folder: str):
         submitit = import_submitit()
@@ -229,36 +145,3 @@ def _store_event(trial: dict, job_id: str, ended: bool, state: str | None) -> di
         "error": f"job {job_id} ended ({state or 'gone'}) before the trial finished; "
         "re-run the sweep to resume it",
     }
-
-
-def last_line(path) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            lines = [x for x in f.read().splitlines() if x.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
-
-
-def job_parameters(o: dict, name: str, *, nodes: int, tasks_per_node: int) -> dict:
-    """submitit's SLURM parameters from the executor's options (time limit, CPUs and GPUs,
-    memory, partition, extra ``sbatch`` flags as ``KEY=VALUE``)."""
-    params = {
-        "name": name,
-        "timeout_min": int(o.get("time_min") or 60),
-        "cpus_per_task": int(o.get("cpus") or 1),
-        "tasks_per_node": tasks_per_node,
-        "nodes": nodes,
-    }
-    if o.get("partition"):
-        params["slurm_partition"] = o["partition"]
-    if o.get("gpus"):
-        params["gpus_per_node"] = int(o["gpus"])
-    if o.get("mem_gb"):
-        params["mem_gb"] = float(o["mem_gb"])
-    extra = dict(kv.split("=", 1) for kv in o.get("sbatch", ()))
-    if extra:
-        params["slurm_additional_parameters"] = {
-            k.strip().lstrip("-").replace("-", "_"): v for k, v in extra.items()
-        }
-    return params
