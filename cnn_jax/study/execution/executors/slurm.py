@@ -8,7 +8,7 @@ import os
 import time
 
 from cnn_jax import slurm
-from cnn_jax.slurm import (  # noqa: F401  (squeue_states and the rest: importable from here too)
+from cnn_jax.slurm import (  # squeue_states and the rest: importable from here too
     ENDED,
     import_submitit,
     job_parameters,
