@@ -3,10 +3,14 @@ baseline, ``report.md``, ``timing.md`` and plots.
 
 The entry point of the report; the work is done by
 
-- :mod:`cnn_jax.study.reporting.rows`: one row per trial, read from the sweep directory;
+- :mod:`cnn_jax.study.reporting.rows`: one row per trial, read from the sweep directory, and
+  the measures of the sweep's analyses (:mod:`cnn_jax.analyses`), a column each;
 - :mod:`cnn_jax.study.reporting.aggregate`: statistics over seeds and comparisons with the baseline;
 - :mod:`cnn_jax.study.reporting.figures`: the plots;
-- :mod:`cnn_jax.study.reporting.markdown`: the text of ``report.md`` and ``timing.md``; :mod:`cnn_jax.study.reporting.tables` its tables.
+- :mod:`cnn_jax.study.reporting.markdown`: the text of ``report.md`` and ``timing.md``;
+  :mod:`cnn_jax.study.reporting.protocol` its protocol section,
+  :mod:`cnn_jax.study.reporting.tables` its tables, :mod:`cnn_jax.study.reporting.text` the
+  number formats they share.
 
 ``report.md`` is a function of the trials' results only (no timings, dates or absolute
 paths), so an interrupted-then-resumed sweep writes the same ``report.md`` as an
