@@ -29,6 +29,8 @@ first layer that would produce an empty output.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -107,9 +109,22 @@ class Base(nn.Module):
         return self.act(x) if act else x
 
 
-# While :func:`cnn_jax.models.pooling_sites` traces a model, the path of every pooling site
-# it passes, in call order; ``None`` otherwise.
-_SITES: list[str] | None = None
+# While :func:`recording_sites` is active (``cnn_jax.models.pooling_sites`` traces a model),
+# the path of every pooling site the trace passes, in call order; ``None`` otherwise. A
+# context variable: a trace in another thread records nothing into this one's list.
+_SITES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("pool_sites", default=None)
+
+
+@contextlib.contextmanager
+def recording_sites():
+    """Within the block, every pooling site a model trace passes is appended to the list
+    this yields (in call order)."""
+    sites: list[str] = []
+    token = _SITES.set(sites)
+    try:
+        yield sites
+    finally:
+        _SITES.reset(token)
 
 
 class Layers(Base):
@@ -137,8 +152,9 @@ class Layers(Base):
     def site_kind(self, name: str) -> str:
         """The pooling kind of this module's site ``name``."""
         path = "/".join((*self.scope.path, name))
-        if _SITES is not None:
-            _SITES.append(path)
+        sites = _SITES.get()
+        if sites is not None:
+            sites.append(path)
         if isinstance(self.pool, str):
             return self.pool
         return self.pool[self.pool_sites.index(path)]

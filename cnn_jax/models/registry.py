@@ -144,11 +144,8 @@ def pooling_sites(name: str, num_classes: int = 10, input_shape=None, **opts: An
     if input_shape is None:
         input_shape = MODELS.meta(name, "input_shape") or (28, 28, 1)
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    common._SITES = sites = []
-    try:
+    with common.recording_sites() as sites:
         jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x)
-    finally:
-        common._SITES = None
     return list(dict.fromkeys(sites))
 
 
