@@ -19,8 +19,8 @@ import pytest
 from cnn_jax import cli
 from cnn_jax.errors import UserError
 from cnn_jax.study import lease, store
-from cnn_jax.study.execution import executors
-from cnn_jax.study.execution import runner
+from cnn_jax.study.execution import executors, runner
+from cnn_jax.study.execution import status as trial_status
 
 EXPERIMENT = """
 from cnn_jax import study
@@ -80,7 +80,7 @@ def test_a_lease_is_exclusive_renewed_released_and_taken_over_after_expiry(tmp_p
     store.rundir.write_json(lease.path(d), other)
     assert lease.is_live(other) and lease.acquire(d) is None
     assert store.read_status(d)["status"] == "running"  # whatever status.json says
-    assert not store.mark(d, "queued")  # a non-owner does not write its status
+    assert not trial_status.mark(d, "queued")  # a non-owner does not write its status
     assert not os.path.exists(os.path.join(d, store.STATUS_FILE))
     stale = {**other, "renewed": time.time() - 3}
     store.rundir.write_json(lease.path(d), stale)

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from cnn_jax import study
+from cnn_jax import rundir, study
 from cnn_jax.study import store
-from cnn_jax.study.reporting import write as reporting
+from cnn_jax.study.execution import status as trial_status
 from cnn_jax.study.reporting import stats
+from cnn_jax.study.reporting import write as reporting
 
 # test accuracy per (model, pool) and seed 0..4
 ACC = {
@@ -79,7 +80,7 @@ def _fake_sweep(workdir, acc=ACC, diverge=None, baseline="max", wall=False, curv
         }
         Path(d, "config.json").write_text(json.dumps(config))
         if diverge == (key, seed):
-            store.write_status(
+            trial_status.write_status(
                 d,
                 "diverged",
                 error="training diverged: the loss is not finite at "
@@ -135,8 +136,8 @@ def _fake_sweep(workdir, acc=ACC, diverge=None, baseline="max", wall=False, curv
             )
         Path(d, "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         extra = {"wall_seconds": summary["train_seconds"] + 2.0} if wall else {}
-        store.write_status(d, "done", **extra)
-    store.write_json(
+        trial_status.write_status(d, "done", **extra)
+    rundir.write_json(
         os.path.join(workdir, store.SWEEP_FILE),
         {
             "version": 1,
@@ -438,7 +439,6 @@ def test_the_sweeps_overhead_is_taken_against_its_workers_time(tmp_path):
     """One worker: the wall time; two: twice the wall time (not a negative overhead);
     cluster jobs (concurrency unknown): the trials' own wall times."""
     from cnn_jax import rundir
-    from cnn_jax.study import store
     from cnn_jax.study.execution import progress
 
     class T:
@@ -453,7 +453,7 @@ def test_the_sweeps_overhead_is_taken_against_its_workers_time(tmp_path):
         d = t.dir(str(tmp_path))
         os.makedirs(d)
         rundir.write_json(rundir.path(d, rundir.SUMMARY), {"step_seconds": steps})
-        store.write_status(d, "done", wall_seconds=wall)
+        trial_status.write_status(d, "done", wall_seconds=wall)
     old = rundir.path(trials[2].dir(str(tmp_path)), rundir.SUMMARY)
     os.utime(old, (1.0, 1.0))  # finished by an earlier run: not counted
     since = os.path.getmtime(rundir.path(trials[0].dir(str(tmp_path)), rundir.SUMMARY)) - 1

@@ -8,14 +8,102 @@ runs (:mod:`cnn_jax.study.execution.runner`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
+import json
 import os
+import re
+from typing import Any
+
+import ml_collections
 
 from cnn_jax import config as config_lib
 from cnn_jax import experiment as experiment_lib
 from cnn_jax.errors import UserError
 from cnn_jax.study import store, tuning
 from cnn_jax.study.design import Study, as_study
+
+
+def build_config(
+    base: ml_collections.ConfigDict, point: dict, seed: int
+) -> ml_collections.ConfigDict:
+    """``base`` with the sweep ``point`` and ``seed`` applied, resolved and validated."""
+    cfg = base
+    if "model.name" in point:  # first, so that model options of the new model are known
+        cfg = config_lib.apply_overrides(cfg, [("model.name", str(point["model.name"]))])
+    else:
+        import copy
+
+        cfg = copy.deepcopy(cfg)
+    for k, v in point.items():
+        if k != "model.name":
+            config_lib.set_value(cfg, k, v)
+    cfg.seed = int(seed)
+    return config_lib.resolve(cfg)
+
+
+def config_hash(cfg: ml_collections.ConfigDict, *, without: tuple[str, ...] = ()) -> str:
+    """SHA-256 (hex) of the resolved config, ignoring :data:`HASH_IGNORE` and ``without``."""
+    flat = config_lib.flatten(json.loads(config_lib.to_json(cfg)))
+    for k in (*store.HASH_IGNORE, *without):
+        flat.pop(k, None)
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
+
+
+def _slug(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        s = "x".join(_slug(x) for x in v)
+    elif isinstance(v, float):
+        s = f"{v:g}"
+    else:
+        s = str(v)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", s).strip("-") or "none"
+
+
+def trial_name(point: dict, seed: int, digest: str) -> str:
+    """``lenet5_pool-max_seed0_1a2b3c4d``: swept values (``*.name`` keys by value alone),
+    the seed and 8 hex digits of the config hash."""
+    parts = []
+    for k, v in point.items():
+        last = k.split(".")[-1]
+        parts.append(_slug(v) if last == "name" else f"{last}-{_slug(v)}")
+    head = "_".join(parts + [f"seed{seed}"])
+    if len(head) > 100:
+        head = head[:100].rstrip("_-")
+    return f"{head}_{digest[:8]}"
+
+
+def plan_trials(study: Study, base: ml_collections.ConfigDict, pairs=None, phase: str = "") -> list[store.Trial]:
+    """The trials of ``study`` (or the ``(point, seed)`` ``pairs`` given) on top of ``base``
+    (every config resolved: mistakes surface here, before anything runs); ``phase`` marks
+    the trials of a tuning phase (``"tune"``)."""
+    trials = []
+    seen: dict[str, store.Trial] = {}
+    for point, seed in study.trials() if pairs is None else pairs:
+        try:
+            cfg = build_config(base, point, seed)
+        except UserError as e:
+            shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+            raise UserError(f"sweep point {{{shown}}}: {e}") from None
+        digest = config_hash(cfg)
+        t = store.Trial(
+            trial_name(point, seed, digest),
+            digest,
+            config_hash(cfg, without=("seed",))[:12],
+            dict(point),
+            int(seed),
+            cfg,
+            phase,
+        )
+        if digest in seen:
+            raise UserError(
+                f"sweep points {seen[digest].point} and {point} give the same config "
+                f"(seed {seed}); "
+                "a swept value has no effect"
+            )
+        seen[digest] = t
+        trials.append(t)
+    return trials
 
 
 def trial_states(workdir: str, trials: list[store.Trial]) -> dict[str, dict]:
@@ -71,17 +159,17 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | 
     base = config_lib.apply_overrides(base, list(overrides))
     extra, pending = {}, False
     if study.tune:
-        tune = store.plan(study, base, study.tuning_trials(), phase=tuning.TUNE_PHASE)
+        tune = plan_trials(study, base, study.tuning_trials(), phase=tuning.TUNE_PHASE)
         states = trial_states(workdir, tune) if workdir and os.path.isdir(workdir) else {}
         status = {name: st["status"] for name, st in states.items()}
         if tune and all(status.get(t.name) in store.FINISHED for t in tune):
             chosen, table = tuning.choose(study, tuning.scores_of(study, tune, workdir, status))
-            trials = tune + store.plan(study, base, study.trials(chosen))
+            trials = tune + plan_trials(study, base, study.trials(chosen))
             extra["tuning"] = tuning.record(chosen, table)
         else:
             trials, pending = tune, True
     else:
-        trials = store.plan(study, base)
+        trials = plan_trials(study, base)
     record = {
         "version": 1,
         "experiment": experiment,

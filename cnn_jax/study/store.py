@@ -19,21 +19,15 @@ new trial and an unchanged one is found again and skipped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import re
-import socket
 from typing import Any
 
 import ml_collections
 
-from cnn_jax import config as config_lib
 from cnn_jax import rundir
 from cnn_jax.errors import UserError
-from cnn_jax.rundir import read_json, write_json
+from cnn_jax.rundir import read_json
 from cnn_jax.study import lease
-from cnn_jax.study.design import Study
 
 # File names of a sweep directory (defined in cnn_jax.rundir).
 SWEEP_FILE = rundir.SWEEP
@@ -88,130 +82,7 @@ def _jsonable(v):
     return v
 
 
-# ----------------------------------------------------------------------------- configs
-
-
-def trial_config(
-    base: ml_collections.ConfigDict, point: dict, seed: int
-) -> ml_collections.ConfigDict:
-    """``base`` with the sweep ``point`` and ``seed`` applied, resolved and validated."""
-    cfg = base
-    if "model.name" in point:  # first, so that model options of the new model are known
-        cfg = config_lib.apply_overrides(cfg, [("model.name", str(point["model.name"]))])
-    else:
-        import copy
-
-        cfg = copy.deepcopy(cfg)
-    for k, v in point.items():
-        if k != "model.name":
-            config_lib.set_value(cfg, k, v)
-    cfg.seed = int(seed)
-    return config_lib.resolve(cfg)
-
-
-def config_hash(cfg: ml_collections.ConfigDict, *, without: tuple[str, ...] = ()) -> str:
-    """SHA-256 (hex) of the resolved config, ignoring :data:`HASH_IGNORE` and ``without``."""
-    flat = config_lib.flatten(json.loads(config_lib.to_json(cfg)))
-    for k in (*HASH_IGNORE, *without):
-        flat.pop(k, None)
-    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
-
-
-def _slug(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        s = "x".join(_slug(x) for x in v)
-    elif isinstance(v, float):
-        s = f"{v:g}"
-    else:
-        s = str(v)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", s).strip("-") or "none"
-
-
-def trial_name(point: dict, seed: int, digest: str) -> str:
-    """``lenet5_pool-max_seed0_1a2b3c4d``: swept values (``*.name`` keys by value alone),
-    the seed and 8 hex digits of the config hash."""
-    parts = []
-    for k, v in point.items():
-        last = k.split(".")[-1]
-        parts.append(_slug(v) if last == "name" else f"{last}-{_slug(v)}")
-    head = "_".join(parts + [f"seed{seed}"])
-    if len(head) > 100:
-        head = head[:100].rstrip("_-")
-    return f"{head}_{digest[:8]}"
-
-
-def plan(study: Study, base: ml_collections.ConfigDict, pairs=None, phase: str = "") -> list[Trial]:
-    """The trials of ``study`` (or the ``(point, seed)`` ``pairs`` given) on top of ``base``
-    (every config resolved: mistakes surface here, before anything runs); ``phase`` marks
-    the trials of a tuning phase (``"tune"``)."""
-    trials = []
-    seen: dict[str, Trial] = {}
-    for point, seed in study.trials() if pairs is None else pairs:
-        try:
-            cfg = trial_config(base, point, seed)
-        except UserError as e:
-            shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
-            raise UserError(f"sweep point {{{shown}}}: {e}") from None
-        digest = config_hash(cfg)
-        t = Trial(
-            trial_name(point, seed, digest),
-            digest,
-            config_hash(cfg, without=("seed",))[:12],
-            dict(point),
-            int(seed),
-            cfg,
-            phase,
-        )
-        if digest in seen:
-            raise UserError(
-                f"sweep points {seen[digest].point} and {point} give the same config "
-                f"(seed {seed}); "
-                "a swept value has no effect"
-            )
-        seen[digest] = t
-        trials.append(t)
-    return trials
-
-
 # ----------------------------------------------------------------------------- files
-
-
-def write_status(trial_dir: str, status: str, **extra: Any) -> None:
-    """Writes ``status.json`` (with the writer's pid, host and cluster job). Callers that do
-    not own the trial's lease go through :func:`mark` instead."""
-    assert status in STATUSES, status
-    os.makedirs(trial_dir, exist_ok=True)
-    write_json(
-        os.path.join(trial_dir, STATUS_FILE),
-        {
-            "status": status,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "job": lease.job_info(),
-            "env": {k: os.environ[k] for k in DEVICE_ENV if k in os.environ},
-            **extra,
-        },
-    )
-
-
-def mark(trial_dir: str, status: str, **extra: Any) -> bool:
-    """Writes ``status`` unless a living owner (another sweep, a cluster job) holds the
-    trial's lease or the trial has finished meanwhile (another sweep finished it after this
-    one planned); returns whether it was written."""
-    written = False
-
-    def write():
-        nonlocal written
-        old = read_json(os.path.join(trial_dir, STATUS_FILE)) or {}
-        if old.get("status") == "diverged" or (
-            old.get("status") == "done" and rundir.is_finished(trial_dir)
-        ):
-            return
-        write_status(trial_dir, status, **extra)
-        written = True
-
-    lease.if_free(trial_dir, write)
-    return written
 
 
 def read_status(trial_dir: str) -> dict:

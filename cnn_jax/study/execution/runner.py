@@ -25,9 +25,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from cnn_jax import rundir
 from cnn_jax.errors import UserError
 from cnn_jax.study import planning, store, tuning
 from cnn_jax.study.execution import dispatch
+from cnn_jax.study.execution import status as trial_status
 
 Log = Callable[[str], None]
 
@@ -291,9 +293,9 @@ def _write_plan(workdir: str, p: planning.Plan, todo: list[store.Trial], log: Lo
             f"{old.get('overrides')}; it now lists this one (earlier trials stay on disk and "
             "are reused where their configs match)"
         )
-    store.write_json(os.path.join(workdir, store.SWEEP_FILE), p.record)
+    rundir.write_json(os.path.join(workdir, store.SWEEP_FILE), p.record)
     for t in todo:
-        store.mark(t.dir(workdir), "queued")  # not over a trial that another owner trains
+        trial_status.mark(t.dir(workdir), "queued")  # not over a trial that another owner trains
     n_tune = sum(bool(t.phase) for t in p.trials)
     n_study = len(p.trials) - n_tune
     seeds = len(p.study.seed_list())

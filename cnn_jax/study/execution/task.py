@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from cnn_jax import rundir
 from cnn_jax.study import lease, store
+from cnn_jax.study.execution import status as trial_status
 
 Emit = Callable[[dict], None]
 
@@ -45,14 +46,14 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, clock: tuple[flo
             hparams.write(d, trial["point"], trial["seed"], result.summary, values)
         # The trial's wall time from "running" to "done" (a vmapped group's shared by its
         # seeds): the report sets it against the time spent in training steps.
-        store.write_status(d, "done", wall_seconds=(time.time() - clock[0]) / clock[1])
+        trial_status.write_status(d, "done", wall_seconds=(time.time() - clock[0]) / clock[1])
         emit({"event": "done", "name": trial["name"],
               "accuracy": result.summary["test"]["accuracy"], "measured": values})
     elif status == "diverged":
-        store.write_status(d, "diverged", error=outcome["error"], step=outcome.get("step"))
+        trial_status.write_status(d, "diverged", error=outcome["error"], step=outcome.get("step"))
         emit({"event": "diverged", "name": trial["name"], "error": outcome["error"]})
     else:
-        store.write_status(
+        trial_status.write_status(
             d, "failed", error=outcome["error"], traceback=outcome.get("traceback", "")
         )
         emit({"event": "failed", "name": trial["name"], "error": outcome["error"]})
@@ -123,9 +124,9 @@ def run_task(task: dict, emit: Emit) -> bool:
     was checkpointed and is queued again; the trials not started emit ``interrupted``).
     """
     if _vmapped(task):
-        return _run_acquired(task, task["trials"], emit)
+        return _lease_and_run(task, task["trials"], emit)
     for i, t in enumerate(task["trials"]):
-        if _run_acquired(task, [t], emit):
+        if _lease_and_run(task, [t], emit):
             for rest in task["trials"][i + 1:]:
                 emit({"event": "interrupted", "name": rest["name"],
                       "error": "not started: the worker was interrupted"})
@@ -141,7 +142,7 @@ def _vmapped(task: dict) -> bool:
     return _use_vmap(task, config_lib.from_json(task["trials"][0]["config"], resolved=True))
 
 
-def _run_acquired(task: dict, candidates: list[dict], emit: Emit) -> bool:
+def _lease_and_run(task: dict, candidates: list[dict], emit: Emit) -> bool:
     """Leases ``candidates`` and runs those it got (see :func:`run_task`)."""
     trials = []
     for t in candidates:
@@ -186,7 +187,7 @@ class _Leased:
 
     def running(self, t: dict, together: int = 1) -> None:
         self.clocks[t["name"]] = (time.time(), together)
-        store.write_status(t["dir"], "running", trained_together=together)
+        trial_status.write_status(t["dir"], "running", trained_together=together)
         self.emit({"event": "running", "name": t["name"]})
 
     def finish(self, t: dict, outcome: dict) -> None:
@@ -214,7 +215,7 @@ class _Leased:
                 self.finish(t, _fit_or_failure(cfg, t["dir"]))
         except Preempted as e:
             for t in list(self.pending.values()):
-                store.write_status(t["dir"], "queued", error=str(e))
+                trial_status.write_status(t["dir"], "queued", error=str(e))
                 self.emit({"event": "interrupted", "name": t["name"], "error": str(e),
                            "signal": e.signal_name})
             return True

@@ -15,7 +15,15 @@ import threading
 from cnn_jax import runtime
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
-from cnn_jax.study.execution.executors.base import FINAL_EVENTS, Executor, Handle, Log, check_positive, register
+from cnn_jax.study.execution import status as trial_status
+from cnn_jax.study.execution.executors.base import (
+    FINAL_EVENTS,
+    Executor,
+    Handle,
+    Log,
+    check_positive,
+    register,
+)
 
 
 def visible_gpus() -> int:
@@ -377,7 +385,7 @@ class _Pool:
         err = w.why()
         tail = list(w.tail)[-12:]
         for t in _orphans(w, self.workers, self.ran, self.taken):
-            store.mark(t["dir"], "failed", error=err, stderr_tail=tail)
+            trial_status.mark(t["dir"], "failed", error=err, stderr_tail=tail)
             self.handle({"event": "failed", "name": t["name"], "error": err})
             self.ran.setdefault(t["name"], w.index)
         if tail:

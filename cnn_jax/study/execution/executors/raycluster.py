@@ -10,6 +10,7 @@ import threading
 
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
+from cnn_jax.study.execution import status as trial_status
 from cnn_jax.study.execution.executors.base import FINAL_EVENTS, Executor, check_positive, register
 
 
@@ -153,7 +154,7 @@ class Ray(Executor):
                         for tr in task["trials"]:
                             st = store.read_status(tr["dir"])["status"]
                             if st not in store.FINISHED:
-                                store.mark(tr["dir"], "failed", error=err)
+                                trial_status.mark(tr["dir"], "failed", error=err)
                                 handle({"event": "failed", "name": tr["name"], "error": err})
                         continue
                     for ev in out["events"]:
