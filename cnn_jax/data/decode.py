@@ -5,15 +5,15 @@ the prepared files (keyed by those files, so a re-prepared dataset is decoded ag
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 
 import numpy as np
 
+from cnn_jax.data.registry import DatasetSpec, Options, Split, stored_shape
+from cnn_jax.data.tfds_source import raw_source
+from cnn_jax.data.transforms import BadImage, resize_square
+from cnn_jax.data.transforms import decode as decode_image
 from cnn_jax.errors import UserError
-
-log = logging.getLogger(__name__)
-from cnn_jax.data.registry import DatasetSpec, Options, Split, raw_source, stored_shape
 
 # Decoding a split's PNGs through tfds took 1.2 s of the 5.8 s from `cnn-jax train` to
 # LeNet-5's first step on mnist5k; the decoded arrays are kept next to the prepared files,
@@ -76,24 +76,20 @@ def read_records(src, indices, chunk: int = 256):
 def decode_example(record: dict, channels: int, image_size: int, raw: bool) -> np.ndarray:
     """A record's image as ``u8[H, W, channels]`` (resized with ``image_size``); raises
     :class:`~cnn_jax.data.transforms.BadImage`."""
-    from cnn_jax.data import transforms
-
     image = record["image"]
     if raw:
-        image = transforms.decode(image, channels)
+        image = decode_image(image, channels)
     else:
         image = np.asarray(image, np.uint8)
         if image.ndim == 2:
             image = image[..., None]
     if image_size and image.shape[:2] != (image_size, image_size):
-        image = transforms.resize_square(image, image_size)
+        image = resize_square(image, image_size)
     return image
 
 
 def decode(spec: DatasetSpec, split: str, tfds_split: str, data_dir: str,
             options: Options | None = None, src=None, raw: bool = False) -> Split:
-    from cnn_jax.data.transforms import BadImage
-
     options = options or Options()
     name = spec.name
     if src is None:

@@ -35,8 +35,10 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from cnn_jax.data import transforms, writer
 from cnn_jax.data.registry import DatasetSpec, Options, register
+from cnn_jax.data.transforms import resize_square
+from cnn_jax.data.writer import encode as encode_image
+from cnn_jax.data.writer import write_tfds
 from cnn_jax.errors import UserError
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -175,7 +177,7 @@ def _check(files: list[_File], folder: str, options: Options) -> tuple[list[_Che
             arr = arr[..., None]
         resized = bool(options.image_size) and arr.shape[:2] != (options.image_size,) * 2
         if options.image_size:
-            arr = transforms.resize_square(arr, options.image_size)
+            arr = resize_square(arr, options.image_size)
         x = arr.reshape(-1, arr.shape[-1]).astype(np.float64) / 255.0
         good.append(_Checked(f, grey, (arr.shape[1], arr.shape[0]),
                              np.stack([x.sum(0), (x * x).sum(0)]), len(x),
@@ -228,8 +230,8 @@ def _encoded(c: _Checked, options: Options) -> bytes:
     if arr.ndim == 2:
         arr = arr[..., None]
     if options.image_size:
-        arr = transforms.resize_square(arr, options.image_size)
-    return writer.encode(arr, "PNG")
+        arr = resize_square(arr, options.image_size)
+    return encode_image(arr, "PNG")
 
 
 def _write(name: str, data_dir: str, classes: list[str], shape: tuple, splits: dict, options: Options,
@@ -238,7 +240,7 @@ def _write(name: str, data_dir: str, classes: list[str], shape: tuple, splits: d
         return lambda: ((_encoded(c, options), c.file.label) for c in items)
 
     counts = ", ".join(f"{len(v)} {s}" for s, v in splits.items())
-    writer.write_tfds(name, data_dir, {s: examples(v) for s, v in splits.items()}, shape=shape,
+    write_tfds(name, data_dir, {s: examples(v) for s, v in splits.items()}, shape=shape,
                       class_names=classes, description="an image folder converted by cnn_jax",
                       announce=f"converting image folder {options.path} ({len(classes)} classes; "
                                f"{counts} images{f'; {skipped} unreadable files skipped' if skipped else ''}) "

@@ -3,7 +3,7 @@
 :func:`train_iterator` and :func:`eval_batches` take a split of either path: an in-memory
 :class:`~cnn_jax.data.registry.Split` is batched here, a streamed
 :class:`~cnn_jax.data.streaming.StreamSplit` by :mod:`cnn_jax.data.streaming` (the same
-example order, :class:`BatchOrder`, and the same transforms).
+example order, :class:`~cnn_jax.data.batching.BatchOrder`, and the same transforms).
 
 Training: an infinite grain ``MapDataset`` whose element ``step`` is the batch of that
 step: the examples ``[step * B, (step + 1) * B)`` of the stream formed by one fresh
@@ -23,43 +23,21 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
-from cnn_jax.data import transforms
+from cnn_jax.data.batching import BatchOrder, check_batch_size
 from cnn_jax.data.registry import Split
+from cnn_jax.data.streaming import eval_batches as stream_eval_batches
+from cnn_jax.data.streaming import train_iterator as stream_train_iterator
+from cnn_jax.data.transforms import eval_views, normalize, pad_crop_flip, train_views
 from cnn_jax.errors import UserError
 
 
 def _normalize(images: np.ndarray, split: Split) -> np.ndarray:
-    return transforms.normalize(images, split.spec.mean, split.spec.std)
+    return normalize(images, split.spec.mean, split.spec.std)
 
 
 def _augment(images: np.ndarray, rng: np.random.Generator, crop_padding: int, flip: bool):
     """Padded random crop (zero padding of ``crop_padding`` pixels) and horizontal flip."""
-    return transforms.pad_crop_flip(images, rng, crop_padding, flip)
-
-
-class BatchOrder:
-    """The examples of training step ``step``: positions ``[step * B, (step + 1) * B)`` of
-    the stream formed by one permutation per epoch
-    (``numpy.random.default_rng([seed, 0x5EED, epoch])``); both pipelines use it."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self._cache: dict[int, np.ndarray] = {}
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        if epoch not in self._cache:
-            if len(self._cache) >= 2:
-                self._cache.pop(min(self._cache))
-            self._cache[epoch] = np.random.default_rng([self.seed, 0x5EED, epoch]).permutation(self.n)
-        return self._cache[epoch]
-
-    def __call__(self, step: int) -> np.ndarray:
-        n, b = self.n, self.batch_size
-        start = step * b
-        first, last = start // n, (start + b - 1) // n
-        order = (self.permutation(first) if first == last
-                 else np.concatenate([self.permutation(e) for e in range(first, last + 1)]))
-        return order[start - first * n : start - first * n + b]
+    return pad_crop_flip(images, rng, crop_padding, flip)
 
 
 def train_dataset(
@@ -81,7 +59,7 @@ def train_dataset(
 
     def make(step: int, _) -> dict[str, np.ndarray]:
         idx = order(step)
-        images = transforms.train_views(
+        images = train_views(
             split.images[idx], seed=seed, step=step, first_row=0, total=batch_size,
             crop_size=crop, crop_padding=crop_padding, flip=flip,
             mean=split.spec.mean, std=split.spec.std,
@@ -94,16 +72,6 @@ def train_dataset(
     return grain.MapDataset.range(1).repeat().map_with_index(make)
 
 
-def check_batch_size(n: int, batch_size: int) -> None:
-    if batch_size < 1:
-        raise UserError(f"batch_size must be positive, got {batch_size}")
-    if batch_size > n:
-        raise UserError(
-            f"batch_size {batch_size} is larger than the training split ({n} examples); "
-            f"choose at most {n}"
-        )
-
-
 def train_iterator(split, batch_size: int, seed: int, *, state: dict | None = None,
                    normalized: bool = True, **aug):
     """The training batches of ``split`` (in memory or streamed): element ``i`` is the batch
@@ -114,9 +82,7 @@ def train_iterator(split, batch_size: int, seed: int, *, state: dict | None = No
     :func:`cnn_jax.data.transforms.normalize`'s values (:func:`cnn_jax.train.parallel.normalizing`);
     in-memory batches are ``f32`` either way."""
     if split.streaming:
-        from cnn_jax.data import streaming
-
-        return streaming.train_iterator(split, batch_size, seed, state=state, normalized=normalized, **aug)
+        return stream_train_iterator(split, batch_size, seed, state=state, normalized=normalized, **aug)
     it = iter(
         train_dataset(split, batch_size, seed, **aug).to_iter_dataset(
             grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
@@ -138,14 +104,12 @@ def eval_batches(split, batch_size: int, normalized: bool = True) -> Iterator[di
     if batch_size < 1:
         raise UserError(f"eval_batch_size must be positive, got {batch_size}")
     if split.streaming:
-        from cnn_jax.data import streaming
-
-        yield from streaming.eval_batches(split, batch_size, normalized)
+        yield from stream_eval_batches(split, batch_size, normalized)
         return
     n = len(split)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        images = transforms.eval_views(split.images[start:stop], crop_size=split.options.crop_size,
+        images = eval_views(split.images[start:stop], crop_size=split.options.crop_size,
                                        mean=split.spec.mean, std=split.spec.std)
         labels = split.labels[start:stop]
         mask = np.ones(stop - start, bool)

@@ -1,10 +1,10 @@
 """The streaming path: examples read, decoded and augmented per batch in grain workers.
 
 For splits too large to decode into host memory (ImageNet), or whenever
-``data.in_memory=false``. A :class:`StreamSplit` holds the split's labels and a
-:class:`RecordImages`, a picklable handle on the tfds ArrayRecord records (opened with
-``tfds.data_source`` in each process, images kept as their PNG/JPEG bytes). Batches are
-made by a grain pipeline::
+``data.in_memory=false``. A :class:`~cnn_jax.data.records.StreamSplit` holds the split's
+labels and a :class:`~cnn_jax.data.records.RecordImages`, a picklable handle on the tfds
+ArrayRecord records (opened with ``tfds.data_source`` in each process, images kept as their
+PNG/JPEG bytes; :mod:`cnn_jax.data.records`). Batches are made here, by a grain pipeline::
 
     MapDataset.range(start, ∞).map(batch of step)  →  to_iter_dataset  →  mp_prefetch
 
@@ -18,7 +18,7 @@ most one finished batch ahead (memory is bounded by ``W`` times a few batches, t
 blocks, plus the workers' own footprint, whatever the dataset's size).
 
 Determinism: a batch is a function of ``(seed, step)`` alone — the example order is the
-in-memory path's (:class:`~cnn_jax.data.pipeline.BatchOrder`) and every random draw is
+in-memory path's (:class:`~cnn_jax.data.batching.BatchOrder`) and every random draw is
 seeded by ``(seed, step, row)`` — so the stream is the same for any number of workers,
 with or without a resume, and equal to the in-memory path's. The iterator state is
 ``{"next_index": step}`` as on the in-memory path: a resumed run rebuilds the pipeline
@@ -31,7 +31,6 @@ so the rows are those one process would have made.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -40,140 +39,22 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
-from cnn_jax.data import decode, registry, shm_pool, transforms
-from cnn_jax.data.paths import num_workers
-from cnn_jax.data.pipeline import BatchOrder, check_batch_size
-from cnn_jax.data.registry import DatasetSpec, Options
+from cnn_jax.data.batching import BatchOrder, check_batch_size
+from cnn_jax.data.info import num_workers
+from cnn_jax.data.records import (  # noqa: F401  (StreamSplit, RecordImages, open_split: re-exported)
+    RecordImages,
+    StreamSplit,
+    open_split,
+)
+from cnn_jax.data.registry import Options
+from cnn_jax.data.shm_pool import Returns, unlink_worker_blocks, worker_array
+from cnn_jax.data.transforms import eval_views, train_views
 from cnn_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 
 BAD_KEY = "_bad_records"  # a batch's undecodable records (popped before it leaves here)
 _FOREVER = 1 << 62  # the training stream's length (steps)
-
-
-class RecordImages:
-    """The images of records ``indices`` of one tfds ArrayRecord split, decoded on read.
-
-    Indexing with an array of positions gives the sub-collection of those records (what a
-    validation hold-out takes), so a :class:`StreamSplit` subsets like an in-memory one.
-    Picklable: each process opens the records itself on first read.
-    """
-
-    def __init__(self, spec: DatasetSpec, tfds_split: str, data_dir: str, stored: tuple,
-                 image_size: int, raw: bool, indices: np.ndarray | None = None, n: int = 0):
-        self.spec, self.tfds_split, self.data_dir = spec, tfds_split, data_dir
-        self.stored, self.image_size, self.raw = tuple(stored), image_size, raw
-        self.indices = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
-        self._src = None
-        self._src_owner = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_src"] = state["_src_owner"] = None
-        return state
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @property
-    def shape(self) -> tuple:
-        """``(N, H, W, C)`` of the decoded images (``None`` for sizes that vary)."""
-        return (len(self), *self.stored)
-
-    def __getitem__(self, idx) -> RecordImages:
-        sub = RecordImages(self.spec, self.tfds_split, self.data_dir, self.stored,
-                           self.image_size, self.raw, self.indices[idx])
-        sub._src, sub._src_owner = self._src, self._src_owner
-        return sub
-
-    def source(self):
-        if self._src is None or self._src_owner != os.getpid():
-            import tensorflow_datasets as tfds
-
-            decoders = {"image": tfds.decode.SkipDecoding()} if self.raw else None
-            self._src = tfds.data_source(self.spec.tfds_name, split=self.tfds_split,
-                                         data_dir=self.data_dir, download=False, decoders=decoders)
-            self._src_owner = os.getpid()
-        return self._src
-
-    def read(self, positions) -> tuple[list, list[tuple[int, str]]]:
-        """``(examples, bad)``: the decoded image of each of ``positions`` (``None`` where
-        it does not decode) and ``(record index, why)`` of each that did not."""
-        from cnn_jax.data.decode import decode_example, read_records
-
-        record_ids = self.indices[np.asarray(positions, np.int64)]
-        out, bad = [], []
-        for i, r in read_records(self.source(), record_ids.tolist()):
-            try:
-                out.append(decode_example(r, self.stored[-1], self.image_size, self.raw))
-            except transforms.BadImage as e:
-                out.append(None)
-                bad.append((int(i), str(e)))
-        return out, bad
-
-    def bad_record(self, index: int, why: str, split: str) -> UserError:
-        return decode.bad_record(self.spec, split, index, why)
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamSplit:
-    """A split read as it is batched: ``images`` (records, decoded by the workers),
-    ``labels: i32[N]`` (read once, cached), ``spec`` (``spec.shape``: the batches' image
-    shape) and the ``options`` it was opened with. ``bad`` collects the record indices
-    skipped as undecodable (``data.skip_bad_images``) while batches are made."""
-
-    images: RecordImages
-    labels: np.ndarray
-    spec: DatasetSpec
-    options: Options = dataclasses.field(default_factory=Options)
-    split: str = "train"
-    why: str = ""  # why it streams (for the log and summary.json)
-    bad: set = dataclasses.field(default_factory=set, compare=False)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def streaming(self) -> bool:
-        return True
-
-
-def open_split(spec: DatasetSpec, out_spec: DatasetSpec, split: str, tfds_split: str,
-               data_dir: str, options: Options, src, raw: bool, labels_cache: str | None,
-               why: str) -> StreamSplit:
-    """A :class:`StreamSplit` of an opened source: reads the labels (once; cached next to
-    the prepared files) and checks the worker count."""
-    num_workers(options.workers)
-    labels = _labels(src, labels_cache)
-    stored = registry.stored_shape(spec, options)
-    images = RecordImages(spec, tfds_split, data_dir, stored, options.image_size, raw, n=len(src))
-    if not raw and options.workers:
-        # tfds.testing.mock_data patches this process only: its records cannot be read
-        # in worker processes.
-        options = dataclasses.replace(options, workers=0)
-    return StreamSplit(images, labels, out_spec, options, split, why)
-
-
-def _labels(src, cache: str | None) -> np.ndarray:
-    if cache is not None:
-        try:
-            labels = np.load(cache)
-            if len(labels) == len(src):
-                return labels
-        except (OSError, ValueError):
-            pass
-    labels = np.fromiter((int(r["label"]) for _, r in decode.read_records(src, range(len(src)))),
-                         np.int32, count=len(src))
-    if cache is not None:
-        try:
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            tmp = f"{cache}.{os.getpid()}.tmp.npy"
-            np.save(tmp, labels)
-            os.replace(tmp, cache)
-        except OSError:
-            pass
-    return labels
 
 
 def _rows(options: Options, batch_size: int) -> tuple[int, int]:
@@ -218,7 +99,7 @@ class _TrainBatch:
             if not self.options.skip_bad_images:
                 raise self.images.bad_record(*bad[0], self.split)
             examples, labels = _fill_bad(examples, labels)
-        images = transforms.train_views(
+        images = train_views(
             examples, seed=self.seed, step=step, first_row=self.lo, total=self.batch_size,
             crop_size=self.options.crop_size, crop_padding=self.crop_padding, flip=self.flip,
             mean=self.spec.mean, std=self.spec.std, alloc=_output_array(), normalized=self.normalized,
@@ -257,9 +138,9 @@ class _EvalBatch:
             views = {"crop_size": self.options.crop_size, "mean": self.spec.mean, "std": self.spec.std,
                      "normalized": self.normalized}
             if len(ok) == len(examples):  # straight into the batch
-                transforms.eval_views(examples, **views, alloc=lambda shape, _: images[: shape[0]])
+                eval_views(examples, **views, alloc=lambda shape, _: images[: shape[0]])
             else:
-                images[ok] = transforms.eval_views([examples[j] for j in ok], **views)
+                images[ok] = eval_views([examples[j] for j in ok], **views)
             mask[ok] = True
         labels = np.zeros(len(rows), np.int32)
         labels[: len(real)] = self.labels[real]
@@ -279,7 +160,7 @@ def _output_array():
         return None
     if not is_in_worker_process():
         return None
-    return shm_pool.worker_array
+    return worker_array
 
 
 def _grain_setup() -> None:
@@ -308,7 +189,7 @@ def _worker_init(index: int, count: int) -> None:
 
         while os.getppid() == parent:
             time.sleep(0.5)
-        shm_pool.unlink_worker_blocks()
+        unlink_worker_blocks()
         os._exit(0)
 
     threading.Thread(target=watch, name="cnn_jax-parent-watch", daemon=True).start()
@@ -326,7 +207,7 @@ def _pipeline(make, start: int, stop: int, workers: int):
     return iter(it)
 
 
-def _received(batch: dict, returns: shm_pool.Returns) -> dict:
+def _received(batch: dict, returns: Returns) -> dict:
     """A batch from a worker: its pooled shared-memory blocks go back to the worker once
     their arrays are garbage, any other block is unlinked at once (``Returns.receive``)."""
     for v in batch.values():
@@ -342,7 +223,7 @@ class StreamIterator:
     def __init__(self, split: StreamSplit, make: _TrainBatch, next_index: int = 0):
         self._split, self._make = split, make
         self._next = int(next_index)
-        self._it, self._returns = None, shm_pool.Returns()
+        self._it, self._returns = None, Returns()
         self.workers, _ = num_workers(split.options.workers)
 
     def __iter__(self):
@@ -397,7 +278,7 @@ def eval_batches(split: StreamSplit, batch_size: int, normalized: bool = True) -
     workers, _ = num_workers(split.options.workers)
     n_batches = -(-len(split) // batch_size)
     it = _pipeline(_EvalBatch(split, batch_size, normalized), 0, n_batches, min(workers, n_batches))
-    returns = shm_pool.Returns()
+    returns = Returns()
     try:
         while True:
             try:
