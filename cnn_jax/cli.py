@@ -15,7 +15,7 @@ import textwrap
 from cnn_jax import experiment as experiment_lib
 from cnn_jax import launch
 from cnn_jax.errors import Preempted, UserError
-from cnn_jax.runtime import host_device_flags, init_distributed, setup_runtime
+from cnn_jax.runtime import host_device_flags, setup_runtime
 
 USAGE_EXAMPLES = """examples:
   cnn-jax train --config experiments/lenet5_mnist.py --config.model.pool=avg --workdir runs/lenet-avg
@@ -49,7 +49,7 @@ def _train_epilog() -> str:
     from cnn_jax import config as config_lib
 
     base = config_lib.base_config()
-    lines = ["config sections (defaults in cnn_jax/config.py; FILE.py's get_config() changes some;",
+    lines = ["config sections (defaults in cnn_jax/config/defaults.py; FILE.py's get_config() changes some;",
              "override any key with --config.SECTION.KEY=VALUE):"]
     for name in sorted(base.keys()):
         value = base[name]
@@ -74,14 +74,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _config_from_args(config_spec, overrides, *, model=None):
-    from cnn_jax import config as config_lib
-
     return experiment_lib.from_args(config_spec, overrides, model=model)
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    from cnn_jax import config as config_lib
-
     return experiment_lib.parse_shape(text)
 
 
@@ -186,7 +182,7 @@ def cmd_summary(args, overrides) -> int:
     used = f"input {'x'.join(map(str, shape))} ({shape_source})"
     model = models.create(name, num_classes, **model_options(cfg))
     try:
-        s = summary.summarize(model, shape)
+        s = summary.summarize_model(model, shape)
     except UserError as e:
         raise UserError(f"model {name!r} on {used}: {e}") from None
     if args.format != "json":
@@ -226,7 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     p.add_argument("--version", action="version", version=f"cnn-jax {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    _add_train(sub)
+    _add_run_commands(sub)
+    # Other packages add their commands here (sweep, status, report, viz, bench, ...): each
+    # module defines add_commands(subparsers) and imports its heavy dependencies lazily.
+    import importlib
 
+    for module in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if not e.name or not module.startswith(e.name):  # a missing dependency: a bug
+                raise
+            continue
+        mod.add_commands(sub)
+    return p
+
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a config into a workdir (resumes if it has checkpoints)",
                        epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--config", help="experiment file FILE.py[:ARG]; override keys with --config.a.b=VALUE")
@@ -255,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-wait", action="store_true", help="submit and return (do not wait for the job)")
     t.set_defaults(func=cmd_train)
 
+
+def _add_run_commands(sub) -> None:
+    """evaluate, summary, config and prepare."""
     e = sub.add_parser("evaluate", help="evaluate a run's checkpoint on the test split")
     e.add_argument("--workdir", required=True)
     e.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
@@ -283,20 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="default: $CNN_JAX_DATA_DIR, $TFDS_DATA_DIR or ~/tensorflow_datasets")
     r.set_defaults(func=cmd_prepare)
 
-    # Other packages add their commands here (sweep, status, report, viz, bench, ...): each
-    # module defines add_commands(subparsers) and imports its heavy dependencies lazily.
-    import importlib
-
-    for module in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if not e.name or not module.startswith(e.name):  # a missing dependency: a bug
-                raise
-            continue
-        mod.add_commands(sub)
-    return p
-
 
 COMMAND_MODULES = ("cnn_jax.study.cli", "cnn_jax.viz.cli", "cnn_jax.bench")
 
@@ -306,8 +308,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         host_device_flags(argv)
-        from cnn_jax import config as config_lib
-
         overrides, rest = experiment_lib.parse_override_args(argv)
         parser = build_parser()
         try:

@@ -196,8 +196,10 @@ def _out_bytes(out) -> int:
     return total
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> Summary:
-    """Layer table of ``model`` on inputs of shape ``(batch, *input_shape)``."""
+def summarize_model(model: nn.Module, input_shape: tuple[int, ...]) -> Summary:
+    """The model summary of ``model`` on inputs of shape ``(batch, *input_shape)``: its layer
+    table (shapes, parameters, MACs, output bytes) and totals. (Not to be confused with
+    ``cnn_jax.train.summarize``, the means of summed metrics.)"""
     calls: list[tuple[tuple[str, ...], str, nn.Module, object, object]] = []
     parents: set[tuple[str, ...]] = set()
 
@@ -253,3 +255,8 @@ def _at(tree, path: tuple[str, ...]):
     for p in path:
         tree = tree.get(p, {}) if isinstance(tree, dict) else {}
     return tree
+
+
+# The old name, kept only until its callers outside this module's owners call
+# summarize_model (cnn_jax/train/assemble.py, benchmarks/gpu_check.py); then delete it.
+summarize = summarize_model

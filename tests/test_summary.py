@@ -13,7 +13,7 @@ from cnn_jax.layers import Conv
 
 
 def test_lenet5_macs_and_memory_by_hand():
-    s = summary.summarize(models.create("lenet5", 10), (28, 28, 1))
+    s = summary.summarize_model(models.create("lenet5", 10), (28, 28, 1))
     macs = {r.name: r.macs for r in s.rows}
     assert macs == {
         "conv1": 28 * 28 * 5 * 5 * 1 * 6,  # SAME: 28×28 outputs
@@ -45,7 +45,7 @@ class _OneConv(nn.Module):
 
 def test_one_grouped_strided_convolution():
     # 9×9×4 → SAME, stride 2 → 5×5×8; each output sums 3·3·(4/2) products
-    s = summary.summarize(_OneConv(), (9, 9, 4))
+    s = summary.summarize_model(_OneConv(), (9, 9, 4))
     (row,) = s.rows
     assert row.output_shape == (None, 5, 5, 8)
     assert row.macs == 5 * 5 * 3 * 3 * (4 // 2) * 8 == 3_600
@@ -54,13 +54,13 @@ def test_one_grouped_strided_convolution():
 
 
 def test_transposed_convolution_counts_input_positions():
-    (row,) = summary.summarize(_OneConv(transpose=True), (5, 5, 4)).rows
+    (row,) = summary.summarize_model(_OneConv(transpose=True), (5, 5, 4)).rows
     assert row.output_shape == (None, 10, 10, 8)
     assert row.macs == 5 * 5 * 3 * 3 * 4 * 8
 
 
 def test_vgg16_matches_torchvision_figures():
-    s = summary.summarize(models.create("vgg16", 1000), (224, 224, 3))
+    s = summary.summarize_model(models.create("vgg16", 1000), (224, 224, 3))
     assert s.total_params == 138_357_544
     # convolutions 15,346,630,656 + dense 25,088·4,096 + 4,096² + 4,096·1,000
     assert s.total_macs == 15_346_630_656 + 123_633_664  # torchvision: 15.47 GFLOPS
@@ -69,13 +69,13 @@ def test_vgg16_matches_torchvision_figures():
 
 
 def test_batchnorm_statistics_and_dtype_in_the_summary():
-    s = summary.summarize(models.create("resnet20", 10), (32, 32, 3))
+    s = summary.summarize_model(models.create("resnet20", 10), (32, 32, 3))
     stats = 2 * (16 * 7 + 32 * 6 + 64 * 6)  # moving mean and variance of 19 BatchNorms
     assert s.trainable_params == 269_722 and s.non_trainable_params == stats
     assert s.total_params == 269_722 + stats == sum(r.params for r in s.rows)
     bn = next(r for r in s.rows if r.name == "bn1")
     assert bn.type == "BatchNorm" and bn.params == 4 * 16  # scale, bias, mean, variance
-    half = summary.summarize(models.create("resnet20", 10, dtype="bfloat16"), (32, 32, 3))
+    half = summary.summarize_model(models.create("resnet20", 10, dtype="bfloat16"), (32, 32, 3))
     def conv(t):
         return next(r for r in t.rows if r.name == "conv1")
 
@@ -84,7 +84,7 @@ def test_batchnorm_statistics_and_dtype_in_the_summary():
 
 
 def test_nested_blocks_and_parametric_pools_are_rows():
-    s = summary.summarize(models.create("resnet18", 1000), (224, 224, 3))
+    s = summary.summarize_model(models.create("resnet18", 1000), (224, 224, 3))
     names = [r.name for r in s.rows]
     assert "layer2_0/downsample_conv" in names and "head_pool" in names
     assert s.rows[-1].name == "logits" and s.rows[-1].macs == 512 * 1000
@@ -94,7 +94,7 @@ def test_nested_blocks_and_parametric_pools_are_rows():
 
 
 def test_formats():
-    s = summary.summarize(models.create("lenet5", 10), (28, 28, 1))
+    s = summary.summarize_model(models.create("lenet5", 10), (28, 28, 1))
     table = s.render("table").splitlines()
     assert table[-3:] == ["Total params: 61,706", "Trainable params: 61,706", "Non-trainable params: 0"]
     assert "Total MACs: 416,520 (416.52 kMACs) per example" in table
@@ -134,7 +134,7 @@ def test_cli_summary_formats(capsys, fmt):
 def test_keras_seed_alexnet_counts_as_keras_does():
     # the seeds' AlexNet (227x227x3, 10 classes): 58,327,818 in Keras's model.summary(),
     # total, of which 2,752 non-trainable (moving mean and variance of 1,376 BN channels)
-    s = summary.summarize(models.create("alexnet", 10), (227, 227, 3))
+    s = summary.summarize_model(models.create("alexnet", 10), (227, 227, 3))
     assert (s.total_params, s.trainable_params, s.non_trainable_params) == (58_327_818, 58_325_066, 2_752)
     rows = {r.name: r.params for r in s.rows}
     assert rows["bn1"] == 4 * 96 == 384 and rows["conv1"] == 11 * 11 * 3 * 96 + 96
@@ -148,7 +148,7 @@ def test_every_model_declares_the_input_it_was_designed_for():
         shape, classes = models.default_input(name)
         assert classes == families[family][1]
         assert shape == families[family][0] or (name, shape) == ("alexnet", (227, 227, 3)), name
-        summary.summarize(models.create(name, classes), shape)  # the default input fits
+        summary.summarize_model(models.create(name, classes), shape)  # the default input fits
     assert models.default_input("resnet50") == ((224, 224, 3), 1000)
     assert models.default_input("resnet56") == ((32, 32, 3), 10)
     assert models.default_input("lenet5") == ((28, 28, 1), 10)

@@ -158,11 +158,11 @@ def _job_states(rows) -> dict[str, str]:
             ids.append(job["id"])
     if not ids or shutil.which("squeue") is None:
         return {}
+    from cnn_jax import slurm
     from cnn_jax.errors import UserError
-    from cnn_jax.study.execution import executors
 
     try:
-        return executors.squeue_states(ids)
+        return slurm.squeue_states(ids)
     except UserError:
         return {}
 
@@ -181,6 +181,19 @@ def cmd_report(args, overrides) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    _add_sweep(sub)
+
+    st = sub.add_parser("status", help="where a sweep stands: counts, running, failed trials")
+    st.add_argument("workdir", help="sweep directory")
+    st.add_argument("--all", action="store_true", help="list every trial")
+    st.set_defaults(func=cmd_status)
+
+    r = sub.add_parser("report", help="(re)write a sweep's results.csv, report.md and plots")
+    r.add_argument("workdir", help="sweep directory")
+    r.set_defaults(func=cmd_report)
+
+
+def _add_sweep(sub) -> None:
     s = sub.add_parser(
         "sweep",
         help="run a study: every trial of an experiment's get_sweep() (skips finished ones)",
@@ -215,6 +228,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="compilation cache shared by the sweep's jobs (default: $CNN_JAX_CACHE_DIR, else "
         "WORKDIR/.cache/xla; off: none)",
     )
+    _add_executor_options(s)
+    s.set_defaults(func=cmd_sweep)
+
+
+def _add_executor_options(s) -> None:
+    """The sweep's options of its executors (see :func:`executor_options`)."""
     g = s.add_argument_group("local executor")
     g.add_argument(
         "--trials-per-gpu",
@@ -239,13 +258,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     g = s.add_argument_group("ray executor")
     g.add_argument("--ray-address", help="HOST:PORT of the Ray cluster's head, or auto")
-    s.set_defaults(func=cmd_sweep)
-
-    st = sub.add_parser("status", help="where a sweep stands: counts, running, failed trials")
-    st.add_argument("workdir", help="sweep directory")
-    st.add_argument("--all", action="store_true", help="list every trial")
-    st.set_defaults(func=cmd_status)
-
-    r = sub.add_parser("report", help="(re)write a sweep's results.csv, report.md and plots")
-    r.add_argument("workdir", help="sweep directory")
-    r.set_defaults(func=cmd_report)

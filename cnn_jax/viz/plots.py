@@ -208,6 +208,26 @@ def render(
 ) -> list[str]:
     """Writes the figures ``what`` of run ``workdir`` into ``out`` (default ``workdir/viz``);
     returns their paths."""
+    _check_run(workdir)
+    out = out or os.path.join(workdir, "viz")
+    paths = []
+    if "curves" in what:
+        paths.append(_render_curves(workdir, out))
+    need_model = [w for w in what if w != "curves"]
+    if not need_model:
+        return paths
+    model, variables, test, step = _restore(workdir, checkpoint)
+    if "filters" in what:
+        paths.append(_render_filters(workdir, variables, step, out))
+    if "features" in what:
+        paths.append(_render_features(model, variables, test, image_index, out))
+    if "confusion" in what or "per_class" in what:
+        paths += _render_predictions(model, variables, test, what, out)
+    return paths
+
+
+def _check_run(workdir: str) -> None:
+    """A one-line UserError unless ``workdir`` is one run's directory."""
     from cnn_jax import rundir
     from cnn_jax.errors import UserError
 
@@ -218,71 +238,70 @@ def render(
         )
     if not rundir.is_run(workdir):
         raise UserError(f"{workdir!r} is not a run directory (no {rundir.CONFIG})")
-    out = out or os.path.join(workdir, "viz")
+
+
+def _render_curves(workdir: str, out: str) -> str:
+    from cnn_jax import rundir
+    from cnn_jax.errors import UserError
+
     name = os.path.basename(os.path.normpath(workdir))
+    records = rundir.read_metrics(workdir)
+    if not records:
+        raise UserError(f"no {rundir.METRICS} in {workdir!r}: the run has not logged anything yet")
+    return save(curves(records, f"learning curves: {name}"), os.path.join(out, "curves.png"))
+
+
+def _render_filters(workdir: str, variables, step: int, out: str) -> str:
+    from cnn_jax.errors import UserError
+
+    found = first_conv_kernel(variables["params"])
+    if found is None:
+        raise UserError(f"the model of {workdir!r} has no convolution: no filters to show")
+    layer, kernel = found
+    return save(filters(kernel, f"{layer} filters (step {step})"), os.path.join(out, "filters.png"))
+
+
+def _render_features(model, variables, test, image_index: int, out: str) -> str:
+    from cnn_jax import models
+    from cnn_jax.errors import UserError
+
+    if not 0 <= image_index < len(test):
+        raise UserError(
+            f"--image-index {image_index} is out of range: the test split has "
+            f"{len(test)} images (0..{len(test) - 1})"
+        )
+    from cnn_jax.data import Split, eval_batches
+
+    one = Split(
+        images=test.images[image_index : image_index + 1],
+        labels=test.labels[image_index : image_index + 1],
+        spec=test.spec,
+    )
+    x = next(eval_batches(one, 1))["image"]
+    feats = {k: np.asarray(v) for k, v in models.features(model, variables, x).items()}
+    label = int(test.labels[image_index])
+    pred = int(np.argmax(feats["logits"][0])) if "logits" in feats else None
+    title = f"test image {image_index}: label {label}" + (
+        f", predicted {pred}" if pred is not None else ""
+    )
+    return save(
+        feature_maps(test.images[image_index], feats, title=title),
+        os.path.join(out, f"features_{image_index}.png"),
+    )
+
+
+def _render_predictions(model, variables, test, what: Sequence[str], out: str) -> list[str]:
+    """The confusion matrix and per-class accuracy (those in ``what``) on the test split."""
+    from cnn_jax.viz import shift
+
+    fn = shift.predictor(model)
+    preds = shift.predictions(lambda x: fn(variables, x), test)
+    k = test.spec.num_classes
     paths = []
-    if "curves" in what:
-        records = rundir.read_metrics(workdir)
-        if not records:
-            raise UserError(f"no {rundir.METRICS} in {workdir!r}: the run has not logged anything yet")
-        paths.append(
-            save(
-                curves(records, f"learning curves: {name}"),
-                os.path.join(out, "curves.png"),
-            )
-        )
-    need_model = [w for w in what if w != "curves"]
-    if not need_model:
-        return paths
-    model, variables, test, step = _restore(workdir, checkpoint)
-    if "filters" in what:
-        found = first_conv_kernel(variables["params"])
-        if found is None:
-            raise UserError(f"the model of {workdir!r} has no convolution: no filters to show")
-        layer, kernel = found
-        paths.append(
-            save(
-                filters(kernel, f"{layer} filters (step {step})"), os.path.join(out, "filters.png")
-            )
-        )
-    if "features" in what:
-        from cnn_jax import models
-
-        if not 0 <= image_index < len(test):
-            raise UserError(
-                f"--image-index {image_index} is out of range: the test split has "
-                f"{len(test)} images (0..{len(test) - 1})"
-            )
-        from cnn_jax.data import Split, eval_batches
-
-        one = Split(
-            images=test.images[image_index : image_index + 1],
-            labels=test.labels[image_index : image_index + 1],
-            spec=test.spec,
-        )
-        x = next(eval_batches(one, 1))["image"]
-        feats = {k: np.asarray(v) for k, v in models.features(model, variables, x).items()}
-        label = int(test.labels[image_index])
-        pred = int(np.argmax(feats["logits"][0])) if "logits" in feats else None
-        title = f"test image {image_index}: label {label}" + (
-            f", predicted {pred}" if pred is not None else ""
-        )
-        paths.append(
-            save(
-                feature_maps(test.images[image_index], feats, title=title),
-                os.path.join(out, f"features_{image_index}.png"),
-            )
-        )
-    if "confusion" in what or "per_class" in what:
-        from cnn_jax.viz import shift
-
-        fn = shift.predictor(model)
-        preds = shift.predictions(lambda x: fn(variables, x), test)
-        k = test.spec.num_classes
-        if "confusion" in what:
-            paths.append(save(confusion(test.labels, preds, k), os.path.join(out, "confusion.png")))
-        if "per_class" in what:
-            paths.append(save(per_class(test.labels, preds, k), os.path.join(out, "per_class.png")))
+    if "confusion" in what:
+        paths.append(save(confusion(test.labels, preds, k), os.path.join(out, "confusion.png")))
+    if "per_class" in what:
+        paths.append(save(per_class(test.labels, preds, k), os.path.join(out, "per_class.png")))
     return paths
 
 
