@@ -13,7 +13,7 @@ iterator state ``{"next_index": step}`` is checkpointed (:mod:`cnn_jax.data.pipe
 The modules, imports pointing one way only (down this list):
 
 * loading: ``loading`` (the path each split takes, :func:`load`, :func:`batch_spec`),
-  ``cache`` (:class:`SplitCache`), ``pipeline`` (batches of either path; in memory here),
+  ``split_cache`` (:class:`SplitCache`), ``pipeline`` (batches of either path; in memory here),
   ``streaming`` (batches of a streamed split, grain workers);
 * sources: ``records`` (:class:`StreamSplit`, records decoded when read), ``decode``
   (decoding a split into memory, its cache), ``embedded`` and ``image_folder`` (datasets
@@ -29,7 +29,7 @@ optax.
 
 from cnn_jax.data import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
 from cnn_jax.data import image_folder as _image_folder  # noqa: F401  (registers image_folder)
-from cnn_jax.data.cache import SplitCache
+from cnn_jax.data.split_cache import SplitCache
 from cnn_jax.data.info import describe, describe_all, describe_line
 from cnn_jax.data.loading import batch_spec, load
 from cnn_jax.data.pipeline import eval_batches, num_eval_batches, train_iterator

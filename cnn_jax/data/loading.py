@@ -2,7 +2,7 @@
 streamed), :func:`load` itself and :func:`batch_spec` (the spec a split's batches carry).
 
 The top of :mod:`cnn_jax.data` with :mod:`~cnn_jax.data.pipeline`,
-:mod:`~cnn_jax.data.streaming` and :mod:`~cnn_jax.data.cache`: it reads through the
+:mod:`~cnn_jax.data.streaming` and :mod:`~cnn_jax.data.split_cache`: it reads through the
 sources (:mod:`~cnn_jax.data.tfds_source`, :mod:`~cnn_jax.data.decode`,
 :mod:`~cnn_jax.data.records`), which build on :mod:`~cnn_jax.data.registry`.
 """

@@ -2,7 +2,7 @@
 
 :func:`train_iterator` and :func:`eval_batches` take a split of either path: an in-memory
 :class:`~cnn_jax.data.registry.Split` is batched here, a streamed
-:class:`~cnn_jax.data.streaming.StreamSplit` by :mod:`cnn_jax.data.streaming` (the same
+:class:`~cnn_jax.data.records.StreamSplit` by :mod:`cnn_jax.data.streaming` (the same
 example order, :class:`~cnn_jax.data.batching.BatchOrder`, and the same transforms).
 
 Training: an infinite grain ``MapDataset`` whose element ``step`` is the batch of that

@@ -63,7 +63,8 @@ class DatasetSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """How :func:`~cnn_jax.data.loading.load` reads a split and how batches are made of it (the ``data.*`` keys).
+    """How :func:`~cnn_jax.data.loading.load` reads a split and how batches are made of it
+    (the ``data.*`` keys).
 
     Attributes:
       in_memory: ``"auto"`` (decode into host memory when the decoded split fits in

@@ -41,7 +41,7 @@ import numpy as np
 
 from cnn_jax.data.batching import BatchOrder, check_batch_size
 from cnn_jax.data.info import num_workers
-from cnn_jax.data.records import (  # noqa: F401  (StreamSplit, RecordImages, open_split: re-exported)
+from cnn_jax.data.records import (  # noqa: F401  (RecordImages, open_split: re-exported)
     RecordImages,
     StreamSplit,
     open_split,

@@ -31,7 +31,8 @@ class SplitCache:
 
     def load(self, name: str, split: str, data_dir: str | None = None, *args, **kwargs):
         """What ``load(name, split, data_dir, *args, **kwargs)`` returns, loaded once."""
-        key = (name, split, data_dir or default_data_dir(), repr(args), repr(sorted(kwargs.items())))
+        key = (name, split, data_dir or default_data_dir(), repr(args),
+               repr(sorted(kwargs.items())))
         if key not in self._splits:
             loader = self._loader or loading.load
             self._splits[key] = loader(name, split, data_dir, *args, **kwargs)
