@@ -31,7 +31,7 @@ def test_an_experiments_own_pool_model_and_analysis_run_in_a_two_worker_sweep(tm
     assert out.returncode == 0, out.stderr[-3000:]
     rows = _rows(wd)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
-    assert {r["pool"] for r in rows} == {"max", "half_max_avg"}
+    assert {r["model.pool"] for r in rows} == {"max", "half_max_avg"}
     # the experiment's analysis: a column in its place, values in [0, 1]
     header = list(rows[0])
     assert header.index("shift_consistency") + 1 == header.index("mean_confidence")

@@ -145,7 +145,8 @@ class Study:
             "baseline": dict(self.baseline or {}),
             "metric": self.metric,
             "shift_consistency": int(self.shift_consistency),
-            "analyses": self.analysis_spec(),
+            # a list: sweep.json's keys are sorted, and the order is the report's
+            "analyses": [{"name": n, "options": o} for n, o in self.analysis_spec().items()],
             "title": self.title,
             "question": self.question,
             "keys": self.sweep.keys(),

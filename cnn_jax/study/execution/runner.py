@@ -164,7 +164,7 @@ def _check_workdir(workdir: str) -> None:
 def to_run(p: planning.Plan, states: dict[str, dict], workdir: str) -> list[store.Trial]:
     """The trials of ``p`` to run: those not finished, and the finished ones whose analyses
     are not those the study names now (they are analysed again, not retrained)."""
-    spec = p.record["study"]["analyses"]
+    spec = p.study.analysis_spec()
 
     def stale(t):
         return states[t.name]["status"] == "done" and not store.analyses_current(
@@ -220,7 +220,7 @@ class _Phase:
             os.makedirs(self.cache_dir, exist_ok=True)
         settings = {**_runtime_settings(self.cache_dir), "imports": p.record["imports"]}
         return dispatch.execute(todo, self.workdir, self.ex, self.vmap,
-                                p.record["study"]["analyses"], settings, self.log)
+                                p.study.analysis_spec(), settings, self.log)
 
     def run_all(self, p: planning.Plan, todo: list[store.Trial], preload: bool):
         """``(the final plan, counts)``."""

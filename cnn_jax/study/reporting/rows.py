@@ -65,7 +65,10 @@ def analyses_of(rec: dict) -> dict[str, dict]:
     consistency its ``study.shift_consistency`` (maximum shift, 0 for off) asked for."""
     study = rec["study"]
     if "analyses" in study:
-        return {name: dict(options) for name, options in (study["analyses"] or {}).items()}
+        entries = study["analyses"] or []
+        if isinstance(entries, dict):  # {name: options} (key order not kept by sweep.json)
+            return {name: dict(options) for name, options in entries.items()}
+        return {e["name"]: dict(e["options"]) for e in entries}
     if study.get("shift_consistency"):
         return {"shift_consistency": {"max_shift": study["shift_consistency"], "seed": 0}}
     return {}

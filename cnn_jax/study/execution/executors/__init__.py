@@ -15,9 +15,6 @@ executor, the GPUs asked for exist) and raises a one-line :class:`UserError` oth
 submitit and ray are imported only by their executors (extras ``.[slurm]``, ``.[ray]``).
 """
 
-from cnn_jax.study.execution.executors import local as _local  # noqa: F401
-from cnn_jax.study.execution.executors import raycluster as _ray  # noqa: F401
-from cnn_jax.study.execution.executors import slurm as _slurm  # noqa: F401
 from cnn_jax.study.execution.executors.base import (
     FINAL_EVENTS,
     FLAGS,
@@ -31,6 +28,10 @@ from cnn_jax.study.execution.executors.base import (
     register,
 )
 
+# Registered in this order (``names()`` lists them so): local, slurm, ray.
+from cnn_jax.study.execution.executors import local as _local  # noqa: F401, I001
+from cnn_jax.study.execution.executors import slurm as _slurm  # noqa: F401, I001
+from cnn_jax.study.execution.executors import raycluster as _ray  # noqa: F401, I001
 from cnn_jax.study.execution.executors.local import gpu_worker_envs, visible_gpus  # noqa: F401
 from cnn_jax.study.execution.executors.slurm import squeue_states  # noqa: F401
 

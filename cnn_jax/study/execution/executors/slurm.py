@@ -17,6 +17,7 @@ from cnn_jax.slurm import (  # squeue_states and the rest: importable from here 
     squeue_states,
 )
 from cnn_jax.study import store
+from cnn_jax.study.execution import status as trial_status
 from cnn_jax.study.execution.executors.base import FLAGS, Executor, register
 
 
@@ -84,7 +85,7 @@ class Slurm(Executor):
         )
         for j, t in zip(jobs, tasks):
             for tr in t["trials"]:
-                store.mark(tr["dir"], "queued", job={"executor": "slurm", "id": j.job_id})
+                trial_status.mark(tr["dir"], "queued", job={"executor": "slurm", "id": j.job_id})
         pending = {j.job_id: (j, t) for j, t in zip(jobs, tasks)}
         reported: set[str] = set()
         try:
