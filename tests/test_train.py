@@ -207,7 +207,7 @@ def test_combine_adds_sums_and_keeps_the_first_nonfinite_step():
 
 
 def test_multi_process_dispatch_waits_for_the_step_before_last():
-    from cnn_jax.train.loop import _pace
+    from cnn_jax.train.evaluation import pace
 
     class Output:  # records when the loop waits for it
         def __init__(self, name, log):
@@ -221,9 +221,9 @@ def test_multi_process_dispatch_waits_for_the_step_before_last():
     steps = [Output(f"step{i}", log) for i in range(4)]
     in_flight = None
     for i, out in enumerate(steps):
-        in_flight = _pace(in_flight, out, True)
+        in_flight = pace(in_flight, out, True)
         assert log == [f"step{j}" for j in range(i)]  # dispatching step i waited for i - 1
     in_flight = None
     for out in steps:  # one process: never waits
-        in_flight = _pace(in_flight, out, False)
+        in_flight = pace(in_flight, out, False)
     assert in_flight is None and len(log) == 3

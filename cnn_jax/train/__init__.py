@@ -1,7 +1,8 @@
 """Training: state, pure steps, assembly, checkpoints and the one training loop.
 
-``fit`` (and its vmapped-seeds mode, :func:`cnn_jax.train.vmap.fit_seeds`), ``evaluate``
-and ``restore``; ``build`` assembles a run from a resolved config. Submodules load on
+``fit`` (and its vmapped-seeds mode, :func:`cnn_jax.train.vmap.fit_seeds`; both run
+:class:`cnn_jax.train.loop.Loop`), ``evaluate`` and ``restore``; ``build`` assembles a run
+from a resolved config. Submodules load on
 first use, so ``import cnn_jax.train`` does not import JAX (``cnn_jax.rundir`` reads run
 directories without it).
 """
@@ -10,10 +11,10 @@ import importlib
 
 _EXPORTS = {
     "FitResult": ("cnn_jax.train.loop", "FitResult"),
-    "Restored": ("cnn_jax.train.loop", "Restored"),
+    "Restored": ("cnn_jax.train.restore", "Restored"),
     "fit": ("cnn_jax.train.loop", "fit"),
-    "evaluate": ("cnn_jax.train.loop", "evaluate"),
-    "restore": ("cnn_jax.train.loop", "restore"),
+    "evaluate": ("cnn_jax.train.restore", "evaluate"),
+    "restore": ("cnn_jax.train.restore", "restore"),
     "build": ("cnn_jax.train.assemble", "build"),
     "Setup": ("cnn_jax.train.assemble", "Setup"),
     "fit_seeds": ("cnn_jax.train.vmap", "fit_seeds"),

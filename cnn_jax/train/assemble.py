@@ -59,19 +59,23 @@ def model_options(cfg: ml_collections.ConfigDict) -> dict:
     return opts
 
 
-def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True) -> Setup:
-    """Loads the data, creates the model, optimizer and initial state for resolved ``cfg``."""
+def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True, load=None) -> Setup:
+    """Loads the data, creates the model, optimizer and initial state for resolved ``cfg``.
+
+    ``load`` reads a split (the signature of :func:`cnn_jax.data.load`, e.g. a caching
+    loader); ``None`` uses ``cnn_jax.data.load``, looked up at the call."""
+    load = data.load if load is None else load
     data_dir = cfg.data.data_dir or data.default_data_dir()
     opts = data_options(cfg)
-    test = data.load(cfg.data.name, cfg.data.test_split, data_dir, opts)
+    test = load(cfg.data.name, cfg.data.test_split, data_dir, opts)
     spec = test.spec  # the batches' image shape; an image folder's classes
     train = validation = None
     if with_train or cfg.data.validation:
         # The hold-out is taken from the training split, so restoring a run for
         # evaluation rebuilds the same validation examples.
-        full = data.load(cfg.data.name, cfg.data.train_split, data_dir, opts)
+        full = load(cfg.data.name, cfg.data.train_split, data_dir, opts)
         if cfg.data.validation and spec.validation_split:  # the dataset's own (image folders)
-            train, validation = full, data.load(cfg.data.name, "validation", data_dir, opts)
+            train, validation = full, load(cfg.data.name, "validation", data_dir, opts)
         else:
             train, validation = data.hold_out(full, cfg.data.validation)
         if not with_train:

@@ -1,4 +1,4 @@
-"""``fit`` and ``evaluate``: the training loop around the pure steps.
+"""The training loop: ``fit``, and the one :class:`Loop` it and the vmapped seeds run.
 
 A workdir holds ``config.json`` (the resolved config), ``checkpoints/`` (Orbax),
 ``metrics.jsonl``, ``tensorboard/`` and, when training finishes, ``summary.json``.
@@ -7,8 +7,14 @@ state, data-iterator position and pending metric sums) and ends with exactly the
 of an uninterrupted run on CPU: per-step randomness is ``fold_in(rng, step)`` and the data
 order is a function of the seed and the step.
 
-Reliability: one writer per workdir (a pid lock); SIGTERM/SIGINT save a checkpoint and
-raise :class:`~cnn_jax.errors.Preempted`; a non-finite loss is handled per
+:class:`Loop` trains one or more run directories (:class:`Lane`) whose steps a mode runs
+(:mod:`cnn_jax.train.modes`): ``fit``'s one seed through a parallel
+:class:`~cnn_jax.train.parallel.Runner`, or K seeds of one config vmapped
+(:func:`cnn_jax.train.vmap.fit_seeds`). Both log, evaluate, select, checkpoint, stop on a
+preemption signal and write the summary through the same code.
+
+Reliability: one writer per workdir (a pid lock); SIGTERM/SIGINT/SIGUSR2 save a checkpoint
+and raise :class:`~cnn_jax.errors.Preempted`; a non-finite loss is handled per
 ``train.on_nan``; nothing is written before the config, data and model have been
 validated.
 """
@@ -18,25 +24,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import time
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from cnn_jax import config as config_lib
 from cnn_jax import data, rundir
-from cnn_jax.errors import Diverged, Preempted, UserError
+from cnn_jax.errors import Diverged, Preempted
 from cnn_jax.train import periodic
 from cnn_jax.train import state as state_lib
 from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
-from cnn_jax.train.assemble import Setup, build, data_options, eval_batch_size, make_runner, num_params
+from cnn_jax.train.assemble import Setup, build, eval_batch_size, make_runner, num_params
 from cnn_jax.train.checkpoint import BestState, Checkpoints, state_bytes
-from cnn_jax.train.parallel import Prefetcher, Runner, normalizing
-from cnn_jax.train.progress import Progress, Signals
+from cnn_jax.train.evaluation import final_evaluation, pace, run_eval
+from cnn_jax.train.modes import RunnerMode
+from cnn_jax.train.parallel import Runner
+from cnn_jax.train.progress import Preemption, Progress
+from cnn_jax.train.restore import Restored, evaluate, load_run_config, restore, resume
 from cnn_jax.train.writer import MetricWriter
+
+# where they have always been imported from
+__all__ = ["FitResult", "Lane", "Loop", "Restored", "evaluate", "final_evaluation", "fit",
+           "load_run_config", "restore", "run_eval"]
 
 
 @dataclasses.dataclass
@@ -61,57 +72,6 @@ class FitResult:
         return self.setup.model
 
 
-def run_eval(state, split: data.Split, batch_size: int, runner: Runner) -> dict:
-    """Metrics over every example of ``split`` exactly once."""
-    total = in_flight = None
-    put = _put(runner, split)
-    for batch in data.eval_batches(split, batch_size, normalized=False):
-        sums = runner.eval_step(state, put(batch))
-        total = step_lib.combine(total, sums)
-        in_flight = _pace(in_flight, sums, runner.num_processes > 1)
-    return step_lib.summarize(jax.device_get(total))
-
-
-def _put(runner: Runner, split):
-    """How ``split``'s host batches go onto the devices. A streamed split of a multi-process
-    run holds only this process's rows of each global batch (it never decodes the others):
-    they are placed at their rows of a zero global batch, which ``runner.put_batch`` slices
-    back (the zeros are never touched, so the OS never backs them with memory). Streamed
-    images arrive as ``u8`` and are normalised on the devices."""
-    if not split.streaming:
-        return runner.put_batch
-    if runner.num_processes == 1:
-        return normalizing(runner.put_batch, split.spec)
-    p, k = jax.process_index(), runner.num_processes
-
-    def put(local: dict):
-        whole = {}
-        for key, v in local.items():
-            g = np.zeros((k * len(v), *v.shape[1:]), v.dtype)
-            g[p * len(v):(p + 1) * len(v)] = v
-            whole[key] = g
-        return runner.put_batch(whole)
-
-    return normalizing(put, split.spec)
-
-
-def _pace(in_flight, new, bounded: bool):
-    """With several processes, dispatch runs at most two steps ahead of the devices: waits
-    for the previous step's output and returns ``new`` to wait for next time.
-
-    Unbounded, XLA:CPU's per-device limit on in-flight computations deadlocked 2-process
-    CPU runs (2 of 48 runs of 12 steps with the CPU loaded, 2 of 30 runs of 100 steps):
-    one process's launch of a step on its second device waited for a free in-flight slot
-    while its first device and the other process's devices waited for it inside the
-    step's all-gather (stack dumps of both processes). Bounded: none in 80 runs of 100
-    steps (40 of them with the CPU loaded)."""
-    if not bounded:
-        return None
-    if in_flight is not None:
-        jax.block_until_ready(in_flight)
-    return new
-
-
 def fit(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -119,6 +79,7 @@ def fit(
     progress: bool | None = None,
     allow_config_change: bool = False,
     overwrite: bool = False,
+    load=None,
 ) -> FitResult:
     """Trains ``config`` into ``workdir`` (resuming if it holds checkpoints).
 
@@ -130,6 +91,8 @@ def fit(
         per-epoch lines either); ``None`` shows it on a terminal only.
       allow_config_change: resume a workdir whose saved config differs.
       overwrite: delete the workdir's previous run and start afresh.
+      load: reads the data splits, with the signature of :func:`cnn_jax.data.load` (e.g. a
+        caching loader); ``None``: ``cnn_jax.data.load``.
 
     Returns:
       A :class:`FitResult`: ``summary`` (``test`` loss/accuracy/top5/count, ``best``
@@ -142,18 +105,18 @@ def fit(
       UserError: a mistake in the config, data or workdir (nothing is written).
       Diverged: a non-finite loss under ``train.on_nan="stop"`` (or after the retries of
         ``"lower_lr"``); the last good checkpoint is kept.
-      Preempted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
+      Preempted: SIGTERM/SIGINT/SIGUSR2; a checkpoint of the current step was saved.
     """
     cfg = config_lib.resolved(config)
     workdir_lib.check(cfg, workdir, allow_config_change, overwrite)
-    s = build(cfg)  # every user mistake in data, model or shapes surfaces before writing
+    s = build(cfg, load=load)  # every user mistake in data, model or shapes surfaces before writing
     runner = make_runner(cfg, s.loss_fn, s.eval_loss_fn, s.model, s.input_shape)
     runner.check_batch_size(cfg.data.batch_size)
     primary = jax.process_index() == 0
     workdir_lib.create(workdir)
     # One writer per workdir; in a multi-host run process 0 holds the lock for all.
     lock = workdir_lib.WorkdirLock(workdir) if primary else contextlib.nullcontext()
-    with lock, Signals() as signals:
+    with lock, Preemption() as preemption:
         if overwrite and primary:
             workdir_lib.clear(workdir)
         elif primary and lock.stale_owner and progress is not False:
@@ -161,222 +124,264 @@ def fit(
                   flush=True)
         if primary:
             workdir_lib.write_config(cfg, workdir)
-        return _train(cfg, s, runner, workdir, progress, signals, primary)
+        return _train(cfg, s, runner, workdir, progress, preemption, primary)
 
 
-def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, signals, primary) -> FitResult:
-    eval_batch = eval_batch_size(cfg, runner)
-    ckpt = Checkpoints(os.path.join(workdir, rundir.CHECKPOINTS), cfg.train.keep_latest,
-                       cfg.train.keep_best, state_bytes=state_bytes(s.state))
-    host_state = s.state
-    start, data_state = 0, {}
-    stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)
-    if ckpt.latest_step() is not None:
-        host_state, data_state, start = ckpt.restore(host_state, "latest", sharding=runner.state_sharding())
-        stopper.replay(rundir.read_metrics(workdir), start)
-        if start and progress is not False and primary:
-            if (start >= s.total_steps or stopper.stopped) and rundir.is_finished(workdir):
-                print(
-                    f"already finished at step {start} ({start / s.steps_per_epoch:g} epochs"
-                    f"{', stopped early' if stopper.stopped else ''}) in {workdir}; to train "
-                    "longer, raise train.epochs or train.steps and pass --allow-config-change",
-                    flush=True,
-                )
-            else:
-                print(
-                    f"resuming from step {start} (epoch {start / s.steps_per_epoch:.2f}) of "
-                    f"{os.path.join(workdir, rundir.CHECKPOINTS)}",
-                    flush=True,
-                )
-    writer = MetricWriter(workdir, resume_step=start, enabled=primary)
-    bar = Progress(s.total_steps, start, s.steps_per_epoch, cfg.data.batch_size,
-                   progress if primary else False)
-    if note := data.describe_line(train=s.train, validation=s.validation, test=s.test):
-        bar.line(note)  # which splits stream, and why
-    when = periodic.Schedule.of(cfg, s.steps_per_epoch, s.total_steps)
-    on_nan = cfg.train.on_nan
-    retries = 0
-    nonfinite_total = 0
-    if on_nan == config_lib.ON_NAN_LOWER_LR and start == 0:
-        ckpt.save(0, host_state, {"iterator": None, "pending": None})  # the last good state
-    t_start = time.perf_counter()
-    first_step_at = None
-    best = BestState()  # the state at the best validation accuracy of this run
-    step = start
-    try:
+def _train(cfg, s: Setup, runner: Runner, workdir: str, progress, preemption, primary) -> FitResult:
+    with contextlib.ExitStack() as stack:
+        ckpt = stack.enter_context(contextlib.closing(Checkpoints(
+            os.path.join(workdir, rundir.CHECKPOINTS), cfg.train.keep_latest, cfg.train.keep_best,
+            state_bytes=state_bytes(s.state))))
+        host_state, data_state, start, stopper = resume(
+            cfg, s, ckpt, runner, workdir, announce=progress is not False and primary)
+        writer = stack.enter_context(contextlib.closing(
+            MetricWriter(workdir, resume_step=start, enabled=primary)))
+        bar = stack.enter_context(contextlib.closing(Progress(
+            s.total_steps, start, s.steps_per_epoch, cfg.data.batch_size, progress if primary else False)))
+        if note := data.describe_line(train=s.train, validation=s.validation, test=s.test):
+            bar.line(note)  # which splits stream, and why
+        if cfg.train.on_nan == config_lib.ON_NAN_LOWER_LR and start == 0:
+            ckpt.save(0, host_state, {"iterator": None, "pending": None})  # the last good state
+        loop = Loop(cfg, s, RunnerMode(cfg, s, runner), [Lane(workdir, ckpt, writer, stopper)],
+                    bar=bar, preemption=preemption, primary=primary)
+        (outcome,) = loop.run(start, [host_state], [data_state])
+        return outcome["result"]
+
+
+@dataclasses.dataclass
+class Lane:
+    """One run directory the loop trains (``fit``: one; vmapped seeds: one per seed): its
+    checkpoints, metric log and selection by validation accuracy."""
+
+    workdir: str
+    ckpt: Checkpoints
+    writer: MetricWriter
+    stopper: periodic.EarlyStopping
+    best: BestState = dataclasses.field(default_factory=BestState)  # the state at the best validation
+    last_train: dict = dataclasses.field(default_factory=dict)  # the train metrics last logged
+    nonfinite: int = 0  # non-finite steps logged (skipped under train.on_nan=skip)
+    diverged: dict | None = None  # the outcome once its loss is not finite
+
+
+class Loop:
+    """Trains ``lanes`` with the steps of ``mode`` (:mod:`cnn_jax.train.modes`): logs,
+    evaluates, selects and checkpoints each at the points of the config's
+    :class:`~cnn_jax.train.periodic.Schedule`, stops all of them on a preemption signal,
+    and ends each with the final evaluation and its ``summary.json``.
+
+    A non-finite loss: ``fit``'s one lane goes back to its last good checkpoint
+    (``train.on_nan="lower_lr"``) or raises :class:`~cnn_jax.errors.Diverged`; a vmapped
+    seed stops alone (its outcome goes to ``on_done`` at once) while the others go on.
+    ``on_done(i, outcome)`` hears each lane's outcome as soon as it is known."""
+
+    def __init__(self, cfg, s: Setup, mode, lanes: list[Lane], *, bar: Progress,
+                 preemption: Preemption, primary: bool = True, on_done=None):
+        self.cfg, self.s, self.mode, self.lanes = cfg, s, mode, lanes
+        self.bar, self.preemption, self.primary, self.on_done = bar, preemption, primary, on_done
+        self.when = periodic.Schedule.of(cfg, s.steps_per_epoch, s.total_steps)
+        self.eval_batch = eval_batch_size(cfg, mode.runner)
+        self.on_nan = cfg.train.on_nan
+        self.retries = self.start = self.step = 0
+        self.acc = None  # train-metric sums since the last log point
+        self.clock = self._states = None
+
+    def run(self, start: int, host_states: list, data_states: list[dict]) -> list[dict]:
+        """Trains from step ``start`` (each lane's state and data state there; the list of
+        states is emptied once the mode holds them) to the end. Returns one outcome per lane: ``{"status": "done", "result": FitResult}`` or
+        ``{"status": "diverged", "step", "error"}``."""
+        self.clock = periodic.Clock(self.mode.seeds, self.mode.vmapped)
+        self.step, self._states = start, host_states
         while True:  # one pass per (re)start: lower_lr goes back to the last good checkpoint
-            state = runner.put_state(host_state)
-            it = data.train_iterator(
-                s.train, cfg.data.batch_size, cfg.seed, state=data_state.get("iterator"),
-                crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, normalized=False,
-            )
-            batches = Prefetcher(it, _put(runner, s.train), cfg.data.prefetch)
-            # Train metrics are summed between log points; the pending sums are
-            # checkpointed so that a resumed run logs exactly what an uninterrupted one does.
-            acc = periodic.pending_from_json(data_state.get("pending"))
-            last_train = {}
-            t_first, steps_timed, compiled = None, 0, None
-            side = 0.0  # seconds of evaluations and checkpoints after the first step
-            in_flight = None  # see _pace
-            diverged_at = None
-            end = start if stopper.stopped else s.total_steps
-            programs, t_loop = runner.train_programs(), time.perf_counter()
-            try:
-                for step in range(start + 1, end + 1):
-                    batch, it_state = next(batches)
-                    state, sums = runner.train_step(state, batch)
-                    acc = step_lib.combine(acc, sums)
-                    in_flight = _pace(in_flight, sums, runner.num_processes > 1)
-                    if t_first is None:
-                        jax.block_until_ready(sums)
-                        t_first = time.perf_counter()
-                        first_step_at = first_step_at or time.time()
-                        compiled = programs is None or runner.train_programs() != programs
-                        if not compiled:  # (a later seed of a config): timed like the others
-                            t_first, steps_timed = t_loop, 1
-                    else:
-                        steps_timed += 1
-                    preempted = signals.should_stop(step)
-                    logged = ips = None
-                    if when.needs_host(step, preempted):
-                        host_acc = jax.device_get(acc)
-                        if int(host_acc["first_nonfinite"]) != step_lib.NO_STEP:
-                            if on_nan != config_lib.ON_NAN_SKIP:
-                                diverged_at = int(host_acc["first_nonfinite"])
-                                break
-                        if when.is_log(step):
-                            logged = step_lib.summarize(host_acc)
-                            nonfinite_total += int(host_acc["nonfinite"])
-                            ips = periodic.images_per_second(
-                                steps_timed, cfg.data.batch_size, t_first, time.perf_counter() - side)
-                            record = {k: v for k, v in logged.items() if k != "count"}
-                            if on_nan == config_lib.ON_NAN_SKIP:
-                                record["skipped_steps"] = int(host_acc["nonfinite"])
-                            writer.write(step, "train", record)
-                            last_train, acc = logged, None
-                    bar.update(step, logged, ips)
-                    val = improved = None
-                    if when.is_eval(step):
-                        line = (f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: "
-                                f"train loss {last_train['loss']:.4f} acc {last_train['accuracy']:.4f}")
-                        if s.validation is not None:
-                            jax.block_until_ready(state.step)  # the steps so far count as steps
-                            t_side = time.perf_counter()
-                            val = run_eval(state, s.validation, eval_batch, runner)
-                            side += time.perf_counter() - t_side
-                            writer.write(step, "validation", val)
-                            line += (f" | validation loss {val['loss']:.4f} acc {val['accuracy']:.4f} "
-                                     f"({val['count']} images)")
-                            improved = stopper.update(step, val)
-                            if improved:
-                                best.update(step, runner.get_state(state), _data_state(it_state, acc),
-                                            val["accuracy"])
-                        bar.line(line)
-                    stop = stopper.stopped
-                    if when.is_checkpoint(step, preempted, improved) or stop:
-                        metrics = {"accuracy": val["accuracy"]} if val is not None else None
-                        t_side = time.perf_counter()
-                        best.save_before(ckpt, step)
-                        ckpt.save(step, runner.get_state(state), _data_state(it_state, acc), metrics)
-                        side += time.perf_counter() - t_side
-                    if preempted:
-                        ckpt.wait()
-                        raise Preempted(step, signals.received)
-                    if stop:
-                        bar.line(
-                            f"early stopping at step {step}: validation accuracy has not improved "
-                            f"for {stopper.patience} evaluations (best "
-                            f"{stopper.best_accuracy:.4f} at step {stopper.best_step})"
-                        )
-                        break
-            finally:
-                batches.close()
-                getattr(it, "close", lambda: None)()  # a streamed split's worker processes
-            if diverged_at is None:
+            self.start = start
+            self._pass(data_states)
+            lane = self.lanes[0]
+            if self.mode.vmapped or lane.diverged is None:
                 break
-            # A non-finite loss: stop, or go back to the last good checkpoint with a lower lr.
-            ckpt.wait()
-            if on_nan == config_lib.ON_NAN_STOP or retries >= cfg.train.nan_max_retries:
-                good = ckpt.latest_step()
-                raise Diverged(
-                    diverged_at, float("nan"),
-                    f"training diverged: the loss is not finite at step {diverged_at}"
-                    + (f" (after {retries} learning-rate reductions)" if retries else "")
-                    + (f"; the last good checkpoint (step {good}) is kept in {ckpt.directory}"
-                       if good is not None else "; no checkpoint had been written yet")
-                    + "; lower optim.learning_rate or set train.on_nan=skip or lower_lr",
-                )
-            retries += 1
-            host_state, data_state, start = ckpt.restore(s.state, "latest", sharding=runner.state_sharding())
-            host_state = _scale_lr(host_state, cfg.train.nan_lr_factor)
-            bar.line(
-                f"non-finite loss at step {diverged_at}: back to step {start} with the learning "
-                f"rate times {cfg.train.nan_lr_factor} (retry {retries}/{cfg.train.nan_max_retries})"
+            start, self._states, data_states = self._go_back(lane)
+        for lane in self.lanes:
+            lane.ckpt.wait()
+        self.mode.block()
+        self.clock.stop()
+        return self._finish()
+
+    def _alive(self):
+        return [(i, lane) for i, lane in enumerate(self.lanes) if lane.diverged is None]
+
+    def _pass(self, data_states: list[dict]) -> None:
+        mode = self.mode
+        mode.begin(self._states, data_states)
+        self._states.clear()  # (the caller's list too): the mode's copies are all that is kept
+        # Train metrics are summed between log points; the pending sums are checkpointed
+        # so that a resumed run logs exactly what an uninterrupted one does.
+        self.acc = mode.pending(data_states)
+        for lane in self.lanes:
+            lane.last_train = {}
+        end = self.start if all(lane.stopper.stopped for lane in self.lanes) else self.s.total_steps
+        self.clock.begin_pass(mode.programs())
+        in_flight, bounded = None, mode.runner.num_processes > 1  # see evaluation.pace
+        try:
+            for step in range(self.start + 1, end + 1):
+                self.step = step
+                sums = mode.step()
+                self.acc = step_lib.combine(self.acc, sums)
+                in_flight = pace(in_flight, sums, bounded)
+                self.clock.stepped(sums, mode.programs)
+                if not self._after_step(step):
+                    break
+        finally:
+            mode.end()
+
+    def _after_step(self, step: int) -> bool:
+        """The log, evaluation and checkpoint points of ``step``; ``False``: training ends
+        here (every lane diverged or stopped early)."""
+        preempted = self.preemption.should_stop(step)
+        logged = ips = None
+        if self.when.needs_host(step, preempted):
+            host_sums = jax.device_get(self.acc)
+            if not self._check_finite(host_sums):
+                return False
+            if self.when.is_log(step):
+                logged = self._log(step, host_sums)
+                ips = self.clock.images_per_second(self.cfg.data.batch_size)
+        self.bar.update(step, logged, ips)
+        vals, improved = self._evaluate(step) if self.when.is_eval(step) else ({}, {})
+        self._checkpoint(step, preempted, vals, improved)
+        if preempted:
+            for lane in self.lanes:
+                lane.ckpt.wait()
+            raise Preempted(step, self.preemption.received)
+        return not self._stopped_early(step)
+
+    def _check_finite(self, host_sums: dict) -> bool:
+        """Marks the lanes whose loss is no longer finite (unless ``train.on_nan="skip"``);
+        ``False`` when none is left."""
+        if self.on_nan != config_lib.ON_NAN_SKIP:
+            for i, lane in self._alive():
+                first = int(self.mode.seed_sums(host_sums, i)["first_nonfinite"])
+                if first != step_lib.NO_STEP:
+                    lane.diverged = {"status": "diverged", "step": first}
+                    if self.mode.vmapped:  # this seed stops here, the others go on
+                        good = lane.ckpt.latest_step()
+                        lane.diverged["error"] = (
+                            f"training diverged: the loss is not finite at step {first}; "
+                            f"the last good checkpoint (step {good}) is kept")
+                        if self.on_done is not None:
+                            self.on_done(i, {**lane.diverged})
+        return bool(self._alive())
+
+    def _log(self, step: int, host_sums: dict) -> dict:
+        """Writes each lane's train metrics summed since the last log point."""
+        for i, lane in self._alive():
+            sums = self.mode.seed_sums(host_sums, i)
+            logged = step_lib.summarize(sums)
+            lane.nonfinite += int(sums["nonfinite"])
+            record = {k: v for k, v in logged.items() if k != "count"}
+            if self.on_nan == config_lib.ON_NAN_SKIP:
+                record["skipped_steps"] = int(sums["nonfinite"])
+            lane.writer.write(step, "train", record)
+            lane.last_train = logged
+        self.acc = None
+        return logged
+
+    def _evaluate(self, step: int) -> tuple[dict, dict]:
+        """Each lane's validation metrics after ``step`` (written, and selected on: a better
+        one's state is kept) and whether they improved, by lane index."""
+        s, vals, improved = self.s, {}, {}
+        if s.validation is not None:
+            self.mode.block()  # the steps so far count as steps
+            with self.clock.side():
+                metrics = self.mode.validate(s.validation, self.eval_batch)
+        for i, lane in self._alive():
+            line = (f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: "
+                    f"train loss {lane.last_train['loss']:.4f} acc {lane.last_train['accuracy']:.4f}")
+            if s.validation is not None:
+                vals[i] = val = metrics[i]
+                lane.writer.write(step, "validation", val)
+                line += (f" | validation loss {val['loss']:.4f} acc {val['accuracy']:.4f} "
+                         f"({val['count']} images)")
+                improved[i] = lane.stopper.update(step, val)
+                if improved[i]:
+                    lane.best.update(step, self.mode.host_state(i), self.mode.data_state(i, self.acc),
+                                     val["accuracy"])
+            self.bar.line(line)
+        return vals, improved
+
+    def _checkpoint(self, step: int, preempted: bool, vals: dict, improved: dict) -> None:
+        for i, lane in self._alive():
+            if self.when.is_checkpoint(step, preempted, improved.get(i)) or lane.stopper.stopped:
+                metrics = {"accuracy": vals[i]["accuracy"]} if i in vals else None
+                with self.clock.side():
+                    lane.best.save_before(lane.ckpt, step)
+                    lane.ckpt.save(step, self.mode.host_state(i), self.mode.data_state(i, self.acc), metrics)
+
+    def _stopped_early(self, step: int) -> bool:
+        alive = [lane for _, lane in self._alive()]
+        if not all(lane.stopper.stopped for lane in alive):
+            return False
+        for lane in alive:
+            st = lane.stopper
+            self.bar.line(
+                f"early stopping at step {step}: validation accuracy has not improved for "
+                f"{st.patience} evaluations (best {st.best_accuracy:.4f} at step {st.best_step})"
             )
-            writer.truncate(start)
-            stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)
-            stopper.replay(rundir.read_metrics(workdir), start)
-            best = BestState()
-        ckpt.wait()
-        jax.block_until_ready(state.step)
-        train_seconds = time.perf_counter() - t_start
-        steps_end = time.perf_counter() - side  # the training steps' clock, without the rest
-        final = final_evaluation(
-            state, step, s, stopper, best.state, ckpt, runner, eval_batch, writer)
-    finally:
-        bar.close()
-        writer.close()
-        ckpt.close()
-    summary = periodic.summary(
-        workdir,
-        **final,
-        train=last_train,
-        steps=step,
-        steps_per_epoch=s.steps_per_epoch,
-        planned_steps=s.total_steps,
-        data_sizes=s.sizes(),
-        params=num_params(s.state.params),
-        train_seconds=train_seconds,
-        images_per_second=periodic.images_per_second(
-            steps_timed, cfg.data.batch_size, t_first, steps_end),
-        first_step_at=first_step_at,
-        # seconds in training steps (the first if it compiled nothing): a sweep's overhead
-        step_seconds=(steps_end - t_first) if t_first else 0.0,
-        first_step_compiled=compiled,
-        resumed_from=start,
-        nonfinite_steps=nonfinite_total,
-        parallel={"mode": runner.mode, "devices": runner.num_devices},
-        pipeline=data.describe_all(train=s.train, validation=s.validation, test=s.test),
-        write=primary,
-    )
-    return FitResult(summary, runner.get_state(state), s, runner)
+        return True
 
+    def _go_back(self, lane: Lane) -> tuple[int, list, list[dict]]:
+        """``fit``'s non-finite loss: raises :class:`Diverged`, or (``train.on_nan=lower_lr``)
+        returns the last good checkpoint's step, state (learning rate lowered) and data state."""
+        cfg, at = self.cfg, lane.diverged["step"]
+        lane.ckpt.wait()
+        if self.on_nan == config_lib.ON_NAN_STOP or self.retries >= cfg.train.nan_max_retries:
+            good = lane.ckpt.latest_step()
+            raise Diverged(
+                at, float("nan"),
+                f"training diverged: the loss is not finite at step {at}"
+                + (f" (after {self.retries} learning-rate reductions)" if self.retries else "")
+                + (f"; the last good checkpoint (step {good}) is kept in {lane.ckpt.directory}"
+                   if good is not None else "; no checkpoint had been written yet")
+                + "; lower optim.learning_rate or set train.on_nan=skip or lower_lr",
+            )
+        self.retries += 1
+        host_state, data_state, start = lane.ckpt.restore(
+            self.s.state, "latest", sharding=self.mode.runner.state_sharding())
+        host_state = _scale_lr(host_state, cfg.train.nan_lr_factor)
+        self.bar.line(
+            f"non-finite loss at step {at}: back to step {start} with the learning rate times "
+            f"{cfg.train.nan_lr_factor} (retry {self.retries}/{cfg.train.nan_max_retries})"
+        )
+        lane.writer.truncate(start)
+        lane.stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)
+        lane.stopper.replay(rundir.read_metrics(lane.workdir), start)
+        lane.best, lane.diverged = BestState(), None
+        return start, [host_state], [data_state]
 
-def final_evaluation(state, step: int, s: Setup, stopper, best_state, ckpt: Checkpoints,
-                     runner: Runner, eval_batch: int, writer: MetricWriter) -> dict:
-    """The end of a run: the test split, read once, for the final state and for the
-    checkpoint selected by validation accuracy (``stopper``'s best step), plus the final
-    validation metrics. Writes the ``test`` rows of ``metrics.jsonl``; returns the
-    summary's ``test``, ``validation`` and ``best`` entries."""
-    test = run_eval(state, s.test, eval_batch, runner)
-    writer.write(step, "test", test)
-    validation = None
-    if s.validation is not None:
-        validation = stopper.metrics_at.get(step) or run_eval(state, s.validation, eval_batch, runner)
-    best = {"step": stopper.best_step, "validation_accuracy": stopper.best_accuracy,
-            "test_accuracy": None, "selected_by": "validation"}
-    if stopper.best_step is not None:
-        if stopper.best_step == step:
-            best_test = test
-        else:
-            if best_state is None:  # selected before this process started: from its checkpoint
-                which = stopper.best_step if stopper.best_step in ckpt.steps() else "best"
-                best_state, _, _ = ckpt.restore(s.state, which, sharding=runner.state_sharding())
-            best_test = run_eval(runner.put_state(best_state), s.test, eval_batch, runner)
-            writer.write(stopper.best_step, "test", {**best_test, "checkpoint": "best"})
-        best["test_accuracy"] = best_test["accuracy"]
-        best["test"] = best_test
-    return {"test": test, "validation": validation, "best": best}
+    def _finish(self) -> list[dict]:
+        """Each lane's final evaluation and ``summary.json``; the outcomes."""
+        runner, s, outcomes = self.mode.runner, self.s, []
+        for i, lane in enumerate(self.lanes):
+            if lane.diverged is not None:
+                outcomes.append(lane.diverged)
+                continue
+            state = self.mode.final_state(i)
+            final = final_evaluation(state, self.step, s, lane.stopper, lane.best.state, lane.ckpt,
+                                     runner, self.eval_batch, lane.writer)
+            summary = periodic.write_summary(lane.workdir, **final, **self._summary_fields(lane),
+                                             write=self.primary)
+            out = {"status": "done", "result": FitResult(summary, runner.get_state(state), s, runner)}
+            if self.on_done is not None:
+                self.on_done(i, out)
+            outcomes.append(out)
+        return outcomes
+
+    def _summary_fields(self, lane: Lane) -> dict:
+        s, clock = self.s, self.clock.fields(self.cfg.data.batch_size)
+        return dict(
+            train=lane.last_train, steps=self.step, steps_per_epoch=s.steps_per_epoch,
+            planned_steps=s.total_steps, data_sizes=s.sizes(), params=num_params(s.state.params),
+            **clock,  # train_seconds, images_per_second, first_step_at, step_seconds
+            resumed_from=self.start, nonfinite_steps=lane.nonfinite,
+            parallel=dict(self.mode.parallel), **self.mode.summary_extra(self.clock),
+        )
 
 
 def _scale_lr(state, factor: float):
@@ -390,61 +395,3 @@ def _scale_lr(state, factor: float):
         return x
 
     return state.replace(opt_state=jax.tree.map(visit, state.opt_state, is_leaf=injected))
-
-
-def _data_state(it_state: dict, pending) -> dict:
-    """What a checkpoint stores besides the train state: the grain iterator position after
-    the last consumed batch and the train-metric sums since the last log point."""
-    return {"iterator": it_state, "pending": periodic.pending_to_json(pending)}
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config saved in run directory ``workdir``."""
-    path = os.path.join(workdir, rundir.CONFIG)
-    if not os.path.exists(path):
-        raise UserError(f"{workdir!r} is not a run directory (no {rundir.CONFIG})")
-    with open(path) as f:
-        return config_lib.resolve(config_lib.from_json(f.read()))
-
-
-@dataclasses.dataclass
-class Restored:
-    """A run directory brought back: its config, setup (test split, model), the restored
-    train state (on the host) and the step it was saved at."""
-
-    cfg: ml_collections.ConfigDict
-    setup: Setup
-    state: state_lib.TrainState
-    step: int
-
-
-def restore(workdir: str, checkpoint: str | int = "latest") -> Restored:
-    """The one way back into a run directory: restores checkpoint ``latest``, ``best`` or a
-    step of ``workdir`` (its model and test split built from its saved config)."""
-    cfg = load_run_config(workdir)
-    s = build(cfg, with_train=False)
-    ckpt_dir = os.path.join(workdir, rundir.CHECKPOINTS)
-    if not os.path.isdir(ckpt_dir):
-        raise UserError(f"no checkpoints in {workdir!r}")
-    ckpt = Checkpoints(ckpt_dir, cfg.train.keep_latest, cfg.train.keep_best, read_only=True)
-    try:
-        # onto this process's first device, whatever the devices (or processes) it was saved from
-        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        state, _, step = ckpt.restore(s.state, checkpoint, sharding=one)
-    finally:
-        ckpt.close()
-    return Restored(cfg, s, state, step)
-
-
-def evaluate(workdir: str, checkpoint: str | int = "latest", split: str = "test") -> dict:
-    """Restores checkpoint ``latest``, ``best`` or a step from ``workdir`` and evaluates it on
-    ``split``; returns metrics plus the ``step`` evaluated."""
-    r = restore(workdir, checkpoint)
-    cfg = r.cfg
-    runner = Runner(cfg.parallel.mode, r.setup.loss_fn, r.setup.eval_loss_fn)
-    if split in ("test", cfg.data.test_split):
-        target = r.setup.test
-    else:
-        target = data.load(cfg.data.name, split, cfg.data.data_dir or None, data_options(cfg))
-    metrics = run_eval(runner.put_state(r.state), target, eval_batch_size(cfg, runner), runner)
-    return {**metrics, "step": r.step, "split": split}

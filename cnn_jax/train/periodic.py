@@ -1,15 +1,17 @@
-"""The bookkeeping every training loop shares: when to log, evaluate and checkpoint; the
-pending metric sums a checkpoint carries; the run's summary.
+"""The training loop's bookkeeping: when to log, evaluate and checkpoint; the pending
+metric sums a checkpoint carries; selection by validation accuracy; the clocks; the run's
+summary.
 
 In the manner of big_vision's ``itstime``: the loop asks a few named predicates of a
-:class:`Schedule` instead of testing step arithmetic inline, so ``fit`` and the vmapped
-seeds (:mod:`cnn_jax.train.vmap`) log, evaluate and checkpoint at exactly the same steps.
+:class:`Schedule` instead of testing step arithmetic inline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import time
 
 import jax
 import ml_collections
@@ -122,7 +124,68 @@ def images_per_second(steps_timed: int, batch: int, t_first: float | None, now: 
     return steps_timed * batch / (now - t_first)
 
 
-def summary(
+class Clock:
+    """The clocks of a run: its wall time, and the time of its training steps alone (the
+    first step once it compiled, evaluations and checkpoints excluded, :meth:`side`).
+
+    ``seeds`` runs trained together (vmapped) share the time: each is charged its part.
+    ``vmapped`` keeps the vmapped seeds' accounting: their evaluations count as step
+    time, and no ``first_step_at`` is reported."""
+
+    def __init__(self, seeds: int = 1, vmapped: bool = False):
+        self.seeds, self.vmapped = seeds, vmapped
+        self.t_start = time.perf_counter()
+        self.first_step_at = self.t_end = None
+        self.begin_pass(None)
+
+    def begin_pass(self, programs: int | None) -> None:
+        """A (re)start of the step loop; ``programs``: how many training programs the runner
+        had compiled before it (``None``: unknown, the first step is taken to compile)."""
+        self.t_first, self.steps_timed, self.compiled, self.side_seconds = None, 0, None, 0.0
+        self._programs, self._t_loop = programs, time.perf_counter()
+
+    def stepped(self, sums, programs) -> None:
+        """After a step whose output is ``sums``; ``programs()`` counts the compiled ones."""
+        if self.t_first is not None:
+            self.steps_timed += 1
+            return
+        jax.block_until_ready(sums)
+        self.t_first = time.perf_counter()
+        if not self.vmapped:
+            self.first_step_at = self.first_step_at or time.time()
+        self.compiled = self._programs is None or programs() != self._programs
+        if not self.compiled:  # (a later seed of a config): timed like the others
+            self.t_first, self.steps_timed = self._t_loop, 1
+
+    @contextlib.contextmanager
+    def side(self):
+        """Time that is not the training steps' (evaluations, checkpoints)."""
+        t = time.perf_counter()
+        yield
+        if not self.vmapped:
+            self.side_seconds += time.perf_counter() - t
+
+    def images_per_second(self, batch: int) -> float | None:
+        """So far (the progress bar's)."""
+        return images_per_second(self.steps_timed, batch, self.t_first, time.perf_counter() - self.side_seconds)
+
+    def stop(self) -> None:
+        self.t_end = time.perf_counter()
+
+    def fields(self, batch: int) -> dict:
+        """The summary's ``train_seconds``, ``images_per_second``, ``first_step_at`` and
+        ``step_seconds`` (seconds in training steps: a sweep's overhead is the rest)."""
+        steps_end = self.t_end - self.side_seconds
+        return {
+            "train_seconds": (self.t_end - self.t_start) / self.seeds,
+            "images_per_second": images_per_second(
+                self.seeds * self.steps_timed, batch, self.t_first, steps_end),
+            "first_step_at": self.first_step_at,
+            "step_seconds": (steps_end - self.t_first) / self.seeds if self.t_first else 0.0,
+        }
+
+
+def write_summary(
     run_dir: str,
     *,
     test: dict,

@@ -1,4 +1,4 @@
-"""What a training loop shows and hears: the progress bar and the preemption signals."""
+"""What a training loop shows and hears: the progress bar and preemption (signals)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 import threading
 
 
-class Signals:
-    """Preemption signals, heard between steps: SIGTERM, SIGINT and SIGUSR2 (SLURM's and
-    submitit's warning before a time limit) set a flag that the loop checks after every
-    step through :meth:`should_stop` (a second signal falls through to the previous
+class Preemption:
+    """The preemption handler, heard between steps: SIGTERM, SIGINT and SIGUSR2 (SLURM's
+    and submitit's warning before a time limit) set a flag that the loop checks after
+    every step through :meth:`should_stop` (a second signal falls through to the previous
     handler).
 
     With several JAX processes (a multi-host run) every process must stop at the *same*
