@@ -140,6 +140,7 @@ def cmd_evaluate(args, overrides) -> int:
 
     if overrides:
         raise UserError("evaluate takes no --config overrides: it uses the run's saved config")
+    experiment_lib.import_recorded(args.workdir)  # what the run's experiment file registered
     m = train.evaluate(args.workdir, args.checkpoint, args.split)
     if args.json:
         print(json.dumps(m))

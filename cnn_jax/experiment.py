@@ -18,6 +18,7 @@ import sys
 import ml_collections
 
 from cnn_jax.config import apply_overrides, base_config, resolve
+from cnn_jax import rundir
 from cnn_jax.errors import UserError
 
 
@@ -68,6 +69,18 @@ def import_files(paths) -> None:
     ``sweep.json`` records it): every process of a study sees the same registrations."""
     for path in paths or ():
         import_file(path)
+
+
+def import_recorded(run_dir: str) -> None:
+    """Imports the experiment files run directory ``run_dir`` recorded (``imports.json``):
+    what its training registered exists again before it is evaluated or visualised."""
+    import_files(rundir.read_json(rundir.path(run_dir, rundir.IMPORTS)) or [])
+
+
+def record_imports(run_dir: str, paths: list[str]) -> None:
+    """Writes ``imports.json`` (the experiment files ``paths``) into run directory ``run_dir``."""
+    if paths:
+        rundir.write_json(rundir.path(run_dir, rundir.IMPORTS), [os.path.abspath(p) for p in paths])
 
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:

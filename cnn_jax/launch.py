@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from cnn_jax import rundir
+from cnn_jax import experiment, rundir
 from cnn_jax import slurm as slurm_lib
 from cnn_jax.errors import Preempted, UserError
 from cnn_jax.runtime import host_device_flags, init_distributed, setup_runtime
@@ -63,13 +63,19 @@ def train_here(request: TrainRequest, cfg=None):
     if cfg is None:
         cfg = request.resolved_config()
     init_distributed(request)
-    return train.fit(
-        cfg,
-        request.workdir,
-        progress=False if request.quiet else None,
-        allow_config_change=request.allow_config_change,
-        overwrite=request.overwrite,
-    )
+    try:
+        return train.fit(
+            cfg,
+            request.workdir,
+            progress=False if request.quiet else None,
+            allow_config_change=request.allow_config_change,
+            overwrite=request.overwrite,
+        )
+    finally:  # what the experiment file registered, for evaluate and viz of this run
+        if request.config and rundir.is_run(request.workdir):
+            experiment.record_imports(request.workdir, [request.config.partition(":")[0]
+                                                        if not os.path.exists(request.config)
+                                                        else request.config])
 
 
 def process_index() -> int:

@@ -37,6 +37,9 @@ SWEEP = "sweep.json"
 TRIALS = "trials"
 STATUS = "status.json"
 ANALYSIS = "analysis.json"
+# The experiment files a run's process imported (what it registered: pooling kinds, models,
+# analyses, datasets); evaluate, viz and report import them again.
+IMPORTS = "imports.json"
 RESULTS_CSV = "results.csv"
 REPORT_MD = "report.md"
 TIMING_MD = "timing.md"

@@ -50,6 +50,25 @@ def test_an_experiments_own_pool_model_and_analysis_run_in_a_two_worker_sweep(tm
     again = _cli(["report", wd], data_dir)
     assert again.returncode == 0, again.stderr[-2000:]
     assert open(os.path.join(wd, "report.md")).read() == report
+    # evaluate and viz of a trial (its model and pooling kind exist only in the experiment)
+    trial = os.path.join(wd, "trials", rows[-1]["trial"])
+    ev = _cli(["evaluate", "--workdir", trial, "--json"], data_dir)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["accuracy"] == pytest.approx(
+        float(rows[-1]["test_accuracy"]))
+    vz = _cli(["viz", "--workdir", trial, "--what", "filters", "--out", str(tmp_path / "viz")], data_dir)
+    assert vz.returncode == 0, vz.stderr[-2000:]
+    assert os.listdir(tmp_path / "viz")
+
+
+def test_a_run_trained_from_the_experiment_file_is_evaluated_with_its_registrations(tmp_path, data_dir):
+    wd = str(tmp_path / "run")
+    out = _cli(["train", "--config", EXPERIMENT, "--config.model.pool=half_max_avg", "--workdir", wd,
+                "--quiet"], data_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.load(open(os.path.join(wd, "imports.json"))) == [EXPERIMENT]
+    ev = _cli(["evaluate", "--workdir", wd, "--json"], data_dir)
+    assert ev.returncode == 0, ev.stderr[-2000:]
 
 
 def test_changed_analysis_options_measure_again_without_retraining(tmp_path, data_dir):

@@ -16,6 +16,9 @@ def cmd_viz(args, overrides) -> int:
 
     if overrides:
         raise UserError("viz takes no --config overrides: it uses the run's saved config")
+    from cnn_jax import experiment
+
+    experiment.import_recorded(args.workdir)  # what the run's experiment file registered
     what = WHAT if args.what == "all" else (args.what,)
     checkpoint = args.checkpoint
     for path in plots.render(

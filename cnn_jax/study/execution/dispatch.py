@@ -23,10 +23,12 @@ COUNTED = ("done", "failed", "diverged", "interrupted")
 
 
 def tasks(
-    trials: list[store.Trial], workdir: str, vmap: str, spec: dict, per_trial: bool = False
+    trials: list[store.Trial], workdir: str, vmap: str, spec: dict, per_trial: bool = False,
+    imports: list[str] = (),
 ) -> list[dict]:
     """One task per config (its seeds together) or, with ``per_trial``, per trial; each
-    runs the resolved analyses ``spec``."""
+    runs the resolved analyses ``spec`` and records the experiment files ``imports`` in
+    its trials' run directories."""
     groups: dict[str, list[store.Trial]] = collections.OrderedDict()
     for t in trials:
         groups.setdefault(t.name if per_trial else t.group, []).append(t)
@@ -39,6 +41,7 @@ def tasks(
             ],
             "vmap": vmap,
             "analyses": spec,
+            "imports": list(imports),
         }
         for g in groups.values()
     ]
@@ -92,7 +95,8 @@ def execute(todo, workdir: str, ex, vmap: str, spec: dict, settings: dict, log: 
     d = Dispatch(todo, spec, log)
     workdir = os.path.abspath(workdir)  # jobs may start in other directories
     per_trial = ex.job_per_trial(vmap)
-    pending = tasks(todo, workdir, vmap, spec, per_trial)
+    imports = settings.get("imports", [])
+    pending = tasks(todo, workdir, vmap, spec, per_trial, imports)
     while pending:
         d.busy.clear()
         ex.run(pending, settings, workdir, d.handle, log)
@@ -104,7 +108,7 @@ def execute(todo, workdir: str, ex, vmap: str, spec: dict, settings: dict, log: 
             if st in store.FINISHED:
                 d.handle({"event": "finished", "name": t.name, "status": st})
         rest = [t for t, st in left if st not in store.FINISHED]
-        pending = tasks(rest, workdir, vmap, spec, per_trial)
+        pending = tasks(rest, workdir, vmap, spec, per_trial, imports)
     d.progress.close()
     return d.counts
 

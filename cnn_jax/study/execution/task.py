@@ -186,8 +186,11 @@ class _Leased:
         self.clocks: dict[str, tuple[float, int]] = {}  # started when, trained with how many
 
     def running(self, t: dict, together: int = 1) -> None:
+        from cnn_jax import experiment
+
         self.clocks[t["name"]] = (time.time(), together)
         trial_status.write_status(t["dir"], "running", trained_together=together)
+        experiment.record_imports(t["dir"], self.task.get("imports") or [])
         self.emit({"event": "running", "name": t["name"]})
 
     def finish(self, t: dict, outcome: dict) -> None:
