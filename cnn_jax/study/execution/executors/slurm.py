@@ -121,11 +121,11 @@ def _store_event(trial: dict, job_id: str, ended: bool, state: str | None) -> di
     if s in store.FINISHED:
         ev = {"event": s if mine else "finished", "name": trial["name"], "status": s}
         if s == "done":
-            a = store.read_json(os.path.join(trial["dir"], store.ANALYSIS_FILE)) or {}
+            measured = store.measured(store.read_analysis(trial["dir"]))
             summary = store.read_json(os.path.join(trial["dir"], "summary.json")) or {}
             ev.update(
                 accuracy=(summary.get("test") or {}).get("accuracy", float("nan")),
-                shift_consistency=a.get("shift_consistency"),
+                measured=measured,
             )
         else:
             ev["error"] = st.get("error", "")
