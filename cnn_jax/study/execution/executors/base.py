@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cnn_jax import slurm
 from cnn_jax.errors import UserError
 
 Handle = Callable[[dict], None]
@@ -11,17 +12,12 @@ Log = Callable[[str], None]
 
 FINAL_EVENTS = ("done", "failed", "diverged", "interrupted", "busy", "finished")
 
-# Option names and the flags that set them (for error messages).
+# Option names and the flags that set them (for error messages): the local pool's, the
+# SLURM options' (cnn_jax.slurm) and Ray's.
 FLAGS = {
     "workers": "--workers",
     "trials_per_gpu": "--trials-per-gpu",
-    "partition": "--partition",
-    "time_min": "--time",
-    "cpus": "--cpus-per-trial",
-    "gpus": "--gpus-per-trial",
-    "mem_gb": "--mem-gb",
-    "array_parallelism": "--array-parallelism",
-    "sbatch": "--sbatch",
+    **slurm.FLAGS,
     "address": "--ray-address",
 }
 
@@ -93,13 +89,8 @@ def create(name: str, options: dict | None = None) -> Executor:
 
 
 def check_positive(options: dict, key: str, allow_zero: bool = False) -> None:
-    v = options.get(key)
-    if v is not None and (v < 0 or (v == 0 and not allow_zero)):
-        raise UserError(
-            f"{FLAGS[key]} must be {'0 or more' if allow_zero else 'positive'}, got {v}"
-        )
+    """A one-line error naming the sweep's flag unless option ``key`` is unset or positive
+    (or 0 with ``allow_zero``)."""
+    slurm.check_positive(options, key, allow_zero, flags=FLAGS)
 
 
-# Registration: importing an executor module registers it.
-# (in this order: the order names() lists them in)
-# isort: off
