@@ -53,7 +53,7 @@ def _with_analyses(wd: str, spec: dict, imports=(), values=None) -> dict:
     it, and ``values(point, seed)`` for the other measures (default: :func:`_spread`)."""
     path = os.path.join(wd, store.SWEEP_FILE)
     rec = json.loads(Path(path).read_text())
-    rec["study"]["analyses"] = spec
+    rec["study"]["analyses"] = [{"name": n, "options": o} for n, o in spec.items()]  # in order
     rec["imports"] = list(imports)
     Path(path).write_text(json.dumps(rec))
     for t in rec["trials"]:
@@ -78,8 +78,12 @@ def test_the_measures_of_a_sweep_record():
     assert rows.analyses_of({"study": study}) == {"shift_consistency": SHIFT}
     assert rows.analyses_of({"study": {**study, "shift_consistency": 0}}) == {}
     spec = {SPREAD: {"scale": 2.0}, "shift_consistency": SHIFT}
-    assert rows.analyses_of({"study": {**study, "analyses": spec}}) == spec  # it wins
-    assert [m.name for m in rows.measures_of({"study": {"analyses": spec}})] == [
+    listed = [{"name": n, "options": o} for n, o in spec.items()]  # as sweep.json lists them
+    got = rows.analyses_of({"study": {**study, "analyses": listed}})  # it wins
+    assert list(got.items()) == list(spec.items())
+    assert rows.analyses_of({"study": {**study, "analyses": spec}}) == spec
+    assert rows.analyses_of({"study": {**study, "analyses": []}}) == {}
+    assert [m.name for m in rows.measures_of({"study": {"analyses": listed}})] == [
         SPREAD, "shift_consistency"
     ]
     assert rows.measured({"shift_consistency": 0.5, "shift_max": 3}, {"shift_consistency": SHIFT}) == {
@@ -199,7 +203,7 @@ def test_an_analysis_of_the_sweeps_experiment_file_is_known(tmp_path):
     # as the execution wing records it; the values are a fraction here
     path = os.path.join(wd, store.SWEEP_FILE)
     rec = json.loads(Path(path).read_text())
-    rec["study"]["analyses"] = {name: {}}
+    rec["study"]["analyses"] = [{"name": name, "options": {}}]
     rec["imports"] = [str(exp)]
     Path(path).write_text(json.dumps(rec))
     for t in rec["trials"]:

@@ -61,8 +61,10 @@ def result_columns(measures: list[Measure]) -> tuple[str, ...]:
 
 def analyses_of(rec: dict) -> dict[str, dict]:
     """The resolved analyses ``{name: {option: value}}`` of sweep record ``rec``, in order:
-    its ``study.analyses``; in a record written before the analyses registry, the shift
-    consistency its ``study.shift_consistency`` (maximum shift, 0 for off) asked for."""
+    its ``study.analyses`` (a list of ``{"name": ..., "options": {...}}``, or a dict); in a
+    record written before the analyses registry, the shift consistency its
+    ``study.shift_consistency`` (maximum shift, 0 for off) asked for. The one place that
+    reads a sweep's analyses."""
     study = rec["study"]
     if "analyses" in study:
         entries = study["analyses"] or []
