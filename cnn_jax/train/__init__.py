@@ -11,10 +11,10 @@ import importlib
 
 _EXPORTS = {
     "FitResult": ("cnn_jax.train.loop", "FitResult"),
-    "Restored": ("cnn_jax.train.restore", "Restored"),
+    "Restored": ("cnn_jax.train.saved_runs", "Restored"),
     "fit": ("cnn_jax.train.loop", "fit"),
-    "evaluate": ("cnn_jax.train.restore", "evaluate"),
-    "restore": ("cnn_jax.train.restore", "restore"),
+    "evaluate": ("cnn_jax.train.saved_runs", "evaluate"),
+    "restore": ("cnn_jax.train.saved_runs", "restore"),
     "build": ("cnn_jax.train.assemble", "build"),
     "Setup": ("cnn_jax.train.assemble", "Setup"),
     "fit_seeds": ("cnn_jax.train.vmap", "fit_seeds"),

@@ -42,7 +42,7 @@ from cnn_jax.train.evaluation import final_evaluation, pace, run_eval
 from cnn_jax.train.modes import RunnerMode
 from cnn_jax.train.parallel import Runner
 from cnn_jax.train.progress import Preemption, Progress
-from cnn_jax.train.restore import Restored, evaluate, load_run_config, restore, resume
+from cnn_jax.train.saved_runs import Restored, evaluate, load_run_config, restore, resume
 from cnn_jax.train.writer import MetricWriter
 
 # where they have always been imported from
@@ -157,7 +157,7 @@ class Lane:
     ckpt: Checkpoints
     writer: MetricWriter
     stopper: periodic.EarlyStopping
-    best: BestState = dataclasses.field(default_factory=BestState)  # the state at the best validation
+    best: BestState = dataclasses.field(default_factory=BestState)  # at the best validation
     last_train: dict = dataclasses.field(default_factory=dict)  # the train metrics last logged
     nonfinite: int = 0  # non-finite steps logged (skipped under train.on_nan=skip)
     diverged: dict | None = None  # the outcome once its loss is not finite
@@ -187,8 +187,9 @@ class Loop:
 
     def run(self, start: int, host_states: list, data_states: list[dict]) -> list[dict]:
         """Trains from step ``start`` (each lane's state and data state there; the list of
-        states is emptied once the mode holds them) to the end. Returns one outcome per lane: ``{"status": "done", "result": FitResult}`` or
-        ``{"status": "diverged", "step", "error"}``."""
+        states is emptied once the mode holds them) to the end. Returns one outcome per
+        lane: ``{"status": "done", "result": FitResult}`` or ``{"status": "diverged",
+        "step", "error"}``."""
         self.clock = periodic.Clock(self.mode.seeds, self.mode.vmapped)
         self.step, self._states = start, host_states
         while True:  # one pass per (re)start: lower_lr goes back to the last good checkpoint

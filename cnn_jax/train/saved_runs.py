@@ -1,5 +1,8 @@
-"""Back into a run directory: its saved config, a restored checkpoint, an evaluation of it,
-where a resumed ``fit`` begins."""
+"""Saved run directories: their config, a restored checkpoint, an evaluation of it, and
+where a resumed ``fit`` begins.
+
+(Not named ``restore``: a submodule of that name would shadow ``cnn_jax.train.restore``.)
+"""
 
 from __future__ import annotations
 
