@@ -125,8 +125,9 @@ def images_per_second(steps_timed: int, batch: int, t_first: float | None, now: 
 
 
 class Clock:
-    """The clocks of a run: its wall time, and the time of its training steps alone (the
-    first step once it compiled, evaluations and checkpoints excluded, :meth:`side`).
+    """The clocks of a run: its wall time, and the time of its training steps alone
+    (without a first step that compiled, and without evaluations and checkpoints, which
+    run in :meth:`side`).
 
     ``seeds`` runs trained together (vmapped) share the time: each is charged its part.
     ``vmapped`` keeps the vmapped seeds' accounting: their evaluations count as step
@@ -167,7 +168,8 @@ class Clock:
 
     def images_per_second(self, batch: int) -> float | None:
         """So far (the progress bar's)."""
-        return images_per_second(self.steps_timed, batch, self.t_first, time.perf_counter() - self.side_seconds)
+        now = time.perf_counter() - self.side_seconds
+        return images_per_second(self.steps_timed, batch, self.t_first, now)
 
     def stop(self) -> None:
         self.t_end = time.perf_counter()
