@@ -951,7 +951,7 @@ def _macs(name: str, shape, width: float) -> int:
     from cnn_jax import models, summary
 
     opts = {"width": width} if width != 1.0 else {}
-    return summary.summarize(models.create(name, 10, **opts), tuple(shape)).total_macs
+    return summary.summarize_model(models.create(name, 10, **opts), tuple(shape)).total_macs
 
 
 def _timed(run, k: int) -> float:

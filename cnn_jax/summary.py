@@ -255,8 +255,3 @@ def _at(tree, path: tuple[str, ...]):
     for p in path:
         tree = tree.get(p, {}) if isinstance(tree, dict) else {}
     return tree
-
-
-# The old name, kept only until its callers outside this module's owners call
-# summarize_model (cnn_jax/train/assemble.py, benchmarks/gpu_check.py); then delete it.
-summarize = summarize_model

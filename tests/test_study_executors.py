@@ -204,7 +204,7 @@ def test_a_dead_worker_says_why_its_trial_failed(tmp_path, data_dir):
         import os, sys
         if "cnn_jax.study.execution.worker" in sys.orig_argv:
             from cnn_jax.study.execution import task
-            def die(cfg, d):
+            def die(cfg, d, load=None):
                 sys.stderr.write("Fatal: cudaMalloc failed: out of memory (simulated)\\n")
                 sys.stderr.flush()
                 os._exit(9)

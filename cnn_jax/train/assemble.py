@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from typing import Any
 
 import jax
@@ -92,19 +91,46 @@ def build(cfg: ml_collections.ConfigDict, *, with_train: bool = True, load=None)
     return Setup(cfg, model, train, test, validation, state, loss_fn, eval_loss_fn, spe, total)
 
 
-# The model, optimizer and loss functions of the last config built in this process, keyed
-# by everything but the seed: the seeds of one config (a sweep worker trains them one after
-# another) then share the same objects, so the jitted steps of the cached runner are reused
-# instead of compiled again for every seed (their static ``apply_fn`` is the same object).
-_PARTS: dict = {}
-_RUNNERS: dict = {}
+class ProgramCache:
+    """The model, optimizer and loss functions of the last config built, keyed by everything
+    but the seed, and the step runners made for them: the seeds of one config (a sweep
+    worker trains them one after another) share the same objects, so the runner's jitted
+    steps are reused instead of compiled again for every seed (their static ``apply_fn`` is
+    the same object). A new config replaces the parts and drops their runners."""
+
+    def __init__(self):
+        self.key: tuple | None = None
+        self.parts: tuple | None = None
+        self.runners: dict[tuple, Runner] = {}
+
+    def get_parts(self, key: tuple, make):
+        if key != self.key:
+            self.key, self.parts, self.runners = key, make(), {}
+        return self.parts
+
+    def get_runner(self, key: tuple, make) -> Runner:
+        if key not in self.runners:
+            self.runners[key] = make()
+        return self.runners[key]
 
 
-def _parts_key(cfg, shape, num_classes, total, spe) -> str:
+# This process's cache: every build and make_runner goes through it.
+PROGRAMS = ProgramCache()
+
+
+def _frozen(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_frozen(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _frozen(x)) for k, x in v.items()))
+    return v
+
+
+def _parts_key(cfg, shape, num_classes, total, spe) -> tuple:
     flat = config_lib.flatten(cfg)
     for k in ("seed", "data.data_dir", *config_lib.RESUME_SAFE_KEYS):
         flat.pop(k, None)
-    return json.dumps([flat, list(shape), num_classes, total, spe], sort_keys=True, default=list)
+    return (_frozen(flat), tuple(shape), num_classes, total, spe)
 
 
 def data_options(cfg: ml_collections.ConfigDict) -> data.Options:
@@ -117,11 +143,8 @@ def training_parts(cfg: ml_collections.ConfigDict, shape, num_classes: int, tota
     """``(model, state, loss_fn, eval_loss_fn)`` for ``cfg`` on inputs of ``shape`` without
     touching data (``build`` and ``cnn-jax bench``); the state is ``cfg.seed``'s."""
     key = _parts_key(cfg, shape, num_classes, total, spe)
-    if key not in _PARTS:
-        _PARTS.clear()
-        _RUNNERS.clear()
-        _PARTS[key] = _make_parts(cfg, num_classes, total, spe)
-    model, tx, loss_fn, eval_loss_fn = _PARTS[key]
+    model, tx, loss_fn, eval_loss_fn = PROGRAMS.get_parts(
+        key, lambda: _make_parts(cfg, num_classes, total, spe))
     state = state_lib.create(
         model, tx, shape, cfg.seed,
         dynamic_loss_scale=cfg.model.get("dtype") == "float16",
@@ -166,7 +189,7 @@ def auto_mode(model, shape, batch_size: int) -> str:
         return "single"
     from cnn_jax import summary
 
-    macs = summary.summarize(model, tuple(shape)).total_macs * batch_size // len(devices)
+    macs = summary.summarize_model(model, tuple(shape)).total_macs * batch_size // len(devices)
     return "sharded" if macs >= AUTO_SHARD_MIN_MACS else "single"
 
 
@@ -177,10 +200,9 @@ def make_runner(cfg: ml_collections.ConfigDict, loss_fn, eval_loss_fn, model=Non
     if mode == "auto" and model is not None:
         mode = auto_mode(model, shape, cfg.data.batch_size)
     skip = cfg.train.on_nan == config_lib.ON_NAN_SKIP
-    key = (mode, id(loss_fn), id(eval_loss_fn), skip)
-    if key not in _RUNNERS:  # a runner's jitted steps serve every seed of the config
-        _RUNNERS[key] = Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=skip)
-    return _RUNNERS[key]
+    # a runner's jitted steps serve every seed of the config (the functions key by identity)
+    return PROGRAMS.get_runner((mode, loss_fn, eval_loss_fn, skip),
+                               lambda: Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=skip))
 
 
 def eval_batch_size(cfg: ml_collections.ConfigDict, runner: Runner) -> int:

@@ -8,7 +8,6 @@ are right even if the parent dies.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -59,21 +58,22 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, clock: tuple[flo
         emit({"event": "failed", "name": trial["name"], "error": outcome["error"]})
 
 
-def _restored(d: str):
-    """What a finished run directory trained (its status was not written: killed in between)."""
+def _restored(d: str, load=None):
+    """What a finished run directory trained (its status not yet written, or re-analysed)."""
     from cnn_jax.train import loop
 
-    r = loop.restore(d, "latest")
+    r = loop.restore(d, "latest", load=load)
     return loop.FitResult(rundir.read_summary(d), r.state, r.setup)
 
 
-def _fit_single(cfg, d) -> dict:
-    """One trial through ``cnn_jax.train.fit`` (which resumes from the run's checkpoints)."""
+def _fit_single(cfg, d, load=None) -> dict:
+    """One trial through ``cnn_jax.train.fit`` (which resumes from the run's checkpoints);
+    ``load``: how its splits are loaded (a :class:`cnn_jax.data.SplitCache`'s ``load``)."""
     from cnn_jax import train
     from cnn_jax.errors import Diverged
 
     try:
-        result = train.fit(cfg, d, progress=False)
+        result = train.fit(cfg, d, progress=False, load=load)
     except Diverged as e:
         return {"status": "diverged", "error": str(e), "step": e.step, "loss": e.loss}
     # Until fit detects divergence itself: a non-finite final loss is a divergence.
@@ -104,7 +104,7 @@ def _use_vmap(task: dict, cfg) -> bool:
     return True
 
 
-def run_task(task: dict, emit: Emit) -> bool:
+def run_task(task: dict, emit: Emit, splits=None) -> bool:
     """Runs ``task = {"trials": [{"name", "dir", "config"}], "vmap": "on"|"off"|"auto",
     "analyses": {name: options}}``: the trials (seeds of one config) one after another through
     ``cnn_jax.train.fit``, or together through :func:`cnn_jax.train.vmap.fit_seeds`.
@@ -122,11 +122,20 @@ def run_task(task: dict, emit: Emit) -> bool:
     "name": ...}`` per trial. Never raises for a failing trial: the error goes to its status
     file and event. Returns ``True`` if a SIGTERM/SIGINT/SIGUSR2 interrupted it (the trial
     was checkpointed and is queued again; the trials not started emit ``interrupted``).
+
+    ``splits``: a :class:`cnn_jax.data.SplitCache` the process keeps across its tasks (each
+    split is decoded once per process: about 5 s per trial for mnist5k); ``None``: one for
+    this task.
     """
+    if splits is None:
+        from cnn_jax.data import SplitCache
+
+        splits = SplitCache()
+    load = splits.load
     if _vmapped(task):
-        return _lease_and_run(task, task["trials"], emit)
+        return _lease_and_run(task, task["trials"], emit, load)
     for i, t in enumerate(task["trials"]):
-        if _lease_and_run(task, [t], emit):
+        if _lease_and_run(task, [t], emit, load):
             for rest in task["trials"][i + 1:]:
                 emit({"event": "interrupted", "name": rest["name"],
                       "error": "not started: the worker was interrupted"})
@@ -142,7 +151,7 @@ def _vmapped(task: dict) -> bool:
     return _use_vmap(task, config_lib.from_json(task["trials"][0]["config"], resolved=True))
 
 
-def _lease_and_run(task: dict, candidates: list[dict], emit: Emit) -> bool:
+def _lease_and_run(task: dict, candidates: list[dict], emit: Emit, load) -> bool:
     """Leases ``candidates`` and runs those it got (see :func:`run_task`)."""
     trials = []
     for t in candidates:
@@ -158,7 +167,7 @@ def _lease_and_run(task: dict, candidates: list[dict], emit: Emit) -> bool:
             continue
         trials.append(t)
     try:
-        return _run_leased({**task, "trials": trials}, emit) if trials else False
+        return _Leased({**task, "trials": trials}, emit, load).run() if trials else False
     finally:
         for t in trials:
             lease.release(t["dir"])
@@ -172,16 +181,11 @@ def _stale(task: dict, trial: dict, status: dict) -> bool:
     )
 
 
-def _run_leased(task: dict, emit: Emit) -> bool:
-    """Trains (or analyses) the leased trials of ``task``; ``True`` if interrupted."""
-    return _Leased(task, emit).run()
-
-
 class _Leased:
     """The leased trials of one task: their clocks, what is pending, and how each ends."""
 
-    def __init__(self, task: dict, emit: Emit):
-        self.task, self.emit, self.t0 = task, emit, time.time()
+    def __init__(self, task: dict, emit: Emit, load):
+        self.task, self.emit, self.load, self.t0 = task, emit, load, time.time()
         self.pending = {t["name"]: t for t in task["trials"]}
         self.clocks: dict[str, tuple[float, int]] = {}  # started when, trained with how many
 
@@ -208,14 +212,14 @@ class _Leased:
             for t in trials:  # a finished run (its status not yet written, or re-analysed)
                 if rundir.is_finished(t["dir"]):
                     self.running(t)
-                    self.finish(t, {"status": "done", "result": _restored(t["dir"])})
+                    self.finish(t, {"status": "done", "result": _restored(t["dir"], self.load)})
             rest = [(t, c) for t, c in zip(trials, cfgs) if t["name"] in self.pending]
             if len(rest) > 1:  # (run_task hands over several trials only to train them vmapped)
                 self.vmapped(rest)
                 rest = [(t, c) for t, c in rest if t["name"] in self.pending]
             for t, cfg in rest:  # one after another; a failure does not stop the others
                 self.running(t)
-                self.finish(t, _fit_or_failure(cfg, t["dir"]))
+                self.finish(t, _fit_or_failure(cfg, t["dir"], self.load))
         except Preempted as e:
             for t in list(self.pending.values()):
                 trial_status.write_status(t["dir"], "queued", error=str(e))
@@ -236,46 +240,18 @@ class _Leased:
 
         for t, _ in rest:
             self.running(t, len(rest))
-        fit_seeds([c for _, c in rest], [t["dir"] for t, _ in rest],
+        fit_seeds([c for _, c in rest], [t["dir"] for t, _ in rest], load=self.load,
                   on_done=lambda i, outcome: self.finish(rest[i][0], outcome))
 
 
-def _fit_or_failure(cfg, d: str) -> dict:
+def _fit_or_failure(cfg, d: str, load) -> dict:
     """:func:`_fit_single`, with any error but a pre-emption as a ``failed`` outcome."""
     from cnn_jax.errors import Preempted
 
     try:
-        return _fit_single(cfg, d)
+        return _fit_single(cfg, d, load)
     except Preempted:
         raise
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (one trial's failure is recorded, not raised)
         return {"status": "failed", "error": _error_text(e),
                 "traceback": traceback.format_exc(limit=-8)}
-
-
-@contextlib.contextmanager
-def cached_datasets():
-    """Decoded dataset splits are kept for the next trial of this process.
-
-    ``cnn_jax.data.load`` decodes every PNG of a split on each call: about 5 s per trial for
-    mnist5k on 2 loaded cores, the same work again for every trial of a sweep. While this
-    context is active, ``cnn_jax.data.load`` returns the split it decoded before (splits are
-    read-only). The original function is restored on exit.
-    """
-    from cnn_jax import data
-
-    original = data.load
-    cache: dict = {}
-
-    def load(name, split, data_dir=None, *args, **kwargs):
-        key = (name, split, data_dir or data.default_data_dir(), repr(args), repr(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = original(name, split, data_dir, *args, **kwargs)
-        return cache[key]
-
-    load.__doc__ = original.__doc__
-    data.load = load
-    try:
-        yield
-    finally:
-        data.load = original

@@ -14,7 +14,7 @@ import threading
 import time
 
 from cnn_jax.study import lease, store
-from cnn_jax.study.execution.task import cached_datasets, run_task
+from cnn_jax.study.execution.task import run_task
 
 # ----------------------------------------------------------------------------- worker process
 
@@ -90,8 +90,9 @@ def job_main(task: dict, settings: dict) -> dict:
         if ev["event"] in ("done", "failed", "diverged", "interrupted", "busy"):
             print(f"{ev['event']}: {ev['name']} {ev.get('error', '')}".rstrip(), flush=True)
 
-    with cached_datasets():
-        interrupted = run_task(task, emit)
+    from cnn_jax.data import SplitCache
+
+    interrupted = run_task(task, emit, SplitCache())
     sig = next((e.get("signal") for e in events if e["event"] == "interrupted"), None)
     return {"events": events, "interrupted": interrupted, "signal": sig}
 
@@ -124,14 +125,15 @@ def main() -> None:
         events.write(json.dumps(event) + "\n")
 
     code = 0
-    stack = contextlib.ExitStack()
-    stack.enter_context(cached_datasets())
+    from cnn_jax.data import SplitCache
+
+    splits = SplitCache()  # each split decoded once per worker, for all its trials
     try:
         for line in sys.stdin:
             task = json.loads(line) if line.strip() else None
             if task is None:
                 break
-            interrupted = run_task(task, emit)
+            interrupted = run_task(task, emit, splits)
             emit({"event": "idle"})
             if interrupted:
                 code = 75

@@ -136,12 +136,13 @@ class Local(Executor):
         envs = self.plan_workers(sum(len(t["trials"]) if splittable(t) else 1 for t in tasks))
         self.concurrency = max(self.concurrency or 1, len(envs))
         if self.options.get("workers") == 0:
-            from cnn_jax.study.execution.task import cached_datasets, run_task
+            from cnn_jax.data import SplitCache
+            from cnn_jax.study.execution.task import run_task
 
-            with cached_datasets():
-                for task in tasks:
-                    if run_task(task, handle):
-                        raise KeyboardInterrupt  # SIGINT/SIGTERM: the trial was checkpointed
+            splits = SplitCache()
+            for task in tasks:
+                if run_task(task, handle, splits):
+                    raise KeyboardInterrupt  # SIGINT/SIGTERM: the trial was checkpointed
             return
         _run_pool(tasks, envs, settings, handle, log)
 

@@ -25,7 +25,7 @@ class TrialJob:
     """The body of one SLURM array task: a submitit checkpointable callable.
 
     submitit sends USR2 before the time limit (and a pre-empting scheduler may): ``fit``
-    hears it (:class:`cnn_jax.train.progress.Signals`), saves a checkpoint of the step it
+    hears it (:class:`cnn_jax.train.progress.Preemption`), saves a checkpoint of the step it
     is at and stops; then submitit's own handler requeues the job, whose next run resumes
     the trial from that checkpoint. A SIGTERM (``scancel``) saves and ends the job: the
     next ``cnn-jax sweep`` resumes the trial."""
