@@ -30,9 +30,11 @@ class Diverged(UserError):
 
     exit_code = 3
 
-    def __init__(self, step: int, loss: float, message: str | None = None):
+    def __init__(self, step: int, loss: float, message: str | None = None, reason: str | None = None):
         self.step, self.loss = step, loss
         super().__init__(message or f"training diverged at step {step}: loss is {loss}")
+        # what happened, without the advice and the checkpoint's place (a report's cell)
+        self.reason = reason or str(self)
 
 
 class Preempted(Exception):

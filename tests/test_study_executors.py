@@ -354,7 +354,7 @@ def test_bad_launcher_input_is_one_line(capsys, tmp_path, data_dir, args, messag
 
 def test_engines_are_imported_only_by_their_executor_and_the_cache_is_shared(tmp_path):
     code = (
-        "import sys; from cnn_jax.study import executors, runner; "
+        "import sys; from cnn_jax.study.execution import executors, runner; "
         "executors.create('local', {}); "
         "print(sorted(m for m in ('ray', 'submitit', 'jax') if m in sys.modules))"
     )

@@ -10,7 +10,7 @@ from scipy import stats as sps
 from cnn_jax import config as config_lib
 from cnn_jax import study
 from cnn_jax.errors import UserError
-from cnn_jax.study import store
+from cnn_jax.study import planning, store
 from cnn_jax.study.reporting import stats
 
 # ----------------------------------------------------------------------------- sweeps
@@ -113,22 +113,22 @@ def test_trial_names_are_readable_and_hashes_stable():
     s = study.Study(
         study.grid({"model.name": ["lenet5", "mlp"], "model.activation": ["relu", "tanh"]}), seeds=2
     )
-    trials = store.plan_trials(s, _base())
+    trials = planning.plan_trials(s, _base())
     names = [t.name for t in trials]
     assert (
         names[0].startswith("lenet5_activation-relu_seed0_") and len(names[0].split("_")[-1]) == 8
     )
     assert len(set(names)) == len(names) == 8
-    again = store.plan_trials(s, _base())
+    again = planning.plan_trials(s, _base())
     assert [t.name for t in again] == names  # stable: same configs, same names
     # the hash is that of the resolved config: changing any setting changes it ...
     other = _base()
     other.train.epochs = 3
-    assert store.plan_trials(s, other)[0].hash != trials[0].hash
+    assert planning.plan_trials(s, other)[0].hash != trials[0].hash
     # ... except where the data lives
     moved = _base()
     moved.data.data_dir = "/elsewhere"
-    assert store.plan_trials(s, moved)[0].hash == trials[0].hash
+    assert planning.plan_trials(s, moved)[0].hash == trials[0].hash
     # seeds of one config share a group; configs do not
     assert trials[0].group == trials[1].group != trials[2].group
     # switching model.name drops the experiment's options the new model lacks (mlp: no pool)
@@ -142,7 +142,7 @@ def test_points_keep_python_types():
         study.grid({"model.padding": [("SAME", "SAME"), "VALID"], "optim.learning_rate": [1]}),
         seeds=1,
     )
-    t = store.plan_trials(s, _base())
+    t = planning.plan_trials(s, _base())
     assert tuple(t[0].config.model.padding) == ("SAME", "SAME")
     assert t[1].config.model.padding == "VALID"
     assert isinstance(t[0].config.optim.learning_rate, float)
@@ -150,11 +150,11 @@ def test_points_keep_python_types():
 
 def test_planning_reports_mistakes_with_the_point():
     with pytest.raises(UserError, match=r"sweep point \{model.pool='maxx'\}: unknown pool 'maxx'"):
-        store.plan_trials(study.Study(study.grid({"model.pool": ["maxx"]})), _base())
+        planning.plan_trials(study.Study(study.grid({"model.pool": ["maxx"]})), _base())
     with pytest.raises(UserError, match="unknown config key 'optim.learning_rat'"):
-        store.plan_trials(study.Study(study.grid({"optim.learning_rat": [0.1]})), _base())
+        planning.plan_trials(study.Study(study.grid({"optim.learning_rat": [0.1]})), _base())
     with pytest.raises(UserError, match="give the same config"):
-        store.plan_trials(study.Study(study.grid({"optim.learning_rate": [0.1, 0.10]})), _base())
+        planning.plan_trials(study.Study(study.grid({"optim.learning_rate": [0.1, 0.10]})), _base())
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -11,15 +12,16 @@ from cnn_jax.config.defaults import RESUME_SAFE_KEYS
 
 
 def mark_resolved(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Marks ``cfg`` as resolved: its own text, kept beside it (not a config field); a later
-    change to the config makes :func:`cnn_jax.config.resolved` resolve it again."""
-    object.__setattr__(cfg, "_resolved_json", to_json(cfg))
+    """Marks ``cfg`` as resolved: a copy of its values, kept beside it (not a config field);
+    a later change to the config makes :func:`cnn_jax.config.resolved` resolve it again."""
+    object.__setattr__(cfg, "_resolved_values", copy.deepcopy(cfg.to_dict()))
     return cfg
 
 
 def is_marked_resolved(cfg: ml_collections.ConfigDict) -> bool:
     """Whether ``cfg`` is unchanged since :func:`mark_resolved` marked it."""
-    return getattr(cfg, "_resolved_json", None) == to_json(cfg)
+    snapshot = getattr(cfg, "_resolved_values", None)
+    return snapshot is not None and cfg.to_dict() == snapshot
 
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:

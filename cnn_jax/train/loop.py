@@ -263,9 +263,8 @@ class Loop:
                     lane.diverged = {"status": "diverged", "step": first}
                     if self.mode.vmapped:  # this seed stops here, the others go on
                         good = lane.ckpt.latest_step()
-                        lane.diverged["error"] = (
-                            f"training diverged: the loss is not finite at step {first}; "
-                            f"the last good checkpoint (step {good}) is kept")
+                        why = f"training diverged: the loss is not finite at step {first}"
+                        lane.diverged.update(reason=why, error=f"{why}; the last good checkpoint (step {good}) is kept")
                         if self.on_done is not None:
                             self.on_done(i, {**lane.diverged})
         return bool(self._alive())
@@ -334,14 +333,12 @@ class Loop:
         lane.ckpt.wait()
         if self.on_nan == config_lib.ON_NAN_STOP or self.retries >= cfg.train.nan_max_retries:
             good = lane.ckpt.latest_step()
-            raise Diverged(
-                at, float("nan"),
-                f"training diverged: the loss is not finite at step {at}"
-                + (f" (after {self.retries} learning-rate reductions)" if self.retries else "")
-                + (f"; the last good checkpoint (step {good}) is kept in {lane.ckpt.directory}"
-                   if good is not None else "; no checkpoint had been written yet")
-                + "; lower optim.learning_rate or set train.on_nan=skip or lower_lr",
-            )
+            reason = f"training diverged: the loss is not finite at step {at}" + (
+                f" (after {self.retries} learning-rate reductions)" if self.retries else "")
+            raise Diverged(at, float("nan"), reason
+                           + (f"; the last good checkpoint (step {good}) is kept in {lane.ckpt.directory}"
+                              if good is not None else "; no checkpoint had been written yet")
+                           + "; lower optim.learning_rate or set train.on_nan=skip or lower_lr", reason)
         self.retries += 1
         host_state, data_state, start = lane.ckpt.restore(
             self.s.state, "latest", sharding=self.mode.runner.state_sharding())

@@ -8,6 +8,7 @@ are right even if the parent dies.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -49,7 +50,8 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, clock: tuple[flo
         emit({"event": "done", "name": trial["name"],
               "accuracy": result.summary["test"]["accuracy"], "measured": values})
     elif status == "diverged":
-        trial_status.write_status(d, "diverged", error=outcome["error"], step=outcome.get("step"))
+        trial_status.write_status(d, "diverged", error=outcome["error"], step=outcome.get("step"),
+                                  reason=outcome.get("reason", outcome["error"]))
         emit({"event": "diverged", "name": trial["name"], "error": outcome["error"]})
     else:
         trial_status.write_status(
@@ -75,7 +77,8 @@ def _fit_single(cfg, d, load=None) -> dict:
     try:
         result = train.fit(cfg, d, progress=False, load=load)
     except Diverged as e:
-        return {"status": "diverged", "error": str(e), "step": e.step, "loss": e.loss}
+        return {"status": "diverged", "error": str(e), "reason": e.reason, "step": e.step,
+                "loss": e.loss}
     # Until fit detects divergence itself: a non-finite final loss is a divergence.
     for split in ("train", "test"):
         loss = (result.summary.get(split) or {}).get("loss")
@@ -131,11 +134,15 @@ def run_task(task: dict, emit: Emit, splits=None) -> bool:
         from cnn_jax.data import SplitCache
 
         splits = SplitCache()
-    load = splits.load
-    if _vmapped(task):
-        return _lease_and_run(task, task["trials"], emit, load)
+    from cnn_jax import config as config_lib
+
+    # The planner resolved every trial's config: read back once, handed down as is.
+    configs = {t["name"]: config_lib.from_json(t["config"], resolved=True) for t in task["trials"]}
+    run = _Run(task, emit, splits.load, configs)
+    if _vmapped(task, configs):
+        return _lease_and_run(run, task["trials"])
     for i, t in enumerate(task["trials"]):
-        if _lease_and_run(task, [t], emit, load):
+        if _lease_and_run(run, [t]):
             for rest in task["trials"][i + 1:]:
                 emit({"event": "interrupted", "name": rest["name"],
                       "error": "not started: the worker was interrupted"})
@@ -143,16 +150,26 @@ def run_task(task: dict, emit: Emit, splits=None) -> bool:
     return False
 
 
-def _vmapped(task: dict) -> bool:
+def _vmapped(task: dict, configs: dict) -> bool:
     if len(task["trials"]) < 2 or task.get("vmap", "off") == "off":
         return False
-    from cnn_jax import config as config_lib
-
-    return _use_vmap(task, config_lib.from_json(task["trials"][0]["config"], resolved=True))
+    return _use_vmap(task, configs[task["trials"][0]["name"]])
 
 
-def _lease_and_run(task: dict, candidates: list[dict], emit: Emit, load) -> bool:
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What every part of one task needs: the task, where events go, how splits load and
+    the trials' resolved configs (by name)."""
+
+    task: dict
+    emit: Emit
+    load: Callable
+    configs: dict
+
+
+def _lease_and_run(run: _Run, candidates: list[dict]) -> bool:
     """Leases ``candidates`` and runs those it got (see :func:`run_task`)."""
+    task, emit = run.task, run.emit
     trials = []
     for t in candidates:
         rec = lease.acquire(t["dir"])
@@ -167,7 +184,7 @@ def _lease_and_run(task: dict, candidates: list[dict], emit: Emit, load) -> bool
             continue
         trials.append(t)
     try:
-        return _Leased({**task, "trials": trials}, emit, load).run() if trials else False
+        return _Leased(run, trials).run() if trials else False
     finally:
         for t in trials:
             lease.release(t["dir"])
@@ -184,9 +201,10 @@ def _stale(task: dict, trial: dict, status: dict) -> bool:
 class _Leased:
     """The leased trials of one task: their clocks, what is pending, and how each ends."""
 
-    def __init__(self, task: dict, emit: Emit, load):
-        self.task, self.emit, self.load, self.t0 = task, emit, load, time.time()
-        self.pending = {t["name"]: t for t in task["trials"]}
+    def __init__(self, run: _Run, trials: list[dict]):
+        self.task, self.emit, self.load, self.t0 = run.task, run.emit, run.load, time.time()
+        self.trials, self.configs = trials, run.configs
+        self.pending = {t["name"]: t for t in trials}
         self.clocks: dict[str, tuple[float, int]] = {}  # started when, trained with how many
 
     def running(self, t: dict, together: int = 1) -> None:
@@ -202,13 +220,11 @@ class _Leased:
         _finish(self.task, t, outcome, self.emit, self.clocks.get(t["name"], (self.t0, 1)))
 
     def run(self) -> bool:
-        from cnn_jax import config as config_lib
         from cnn_jax.errors import Preempted
 
-        trials = self.task["trials"]
+        trials = self.trials
         try:
-            # The store resolved every trial's config: it is handed down as is.
-            cfgs = [config_lib.from_json(t["config"], resolved=True) for t in trials]
+            cfgs = [self.configs[t["name"]] for t in trials]
             for t in trials:  # a finished run (its status not yet written, or re-analysed)
                 if rundir.is_finished(t["dir"]):
                     self.running(t)

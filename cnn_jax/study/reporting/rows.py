@@ -201,7 +201,8 @@ def _row(workdir: str, trial: dict, keys: list[str], spec: dict[str, dict]) -> d
     else:
         row.update(dict.fromkeys(result_columns(analyses.measures_of(spec)), math.nan))
     err = st.get("error", "") if st["status"] in ("failed", "diverged") else ""
-    row["error"] = err.split("; the last good checkpoint")[0]
+    # what happened, without the advice (status.json's "reason"; older files: the error)
+    row["error"] = st.get("reason", err) if st["status"] == "diverged" else err
     return row
 
 
