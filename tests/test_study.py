@@ -275,6 +275,10 @@ def test_a_diverging_trial_is_recorded_and_the_others_complete(tmp_path, data_di
     assert st[bad] == "diverged"
     rec = store.read_json(os.path.join(wd, "trials", bad, "status.json"))
     assert "not finite" in rec["error"] and rec["step"] >= 1
+    # what happened, apart from the advice: the report's cell, no error text split
+    assert rec["reason"] == f"training diverged: the loss is not finite at step {rec['step']}"
+    assert rec["error"].startswith(rec["reason"] + "; ") and rec["reason"] in set(
+        pd.read_csv(os.path.join(wd, "results.csv")).error.dropna())
     assert any(line.startswith("[2/2] diverged") or "diverged" in line for line in lines)
     df = pd.read_csv(os.path.join(wd, "results.csv"))
     assert list(df.status) == ["done", "diverged"] and np.isnan(df.test_accuracy[1])

@@ -85,6 +85,7 @@ def _fake_sweep(workdir, acc=ACC, diverge=None, baseline="max", wall=False, curv
                 "diverged",
                 error="training diverged: the loss is not finite at "
                 "step 7; the last good checkpoint (step 5) is kept in /x",
+                reason="training diverged: the loss is not finite at step 7",  # as task writes it
                 step=7,
             )
             continue
