@@ -501,7 +501,31 @@ def test_the_seeds_of_one_config_are_shared_out_between_two_workers(tmp_path, da
     exp = _experiment(tmp_path, data_dir, acts=("relu",), seeds=4, steps=12)
     wd = str(tmp_path / "sweep")
     lines = []
-    out = runner.run(exp, wd, workers=2, report=False, log=lines.append)
+    # The interleaving is forced, not left to the machine's speed: each worker's first trial
+    # waits (at a gate, through a sitecustomize on the workers' path) until both workers
+    # have begun one, so the first cannot finish all four seeds before the second starts.
+    # The second can only get a trial by taking over seeds the first has not begun.
+    hook, gate = tmp_path / "hook", tmp_path / "gate"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(textwrap.dedent("""
+        import os, sys, time
+        if "cnn_jax.study.execution.worker" in sys.orig_argv:
+            from cnn_jax.study.execution import task
+            real, gate = task._fit_single, os.environ["CNN_JAX_TEST_GATE"]
+            def gated(cfg, d, load=None):
+                os.makedirs(gate, exist_ok=True)
+                open(os.path.join(gate, str(os.getpid())), "w").close()
+                deadline = time.monotonic() + 600  # a guard: the design says this returns
+                while len(os.listdir(gate)) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                return real(cfg, d, load)
+            task._fit_single = gated
+    """))
+    with monkeypatch.context() as m:
+        m.setenv("PYTHONPATH", f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+        m.setenv("CNN_JAX_TEST_GATE", str(gate))
+        out = runner.run(exp, wd, workers=2, report=False, log=lines.append)
+    assert len(os.listdir(gate)) == 2  # both workers reached the gate
     assert out["done"] == 4 and out["workers"] == 2
     assert len([x for x in lines if " done " in x]) == 4  # each counted once
     names = sorted(os.listdir(os.path.join(wd, "trials")))
