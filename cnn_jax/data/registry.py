@@ -54,6 +54,9 @@ class DatasetSpec:
     prepare_hint: str = ""  # how to prepare it where `cnn-jax prepare` alone cannot
     resolve: Callable | None = None  # (options, data_dir) -> the concrete spec (image folders)
     skipped_files: tuple[str, ...] = ()  # bad files left out when it was converted
+    # The original files tfds downloads to prepare it (checked for reachability first; the
+    # offline route is to place them in DATA_DIR/downloads/manual/ under these file names).
+    downloads: tuple[str, ...] = ()
 
     @property
     def fixed_size(self) -> bool:
@@ -180,18 +183,31 @@ def batch_shape(spec: DatasetSpec, options: Options) -> tuple[int, int, int]:
 
 
 # Standard tfds datasets (prepared with `cnn-jax prepare NAME` where TensorFlow and internet are).
+# The files each tfds builder downloads (tensorflow_datasets 4.9: image_classification/
+# mnist.py, cifar.py; datasets/svhn_cropped/).
+_IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_TORONTO = "https://www.cs.toronto.edu/~kriz/"
 for _spec in [
-    DatasetSpec("mnist", "mnist", 10, (28, 28, 1), (0.1307,), (0.3081,)),
-    DatasetSpec("fashion_mnist", "fashion_mnist", 10, (28, 28, 1), (0.2860,), (0.3530,)),
+    DatasetSpec("mnist", "mnist", 10, (28, 28, 1), (0.1307,), (0.3081,),
+                downloads=tuple("https://storage.googleapis.com/cvdf-datasets/mnist/" + f
+                                for f in _IDX)),
+    DatasetSpec("fashion_mnist", "fashion_mnist", 10, (28, 28, 1), (0.2860,), (0.3530,),
+                downloads=tuple("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/" + f
+                                for f in _IDX)),
     DatasetSpec(
-        "cifar10", "cifar10", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+        "cifar10", "cifar10", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        downloads=(_TORONTO + "cifar-10-binary.tar.gz",),
     ),
     DatasetSpec(
-        "cifar100", "cifar100", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+        "cifar100", "cifar100", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+        downloads=(_TORONTO + "cifar-100-binary.tar.gz",),
     ),
     DatasetSpec(
         "svhn_cropped", "svhn_cropped", 10, (32, 32, 3), (0.4377, 0.4438, 0.4728),
         (0.1980, 0.2010, 0.1970),
+        downloads=tuple(f"http://ufldl.stanford.edu/housenumbers/{s}_32x32.mat"
+                        for s in ("train", "test", "extra")),
     ),
 ]:
     register(_spec)

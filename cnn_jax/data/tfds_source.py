@@ -5,8 +5,13 @@ errors for a dataset that is not prepared or a split that cannot be read."""
 from __future__ import annotations
 
 import fcntl
+import glob
 import logging
 import os
+import shutil
+import socket
+import threading
+import urllib.parse
 
 from cnn_jax.data.registry import DATASETS, DatasetSpec, default_data_dir
 from cnn_jax.errors import UserError
@@ -57,14 +62,77 @@ def prepare(name: str, data_dir: str | None = None) -> str:
                         )
                     )
         return str(builder.data_dir)
+    check_downloadable(spec, data_dir)
     try:
         import tensorflow  # noqa: F401
     except ImportError:
         raise UserError(
             f"preparing {name!r} needs TensorFlow: pip install 'cnn-jax[tf]' (and internet)"
         ) from None
+    return _download_and_prepare(spec, data_dir)
+
+
+def manual_dir(data_dir: str) -> str:
+    """Where tfds looks for files downloaded by hand before it downloads them itself."""
+    return os.path.join(data_dir, "downloads", "manual")
+
+
+def check_downloadable(spec: DatasetSpec, data_dir: str, timeout: float = 8.0) -> None:
+    """A one-line :class:`UserError` within ``timeout`` seconds unless every original file
+    of ``spec`` is in the manual directory or the host of the first missing one answers:
+    without network tfds would retry for minutes and leave partial files behind."""
+    missing = [u for u in spec.downloads
+               if not os.path.exists(os.path.join(manual_dir(data_dir), u.rsplit("/", 1)[1]))]
+    if not missing:
+        return
+    url = urllib.parse.urlsplit(missing[0])
+    port = url.port or (443 if url.scheme == "https" else 80)
+    why = _unreachable(url.hostname, port, timeout)
+    if why:
+        files = ", ".join(u.rsplit("/", 1)[1] for u in missing)
+        raise UserError(
+            f"cannot download {spec.name!r}: {url.hostname} is not reachable ({why}); offline, "
+            f"place the original {files} in {manual_dir(data_dir)}/ and run "
+            f"`cnn-jax prepare {spec.name} --data-dir {data_dir}` again"
+        )
+
+
+def _unreachable(host: str, port: int, timeout: float) -> str:
+    """Why ``host:port`` cannot be connected to within ``timeout`` s (``""`` if it can). The
+    attempt runs in a thread: a name lookup without network can block longer than any
+    socket timeout."""
+    out: list[str] = []
+
+    def attempt():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            out.append("")
+        except OSError as e:
+            out.append(e.strerror or type(e).__name__)
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(timeout)
+    return out[0] if out else f"no answer within {timeout:g} s"
+
+
+def _download_and_prepare(spec: DatasetSpec, data_dir: str) -> str:
+    """tfds's download and preparation; on failure the dataset's new directory and the
+    partial downloads are removed and the error is one line."""
+    import tensorflow_datasets as tfds
+
+    root = os.path.join(data_dir, spec.tfds_name.split("/")[0])
+    existed = os.path.exists(root)
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except Exception as e:
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        for tmp in glob.glob(os.path.join(data_dir, "downloads", "**", "*.tmp.*"), recursive=True):
+            shutil.rmtree(tmp, ignore_errors=True) if os.path.isdir(tmp) else os.remove(tmp)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"preparing {spec.name!r} failed: {first}") from e
     return str(builder.data_dir)
 
 
