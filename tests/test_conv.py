@@ -128,8 +128,13 @@ def test_the_initialisation_program_compiled_for_speed_gives_the_same_variables(
     from cnn_jax import config as config_lib
     from cnn_jax.train import assemble, state as state_lib
 
-    assert conv.init_compiler_options() == {
-        "xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
+    cheap = {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
+    try:  # the installed XLA decides: jax 0.10's takes these options, jax 0.12's refuses them
+        jax.jit(lambda a: a + 1, compiler_options=cheap).lower(1.0).compile()
+        supported = True
+    except Exception:  # noqa: BLE001  (XLA's error type for an unknown option varies)
+        supported = False
+    assert conv.init_compiler_options() == (cheap if supported else None)
     c = config_lib.base_config()
     c.model.name, c.model.pool, c.data.name = model, pool, "mnist5k"
     c = config_lib.resolve(c)
