@@ -127,3 +127,45 @@ def test_bad_extensions_are_one_line_errors_and_write_nothing(tmp_path, data_dir
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], out.stderr
     assert "choose" in lines[0] or "registered:" in lines[0]  # the valid choices are named
     assert not wd.exists()  # nothing written
+
+
+def test_an_analysis_that_raises_fails_its_trial_with_the_error_and_spares_the_others(tmp_path, data_dir):
+    """Nothing after training is lost in silence: the trial whose analysis raised is
+    ``failed`` with the error and traceback in status.json; the other trials finish."""
+    from cnn_jax import study
+
+    exp = tmp_path / "raising.py"
+    exp.write_text(f'''
+from cnn_jax import analyses, study
+from cnn_jax.config import base_config
+
+
+@analyses.register("fragile", measures=[analyses.Measure("fragile", "fragile")])
+def fragile(ctx):
+    if ctx.setup.cfg.seed == 1:
+        raise RuntimeError("the analysis broke on seed 1")
+    return {{"fragile": 0.5}}
+
+
+def get_config():
+    c = base_config()
+    c.model.name, c.model.hidden = "mlp", (8,)
+    c.data.name, c.data.data_dir, c.data.batch_size = "digits", {data_dir!r}, 32
+    c.train.steps, c.train.log_every_steps, c.train.eval_every_epochs = 4, 2, 1
+    return c
+
+
+def get_sweep():
+    return study.Study(study.grid({{"model.activation": ["relu"]}}), seeds=3, analyses=["fragile"])
+''')
+    wd = str(tmp_path / "sweep")
+    out = study.run(str(exp), wd, workers=0, log=lambda s: None, plots=False)
+    assert (out["done"], out["failed"]) == (2, 1)
+    st = {}
+    for name in os.listdir(os.path.join(wd, "trials")):
+        st[name] = json.load(open(os.path.join(wd, "trials", name, "status.json")))
+    failed = [s for s in st.values() if s["status"] == "failed"]
+    assert len(failed) == 1 and "the analysis broke on seed 1" in failed[0]["error"]
+    assert failed[0]["error"].startswith("after training: RuntimeError")
+    assert "fragile" in failed[0]["traceback"]  # where it broke
+    assert sorted(s["status"] for s in st.values()) == ["done", "done", "failed"]

@@ -216,8 +216,18 @@ class _Leased:
         self.emit({"event": "running", "name": t["name"]})
 
     def finish(self, t: dict, outcome: dict) -> None:
-        self.pending.pop(t["name"], None)
-        _finish(self.task, t, outcome, self.emit, self.clocks.get(t["name"], (self.t0, 1)))
+        """Records ``outcome``; if that fails (an analysis, the HParams writer), the trial is
+        recorded as failed with that error and its traceback, never left ``running``, and
+        the other trials of the task are not touched."""
+        clock = self.clocks.get(t["name"], (self.t0, 1))
+        try:
+            _finish(self.task, t, outcome, self.emit, clock)
+        except Exception as e:  # noqa: BLE001  (recorded in the trial's status, not raised)
+            failure = {"status": "failed", "error": f"after training: {_error_text(e)}",
+                       "traceback": traceback.format_exc(limit=-8)}
+            _finish(self.task, t, failure, self.emit, clock)
+        finally:
+            self.pending.pop(t["name"], None)
 
     def run(self) -> bool:
         from cnn_jax.errors import Preempted
