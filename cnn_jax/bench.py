@@ -45,8 +45,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args, overrides) -> int:
-    from cnn_jax import config as config_lib
-
     if args.batch_size is not None:
         overrides = [("data.batch_size", str(args.batch_size)), *overrides]
     for name, value, least in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0)):
