@@ -141,7 +141,8 @@ def read_analysis(trial_dir: str) -> dict:
 
 def measured(record: dict) -> dict[str, float]:
     """Every measure's value in an ``analysis.json`` record, flat (``{column: value}``);
-    files written before the analyses registry held ``{"shift_consistency": x, ...}``."""
+    files written before the analyses registry held their values at the top level
+    (``{"shift_consistency": x, "shift_max": 3, ...}``)."""
     out: dict[str, float] = {}
     for key, entry in record.items():
         if isinstance(entry, dict):
@@ -158,3 +159,9 @@ def analyses_current(record: dict, spec: dict) -> bool:
         isinstance(record.get(name), dict) and record[name].get("options") == jsonable(options)
         for name, options in spec.items()
     )
+
+
+def to_analyse_again(trial_dir: str, status: dict, spec: dict) -> bool:
+    """A ``done`` trial whose ``analysis.json`` does not hold the analyses ``spec`` with the
+    same options: it is analysed again from its final checkpoint, never retrained."""
+    return status["status"] == "done" and not analyses_current(read_analysis(trial_dir), spec)

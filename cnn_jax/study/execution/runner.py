@@ -165,13 +165,8 @@ def to_run(p: planning.Plan, states: dict[str, dict], workdir: str) -> list[stor
     """The trials of ``p`` to run: those not finished, and the finished ones whose analyses
     are not those the study names now (they are analysed again, not retrained)."""
     spec = p.study.analysis_spec()
-
-    def stale(t):
-        return states[t.name]["status"] == "done" and not store.analyses_current(
-            store.read_analysis(t.dir(workdir)), spec
-        )
-
-    return [t for t in p.trials if states[t.name]["status"] not in store.FINISHED or stale(t)]
+    return [t for t in p.trials if states[t.name]["status"] not in store.FINISHED
+            or store.to_analyse_again(t.dir(workdir), states[t.name], spec)]
 
 
 def _initial_counts(p: planning.Plan, states: dict, todo: list[store.Trial]) -> dict:

@@ -178,7 +178,8 @@ def _lease_and_run(run: _Run, candidates: list[dict]) -> bool:
             emit({"event": "busy", "name": t["name"], "owner": owner})
             continue
         st = store.read_status(t["dir"])
-        if st["status"] in store.FINISHED and not _stale(task, t, st):  # finished meanwhile
+        again = store.to_analyse_again(t["dir"], st, task.get("analyses") or {})
+        if st["status"] in store.FINISHED and not again:  # another sweep finished it meanwhile
             lease.release(t["dir"])
             emit({"event": "finished", "name": t["name"], "status": st["status"]})
             continue
@@ -188,14 +189,6 @@ def _lease_and_run(run: _Run, candidates: list[dict]) -> bool:
     finally:
         for t in trials:
             lease.release(t["dir"])
-
-
-def _stale(task: dict, trial: dict, status: dict) -> bool:
-    """A finished trial whose analyses were measured with other options (or not at all): it
-    is analysed again from its final checkpoint, never retrained."""
-    return status["status"] == "done" and not store.analyses_current(
-        store.read_analysis(trial["dir"]), task.get("analyses") or {}
-    )
 
 
 class _Leased:

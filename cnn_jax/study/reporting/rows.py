@@ -112,15 +112,9 @@ def measures_in(columns) -> list[Measure]:
 
 def measured(record: dict, spec: dict[str, dict]) -> dict[str, float]:
     """The value of each measure of the analyses ``spec`` in ``record`` (a trial's
-    ``analysis.json``: ``{analysis: {"options": ..., "values": {measure: x}}}``, or, written
-    before the analyses registry, the measures at its top level); NaN where absent."""
-    out: dict[str, float] = {}
-    for name in spec:
-        entry = record.get(name)
-        values = (entry.get("values") or {}) if isinstance(entry, dict) else record
-        for m in analyses.get(name).measures:
-            out[m.name] = _num(values.get(m.name))
-    return out
+    ``analysis.json``, read by :func:`cnn_jax.study.store.measured`); NaN where absent."""
+    values = store.measured(record)
+    return {m.name: _num(values.get(m.name)) for m in analyses.measures_of(spec)}
 
 
 def label(v: Any) -> str:
@@ -196,8 +190,7 @@ def _row(workdir: str, trial: dict, keys: list[str], spec: dict[str, dict]) -> d
     row["seed"] = trial["seed"]
     summary = rundir.read_summary(d) if st["status"] == "done" else None
     if summary:
-        analysis = rundir.read_json(rundir.path(d, rundir.ANALYSIS)) or {}
-        row.update(_measured(summary, measured(analysis, spec), st))
+        row.update(_measured(summary, measured(store.read_analysis(d), spec), st))
     else:
         row.update(dict.fromkeys(result_columns(analyses.measures_of(spec)), math.nan))
     err = st.get("error", "") if st["status"] in ("failed", "diverged") else ""
