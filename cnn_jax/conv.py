@@ -36,10 +36,16 @@ DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 TAP_MAX_IN = 1  # the tap loop for single-channel inputs ...
 TAP_MAX_OUT = 16  # ... with few output channels (LeNet-5's first layer)
 COL2IM_MAX_IN = 8  # input gradient by col2im for 2..8 input channels (LeNet-5's second)
+# The name scope of the CPU formulations: a program lowered for another platform must not
+# contain it (cnn_jax.lowering checks).
+CPU_ONLY_SCOPE = "cnn_jax_cpu_only"
 
 
 def _cpu_paths() -> bool:
-    return jax.default_backend() == "cpu" and os.environ.get("CNN_JAX_CONV", "auto") != "xla"
+    """Whether the CPU formulations may be used at all (``CNN_JAX_CONV=xla`` turns them off).
+    Which platform a program is for is decided when it is lowered, not here: see
+    :func:`conv2d`."""
+    return os.environ.get("CNN_JAX_CONV", "auto") != "xla"
 
 
 def _lax_conv(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
@@ -95,7 +101,8 @@ def _col2im_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.A
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(x, w, pads: Pads, taps: bool, col2im: bool):
-    return _tap_sum(x, w, pads) if taps else _lax_conv(x, w, pads)
+    with jax.named_scope(CPU_ONLY_SCOPE):
+        return _tap_sum(x, w, pads) if taps else _lax_conv(x, w, pads)
 
 
 def _conv_fwd(x, w, pads, taps, col2im):
@@ -106,7 +113,8 @@ def _conv_bwd(pads, taps, col2im, res, g):
     x, w = res
     if col2im:
         dw = jax.vjp(lambda w_: _lax_conv(x, w_, pads), w)[1](g)[0]
-        return _col2im_input_grad(g, w, x.shape, pads), dw
+        with jax.named_scope(CPU_ONLY_SCOPE):
+            return _col2im_input_grad(g, w, x.shape, pads), dw
     # XLA's own gradients; the input's is dropped by XLA when, as usual, x is the image.
     return jax.vjp(lambda x_, w_: _lax_conv(x_, w_, pads), x, w)[1](g)
 
@@ -125,7 +133,11 @@ def conv2d(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
     col2im = 1 < cin <= COL2IM_MAX_IN
     if not (taps or col2im):
         return _lax_conv(x, w, pads)
-    return _conv(x, w, pads, taps, col2im)
+    # Chosen per platform when the program is lowered (a program traced on a CPU host and
+    # exported for cuda or tpu gets XLA's convolution; tests/test_lowering.py).
+    return lax.platform_dependent(
+        x, w, cpu=lambda x, w: _conv(x, w, pads, taps, col2im),
+        default=lambda x, w: _lax_conv(x, w, pads))
 
 
 # XLA:CPU in jaxlib 0.10 hands convolutions to YNNPACK by default; on the shapes of these

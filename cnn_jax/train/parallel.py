@@ -147,6 +147,14 @@ class Runner:
         size = getattr(self._train, "_cache_size", None)
         return size() if size is not None else None
 
+    def programs(self) -> dict:
+        """``{"train": f, "eval": f}``: this mode's step programs as ``jax.jit`` functions of
+        ``(placed state, placed batch)``, e.g. for ``jax.export`` (a pmapped step inside a
+        ``jit``)."""
+        if self.mode == "pmap":
+            return {"train": jax.jit(self._train), "eval": jax.jit(self._eval)}
+        return {"train": self._train, "eval": self._eval}
+
     def eval_step(self, state, batch):
         """The metric sums of ``batch``."""
         sums = dict(self._eval(state, batch))
