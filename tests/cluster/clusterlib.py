@@ -12,6 +12,14 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+REQUIRE = os.environ.get("CNN_JAX_REQUIRE_CLUSTER") == "1"
+
+
+def unavailable(message: str):
+    """Skip, or fail under ``CNN_JAX_REQUIRE_CLUSTER=1`` (CI), saying what is missing."""
+    if REQUIRE:
+        pytest.fail(f"{message} (CNN_JAX_REQUIRE_CLUSTER=1)")
+    pytest.skip(message)
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -20,18 +20,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from clusterlib import experiment
+from clusterlib import REQUIRE, experiment, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
-REQUIRE = os.environ.get("CNN_JAX_REQUIRE_CLUSTER") == "1"
 SLURM_CONF_DEFAULT = "/tmp/cnn-jax-slurm/slurm.conf"  # scripts/local-slurm's default state
 RAY_ADDRESS_DEFAULT = "127.0.0.1:26379"  # scripts/local-ray's default port
-
-
-def unavailable(message: str):
-    if REQUIRE:
-        pytest.fail(f"{message} (CNN_JAX_REQUIRE_CLUSTER=1)")
-    pytest.skip(message)
 
 
 def _reason(r: subprocess.CompletedProcess, what: str) -> str:
