@@ -29,7 +29,7 @@ FLOORS = [
     {"models"},
     {"config"},
     {"experiment", "train"},
-    {"analyses", "bench", "viz"},
+    {"analyses", "bench", "lowering", "viz"},
     {"study"},
     {"cli", "launch"},
     {"__main__"},
