@@ -25,7 +25,8 @@ Parts, in this order:
 * ``gpu_tests``: ``pytest -m gpu tests/test_gpu.py`` (``CNN_JAX_TEST_PLATFORM`` says
   which platform they must run on): single = sharded on one device with BatchNorm and
   max pooling; bfloat16 and float16 steps finite and close to float32;
-  ``--xla_gpu_deterministic_ops=true`` steps bitwise repeatable.
+  ``--xla_gpu_deterministic_ops=true`` steps bitwise repeatable; the steps compiled there
+  hold none of ``cnn_jax.conv``'s CPU formulations (chosen per platform when lowering).
 * ``matmul_peak``: 8192×8192 matrix products in float32 (JAX's default precision, i.e.
   TF32 on the GPU) and bfloat16: the peak the training steps are compared with; PyTorch's
   too (its default float32 matmul is full float32).

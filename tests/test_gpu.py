@@ -205,3 +205,17 @@ if __name__ == "__main__" and sys.argv[1:] == ["hashes"]:
         jax.config.update("jax_compilation_cache_dir", os.environ["CNN_JAX_CACHE_DIR"])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     print(json.dumps(_hashes_of_steps()))
+
+
+def test_the_programs_run_here_hold_the_cpu_convolutions_only_on_cpu():
+    """``fit``'s LeNet-5 steps as lowered for this backend: the CPU formulations of
+    ``cnn_jax.conv`` (chosen per platform when lowering) are in them on CPU and nowhere
+    else; and nothing in them is CPU-only elsewhere (``cnn_jax.lowering``)."""
+    from cnn_jax import conv, lowering
+
+    runner, state, batch = _setup()
+    for name, program in runner.programs().items():
+        text = program.lower(state, batch).as_text(debug_info=True)
+        assert (conv.CPU_ONLY_SCOPE in text) == (PLATFORM == "cpu"), name
+        if PLATFORM != "cpu":
+            assert lowering.problems_of(text) == [], name

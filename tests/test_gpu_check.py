@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.py")
 PARTS = (
@@ -34,6 +36,7 @@ def _positive_finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.long  # .ci/run's long stage (over a minute on 2 cores)
 def test_cpu_rehearsal_writes_every_part(tmp_path):
     out = tmp_path / "out"
     p = subprocess.run(

@@ -110,6 +110,7 @@ def _lock_holder(workdir):
         return 0
 
 
+@pytest.mark.long  # .ci/run's long stage (over a minute on 2 cores)
 def test_sigterm_saves_and_resume_is_exact(data_dir, tmp_path):
     ref = tmp_path / "ref"
     _reference(data_dir, ref, 400)
@@ -184,6 +185,7 @@ def _one_life(cmd, wd, rng, gaps, stage):
     return stage
 
 
+@pytest.mark.long  # .ci/run's long stage (over a minute on 2 cores)
 def test_kill_9_at_random_moments_then_resume_is_exact(data_dir, tmp_path):
     # Ten lives, each SIGKILLed between two observed events (see _one_life): kills land in
     # start-up, restore, training and checkpoint writes (one every logged step) alike, and a
