@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
+from helpers.hold import hold, wait_held
 from PIL import Image
 
 from cnn_jax import data
@@ -146,15 +146,15 @@ def test_an_image_folder_trains_end_to_end_and_resumes_exactly(tmp_path):
     assert s["pipeline"]["skipped_images"] == 1 and s["pipeline"]["train"]["path"] == "in_memory"
     assert s["data"] == {"train": 153, "validation": 15, "test": 42}
     assert s["test"]["count"] == 42 and s["test"]["accuracy"] > 0.9  # three colours
-    # a second run, stopped by SIGTERM after observed progress, then resumed
+    # a second run, stopped by SIGTERM mid-run, then resumed: the run is held inside its 8th
+    # batch while the signal is sent (helpers/hold.py), so it cannot finish first
     wd = tmp_path / "run"
-    p = subprocess.Popen(_train_cmd(folder, d, wd, "--quiet"), env=_env(), cwd=ROOT,
+    env, held, release = hold(tmp_path, batch=8)
+    p = subprocess.Popen(_train_cmd(folder, d, wd, "--quiet"), env={**_env(), **env}, cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    while not (os.path.exists(wd / "metrics.jsonl") and _read(wd / "metrics.jsonl").count('"train"') >= 3):
-        assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()[-3000:]
-        time.sleep(0.01)
+    wait_held(p, held)
     p.send_signal(signal.SIGTERM)
+    release.touch()
     _, err = p.communicate(timeout=600)
     assert p.returncode == 75, err[-3000:]
     again = subprocess.run(_train_cmd(folder, d, wd), check=False, capture_output=True, text=True, env=_env(),

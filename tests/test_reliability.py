@@ -12,6 +12,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from helpers.hold import hold, wait_held
 
 from cnn_jax import config as config_lib
 from cnn_jax import train
@@ -115,11 +116,14 @@ def test_sigterm_saves_and_resume_is_exact(data_dir, tmp_path):
     ref = tmp_path / "ref"
     _reference(data_dir, ref, 400)
     wd = tmp_path / "run"
-    p = subprocess.Popen(_cli(data_dir, wd, steps=400), env=_env(), cwd=ROOT,
+    # held inside its 30th batch (helpers/hold.py) while SIGTERM is sent: mid-run on any machine
+    env, held, release = hold(tmp_path, batch=30)
+    p = subprocess.Popen(_cli(data_dir, wd, steps=400), env={**_env(), **env}, cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait(p, "two logged steps", lambda: len(_logged_steps(wd)) >= 2)
+    wait_held(p, held)
     seen = _newest_logged(wd)
     p.send_signal(signal.SIGTERM)
+    release.touch()
     out, err = p.communicate(timeout=HANG_S)
     assert p.returncode == 75, err
     assert "preempted: SIGTERM received: saved a checkpoint at step" in err

@@ -7,14 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
+from helpers.hold import hold, wait_held
 from PIL import Image
 
 from cnn_jax import data
-from cnn_jax.data import decode, info, registry, writer
+from cnn_jax.data import decode, info, writer
 from cnn_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -332,15 +332,14 @@ def test_kill_9_of_a_streaming_run_then_rerun_is_the_uninterrupted_result(inet_d
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads(_read(ref / "summary.json"))
     assert summary["pipeline"]["train"]["path"] == "streaming" and summary["pipeline"]["train"]["workers"] == 0
-    life = subprocess.Popen(_cli(wd, inet_dir), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+    # held inside its 13th batch (helpers/hold.py) while it is killed: mid-run on any machine
+    env, held, _ = hold(tmp_path, batch=13)
+    life = subprocess.Popen(_cli(wd, inet_dir), env={**_env(), **env}, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    while _logged_steps(wd) < 10:  # wait for observed progress, then kill it mid-run
-        assert life.poll() is None, life.stderr.read()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_held(life, held)
     life.kill()
     life.wait()
+    assert _logged_steps(wd) >= 2  # it had trained and logged before the kill
     assert not os.path.exists(wd / "summary.json")
     again = subprocess.run(_cli(wd, inet_dir)[:-1], check=False, capture_output=True, text=True, env=_env(), cwd=ROOT,
                            timeout=600)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.hold import hold
 
 from cnn_jax import cli, train
 from cnn_jax import config as config_lib
@@ -206,13 +207,17 @@ def test_killed_cli_sweep_reruns_only_the_missing_trials(tmp_path, data_dir):
     )
     wd = str(tmp_path / "sweep")
     cmd = [sys.executable, "-m", "cnn_jax", "sweep", exp, "--workdir", wd, "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # Waits are for observed events (a trial done, the orphans gone), whatever the machine's
-    # speed; HANG_S only keeps a hung process from hanging the suite.
+    # The worker is held inside the first batch of its second training run (helpers/hold.py),
+    # so the sweep is killed with a trial done and others not, on any machine. Waits are for
+    # observed events (a trial done, the orphans gone); HANG_S only keeps a hung process from
+    # hanging the suite.
+    env, held, _ = hold(tmp_path, run=2, batch=1)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **env})
     deadline = time.monotonic() + HANG_S
     try:
         while not (
-            os.path.exists(os.path.join(wd, "sweep.json")) and "done" in _statuses(wd).values()
+            held.exists() and "done" in _statuses(wd).values()
         ):
             if proc.poll() is not None:
                 pytest.fail(f"the sweep exited ({proc.returncode}) before a trial was done")

@@ -10,7 +10,7 @@ from scipy import stats as sps
 from cnn_jax import config as config_lib
 from cnn_jax import study
 from cnn_jax.errors import UserError
-from cnn_jax.study import planning, store
+from cnn_jax.study import planning
 from cnn_jax.study.reporting import stats
 
 # ----------------------------------------------------------------------------- sweeps

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnn_jax import config as config_lib
-from cnn_jax import data, losses, models, optim, train
+from cnn_jax import losses, models, optim, train
 from cnn_jax.errors import UserError
 
 

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from clusterlib import REQUIRE, experiment, unavailable
+from clusterlib import experiment, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 SLURM_CONF_DEFAULT = "/tmp/cnn-jax-slurm/slurm.conf"  # scripts/local-slurm's default state

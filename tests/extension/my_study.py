@@ -12,7 +12,6 @@ import os
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from cnn_jax import analyses, models, pooling, study
 from cnn_jax.config import base_config

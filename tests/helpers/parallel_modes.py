@@ -9,7 +9,6 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cnn_jax import config as config_lib
