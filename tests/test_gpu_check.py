@@ -32,6 +32,17 @@ PARTS = (
 )
 
 
+def _gpu_tests() -> int:
+    """How many tests ``pytest -m gpu tests/test_gpu.py`` collects (parametrized cases
+    included), so that a new GPU test cannot be left out of the count."""
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu",
+                          "-p", "no:cacheprovider", os.path.join(ROOT, "tests", "test_gpu.py")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    ids = [x for x in out.stdout.splitlines() if "::" in x]
+    assert out.returncode == 0 and ids, out.stdout[-2000:] + out.stderr[-2000:]
+    return len(ids)
+
+
 def _positive_finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
@@ -79,7 +90,8 @@ def test_cpu_rehearsal_writes_every_part(tmp_path):
     # What ran, ran for real: every GPU test passed on CPU, every measured row has figures.
     tests = report["parts"]["gpu_tests"]
     if tests["status"] == "ok":
-        assert len(tests["tests"]) == 4 and tests["figures"]["passed"] == 4
+        want = _gpu_tests()
+        assert len(tests["tests"]) == want and tests["figures"]["passed"] == want
     thr = report["parts"]["throughput"]
     for row in thr.get("rows", []):
         assert _positive_finite(row["macs_per_image"]), row

@@ -36,6 +36,7 @@ def _py(args, devices, timeout=HANG_S, **extra):
     return p.stdout
 
 
+@pytest.mark.long  # .ci/run's long stage (8 host devices, three modes, two models)
 def test_single_pmap_and_sharded_agree():
     cases = [
         # BatchNorm (global-batch statistics in every mode), average pooling
@@ -99,6 +100,7 @@ def test_two_process_run_matches_one_process(data_dir, tmp_path):
     assert "test accuracy" in outs[0][0] and "test accuracy" not in outs[1][0]  # only process 0 reports
 
 
+@pytest.mark.long  # .ci/run's long stage (several trainings under 8, 1 and 2 devices)
 def test_checkpoints_move_across_device_counts_and_modes(data_dir, tmp_path):
     common = TRAIN + [f"--config.data.data_dir={data_dir}", "--config.train.checkpoint_every_steps=5"]
     _py(common + ["--workdir", str(tmp_path / "straight"), "--config.train.steps=20",
@@ -116,7 +118,7 @@ def test_checkpoints_move_across_device_counts_and_modes(data_dir, tmp_path):
         _close(s["test"], straight["test"])
 
 
-@pytest.mark.parametrize("devices", [2, 3])
+@pytest.mark.parametrize("devices", [2, pytest.param(3, marks=pytest.mark.long)])
 def test_callers_state_survives_a_donated_step_in_every_mode(devices):
     """put_state copies: the donating step deletes the runner's buffers, never the caller's."""
     out = json.loads(_py([os.path.join(HERE, "helpers", "donation.py")], devices).strip().splitlines()[-1])
