@@ -5,7 +5,10 @@ them, that venv first on PATH. ``eval "$(scripts/local-... up)"`` must export th
 address and nothing else, and the cluster must serve that environment's Python.
 
 Each cluster here has its own state directory and ports, so the clusters of the other
-cluster tests (default state and ports) are untouched.
+cluster tests (default state and ports) are untouched. The state directories are short
+paths directly under /tmp, made by the scripts: Ray's socket paths must stay under the
+107-byte limit of a Unix socket name, and munged (user munge) must be able to enter the
+directory, which pytest's private (0700) temporary directories forbid.
 """
 
 from __future__ import annotations
@@ -49,9 +52,15 @@ def _eval_up(home: Path, env: dict, script: str, then: str) -> tuple[subprocess.
     return r, said.read_text() if said.exists() else ""
 
 
-def test_local_ray_from_a_venv_outside_the_checkout(outside, tmp_path):
+def _state(name: str) -> str:
+    path = f"/tmp/cnn-jax-outside-{os.getpid()}-{name}"
+    assert not os.path.exists(path)
+    return path
+
+
+def test_local_ray_from_a_venv_outside_the_checkout(outside):
     home, env, venv = outside
-    env = {**env, "CNN_JAX_RAY_STATE": str(tmp_path / "ray"), "CNN_JAX_RAY_PORT": "26479"}
+    env = {**env, "CNN_JAX_RAY_STATE": _state("ray"), "CNN_JAX_RAY_PORT": "26479"}
     probe = (
         'python -c "import os, sys, ray, cnn_jax; '
         "ray.init(address=os.environ['RAY_ADDRESS'], log_to_driver=False); "
@@ -67,9 +76,10 @@ def test_local_ray_from_a_venv_outside_the_checkout(outside, tmp_path):
     assert address == "127.0.0.1:26479" and alive == "2"
 
 
-def test_local_slurm_from_a_venv_outside_the_checkout(outside, tmp_path):
+def test_local_slurm_from_a_venv_outside_the_checkout(outside):
     home, env, venv = outside
-    env = {**env, "CNN_JAX_SLURM_STATE": str(tmp_path / "slurm"), "CNN_JAX_SLURM_PORT": "16917"}
+    state = _state("slurm")
+    env = {**env, "CNN_JAX_SLURM_STATE": state, "CNN_JAX_SLURM_PORT": "16917"}
     # A job run by this cluster imports the project with the outside venv's Python.
     job = (
         'out=$(sbatch --parsable --wait -o "$PWD/job.out" '
@@ -80,7 +90,8 @@ def test_local_slurm_from_a_venv_outside_the_checkout(outside, tmp_path):
     if r.returncode == 3:
         unavailable(r.stderr.strip().splitlines()[-1])
     assert r.returncode == 0, r.stderr[-2000:]
-    assert said == f"export SLURM_CONF={tmp_path / 'slurm' / 'slurm.conf'}"
+    assert said == f"export SLURM_CONF={state}/slurm.conf"
     conf, prefix = r.stdout.strip().splitlines()[-2:]
-    assert conf == str(tmp_path / "slurm" / "slurm.conf")
+    assert conf == f"{state}/slurm.conf"
+    assert not os.path.exists(state)  # brought down: the state directory is gone
     assert os.path.realpath(prefix) == os.path.realpath(venv)
