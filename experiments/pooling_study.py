@@ -2,8 +2,9 @@
 
 Question: the seeds claim that "max pooling performs a lot better than average pooling".
 This study trains LeNet-5 and the seeds' small TensorFlow CNN with nine pooling kinds at
-every pooling site — max, avg, lp (L2), stochastic (Zeiler & Fergus 2013), mixed (Yu et al.
-2014), gated (Lee et al. 2016), strided_conv (Springenberg et al. 2014), blur (Zhang 2019)
+every pooling site — max, avg, lp (L2), stochastic (Zeiler & Fergus 2013), mixed and gated
+(both Lee, Gallagher & Tu 2016: a learned max/average mix per layer, and one gated by the
+window's contents), strided_conv (Springenberg et al. 2014), blur (Zhang 2019)
 and softpool (Stergiou et al. 2021) — on the 5,000 embedded real MNIST digits (3,600 train /
 400 validation for selection / 1,000 test, read once at the end), eight seeds each (144
 trials), to their plateau, and compares every kind with max pooling, paired by seed (same

@@ -136,7 +136,7 @@ def test_a_second_analysis_is_reported_like_shift_consistency(tmp_path):
     section = text.split("### Prediction spread compared with the baseline (model.pool = max)")[1]
     section = section.split("\n## ")[0]
     assert section.startswith("\n\nThe same paired analysis for prediction spread.\n")
-    assert "| n | Δ | 95 % CI of Δ |" in section and "MDD |" in section
+    assert "| n | Δ | 95 % CI of Δ (unadjusted) |" in section and "MDD |" in section
     row = next(line for line in section.splitlines() if line.startswith("| lenet5 | avg | 5 |"))
     assert row.endswith("| significantly better |")
     assert "### Shift consistency compared with the baseline (model.pool = max)" in text

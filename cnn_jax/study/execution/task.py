@@ -79,8 +79,9 @@ def _fit_single(cfg, d, load=None) -> dict:
     except Diverged as e:
         return {"status": "diverged", "error": str(e), "reason": e.reason, "step": e.step,
                 "loss": e.loss}
-    # Until fit detects divergence itself: a non-finite final loss is a divergence.
-    for split in ("train", "test"):
+    # Until fit detects divergence itself: a non-finite final training or validation loss is
+    # a divergence. Never the test loss: the test split must not decide which trials count.
+    for split in ("train", "validation"):
         loss = (result.summary.get(split) or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             return {

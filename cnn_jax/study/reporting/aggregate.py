@@ -221,6 +221,7 @@ def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accurac
                 "p_wilcoxon": c.p_wilcoxon,
                 "cohens_d": c.cohens_d,
                 "sd_diff": c.sd_diff,
+                "n_nonzero": c.n_nonzero,
             }
         )
     out = pd.DataFrame(rows)
@@ -265,7 +266,10 @@ def verdict(
     """A comparison row's verdict: ``significantly better`` / ``significantly worse`` from
     its Holm-adjusted p-value (better: a positive Δ if ``higher_is_better``, else a negative
     one), else ``no difference detectable at n = N (MDD x pp)`` with its minimum detectable
-    difference at 80 % power (``scale``/``unit``: how Δ is shown)."""
+    difference at 80 % power (``scale``/``unit``: how Δ is shown); ``identical in all N
+    seeds`` where every paired difference is exactly 0 (no test is defined there)."""
+    if r["n"] >= 2 and r["diff"] == 0 and r.get("sd_diff") == 0:
+        return f"identical in all {int(r['n'])} seeds (Δ = 0)"
     if r["n"] < 2 or not math.isfinite(r["p_holm"]):
         return "too few seeds"
     if r["p_holm"] < alpha:

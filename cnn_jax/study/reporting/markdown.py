@@ -127,13 +127,24 @@ def _answer(agg, comp, keys, baseline, metric, measure_comps=None) -> list[str]:
         for name, comp_m in (measure_comps or {}).items():
             if len(comp_m):
                 lines += _significant(with_labels(comp_m, keys), factor, others, baseline, name)
-        n_min = int(comp["n"].min())
-        if n_min <= 5:
-            lines.append(
-                f"- With {n_min} paired seeds the exact two-sided Wilcoxon test cannot go "
-                f"below p = {2 / 2**n_min:.4f}; it is reported as a robustness check."
-            )
+        lines += _wilcoxon_floor(comp)
     return lines
+
+
+def _wilcoxon_floor(comp) -> list[str]:
+    """The smallest p the exact Wilcoxon test can reach in the comparison with the fewest
+    non-zero paired differences (it drops zero differences), where that floor is high."""
+    n_min = int(comp["n"].min())
+    ranked = comp["n_nonzero"] if "n_nonzero" in comp else comp["n"]
+    k = int(ranked.min())
+    if k > 5:
+        return []
+    zeros = "" if k == n_min else (
+        f" (it drops zero differences: the fewest non-zero ones in a comparison are {k}"
+        f" of {int(comp.loc[ranked.idxmin(), 'n'])} seeds)")
+    floor = f"cannot go below p = {2 / 2**k:.4f}" if k else "has no non-zero difference to rank"
+    return [f"- With {n_min} paired seeds the exact two-sided Wilcoxon test {floor}{zeros}; it "
+            "is reported as a robustness check."]
 
 
 # ----------------------------------------------------------------------------- files
@@ -163,7 +174,8 @@ def _header(rec: dict, df, metric: str) -> list[str]:
         f"Metric: `{metric}` of the final state"
         + (f" on {int(test_n.iloc[0]):,} test images" if len(test_n) else "")
         + "; "
-        "95 % confidence intervals use the t distribution over seeds.",
+        "95 % confidence intervals use the t distribution over seeds; those of a difference Δ "
+        "are per comparison (unadjusted), while the verdicts use Holm-adjusted p-values.",
         "",
     ]
 

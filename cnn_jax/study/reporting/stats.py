@@ -67,6 +67,7 @@ class Paired:
     p_wilcoxon: float  # two-sided exact Wilcoxon signed-rank test (NaN if not computable)
     cohens_d: float  # Cohen's d for paired samples (d_z = mean / sd of the differences)
     sd_diff: float = math.nan  # sample sd (ddof=1) of the differences
+    n_nonzero: int = -1  # differences that are not exactly 0 (what the Wilcoxon test ranks)
 
 
 def paired_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
@@ -158,7 +159,8 @@ def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
     est = mean_ci(a - b, confidence)
     t, p = paired_t(a, b)
     _, pw = wilcoxon(a, b)
-    return Paired(len(a), est.mean, est.lo, est.hi, t, p, pw, cohens_d_paired(a, b), est.std)
+    return Paired(len(a), est.mean, est.lo, est.hi, t, p, pw, cohens_d_paired(a, b), est.std,
+                  int(np.count_nonzero(a - b)))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

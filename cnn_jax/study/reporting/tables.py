@@ -111,7 +111,7 @@ def comparison_table(comp, keys: list[str], metric: str) -> str:
     header = [
         "n",
         f"Δ{pp}",
-        "95 % CI of Δ",
+        "95 % CI of Δ (unadjusted)",
         "t",
         "p (t-test)",
         "p (Wilcoxon)",
