@@ -348,8 +348,8 @@ def test_answer_ranks_and_selects_by_validation(tmp_path):
     answer = text.split("## What the numbers say")[1].split("##")[0]
     # by validation max leads (98.40), though lp has the higher test accuracy (98.12)
     assert (
-        "model=lenet5: ranking by mean validation accuracy: max (98.40) > lp (98.02) > "
-        "avg (96.10)" in answer
+        "model=lenet5: ranking by mean validation accuracy: max (98.40, n = 5) > lp (98.02, "
+        "n = 5) > avg (96.10, n = 5)" in answer
     )
     x = ACC[("lenet5", "max")]
     v = np.add(x, 0.003)
@@ -382,7 +382,7 @@ def test_without_baseline_every_configuration_is_ranked_by_validation(tmp_path):
     wd = _fake_sweep(str(tmp_path), baseline=None)
     text = Path(reporting.write(wd, with_plots=False)["report"]).read_text()
     assert "## Comparison" not in text and "- Power" not in text
-    assert "ranking by mean validation accuracy: lenet5 pool=max (98.40) > lenet5 pool=lp" in text
+    assert "ranking by mean validation accuracy: lenet5 pool=max (98.40, n = 5) > lenet5 pool=lp" in text
     assert "Selected by validation accuracy: **lenet5 pool=max**, 98.40 %" in text
     assert "its test accuracy is 98.10 %" in text
 

@@ -92,3 +92,21 @@ def test_a_tuned_key_cannot_also_be_swept():
         study.Study(study.grid({"model.pool": ["max", "avg"]}), tune={"model.pool": ["max"]})
     with pytest.raises(UserError, match="must map config keys to lists"):
         study.Study(study.grid({"model.pool": ["max"]}), tune={})
+
+
+def test_a_value_with_a_failed_tuning_seed_is_not_chosen_on_the_strength_of_the_other():
+    """Two tuning seeds: 3e-2 diverged on one and scored best on the other; 1e-4 finished on
+    both. 1e-4 is chosen, and the table says how many seeds of each finished."""
+    from cnn_jax.study import tuning
+
+    s = study.Study(study.grid({"model.activation": ["relu"]}), seeds=2,
+                    tune={"optim.learning_rate": [1e-4, 3e-2]}, tune_seeds=2)
+    chosen, table = tuning.choose(s, {(0, 0): [0.80, 0.82], (0, 1): [0.95]})
+    assert chosen == [{"optim.learning_rate": 1e-4}]
+    assert [(r["n"], r["seeds"], r["chosen"]) for r in table] == [(2, 2, True), (1, 2, False)]
+    # with every seed finished the better mean wins again
+    chosen, _ = tuning.choose(s, {(0, 0): [0.80, 0.82], (0, 1): [0.95, 0.90]})
+    assert chosen == [{"optim.learning_rate": 3e-2}]
+    # and where no value finished all its seeds, the best mean of what finished
+    chosen, _ = tuning.choose(s, {(0, 0): [0.80], (0, 1): [0.95]})
+    assert chosen == [{"optim.learning_rate": 3e-2}]

@@ -38,15 +38,21 @@ def choose(study: Study, scores: dict[tuple, list[float]]) -> tuple[list[Point],
     """Each arm's tuned values from ``scores[(arm index, tune point index)]`` (the finished
     tuning seeds' validation accuracies): ``(chosen per arm, table rows)``.
 
+    A value whose tuning seeds did not all finish (one failed or diverged) ranks below
+    every value whose seeds all did, whatever its mean: a learning rate that diverges on one
+    seed is not chosen on the strength of another. Among values with equally complete
+    seeds the best mean validation accuracy wins (the first listed on ties).
+
     Raises a :class:`UserError` when an arm has no finished tuning trial at all."""
     arms, options = study.sweep.points(), study.tune_points()
+    k = len(study.tune_seed_list())
     chosen, table = [], []
     for i, arm in enumerate(arms):
         rows = []
         for j, t in enumerate(options):
             vals = scores.get((i, j), [])
             mean = sum(vals) / len(vals) if vals else None
-            rows.append({"arm": dict(arm), "tuned": dict(t), "n": len(vals),
+            rows.append({"arm": dict(arm), "tuned": dict(t), "n": len(vals), "seeds": k,
                          "mean_validation_accuracy": mean, "chosen": False})
         finished = [r for r in rows if r["mean_validation_accuracy"] is not None]
         if not finished:
@@ -55,7 +61,8 @@ def choose(study: Study, scores: dict[tuple, list[float]]) -> tuple[list[Point],
                 f"tuning of {shown}: no tuning trial finished (all failed or diverged); see "
                 "`cnn-jax status` for their errors"
             )
-        best = max(finished, key=lambda r: r["mean_validation_accuracy"])  # first on ties
+        # all seeds finished first, then the mean (max keeps the first on ties)
+        best = max(finished, key=lambda r: (r["n"] == k, r["mean_validation_accuracy"]))
         best["chosen"] = True
         chosen.append(dict(best["tuned"]))
         table.extend(rows)

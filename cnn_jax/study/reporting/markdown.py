@@ -112,7 +112,7 @@ def _answer(agg, comp, keys, baseline, metric, measure_comps=None) -> list[str]:
             continue
         lines.append(
             f"{head}ranking by mean validation accuracy: "
-            + " > ".join(f"{r[factor]} ({pct(r['val_mean'])})" for r in order)
+            + " > ".join(f"{r[factor]} ({pct(r['val_mean'])}, n = {int(r['n'])})" for r in order)
             + "."
         )
         best = order[0]
@@ -192,7 +192,9 @@ def _tuning(rec: dict) -> list[str]:
         (f"Every arm trained each value of {', '.join(f'`{k}`' for k in tuned)} with the tuning "
          f"seeds ({seeds}; none of them a study seed); the value with the best mean validation "
          "accuracy (of the checkpoint selected by validation; the first listed on ties) is the "
-         "one its study seeds trained with. The test split played no part."),
+         "one its study seeds trained with, except that a value with a failed or diverged "
+         "tuning seed ranks below every value whose tuning seeds all finished (n below). The "
+         "test split played no part."),
         "",
         tuning_table(rec),
         "",

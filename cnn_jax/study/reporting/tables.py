@@ -124,7 +124,7 @@ def comparison_table(comp, keys: list[str], metric: str) -> str:
 
     def cells(r):
         return [
-            str(r["n"]),
+            f"{r['n']} of {r['seeds']}" if "seeds" in r else str(r["n"]),
             f"{fixed(scale * r['diff'], 2):>6}",
             f"[{fixed(scale * r['diff_lo'], 2)}, {fixed(scale * r['diff_hi'], 2)}]",
             fixed(r["t"], 2),
@@ -170,11 +170,11 @@ def tuning_table(rec: dict) -> str:
     keys, tuned = opts["keys"], list(opts.get("tune") or {})
     rows = [
         [*(label(r["arm"].get(k)) for k in keys), *(label(r["tuned"].get(k)) for k in tuned),
-         str(r["n"]),
+         f"{r['n']} of {r['seeds']}" if "seeds" in r else str(r["n"]),
          pct(r["mean_validation_accuracy"]) if r["mean_validation_accuracy"] is not None else "-",
          "**chosen**" if r["chosen"] else ""]
         for r in rec["tuning"]["table"]
     ]
-    header = [*(short(k) for k in keys), *(f"{short(k)} (tuned)" for k in tuned), "n",
+    header = [*(short(k) for k in keys), *(f"{short(k)} (tuned)" for k in tuned), "seeds finished",
               "validation % (mean)", ""]
     return table(header, rows)
