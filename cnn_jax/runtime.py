@@ -132,3 +132,67 @@ def accelerator_installed() -> bool:
         importlib.util.find_spec(m) is not None
         for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
     )
+
+
+# ----------------------------------------------------------------------------- numerics
+
+# The instruction-set extensions XLA:CPU's kernels may choose between (recorded, not used).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_model() -> tuple[str, list[str]]:
+    """The CPU's model name and which of :data:`ISA_FLAGS` it has (Linux's
+    ``/proc/cpuinfo``; elsewhere ``platform.processor()`` and no flags)."""
+    import platform
+
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), [f for f in ISA_FLAGS if f in flags]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: what a pinned worker got)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def numeric_environment() -> dict:
+    """What a run's numbers depend on besides its config and seed, for ``summary.json``:
+    the jax/jaxlib versions, the backend and its devices, the CPU's model and ISA
+    extensions, the CPUs the process may use (XLA:CPU sizes its thread pool by them, and a
+    reduction split over other threads can round differently), ``XLA_FLAGS``, the
+    convolution paths (``CNN_JAX_CONV``) and the XLA compile options of the steps."""
+    import importlib.metadata
+
+    import jax
+
+    from cnn_jax import conv
+
+    model, isa = cpu_model()
+    return {
+        "jax": jax.__version__,
+        "jaxlib": importlib.metadata.version("jaxlib"),
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu": model,
+        "isa": isa,
+        "cpus": usable_cpus(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "conv": os.environ.get("CNN_JAX_CONV", "auto"),
+        "compiler_options": conv.compiler_options() or {},
+    }

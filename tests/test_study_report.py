@@ -472,3 +472,40 @@ def test_the_sweeps_overhead_is_taken_against_its_workers_time(tmp_path):
     jobs = progress.overhead(str(tmp_path), trials, since, wall=500.0, workers=None)
     assert jobs["capacity_seconds"] == 80.0 and jobs["overhead"] == pytest.approx(1 - 70 / 80)
     assert "overhead inside the trials" in progress.overhead_line({**jobs, "ran": 2})
+
+
+ENV = {"jax": "0.10.2", "jaxlib": "0.10.2", "backend": "cpu", "devices": 1, "device_kind": "cpu",
+       "cpu": "AMD EPYC", "isa": ["avx2", "avx512f"], "cpus": 1, "xla_flags": "", "conv": "auto",
+       "compiler_options": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+
+
+def _set_numerics(wd, env_of):
+    for name in os.listdir(os.path.join(wd, "trials")):
+        p = os.path.join(wd, "trials", name, "summary.json")
+        if os.path.exists(p):
+            s = json.loads(Path(p).read_text())
+            s["numerics"] = env_of(name)
+            Path(p).write_text(json.dumps(s))
+
+
+def test_the_protocol_states_the_numeric_environment(tmp_path):
+    wd = _fake_sweep(str(tmp_path))
+    text = Path(reporting.write(wd, with_plots=False)["report"]).read_text()
+    assert "- Numeric environment: not recorded by these trials." in text
+    _set_numerics(wd, lambda name: ENV)
+    text = Path(reporting.write(wd, with_plots=False)["report"]).read_text()
+    assert ("- Numeric environment: jax 0.10.2 / jaxlib 0.10.2 on cpu (1 × cpu), AMD EPYC (avx2, "
+            "avx512f), 1 CPU(s) per trial; convolutions auto; compile options "
+            "xla_cpu_experimental_ynn_fusion_type=''.") in text
+
+
+def test_trials_from_two_numeric_environments_are_said_to_be_mixed(tmp_path):
+    wd = _fake_sweep(str(tmp_path))
+    names = sorted(os.listdir(os.path.join(wd, "trials")))
+    two = set(names[:3])  # three trials got both cores
+    _set_numerics(wd, lambda name: {**ENV, "cpus": 2} if name in two else ENV)
+    text = Path(reporting.write(wd, with_plots=False)["report"]).read_text()
+    line = next(x for x in text.splitlines() if x.startswith("- Numeric environments:"))
+    assert "the trials ran in 2 (" in line and "3 trials: " in line and "2 CPU(s) per trial" in line
+    assert line.endswith("Comparisons mix them: a difference can come from the environment as well "
+                         "as from the configuration.")

@@ -180,3 +180,21 @@ def test_cli_summary_shape_error_names_the_input_it_used(capsys):
     assert cli.main(["summary", "--model", "simple_cnn", "--config.data.name=digits"]) == 2
     err = capsys.readouterr().err
     assert "model 'simple_cnn' on input 8x8x1 (dataset digits): " in err
+
+
+def test_summary_json_records_the_numeric_environment(data_dir, tmp_path):
+    import os
+
+    import jax
+
+    from cnn_jax import runtime, train
+    from cnn_jax import experiment as experiment_lib
+
+    cfg = experiment_lib.from_args(None, [("model.name", "mlp"), ("data.name", "digits"),
+                                          ("data.data_dir", data_dir), ("train.steps", "3")])
+    env = train.fit(cfg, str(tmp_path / "run"), progress=False).summary["numerics"]
+    assert env["jax"] == jax.__version__ and env["backend"] == jax.default_backend()
+    assert env["cpus"] == len(os.sched_getaffinity(0)) and env["devices"] == jax.device_count()
+    assert env["cpu"] == runtime.cpu_model()[0] and set(env["isa"]) <= set(runtime.ISA_FLAGS)
+    with open("/proc/cpuinfo") as f:  # the model name as Linux reports it
+        assert env["cpu"] == next(x.split(":", 1)[1].strip() for x in f if x.startswith("model name"))

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnn_jax import rundir
+from cnn_jax import rundir, runtime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +213,8 @@ def write_summary(
     ``test`` is the final state's test metrics, ``validation`` its validation metrics,
     ``best`` the checkpoint selected by validation accuracy (``step``,
     ``validation_accuracy``, ``test_accuracy``, ``selected_by``); ``steps`` were trained
-    of ``planned_steps`` (fewer after early stopping)."""
+    of ``planned_steps`` (fewer after early stopping); ``numerics`` the numeric environment
+    (:func:`cnn_jax.runtime.numeric_environment`)."""
     out = {
         "test": test,
         "validation": validation,
@@ -230,7 +231,8 @@ def write_summary(
     }
     if first_step_at is not None or parallel.get("mode") != "vmap":
         out["first_step_at"] = first_step_at  # Unix time the first step of this run finished
-    out.update(resumed_from=resumed_from, nonfinite_steps=nonfinite_steps, parallel=parallel, **extra)
+    out.update(resumed_from=resumed_from, nonfinite_steps=nonfinite_steps, parallel=parallel,
+               numerics=runtime.numeric_environment(), **extra)
     if write:
         rundir.write_json(os.path.join(run_dir, rundir.SUMMARY), out, sort_keys=False)
     return out

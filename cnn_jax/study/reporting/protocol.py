@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cnn_jax import rundir
 from cnn_jax.study.reporting.aggregate import PLATEAU_TOLERANCE, judged, with_labels
-from cnn_jax.study.reporting.rows import label, trial_config
+from cnn_jax.study.reporting.rows import label, trial_config, trial_dir
 from cnn_jax.study.reporting.text import value_range
 
 
@@ -33,8 +34,8 @@ def _count(x) -> str:
 
 
 def section(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
-    """The lines of the report's protocol section: data sizes per split, budget, selection
-    rule, plateau check and power."""
+    """The lines of the report's protocol section: data sizes per split, budget, numeric
+    environment, selection rule, plateau check and power."""
     done = df[df.status == "done"]
     lines = ["## Protocol", ""]
     if not len(done):
@@ -44,6 +45,7 @@ def section(workdir: str, df, agg, comp, keys: list[str]) -> list[str]:
     has_val = bool((done["validation_n"].fillna(0) > 0).any())
     lines.append(_data_line(done, per_trial, cfgs, has_val))
     lines.append(_budget_line(done, cfgs))
+    lines.append(_numerics_line(workdir, done))
     if cfgs:
         lines.append(_optim_line(cfgs, keys))
     lines.append(_selection_line(has_val))
@@ -99,6 +101,40 @@ def _budget_line(done, cfgs: list[dict]) -> str:
         f"improved for `train.early_stopping_patience` = "
         f"{_values(cfgs, 'train.early_stopping_patience') if cfgs else '-'} evaluations)."
     )
+
+
+def describe_numerics(env: dict) -> str:
+    """One numeric environment (summary.json ``numerics``) in words."""
+    isa = f" ({', '.join(env['isa'])})" if env.get("isa") else ""
+    flags = f"; XLA_FLAGS `{env['xla_flags']}`" if env.get("xla_flags") else ""
+    options = env.get("compiler_options") or {}
+    opts = "; compile options " + ", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) if options else ""
+    return (f"jax {env.get('jax')} / jaxlib {env.get('jaxlib')} on {env.get('backend')} "
+            f"({env.get('devices')} × {env.get('device_kind')}), {env.get('cpu')}{isa}, "
+            f"{env.get('cpus')} CPU(s) per trial; convolutions {env.get('conv')}{opts}{flags}")
+
+
+def _numerics_line(workdir: str, done) -> str:
+    """The numeric environments the finished trials ran in; a study whose trials ran in
+    several says that its comparisons mix them."""
+    envs: dict[str, int] = {}
+    unknown = 0
+    for name in done["trial"]:
+        env = (rundir.read_summary(trial_dir(workdir, name)) or {}).get("numerics")
+        if env is None:
+            unknown += 1
+            continue
+        key = describe_numerics(env)
+        envs[key] = envs.get(key, 0) + 1
+    if not envs:
+        return "- Numeric environment: not recorded by these trials."
+    missing = f" ({unknown} trials did not record theirs)" if unknown else ""
+    if len(envs) == 1:
+        return f"- Numeric environment: {next(iter(envs))}{missing}."
+    listed = "; ".join(f"{n} trials: {k}" for k, n in envs.items())
+    return (f"- Numeric environments: the trials ran in {len(envs)} ({listed}){missing}. "
+            "Comparisons mix them: a difference can come from the environment as well as "
+            "from the configuration.")
 
 
 def _optim_line(cfgs: list[dict], keys: list[str]) -> str:

@@ -278,7 +278,9 @@ def split_off(pool: list, idle, ran: dict) -> dict | None:
     Without it, the sweep's last task ran on one worker while the others idled: the seeds
     of one configuration are one task. The worker that takes them over loads the
     configuration's programs from the sweep's compilation cache instead of compiling them.
-    A trial's result does not depend on which worker trains it (same program, same seed).
+    The trial runs the same program with the same seed on either worker; its numbers are
+    bitwise the same where the two workers have the same number of cores (an uneven split of
+    the cores can change XLA:CPU's reductions; ``summary.json`` records each trial's CPUs).
     """
     offered = collections.Counter(
         t["name"] for w in pool if w.task is not None for t in w.task["trials"])
