@@ -132,6 +132,9 @@ def test_a_second_analysis_is_reported_like_shift_consistency(tmp_path):
     assert results.index("Shift consistency: fraction") < results.index(
         "Prediction spread: a test measure at scale 2.0."
     )
+    # each names the state it measured
+    assert results.count(" Measured on each trial's final state (the one its test metrics are "
+                         "reported for).") == 2
     # its own comparison: Δ not in pp; lower is better, so avg's lower spread is better
     section = text.split("### Prediction spread compared with the baseline (model.pool = max)")[1]
     section = section.split("\n## ")[0]

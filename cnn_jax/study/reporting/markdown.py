@@ -256,7 +256,8 @@ def _results(rec: dict, agg, measures: list[Measure]) -> list[str]:
     for name, options in analyses_of(rec).items():
         a = analyses.get(name)
         if a.describe is not None and any(m.name in shown for m in a.measures):
-            lines += [a.describe(options), ""]
+            lines += [a.describe(options) + " Measured on each trial's final state (the one "
+                      "its test metrics are reported for).", ""]
     return lines
 
 
