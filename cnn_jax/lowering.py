@@ -36,13 +36,18 @@ def export(fn, args, platforms=ACCELERATORS):
     """``(program texts, whys)``: ``fn`` lowered for all ``platforms`` at once (one
     program), or, where that fails, for each platform alone, with why each failure failed
     (some lowerings, e.g. host callbacks, exist per platform but not multi-platform)."""
+    text, why = _export(fn, args, tuple(platforms))
+    if text is not None:
+        return [text], []
+    if len(platforms) == 1:
+        return [], [f"for {platforms[0]}: {why}"]
     texts, whys = [], []
-    for group in [tuple(platforms)] + ([(p,) for p in platforms] if len(platforms) > 1 else []):
-        text, why = _export(fn, args, group)
-        if text is not None and len(group) == len(platforms):
-            return [text], []
-        texts += [text] if text is not None else []
-        whys += [f"for {group[0]}: {why}"] if why and len(group) == 1 else []
+    for p in platforms:
+        text, why = _export(fn, args, (p,))
+        if text is None:
+            whys.append(f"for {p}: {why}")
+        else:
+            texts.append(text)
     return texts, whys
 
 

@@ -19,6 +19,14 @@ HOST_DEVICE_COMMANDS = ("train", "bench", "evaluate")
 MAX_HOST_DEVICES = 8
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: what a pinned worker got)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def host_device_flags(argv: list[str] | None = None) -> None:
     """Splits the CPU into XLA host devices before jax is imported, so that
     ``parallel.mode=auto`` can shard a large enough step over the cores
@@ -40,11 +48,7 @@ def host_device_flags(argv: list[str] | None = None) -> None:
         command = next((a for a in (argv or []) if not a.startswith("-")), None)
         if command not in HOST_DEVICE_COMMANDS:
             return
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-        n = str(min(cores, MAX_HOST_DEVICES))
+        n = str(min(usable_cpus(), MAX_HOST_DEVICES))
     if int(n) > 1:
         extra = [f"--xla_force_host_platform_device_count={n}"]
         for flag in ("xla_cpu_collective_timeout_seconds", "xla_cpu_collective_call_terminate_timeout_seconds"):
@@ -115,10 +119,7 @@ def default_workers() -> int:
     """
     if accelerator_installed():
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cpus()
     try:
         memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     except (AttributeError, ValueError, OSError):
@@ -160,14 +161,6 @@ def cpu_model() -> tuple[str, list[str]]:
     except OSError:
         pass
     return model or platform.processor() or platform.machine(), [f for f in ISA_FLAGS if f in flags]
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity: what a pinned worker got)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def numeric_environment() -> dict:

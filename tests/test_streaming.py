@@ -250,7 +250,7 @@ def test_bad_pipeline_options(data_dir, inet_dir):
         data.load("imagenette_160", "train", inet_dir, data.Options(in_memory="true", crop_size=16))
     with pytest.raises(UserError, match=r"data.workers must be >= 0"):
         info.num_workers(-1)
-    cap = 4 * info.cpu_count()
+    cap = 4 * info.usable_cpus()
     with pytest.warns(UserWarning, match=rf"data.workers=100000 is more than 4 x the .* using {cap}"):
         assert info.num_workers(100_000)[0] == cap
     split = _streamed("digits", "train", data_dir, workers=100_000)

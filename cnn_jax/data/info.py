@@ -3,30 +3,23 @@ the machine) and the descriptions that ``summary.json`` and the log line carry."
 
 from __future__ import annotations
 
-import os
 import warnings
 
 from cnn_jax.errors import UserError
+from cnn_jax.runtime import usable_cpus
 
 MAX_WORKERS_PER_CORE = 4
 _warned: set = set()  # worker counts already warned about in this process
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def num_workers(requested: int) -> tuple[int, str]:
     """``(workers, note)``: ``data.workers`` capped at 4 × the CPU cores (with a warning)."""
     if requested < 0:
         raise UserError(f"data.workers must be >= 0 (0: decode in the training process), got {requested}")
-    cap = MAX_WORKERS_PER_CORE * cpu_count()
+    cap = MAX_WORKERS_PER_CORE * usable_cpus()
     if requested > cap:
         note = (f"data.workers={requested} is more than {MAX_WORKERS_PER_CORE} x the "
-                f"{cpu_count()} CPU cores; using {cap} worker processes")
+                f"{usable_cpus()} CPU cores; using {cap} worker processes")
         if requested not in _warned:
             _warned.add(requested)
             warnings.warn(note, stacklevel=2)

@@ -135,7 +135,7 @@ def _wilcoxon_floor(comp) -> list[str]:
     """The smallest p the exact Wilcoxon test can reach in the comparison with the fewest
     non-zero paired differences (it drops zero differences), where that floor is high."""
     n_min = int(comp["n"].min())
-    ranked = comp["n_nonzero"] if "n_nonzero" in comp else comp["n"]
+    ranked = comp["n_nonzero"]
     k = int(ranked.min())
     if k > 5:
         return []
