@@ -8,13 +8,14 @@ Define a study in an experiment file (``get_config()`` plus ``get_sweep()``)::
     def get_sweep():
         return study.Study(
             study.grid({"model.name": ["lenet5", "simple_cnn"], "model.pool": ["max", "avg"]}),
-            seeds=5, baseline={"model.pool": "max"})
+            seeds=5, baseline={"model.pool": "max"},
+            budget_check=study.BudgetCheck(factor=2.0, seeds=2))  # optional: 2x the budget
 
 and run it with ``cnn-jax sweep FILE.py --workdir DIR`` or :func:`run`. Importing this
 package is cheap (no JAX); :func:`run`, :func:`report` and :func:`status` load what they need.
 """
 
-from cnn_jax.study.design import Study
+from cnn_jax.study.design import BudgetCheck, Study
 from cnn_jax.study.sweep import (
     Distribution,
     Sweep,
@@ -53,6 +54,7 @@ def results(workdir: str):
 
 
 __all__ = [
+    "BudgetCheck",
     "Distribution",
     "Study",
     "Sweep",

@@ -1,14 +1,118 @@
 """A study: a sweep crossed with seeds, the per-trial analyses it runs, what its report
-compares, and per-arm tuning (the definition wing, with :mod:`cnn_jax.study.sweep`)."""
+compares, per-arm tuning and the budget check (the definition wing, with
+:mod:`cnn_jax.study.sweep`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cnn_jax.errors import UserError
 from cnn_jax.study.sweep import TUNE_SEED_BASE, Point, Sweep, check_key, check_values, grid
+
+BUDGET_PHASE = "budget"  # the phase of the budget check's trials (store.Trial.phase)
+BUDGET_KEYS = ("train.epochs", "train.steps")  # what a budget check multiplies
+
+
+def _same(v: Any) -> str:
+    """A swept value as JSON holds it (tuples as lists): how values are told apart."""
+    return json.dumps(v, sort_keys=True, default=repr)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetCheck:
+    """Re-runs some arms at a multiple of the budget, to show that the budget suffices.
+
+    A plateau check (the last validation evaluations near the best) cannot show that a
+    budget suffices when the learning rate decays to zero: every run flattens at its end,
+    whatever its length. The budget check re-trains the trials whose baseline-key value is in
+    ``values`` with ``factor`` times the budget (``train.epochs`` x ``factor``, or
+    ``train.steps`` x ``factor`` where ``train.steps`` is set; a schedule defined over the
+    total steps keeps its shape) on the study's first ``seeds`` seeds, each paired by seed
+    with its study trial. These trials (phase ``"budget"``) come after the study trials and
+    never enter its tables, comparisons, tuning or rankings; the report's section "Budget
+    check" gives, per model, the change of each mean test accuracy with its 95 % t-interval,
+    whether the ranking by validation changes, and whether a verdict against the baseline
+    changes (the mean difference at ``factor`` x the budget outside the study's unadjusted
+    95 % CI of that difference, or of the opposite sign of a significant one).
+
+    Attributes:
+      factor: the budget's multiple, above 1; the multiplied budget must be whole.
+      seeds: how many of the study's seeds (its first ones) re-run: at least 2.
+      values: the baseline key's values to re-run (default: all of them); the baseline
+        value must be among them.
+    """
+
+    factor: float = 2.0
+    seeds: int = 2
+    values: Sequence[Any] | None = None
+
+    def __post_init__(self):
+        f = self.factor
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 1:
+            raise UserError(
+                f"BudgetCheck.factor must be a number above 1 (the budget is multiplied by it, "
+                f"e.g. 2.0), got {f!r}"
+            )
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 2:
+            raise UserError(
+                f"BudgetCheck.seeds must be at least 2: a change needs an interval over seeds; "
+                f"got {self.seeds!r}"
+            )
+        if self.values is not None and (
+            isinstance(self.values, (str, bytes)) or not isinstance(self.values, Sequence)
+        ):
+            raise UserError(f"BudgetCheck.values must be a list of values, got {self.values!r}")
+
+    def check(self, study: Study) -> None:
+        """Raises a one-line :class:`UserError` where this check does not fit ``study``."""
+        if not study.baseline:
+            raise UserError(
+                "Study.budget_check needs a baseline (e.g. baseline={'model.pool': 'max'}): it "
+                f"re-runs values of the baseline key; swept keys: {', '.join(study.sweep.keys())}"
+            )
+        if len(study.baseline) != 1:
+            raise UserError(
+                f"Study.budget_check needs a baseline of one key, got {dict(study.baseline)}"
+            )
+        n = len(study.seed_list())
+        if self.seeds > n:
+            raise UserError(
+                f"BudgetCheck.seeds = {self.seeds} is more than the study's {n} seeds "
+                f"{study.seed_list()}; choose 2 to {n}"
+            )
+        swept = study.sweep.keys()  # a Sweep method, not a dict
+        fixed = [k for k in BUDGET_KEYS if k in swept or k in (study.tune or {})]
+        if fixed:
+            raise UserError(
+                f"Study.budget_check multiplies {fixed[0]!r}, which the study sweeps or tunes; "
+                f"drop the budget check or sweep another key"
+            )
+        key, base = next(iter(study.baseline.items()))
+        valid = list({_same(p[key]): p[key] for p in study.sweep.points() if key in p}.values())
+        known = {_same(v) for v in valid}
+        bad = [v for v in self.values or () if _same(v) not in known]
+        if bad:
+            raise UserError(
+                f"BudgetCheck.values {bad} are not values of {key!r} in the sweep; choose "
+                f"among {valid}"
+            )
+        if self.values is not None and _same(base) not in {_same(v) for v in self.values}:
+            raise UserError(
+                f"BudgetCheck.values {list(self.values)} must include the baseline "
+                f"{key}={base!r}; choose among {valid}"
+            )
+
+    def values_of(self, study: Study) -> list:
+        """The baseline key's values re-run, in sweep order."""
+        key = next(iter(study.baseline))
+        chosen = None if self.values is None else {_same(v) for v in self.values}
+        out = {_same(p[key]): p[key] for p in study.sweep.points()
+               if key in p and (chosen is None or _same(p[key]) in chosen)}
+        return list(out.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +140,15 @@ class Study:
         comparison where one setting would favour some arms.
       tune_seeds: number of tuning seeds (``1000, 1001, ...``) or an explicit list; never
         one of the study's seeds.
+      budget_check: a :class:`BudgetCheck` (``None``: none), e.g. ``BudgetCheck(factor=2.0,
+        seeds=2)``: after the study trials, the arms of the baseline key's ``values`` re-run
+        at ``factor`` times the budget on the first ``seeds`` study seeds, and the report
+        says whether that changes a verdict, the ranking by validation or a mean test
+        accuracy beyond seed noise (needs a baseline of one key). With a learning rate that
+        decays to zero the plateau check passes at any budget; this check shows whether the
+        budget suffices. Its trials are ordinary trials of the sweep directory (phase
+        ``"budget"``), resumed and skipped like the others, never part of the study's
+        tables.
     """
 
     sweep: Sweep
@@ -48,6 +161,7 @@ class Study:
     question: str = ""
     tune: Mapping[str, Sequence[Any]] | None = None
     tune_seeds: int | Sequence[int] = 2
+    budget_check: BudgetCheck | None = None
 
     def __post_init__(self):
         if not isinstance(self.sweep, Sweep):
@@ -68,6 +182,13 @@ class Study:
                     f"baseline key {k!r} is not swept; swept keys: {', '.join(self.sweep.keys())}"
                 )
         self.analysis_spec()  # unknown analyses and options fail here, before anything runs
+        if self.budget_check is not None:
+            if not isinstance(self.budget_check, BudgetCheck):
+                raise UserError(
+                    f"Study.budget_check must be a study.BudgetCheck(...) or None, got "
+                    f"{self.budget_check!r}"
+                )
+            self.budget_check.check(self)
         if self.tune is not None:
             if not isinstance(self.tune, Mapping) or not self.tune:
                 raise UserError(
@@ -138,6 +259,16 @@ class Study:
             arms = [{**arm, **c} for arm, c in zip(arms, chosen, strict=True)]
         return [(p, s) for p in arms for s in self.seed_list()]
 
+    def budget_arms(self, chosen: Sequence[Point] | None = None) -> list[tuple[Point, int]]:
+        """``(point, seed)`` of every study trial the budget check re-runs (at the study's
+        budget: :func:`cnn_jax.study.planning.plan` multiplies it), point-major."""
+        if self.budget_check is None:
+            return []
+        key = next(iter(self.baseline))
+        values = {_same(v) for v in self.budget_check.values_of(self)}
+        seeds = self.seed_list()[: self.budget_check.seeds]
+        return [(p, s) for p, s in self.trials(chosen) if _same(p.get(key)) in values and s in seeds]
+
     def options(self) -> dict:
         """The report settings, as stored in ``sweep.json``."""
         return {
@@ -152,7 +283,13 @@ class Study:
             "keys": self.sweep.keys(),
             "tune": {k: list(v) for k, v in (self.tune or {}).items()},
             "tune_seeds": self.tune_seed_list() if self.tune else [],
+            **({"budget_check": self._budget_options()} if self.budget_check else {}),
         }
+
+    def _budget_options(self) -> dict:
+        bc = self.budget_check
+        return {"factor": float(bc.factor), "seeds": self.seed_list()[: bc.seeds],
+                "values": json.loads(json.dumps(bc.values_of(self), default=repr))}
 
 
 def as_study(obj: Any) -> Study:

@@ -21,7 +21,7 @@ from cnn_jax import config as config_lib
 from cnn_jax import experiment as experiment_lib
 from cnn_jax.errors import UserError
 from cnn_jax.study import store, tuning
-from cnn_jax.study.design import Study, as_study
+from cnn_jax.study.design import BUDGET_PHASE, Study, as_study
 
 
 def build_config(
@@ -106,6 +106,33 @@ def plan_trials(study: Study, base: ml_collections.ConfigDict, pairs=None, phase
     return trials
 
 
+def budget_point(base: ml_collections.ConfigDict, point: dict, factor: float) -> dict:
+    """``point`` at ``factor`` times its budget: ``train.steps`` x ``factor`` where
+    ``train.steps`` is set, else ``train.epochs`` x ``factor`` (a :class:`UserError` unless
+    the product is whole)."""
+    steps = int(base.train.steps)
+    key, n = ("train.steps", steps) if steps > 0 else ("train.epochs", int(base.train.epochs))
+    total = n * factor
+    if abs(total - round(total)) > 1e-9:
+        what = key.split(".")[1]
+        raise UserError(
+            f"BudgetCheck.factor {factor:g} x {key} {n} = {total:g} is not a whole number of "
+            f"{what}; choose a factor that makes it whole (e.g. 2)"
+        )
+    return {**point, key: round(total)}
+
+
+def plan_budget(study: Study, base: ml_collections.ConfigDict, chosen=None) -> list[store.Trial]:
+    """The budget check's trials (phase ``"budget"``): the study trials it re-runs
+    (:meth:`Study.budget_arms`, with each arm's ``chosen`` tuned values) at its factor times
+    the budget; ``[]`` without a budget check."""
+    if study.budget_check is None:
+        return []
+    factor = float(study.budget_check.factor)
+    pairs = [(budget_point(base, p, factor), s) for p, s in study.budget_arms(chosen)]
+    return plan_trials(study, base, pairs, phase=BUDGET_PHASE)
+
+
 def trial_states(workdir: str, trials: list[store.Trial]) -> dict[str, dict]:
     """``{trial name: its status record}`` (:func:`cnn_jax.study.store.read_status`)."""
     return {t.name: store.read_status(t.dir(workdir)) for t in trials}
@@ -154,7 +181,9 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | 
 
     With per-arm tuning (``Study(tune=...)``) the tuning trials come first; the study
     trials follow once every tuning trial in ``workdir`` has finished (each arm with its
-    value chosen on validation, :mod:`cnn_jax.study.tuning`), else ``pending`` is true."""
+    value chosen on validation, :mod:`cnn_jax.study.tuning`), else ``pending`` is true.
+    A budget check's trials (``Study(budget_check=...)``) come last, after the study trials,
+    so that an interrupted sweep has its main answer first."""
     base, study, path = load_study(experiment)
     base = config_lib.apply_overrides(base, list(overrides))
     extra, pending = {}, False
@@ -165,11 +194,14 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | 
         if tune and all(status.get(t.name) in store.FINISHED for t in tune):
             chosen, table = tuning.choose(study, tuning.scores_of(study, tune, workdir, status))
             trials = tune + plan_trials(study, base, study.trials(chosen))
+            trials += plan_budget(study, base, chosen)
             extra["tuning"] = tuning.record(chosen, table)
         else:
+            if study.budget_check is not None:  # a budget not to be multiplied fails now
+                budget_point(base, {}, float(study.budget_check.factor))
             trials, pending = tune, True
     else:
-        trials = plan_trials(study, base)
+        trials = plan_trials(study, base) + plan_budget(study, base)
     record = {
         "version": 1,
         "experiment": experiment,
