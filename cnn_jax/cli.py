@@ -15,7 +15,7 @@ import textwrap
 from cnn_jax import experiment as experiment_lib
 from cnn_jax import launch
 from cnn_jax.errors import Preempted, UserError
-from cnn_jax.runtime import host_device_flags, setup_runtime
+from cnn_jax.runtime import cpus_flag, host_device_flags, setup_runtime
 
 USAGE_EXAMPLES = """examples:
   cnn-jax train --config experiments/lenet5_mnist.py --config.model.pool=avg --workdir runs/lenet-avg
@@ -240,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_CPUS_HELP = ("pin this process to N CPUs (default: all it may use). XLA:CPU's numbers depend "
+              "on the count: N=1 reproduces a sweep's trials (--cpus-per-trial, default 1) "
+              "bit for bit")
+
+
 def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a config into a workdir (resumes if it has checkpoints)",
                        epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -250,6 +255,7 @@ def _add_train(sub) -> None:
                    help="resume a workdir whose saved config differs from this one")
     t.add_argument("--overwrite", action="store_true",
                    help="delete the workdir's previous run and start afresh")
+    t.add_argument("--cpus", type=int, metavar="N", help=_CPUS_HELP)
     t.add_argument("--coordinator", help="multi-host: coordinator address host:port (process 0)")
     t.add_argument("--num-processes", type=int, help="multi-host: number of processes")
     t.add_argument("--process-id", type=int, help="multi-host: this process's index")
@@ -277,6 +283,7 @@ def _add_run_commands(sub) -> None:
     e.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
     e.add_argument("--json", action="store_true", help="print one JSON line")
+    e.add_argument("--cpus", type=int, metavar="N", help=_CPUS_HELP)
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("summary", help="layer table and parameter count (no weights allocated)")
@@ -308,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
+        pinned = cpus_flag(argv)
         host_device_flags(argv)
         overrides, rest = experiment_lib.parse_override_args(argv)
         parser = build_parser()
@@ -318,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
+        if getattr(args, "cpus", None) is not None and pinned is None:  # an abbreviation
+            raise UserError("write --cpus N in full (it must be read before JAX starts)")
         setup_runtime(debug)
         return args.func(args, overrides)
     except UserError as e:

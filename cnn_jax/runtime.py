@@ -12,6 +12,7 @@ import functools
 import importlib.util
 import os
 import sys
+import tempfile
 
 from cnn_jax.errors import UserError
 
@@ -25,6 +26,98 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- CPUs per process
+
+# Why a fixed number of CPUs: XLA:CPU sizes its thread pool by the CPUs a process may run
+# on and partitions its loop kernels by that count when it compiles, and a kernel split
+# differently can round differently. Measured (jax 0.10.2, AMD EPYC, 2026-12-05): one step
+# of the simple CNN on 1 CPU and on 2 CPUs gave different parameters; the optimised
+# programs differed only in ``outer_dimension_partitions`` of their loop fusions.
+# ``--xla_cpu_multi_thread_eigen=false`` did not change that. So every trial runs pinned
+# to the same number of CPUs (``--cpus-per-trial``, default 1) on every executor.
+
+_HELD: list = []  # the lock files of the CPUs this process claimed (held until it exits)
+
+
+def cpu_lock_dir() -> str:
+    """Where processes of this user mark the CPUs they hold (``CNN_JAX_CPU_LOCKS``, else
+    ``/dev/shm/cnn_jax-cpus-UID`` or the temporary directory)."""
+    d = os.environ.get("CNN_JAX_CPU_LOCKS")
+    if d:
+        return d
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    return os.path.join(base, f"cnn_jax-cpus-{os.getuid()}")
+
+
+def pin_cpus(n: int, flag: str = "--cpus") -> list[int]:
+    """Pins this process to ``n`` of the CPUs it may run on, before JAX is imported, and
+    returns them. CPUs that no other process of this user holds (a lock file each in
+    :func:`cpu_lock_dir`, released when the process exits, even on ``kill -9``) come first,
+    so that cluster jobs sharing a node (Ray tasks, SLURM jobs without CPU binding) do not
+    stack on one CPU; when too few are free it shares some and says so (same numbers,
+    slower). ``flag`` names the option in the error for an impossible ``n``."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no affinity to set (the numerics record the count)
+        return []
+    if not isinstance(n, int) or n < 1 or n > len(cpus):
+        raise UserError(
+            f"{flag} {n}: this process may run on {len(cpus)} CPU{'s' if len(cpus) > 1 else ''}; "
+            f"choose 1 to {len(cpus)}"
+        )
+    if "jax" in sys.modules:  # pragma: no cover  (XLA's thread pool is already sized)
+        print("warning: CPUs pinned after JAX was imported", file=sys.stderr)
+    if n == len(cpus):
+        return cpus
+    import fcntl
+
+    d = cpu_lock_dir()
+    os.makedirs(d, exist_ok=True)
+    free = []
+    for c in cpus:
+        if len(free) == n:
+            break
+        f = open(os.path.join(d, f"cpu{c}"), "a")  # noqa: SIM115  (held until exit)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        free.append(c)
+        _HELD.append(f)
+    shared = [c for c in cpus if c not in free][: n - len(free)]
+    if shared:
+        print(f"warning: CPU{'s' if len(shared) > 1 else ''} {','.join(map(str, shared))} "
+              "already held by other cnn-jax processes: sharing them (same numbers, slower)",
+              file=sys.stderr)
+    chosen = sorted(free + shared)
+    os.sched_setaffinity(0, chosen)
+    return chosen
+
+
+CPUS_COMMANDS = ("train", "evaluate")
+
+
+def cpus_flag(argv: list[str]) -> int | None:
+    """``--cpus N`` of ``train`` and ``evaluate``, read from the raw arguments and applied
+    (:func:`pin_cpus`) before JAX is imported; returns N (``None``: not given)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in CPUS_COMMANDS:
+        return None
+    for i, a in enumerate(argv):
+        if a == "--cpus":
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        elif a.startswith("--cpus="):
+            value = a.partition("=")[2]
+        else:
+            continue
+        if not value.isdigit():
+            raise UserError(f"--cpus must be a positive number of CPUs, got {value!r}")
+        pin_cpus(int(value), "--cpus")
+        return int(value)
+    return None
 
 
 def host_device_flags(argv: list[str] | None = None) -> None:
@@ -104,10 +197,10 @@ def setup_runtime(debug: bool) -> None:
 # ----------------------------------------------------------------------------- host facts
 
 
-def default_workers() -> int:
+def default_workers(cpus_per_trial: int = 1) -> int:
     """Worker processes that fit this machine.
 
-    On CPU: one per core, each pinned to its own (:func:`cnn_jax.study.execution.executors.local.
+    On CPU: one per ``cpus_per_trial`` cores, each pinned to its own (:func:`cnn_jax.study.execution.executors.local.
     cpu_groups`), and at most one per 2 GB of memory (a worker of the pooling study peaked
     at 0.69 GB of RSS). On 2 shared cores, the pooling study's 90 trials (five seeds then)
     from an empty workdir took 4 min 24 s with two pinned workers against 5 min 30 s with
@@ -119,7 +212,7 @@ def default_workers() -> int:
     """
     if accelerator_installed():
         return 1
-    cores = usable_cpus()
+    cores = max(1, usable_cpus() // max(1, cpus_per_trial))
     try:
         memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     except (AttributeError, ValueError, OSError):

@@ -425,14 +425,21 @@ def test_the_local_pool_reads_only_workers_with_events_waiting(monkeypatch):
 def test_cpu_workers_get_disjoint_cpus(monkeypatch):
     from cnn_jax.study.execution.executors import local
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
-    assert local.cpu_groups(2) == ["0,1,2", "3,4"]
-    assert local.cpu_groups(5) == ["0", "1", "2", "3", "4"]
-    assert local.cpu_groups(1) == [] and local.cpu_groups(6) == []  # one worker; too many
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 5}, raising=False)
+    # one CPU per trial by default, however many workers: a trial's numbers depend on it
+    assert local.cpu_groups(2) == ["0", "1"] and local.cpu_groups(1) == ["0"]
+    assert local.cpu_groups(2, 2) == ["0,1", "2,3"]
+    assert local.cpu_groups(7) == ["0", "1", "2", "3", "5", "0", "1"]  # too many: shared
+    assert local.cpu_groups(3, 2) == ["0,1", "2,3", "5,0"]
     monkeypatch.setenv("CNN_JAX_GPUS", "0")
     envs = executors.create("local", {"workers": 2}).plan_workers(n_tasks=4)
-    assert [e[store.WORKER_CPUS_ENV] for e in envs] == ["0,1,2", "3,4"]
-    assert executors.create("local", {"workers": 2}).plan_workers(n_tasks=1) == [{}]  # one task
+    assert [e[store.WORKER_CPUS_ENV] for e in envs] == ["0", "1"]
+    envs = executors.create("local", {"cpus": 2}).plan_workers(n_tasks=4)  # 5 CPUs: 2 workers
+    assert [e[store.WORKER_CPUS_ENV] for e in envs] == ["0,1", "2,3"]
+    one = executors.create("local", {"workers": 2}).plan_workers(n_tasks=1)  # one task
+    assert [e[store.WORKER_CPUS_ENV] for e in one] == ["0"]
+    with pytest.raises(UserError, match=r"--cpus-per-trial 6: this machine offers the pool 5 CPUs; choose 1 to 5"):
+        executors.create("local", {"cpus": 6})
 
 
 @pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda p: [])(0)) < 2,
@@ -533,9 +540,7 @@ def test_the_seeds_of_one_config_are_shared_out_between_two_workers(tmp_path, da
     assert len({s["pid"] for s in status.values()}) == 2
     assert {s["status"] for s in status.values()} == {"done"}
 
-    one = str(tmp_path / "one")
-    cpu = sorted(os.sched_getaffinity(0))[0]
-    monkeypatch.setattr(local, "cpu_groups", lambda n: [str(cpu)] * n)
+    one = str(tmp_path / "one")  # one worker: pinned to one CPU like each of the two
     assert runner.run(exp, one, workers=1, report=False, log=lambda s: None)["done"] == 4
     for n in names:
         got, want = (json.loads(Path(d, "trials", n, "summary.json").read_text()) for d in (wd, one))

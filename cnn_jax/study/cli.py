@@ -234,6 +234,13 @@ def _add_sweep(sub) -> None:
 
 def _add_executor_options(s) -> None:
     """The sweep's options of its executors (see :func:`executor_options`)."""
+    g = s.add_argument_group("every executor")
+    g.add_argument(
+        "--cpus-per-trial",
+        type=int,
+        help="CPUs each trial is pinned to, on every executor (default 1; a trial's numbers "
+        "depend on it, not on the number of workers)",
+    )
     g = s.add_argument_group("local executor")
     g.add_argument(
         "--trials-per-gpu",
@@ -241,7 +248,6 @@ def _add_executor_options(s) -> None:
         help="workers per GPU on a GPU host (default 1; JAX's memory fraction is split)",
     )
     g = s.add_argument_group("slurm and ray executors")
-    g.add_argument("--cpus-per-trial", type=int, help="CPUs per trial (default 1)")
     g.add_argument("--gpus-per-trial", type=int, help="GPUs per trial (default 0)")
     g.add_argument("--mem-gb", type=float, help="memory per trial in GiB")
     g = s.add_argument_group("slurm executor")

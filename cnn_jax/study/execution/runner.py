@@ -213,7 +213,8 @@ class _Phase:
             _write_plan(self.workdir, p, todo, self.log)
         if self.cache_dir:
             os.makedirs(self.cache_dir, exist_ok=True)
-        settings = {**_runtime_settings(self.cache_dir), "imports": p.record["imports"]}
+        settings = {**_runtime_settings(self.cache_dir), "imports": p.record["imports"],
+                    "cpus_per_trial": self.ex.options.get("cpus") or 1}
         return dispatch.execute(todo, self.workdir, self.ex, self.vmap,
                                 p.study.analysis_spec(), settings, self.log)
 

@@ -79,6 +79,10 @@ def job_main(task: dict, settings: dict) -> dict:
     if "jax" in sys.modules:  # pragma: no cover  (a reused process: settings may not apply)
         print("warning: jax was imported before the job's settings", file=sys.stderr)
     apply_env(settings)
+    from cnn_jax import runtime
+
+    if not runtime.accelerator_installed():  # every trial on the same number of CPUs
+        runtime.pin_cpus(int(settings.get("cpus_per_trial") or 1), "--cpus-per-trial")
     if settings.get("cwd") and os.path.isdir(settings["cwd"]):
         os.chdir(settings["cwd"])  # relative paths of the config mean what they meant
     apply_runtime(settings)

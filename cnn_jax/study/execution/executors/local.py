@@ -71,28 +71,24 @@ def gpu_worker_envs(gpus: int, per_gpu: int = 1) -> list[dict]:
     return envs
 
 
-def cpu_groups(n: int) -> list[str]:
-    """Disjoint sets of this process's CPUs for ``n`` CPU workers (as ``"0,1"``), or ``[]``
-    (one worker, more workers than CPUs, or no CPU affinity on this OS).
+def cpu_groups(n: int, size: int = 1) -> list[str]:
+    """The CPUs of each of ``n`` CPU workers, ``size`` each (as ``"0,1"``), taken in order
+    from this process's CPUs; ``[]`` where this OS has no CPU affinity. More workers than
+    fit share CPUs, cycling round (:meth:`Local.run` says so).
 
-    Pinned, a worker's XLA sizes its thread pool to its own CPUs, so workers do not
-    oversubscribe the machine. On 2 cores, back to back (2026-12-01), the pooling study's
-    90 trials (five seeds then) with two workers pinned to one core each spent 7 min 00 s
-    of single-core time in training steps, against 4 min 30 s of two-core time for one
-    unpinned worker, and 8.6 against 9.8 min of CPU in all (user + system)."""
+    Every worker is pinned, one alone included: a trial's numbers depend on how many CPUs
+    its process has (see :func:`cnn_jax.runtime.pin_cpus`), so every trial gets ``size``
+    whatever the number of workers. Pinned, a worker's XLA also sizes its thread pool to
+    its own CPUs, so workers do not oversubscribe the machine. On 2 cores, back to back
+    (2026-12-01), the pooling study's 90 trials (five seeds then) with two workers pinned
+    to one core each spent 7 min 00 s of single-core time in training steps, against
+    4 min 30 s of two-core time for one unpinned worker, and 8.6 against 9.8 min of CPU in
+    all (user + system)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return []
-    if n < 2 or n > len(cpus):
-        return []
-    size, extra = divmod(len(cpus), n)
-    groups, start = [], 0
-    for j in range(n):
-        end = start + size + (j < extra)
-        groups.append(",".join(str(c) for c in cpus[start:end]))
-        start = end
-    return groups
+    return [",".join(str(cpus[(j * size + k) % len(cpus)]) for k in range(size)) for j in range(n)]
 
 
 @register
@@ -104,12 +100,17 @@ class Local(Executor):
     worker per core, pinned to it (see :func:`cnn_jax.runtime.default_workers`)."""
 
     name = "local"
-    OPTIONS = ("workers", "trials_per_gpu")
+    OPTIONS = ("workers", "trials_per_gpu", "cpus")
     JOB_PER_TRIAL = False
 
     def check(self) -> None:
         check_positive(self.options, "workers", allow_zero=True)
         check_positive(self.options, "trials_per_gpu")
+        check_positive(self.options, "cpus")
+        cpus, have = self.options.get("cpus"), runtime.usable_cpus()
+        if cpus and cpus > have:
+            raise UserError(f"--cpus-per-trial {cpus}: this machine offers the pool {have} "
+                            f"CPU{'s' if have > 1 else ''}; choose 1 to {have}")
 
     def plan_workers(self, n_tasks: int) -> list[dict]:
         """One environment per worker process to start (at most ``n_tasks``)."""
@@ -124,10 +125,11 @@ class Local(Executor):
             if self.options.get("trials_per_gpu"):
                 raise UserError("--trials-per-gpu: this host has no GPU")
             n = self.options.get("workers")
-            envs = [{} for _ in range(runtime.default_workers() if n is None else n)]
+            size = self.options.get("cpus") or 1
+            envs = [{} for _ in range(runtime.default_workers(size) if n is None else n)]
         envs = envs[: max(1, min(len(envs), n_tasks))] if envs else []
-        if not gpus:  # CPU workers: each pinned to CPUs of its own
-            for env, cpus in zip(envs, cpu_groups(len(envs))):
+        if not gpus:  # CPU workers: each pinned to CPUs of its own, the same number each
+            for env, cpus in zip(envs, cpu_groups(len(envs), self.options.get("cpus") or 1)):
                 env[store.WORKER_CPUS_ENV] = cpus
         return envs
 
@@ -135,6 +137,11 @@ class Local(Executor):
         # (a task whose seeds run one after another can be shared out between workers)
         envs = self.plan_workers(sum(len(t["trials"]) if splittable(t) else 1 for t in tasks))
         self.concurrency = max(self.concurrency or 1, len(envs))
+        pinned = [e[store.WORKER_CPUS_ENV].split(",") for e in envs if store.WORKER_CPUS_ENV in e]
+        if len({c for g in pinned for c in g}) < sum(map(len, pinned)):
+            log(f"warning: {len(envs)} workers x {self.options.get('cpus') or 1} CPUs per trial "
+                f"exceed this machine's {runtime.usable_cpus()} CPUs: workers share CPUs "
+                "(the same numbers, more slowly)")
         if self.options.get("workers") == 0:
             from cnn_jax.data import SplitCache
             from cnn_jax.study.execution.task import run_task
