@@ -17,7 +17,7 @@ A sweep directory::
 
     sweep.json         experiment, overrides, study options, the trial list
     trials/<name>/     one run directory per trial, plus status.json and analysis.json
-    results.csv, report.md, timing.md, plots/
+    results.csv, report.md, timing.md, plots/ (and budget_check.csv with a budget check)
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ ANALYSIS = "analysis.json"
 # analyses, datasets); evaluate, viz and report import them again.
 IMPORTS = "imports.json"
 RESULTS_CSV = "results.csv"
+BUDGET_CSV = "budget_check.csv"  # the budget check's result per model and re-run value
 REPORT_MD = "report.md"
 TIMING_MD = "timing.md"
 PLOTS = "plots"

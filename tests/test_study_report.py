@@ -217,10 +217,12 @@ def test_plateau_check_from_the_validation_curves(tmp_path):
     assert peaked["plateau_gap"] == pytest.approx((0.002 + 0.0) / 2 - 0.002)
     assert agg["plateaued"].sum() == 5
     text = Path(reporting.write(wd, with_plots=False)["report"]).read_text()
-    assert "- Plateau check: not plateaued: mlp pool=lp (-1.00 pp)" in text
+    # every seed's own curve is still rising: 5 of 5 seeds have not plateaued
+    assert still_rising["plateau_seeds"] == 5 and still_rising["plateau_not"] == 5
+    assert "- Plateau check: not plateaued: mlp pool=lp (-1.00 pp; 5 of 5 seeds)" in text
     assert "| mlp | lp | 5/5 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| mlp | lp | 5/5 |"))
-    assert row.endswith("| no (-1.00) |")
+    assert row.endswith("| no (-1.00; 5 of 5 seeds) |")
     row = next(line for line in text.splitlines() if line.startswith("| lenet5 | max | 5/5 |"))
     assert row.endswith("| yes (-0.05) |")
     # every arm plateaued: said once

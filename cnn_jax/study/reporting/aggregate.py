@@ -24,8 +24,8 @@ from cnn_jax.study.reporting.rows import label, measure, measures_in, series, sh
 CONFIG = "configuration"  # a column labelling each configuration by all its swept values
 ALPHA = 0.05  # the significance level of the verdicts
 SELECT_BY = "validation_accuracy"  # what ranks and selects configurations
-# An arm has plateaued when the mean of its last two evaluations (mean validation accuracy
-# over seeds) is within this much (0.3 percentage points) of its best one.
+# A seed has plateaued when the mean of its own last two validation evaluations is within
+# this much (0.3 percentage points) of its own best one; an arm, when every seed has.
 PLATEAU_TOLERANCE = 0.003
 
 
@@ -63,13 +63,18 @@ def _mean(done, col: str) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Plateau:
-    """The plateau check of one arm (configuration) from its seeds' validation curves.
+    """The plateau check of one validation curve (a seed), or of an arm from its seeds' own
+    curves (:func:`plateau_of_seeds`).
 
     Attributes:
-      evaluations: evaluation steps that every done seed logged (the mean curve's length).
-      best: the best mean validation accuracy over seeds, at ``best_step``.
-      last_two: the mean of the mean curve's last two evaluations.
-      plateaued: ``last_two >= best - tolerance``; ``None`` with fewer than two evaluations.
+      evaluations: the curve's evaluations (an arm: the fewest of a judged seed).
+      seeds: the curves judged (with at least two evaluations).
+      not_plateaued: how many of them had not plateaued.
+      best: the best validation accuracy (an arm: the mean over its seeds of each one's).
+      best_step: where a single curve had its best (NaN for an arm).
+      last_two: the mean of the last two evaluations (an arm: the mean over its seeds).
+      plateaued: ``last_two >= best - tolerance`` (an arm: in every judged seed);
+        ``None`` where no curve has two evaluations.
     """
 
     evaluations: int
@@ -77,32 +82,55 @@ class Plateau:
     best_step: float = math.nan
     last_two: float = math.nan
     plateaued: bool | None = None
+    seeds: int = 0
+    not_plateaued: int = 0
 
     @property
     def gap(self) -> float:
-        """``last_two - best`` (<= 0)."""
+        """``last_two - best`` (<= 0; an arm: the mean over its seeds)."""
         return self.last_two - self.best
 
 
-def plateau_of(steps: list[int], mean_accuracy, tolerance: float = PLATEAU_TOLERANCE) -> Plateau:
-    """The plateau check of a mean validation curve (``mean_accuracy[i]`` at ``steps[i]``):
-    plateaued if the mean of the last two evaluations is within ``tolerance`` of the best."""
-    vals = [float(v) for v in mean_accuracy]
+def plateau_of(steps: list[int], accuracy, tolerance: float = PLATEAU_TOLERANCE) -> Plateau:
+    """The plateau check of one validation curve (``accuracy[i]`` at ``steps[i]``):
+    plateaued if the mean of its last two evaluations is within ``tolerance`` of its best."""
+    vals = [float(v) for v in accuracy]
     if len(vals) < 2:
         return Plateau(len(vals))
     i = max(range(len(vals)), key=lambda j: (vals[j], -j))  # the first of equal bests
     best, last_two = vals[i], (vals[-1] + vals[-2]) / 2
-    return Plateau(len(vals), best, steps[i], last_two, last_two >= best - tolerance - 1e-12)
+    ok = last_two >= best - tolerance - 1e-12
+    return Plateau(len(vals), best, steps[i], last_two, ok, 1, int(not ok))
+
+
+def plateau_of_seeds(curves: list[Plateau]) -> Plateau:
+    """An arm's plateau check from its seeds' own (:func:`plateau_of`): plateaued when every
+    seed with two evaluations plateaued; best and last two are means over those seeds."""
+    seen = [c for c in curves if c.plateaued is not None]
+    if not seen:
+        return Plateau(min((c.evaluations for c in curves), default=0))
+    n_not = sum(c.not_plateaued for c in seen)
+    return Plateau(
+        min(c.evaluations for c in seen),
+        sum(c.best for c in seen) / len(seen),
+        math.nan,
+        sum(c.last_two for c in seen) / len(seen),
+        n_not == 0,
+        len(seen),
+        n_not,
+    )
 
 
 def plateau(workdir: str, sub, tolerance: float = PLATEAU_TOLERANCE) -> Plateau:
-    """The plateau check of the done trials in ``sub`` (one arm): their validation curves
-    from ``metrics.jsonl``, averaged over seeds at the evaluation steps they all have."""
-    c = mean_curves(workdir, sub)
-    if c is None:
-        return Plateau(0)
-    steps, val_acc = c[0], c[1]
-    return plateau_of(steps, val_acc, tolerance)
+    """The plateau check of the done trials in ``sub`` (one arm), each seed on its own
+    validation curve from ``metrics.jsonl`` (with early stopping the seeds' curves may end
+    at different steps: each is read to its own end)."""
+    curves = []
+    for name in sub[sub.status == "done"]["trial"]:
+        val = series(workdir, name)[0]
+        steps = sorted(val)
+        curves.append(plateau_of(steps, [val[s] for s in steps], tolerance))
+    return plateau_of_seeds(curves)
 
 
 def _estimate(prefix: str, e: stats.Estimate) -> dict[str, float]:
@@ -168,6 +196,8 @@ def aggregate(
                 "plateau_last_two": pl.last_two,
                 "plateau_gap": pl.gap,
                 "plateaued": pl.plateaued,
+                "plateau_seeds": pl.seeds,
+                "plateau_not": pl.not_plateaued,
                 "train_seconds": _mean(done, "train_seconds"),
                 "images_per_second": _mean(done, "images_per_second"),
                 "wall_seconds": _mean(done, "wall_seconds"),
@@ -182,6 +212,15 @@ def ranked(rows: list, by: str = "val_mean") -> list:
     left out; ties keep their order of appearance."""
     ok = [r for r in rows if math.isfinite(r[by])]
     return sorted(ok, key=lambda r: -r[by])
+
+
+def paired(a, b, column: str) -> tuple[list, stats.Paired]:
+    """The done trials of ``a`` against those of ``b`` on ``column``, paired by seed:
+    ``(the seeds both have, their paired comparison a - b)``."""
+    a = a[a.status == "done"].set_index("seed")[column]
+    b = b[b.status == "done"].set_index("seed")[column]
+    seeds = sorted(set(a.index) & set(b.index))
+    return seeds, stats.compare([a[s] for s in seeds], [b[s] for s in seeds])
 
 
 def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accuracy"):
@@ -201,14 +240,10 @@ def comparisons(df, keys: list[str], baseline: dict, metric: str = "test_accurac
         ref = list(config)
         for k, v in base_labels.items():
             ref[idx[k]] = v
-        a = select(df, keys, config)
         b = select(df, keys, tuple(ref))
         if not len(b):
             continue
-        a = a[a.status == "done"].set_index("seed")[metric]
-        b = b[b.status == "done"].set_index("seed")[metric]
-        seeds = sorted(set(a.index) & set(b.index))
-        c = stats.compare([a[s] for s in seeds], [b[s] for s in seeds])
+        c = paired(select(df, keys, config), b, metric)[1]
         rows.append(
             {
                 **dict(zip(keys, config)),

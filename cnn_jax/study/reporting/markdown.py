@@ -246,9 +246,10 @@ def _results(rec: dict, agg, measures: list[Measure]) -> list[str]:
         (
             "Validation and test: the final state of each trial (test read once, at the "
             "end); best checkpoint: the one selected by validation accuracy. Plateau: "
-            '"yes" if the mean validation curve\'s last two evaluations are within '
-            f"{100 * PLATEAU_TOLERANCE:.1f} pp of its best (in brackets: their mean minus "
-            "the best, in pp)."
+            '"yes" if in every seed the mean of its own last two validation evaluations is '
+            f"within {100 * PLATEAU_TOLERANCE:.1f} pp of its own best (in brackets: that mean "
+            "minus the best in pp, averaged over seeds, and how many seeds had not); with a "
+            "learning rate decaying to zero it does not show that the budget suffices."
         ),
         "",
     ]
@@ -307,13 +308,14 @@ def report(
     figs: dict[str, str],
     measures: list[Measure] = (),
     measure_comps: dict | None = None,
+    budget_check: list[str] = (),
 ) -> str:
     """The text of ``report.md``. ``workdir``: the sweep directory (the trials' configs are
     read for the protocol); ``rec``: the sweep record; ``df``, ``agg``, ``comp``: the
     trials, their aggregate and the comparisons of the metric with the baseline; ``figs``:
     the plots written; ``measures``: the measures to report (those with values);
     ``measure_comps``: ``{measure name: its comparisons with the baseline}`` (not the
-    metric's)."""
+    metric's); ``budget_check``: the budget check's section, after the comparisons."""
     opts = rec["study"]
     keys, metric = opts["keys"], opts.get("metric", "test_accuracy")
     baseline = opts.get("baseline") or {}
@@ -326,6 +328,7 @@ def report(
         lines += _tuning(rec)
     if len(comp):
         lines += _comparison(comp, measure_comps, keys, baseline, metric)
+    lines += list(budget_check)
     lines += (
         ["## What the numbers say", ""]
         + _answer(agg, comp, keys, baseline, metric, measure_comps)

@@ -173,9 +173,13 @@ def _plateau_line(agg, keys: list[str]) -> str:
     with_verdict = agg[agg["plateaued"].map(judged)]
     not_judged = len(agg[agg.n > 0]) - len(with_verdict)
     rule = (
-        f"An arm has plateaued when the mean of its last two validation evaluations (mean "
-        f"over seeds) is within {100 * PLATEAU_TOLERANCE:.1f} pp of its best mean (column "
-        '"plateau").'
+        f"A seed has plateaued when the mean of its own last two validation evaluations is "
+        f"within {100 * PLATEAU_TOLERANCE:.1f} pp of its own best (with early stopping, at its "
+        'own end), an arm when every seed has (column "plateau": the mean over seeds of last '
+        "two − best, and the seeds that had not). With a learning rate that decays to zero "
+        "every run flattens at its end whatever its length, so this check alone does not show "
+        "that the budget suffices; a budget check (`Study(budget_check=...)`, its own section "
+        "where run) does."
     )
     if not len(with_verdict):
         return f"- Plateau check: not judged (fewer than two validation evaluations). {rule}"
@@ -186,7 +190,9 @@ def _plateau_line(agg, keys: list[str]) -> str:
         text = (
             "not plateaued: "
             + ", ".join(
-                f"{r['configuration']} ({100 * r['plateau_gap']:.2f} pp)" for _, r in bad.iterrows()
+                f"{r['configuration']} ({100 * r['plateau_gap']:.2f} pp; {int(r['plateau_not'])} "
+                f"of {int(r['plateau_seeds'])} seeds)"
+                for _, r in bad.iterrows()
             )
             + "; longer training may change their results"
         )

@@ -199,19 +199,22 @@ def _row(workdir: str, trial: dict, keys: list[str], spec: dict[str, dict]) -> d
     return row
 
 
-def collect(workdir: str, rec: dict | None = None):
-    """One row per trial of the sweep in ``workdir``, in sweep order (a ``DataFrame``);
-    ``rec``: its sweep record, if already read by :func:`load_sweep`."""
+def collect(workdir: str, rec: dict | None = None, phase: str = ""):
+    """One row per study trial of the sweep in ``workdir``, in sweep order (a
+    ``DataFrame``); ``rec``: its sweep record, if already read by :func:`load_sweep`;
+    ``phase``: the trials of another phase instead (``"budget"``: the budget check's)."""
     import pandas as pd
 
     rec = rec if rec is not None else load_sweep(workdir)
     keys = rec["study"]["keys"]
     tuned = list(rec["study"].get("tune") or {})
     spec = analyses_of(rec)
-    # Tuning trials (``phase: tune``) only choose each arm's tuned values: the report lists
-    # them in its tuning table, never among the study's results.
+    # Tuning trials (``phase: tune``) only choose each arm's tuned values and the budget
+    # check's (``phase: budget``) re-run arms at a longer budget: the report shows them in
+    # sections of their own, never among the study's results.
     rows = [
-        _row(workdir, t, keys + tuned, spec) for t in rec["trials"] if t.get("phase") != "tune"
+        _row(workdir, t, keys + tuned, spec)
+        for t in rec["trials"] if t.get("phase", "") == phase
     ]
     return pd.DataFrame(rows)
 

@@ -20,7 +20,7 @@ from cnn_jax.study.reporting.text import (
 )
 
 
-def _keyed_table(frame, keys: list[str], header: list[str], cells, align: list[str]) -> str:
+def keyed_table(frame, keys: list[str], header: list[str], cells, align: list[str]) -> str:
     """A table of ``frame``: a left-aligned column per swept key, then the columns
     ``header`` aligned as ``align``; ``cells(row)`` gives a row's cells after its keys."""
     return table(
@@ -31,10 +31,14 @@ def _keyed_table(frame, keys: list[str], header: list[str], cells, align: list[s
 
 
 def _plateau_cell(r) -> str:
+    """``yes (-0.05)``, or ``no (-0.40; 2 of 8 seeds)`` with the seeds that had not."""
     if not judged(r.get("plateaued")):
         return "-"
     gap = 100 * r["plateau_gap"]
-    return f"{'yes' if r['plateaued'] else 'no'} ({0.0 if abs(gap) < 5e-3 else gap:.2f})"
+    shown = f"{0.0 if abs(gap) < 5e-3 else gap:.2f}"
+    if r["plateaued"]:
+        return f"yes ({shown})"
+    return f"no ({shown}; {int(r['plateau_not'])} of {int(r['plateau_seeds'])} seeds)"
 
 
 def measure_header(m: Measure) -> list[str]:
@@ -71,7 +75,7 @@ def aggregate_table(agg, keys: list[str], metric: str, measures: list[Measure] =
     header += ["best checkpoint: validation / test %"]
     for m in measures:
         header += measure_header(m)
-    header += ["params", "final train loss", "plateau (last two − best, pp)"]
+    header += ["params", "final train loss", "plateau (last two − best, pp, mean over seeds)"]
 
     def est(r, prefix, fr):
         return [
@@ -97,7 +101,7 @@ def aggregate_table(agg, keys: list[str], metric: str, measures: list[Measure] =
             _plateau_cell(r),
         ]
 
-    return _keyed_table(agg, keys, header, cells, ["r"] * len(header))
+    return keyed_table(agg, keys, header, cells, ["r"] * len(header))
 
 
 def comparison_table(comp, keys: list[str], metric: str) -> str:
@@ -142,7 +146,7 @@ def comparison_table(comp, keys: list[str], metric: str) -> str:
             ),
         ]
 
-    return _keyed_table(comp, keys, header, cells, ["r"] * 10 + ["l"])
+    return keyed_table(comp, keys, header, cells, ["r"] * 10 + ["l"])
 
 
 def timing_table(agg, keys: list[str], with_wall: bool) -> str:
@@ -160,7 +164,7 @@ def timing_table(agg, keys: list[str], with_wall: bool) -> str:
             row += [fixed(w, 1), "-" if not math.isfinite(share) else f"{100 * share:.0f} %"]
         return row
 
-    return _keyed_table(agg, keys, header, cells, ["r"] * len(header))
+    return keyed_table(agg, keys, header, cells, ["r"] * len(header))
 
 
 def tuning_table(rec: dict) -> str:

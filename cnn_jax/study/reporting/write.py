@@ -6,6 +6,7 @@ The entry point of the report; the work is done by
 - :mod:`cnn_jax.study.reporting.rows`: one row per trial, read from the sweep directory, and
   the measures of the sweep's analyses (:mod:`cnn_jax.analyses`), a column each;
 - :mod:`cnn_jax.study.reporting.aggregate`: statistics over seeds and comparisons with the baseline;
+- :mod:`cnn_jax.study.reporting.budget`: the budget check (a longer budget's effect);
 - :mod:`cnn_jax.study.reporting.figures`: the plots;
 - :mod:`cnn_jax.study.reporting.markdown`: the text of ``report.md`` and ``timing.md``;
   :mod:`cnn_jax.study.reporting.protocol` its protocol section,
@@ -27,7 +28,8 @@ from __future__ import annotations
 import os
 
 from cnn_jax import rundir
-from cnn_jax.study.reporting import markdown, rows
+from cnn_jax.study.design import BUDGET_PHASE
+from cnn_jax.study.reporting import budget, markdown, rows
 from cnn_jax.study.reporting.aggregate import aggregate, comparisons
 from cnn_jax.study.reporting.figures import plots
 from cnn_jax.study.reporting.rows import TIMING_COLUMNS, collect
@@ -70,7 +72,9 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
     imported are imported first, so that analyses registered there are known): each is a
     column of ``results.csv`` and, where some trial has a value, a pair of columns of the
     results table, its own comparison with the baseline (unless it is the metric) and a
-    plot against the metric."""
+    plot against the metric. With a budget check (``Study(budget_check=...)``) its result,
+    a row per model and re-run value (:func:`cnn_jax.study.reporting.budget.check`), goes
+    to ``budget_check.csv`` and its section of ``report.md``."""
     rec = rows.load_sweep(workdir)
     opts = rec["study"]
     keys, metric = opts["keys"], opts.get("metric", "test_accuracy")
@@ -86,9 +90,13 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
         m.name: comparisons(df, keys, baseline, m.name) for m in shown if m.name != metric
     }
     figs = plots(workdir, df, agg, keys, baseline, metric, measures) if with_plots else {}
+    check = budget.check(rec, df, collect(workdir, rec, phase=BUDGET_PHASE), comp)
+    if check is not None:
+        check.frame.to_csv(rundir.path(workdir, rundir.BUDGET_CSV), index=False)
     report_path = rundir.path(workdir, rundir.REPORT_MD)
     rundir.write_text(
-        report_path, markdown.report(workdir, rec, df, agg, comp, figs, shown, measure_comps)
+        report_path, markdown.report(workdir, rec, df, agg, comp, figs, shown, measure_comps,
+                                     budget.section(rec, check))
     )
     timing_path = rundir.path(workdir, rundir.TIMING_MD)
     rundir.write_text(timing_path, markdown.timing(agg, keys, df))
@@ -96,6 +104,7 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
         "results": csv_path,
         "report": report_path,
         "timing": timing_path,
+        "budget": rundir.path(workdir, rundir.BUDGET_CSV) if check is not None else None,
         "plots": [os.path.join(workdir, p) for p in figs.values()],
         "table": aggregate_table(agg, keys, metric, shown),
         "comparison": comparison_table(comp, keys, metric) if len(comp) else "",
