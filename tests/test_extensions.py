@@ -43,8 +43,11 @@ def test_an_experiments_own_pool_model_and_analysis_run_in_a_two_worker_sweep(tm
     # analysis.json records each analysis with the options it was measured with
     name = rows[0]["trial"]
     rec = json.load(open(os.path.join(wd, "trials", name, "analysis.json")))
-    assert rec["mean_confidence"]["options"] == {"images": 32}
-    assert rec["shift_consistency"]["options"] == {"max_shift": 1, "seed": 0}
+    assert rec["mean_confidence"]["options"] == {"images": 32, "state": "best"}
+    assert rec["shift_consistency"]["options"] == {"max_shift": 1, "seed": 0, "state": "best"}
+    summary = json.load(open(os.path.join(wd, "trials", name, "summary.json")))
+    assert rec["shift_consistency"]["measured"] == {"state": "best", "step": summary["best"]["step"]}
+    assert "checkpoint selected by validation accuracy" in report
     # a fresh process reports it again (it imports the experiment sweep.json records)
     os.remove(os.path.join(wd, "report.md"))
     again = _cli(["report", wd], data_dir)
@@ -89,9 +92,56 @@ def test_changed_analysis_options_measure_again_without_retraining(tmp_path, dat
     for r in after:  # not retrained: summary untouched, same accuracy; measured again
         d = os.path.join(wd, "trials", r["trial"])
         assert os.path.getmtime(os.path.join(d, "summary.json")) == steps[r["trial"]]
-        assert json.load(open(os.path.join(d, "analysis.json")))["mean_confidence"]["options"] == {"images": 16}
+        assert json.load(open(os.path.join(d, "analysis.json")))["mean_confidence"]["options"] == {
+            "images": 16, "state": "best"}
     assert [r["test_accuracy"] for r in after] == [r["test_accuracy"] for r in before]
     assert "first 16 test images" in open(os.path.join(wd, "report.md")).read()
+    # the state measured is an option of every analysis: changed, it is measured again
+    exp.write_text(exp.read_text().replace('{"images": 16}', '{"images": 16, "state": "final"}'))
+    assert _cli(["sweep", str(exp), "--workdir", wd, "--workers", "0"], data_dir).returncode == 0
+    for r in after:
+        d = os.path.join(wd, "trials", r["trial"])
+        assert os.path.getmtime(os.path.join(d, "summary.json")) == steps[r["trial"]]
+        rec = json.load(open(os.path.join(d, "analysis.json")))["mean_confidence"]
+        assert rec["measured"]["state"] == "final" and rec["options"]["state"] == "final"
+    assert "Measured on each trial's final state" in open(os.path.join(wd, "report.md")).read()
+
+
+def test_the_best_state_is_read_from_its_checkpoint(tmp_path, data_dir):
+    """An analysis measures the checkpoint selected by validation (default), read back from
+    the trial's checkpoints when it is not the final state; the final state on request."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from cnn_jax import config as config_lib
+    from cnn_jax import train
+    from cnn_jax.study.execution import measure
+    from cnn_jax.train.checkpoint import Checkpoints
+
+    c = config_lib.base_config()
+    c.data.data_dir, c.data.name, c.model.name, c.data.batch_size = data_dir, "digits", "mlp", 32
+    c.train.steps, c.train.checkpoint_every_steps, c.train.keep_latest = 20, 10, 3
+    out = train.fit(c, str(tmp_path / "run"), progress=False)
+    # as if validation had selected step 10 (its checkpoint exists)
+    picked = dataclasses.replace(out, summary={**out.summary, "best": {"step": 10}})
+    state, measured = measure.measured_state(picked, str(tmp_path / "run"), "best")
+    ckpt = Checkpoints(str(tmp_path / "run" / "checkpoints"), read_only=True)
+    want, _, _ = ckpt.restore(out.setup.state, 10)
+    ckpt.close()
+    leaves = lambda s: jax.tree.leaves(jax.device_get(s.params))  # noqa: E731
+    assert measured == {"state": "best", "step": 10}
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(state), leaves(want)))
+    assert not all(np.array_equal(a, b) for a, b in zip(leaves(state), leaves(out.state)))
+    state, measured = measure.measured_state(picked, str(tmp_path / "run"), "final")
+    assert measured == {"state": "final", "step": 20} and state is out.state
+    gone = dataclasses.replace(out, summary={**out.summary, "best": {"step": 5}})  # not kept
+    state, measured = measure.measured_state(gone, str(tmp_path / "run"), "best")
+    assert state is out.state and measured["why"] == "the best checkpoint (step 5) was not kept"
+    none = dataclasses.replace(out, summary={**out.summary, "best": {"step": None}})
+    assert measure.measured_state(none, None, "best")[1] == {
+        "state": "final", "step": 20, "why": "no validation split to select by"}
 
 
 BAD = {
@@ -103,6 +153,9 @@ BAD = {
         "", "analysis 'shift_consistency' has no option 'shift'",
     ),
     "an unknown analysis": ("", "unknown analysis 'calibration'"),
+    "an analysed state that does not exist": (
+        "", "analysis 'shift_consistency': option 'state' is 'last'; choose one of: best, final",
+    ),
 }
 
 
@@ -112,6 +165,7 @@ def test_bad_extensions_are_one_line_errors_and_write_nothing(tmp_path, data_dir
     sweep = {
         "an analysis option that does not exist": 'analyses={"shift_consistency": {"shift": 2}}',
         "an unknown analysis": 'analyses=["shift_consistency", "calibration"]',
+        "an analysed state that does not exist": 'analyses={"shift_consistency": {"state": "last"}}',
     }.get(case, "seeds=1")
     exp = tmp_path / "bad.py"
     exp.write_text(

@@ -8,6 +8,8 @@ one (from the package, or from an experiment file). Registered here: ``shift_con
 from cnn_jax.analyses import shift as _shift  # noqa: F401  (registers shift_consistency)
 from cnn_jax.analyses.base import (
     REGISTRY,
+    STATE,
+    STATES,
     Analysis,
     Context,
     Measure,
@@ -20,6 +22,8 @@ from cnn_jax.analyses.base import (
 
 __all__ = [
     "REGISTRY",
+    "STATE",
+    "STATES",
     "Analysis",
     "Context",
     "Measure",

@@ -84,6 +84,12 @@ class Context:
 
 MeasureFn = Callable[..., Mapping[str, float]]
 
+# Every analysis has the option ``state``: which state of the trial it measures, the
+# checkpoint selected by validation accuracy (default) or the final one. It is the worker's
+# business (:mod:`cnn_jax.study.execution.measure`), never passed to the analysis itself.
+STATE = "state"
+STATES = ("best", "final")
+
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
@@ -97,7 +103,7 @@ class Analysis:
 
     def run(self, ctx: Context, options: Mapping[str, Any]) -> dict[str, float]:
         """The measures of one trial, checked against :attr:`measures`."""
-        values = dict(self.fn(ctx, **options))
+        values = dict(self.fn(ctx, **{k: v for k, v in options.items() if k != STATE}))
         want = [m.name for m in self.measures]
         if sorted(values) != sorted(want):
             raise ValueError(
@@ -108,10 +114,16 @@ class Analysis:
     def check_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """``given`` over the defaults, each of its default's type; a one-line
         :class:`UserError` for an unknown option or a value of another type."""
-        out = dict(self.options)
+        out = {**self.options, STATE: STATES[0]}
         for key, value in given.items():
+            if key == STATE:
+                if value not in STATES:
+                    raise UserError(f"analysis {self.name!r}: option 'state' is {value!r}; "
+                                    f"choose one of: {', '.join(STATES)}")
+                out[key] = value
+                continue
             if key not in self.options:
-                valid = ", ".join(self.options) or "(none)"
+                valid = ", ".join([*self.options, STATE])
                 raise UserError(
                     f"analysis {self.name!r} has no option {key!r}{suggest(key, self.options)}; "
                     f"choose one of: {valid}"
@@ -149,6 +161,9 @@ def register(
     :class:`UserError`."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
+        if STATE in (options or {}):
+            raise UserError(f"analysis {name!r}: option {STATE!r} is every analysis's own "
+                            f"(the state measured: {', '.join(STATES)}); name yours otherwise")
         taken = {m.name: a for a in REGISTRY for m in REGISTRY.get(a).measures}
         for m in measures:
             if m.name in taken:

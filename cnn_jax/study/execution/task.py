@@ -37,7 +37,7 @@ def _finish(task: dict, trial: dict, outcome: dict, emit: Emit, clock: tuple[flo
         from cnn_jax.study.execution import measure
 
         result = outcome["result"]
-        analysis = measure.run(task.get("analyses") or {}, result)
+        analysis = measure.run(task.get("analyses") or {}, result, d)
         rundir.write_json(os.path.join(d, rundir.ANALYSIS), analysis)
         values = store.measured(analysis)
         if "point" in trial:  # TensorBoard HParams: compare trials by swept values

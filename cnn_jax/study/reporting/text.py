@@ -68,3 +68,11 @@ def table(header: list[str], rows: list[list[str]], align: list[str] | None = No
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# Which state of each trial an analysis measured (its option ``state``).
+MEASURED_STATE = {
+    "best": "Measured on each trial's checkpoint selected by validation accuracy (its final "
+    "state where none was selected; each trial's `analysis.json` records the step).",
+    "final": "Measured on each trial's final state (the one its test metrics are reported for).",
+}
