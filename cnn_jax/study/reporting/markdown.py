@@ -34,6 +34,7 @@ from cnn_jax.study.reporting.tables import (
     tuning_table,
 )
 from cnn_jax.study.reporting.text import (
+    MEASURED_STATE,
     bullet,
     capitalised,
     p_value,
@@ -257,8 +258,7 @@ def _results(rec: dict, agg, measures: list[Measure]) -> list[str]:
     for name, options in analyses_of(rec).items():
         a = analyses.get(name)
         if a.describe is not None and any(m.name in shown for m in a.measures):
-            lines += [a.describe(options) + " Measured on each trial's final state (the one "
-                      "its test metrics are reported for).", ""]
+            lines += [a.describe(options) + " " + MEASURED_STATE[options.get("state", "final")], ""]
     return lines
 
 
