@@ -123,3 +123,53 @@ def test_pin_cpus_prefers_cpus_no_other_process_holds(tmp_path, monkeypatch):
     third = subprocess.run([sys.executable, "-c", code.replace("sys.stdin.readline()", "")], env=env,
                            capture_output=True, text=True)
     assert third.stdout.strip() == got_first
+
+
+TINY = '''
+from cnn_jax import study
+from cnn_jax.config import base_config
+
+def get_config():
+    c = base_config()
+    c.data.name, c.data.data_dir, c.model.name, c.data.batch_size = "digits", {data_dir!r}, "mlp", 32
+    c.train.steps = 6
+    return c
+
+def get_sweep():
+    return study.Study(study.grid({{"model.activation": ["relu", "tanh"]}}), seeds=2,
+                       baseline={{"model.activation": "relu"}}, analyses={{}})
+'''
+
+
+def test_strict_numerics_refuses_a_study_of_mixed_environments(tmp_path, data_dir):
+    exp = tmp_path / "tiny.py"
+    exp.write_text(TINY.format(data_dir=data_dir))
+    wd = tmp_path / "sweep"
+    env = clean_env(ROOT)
+    p = subprocess.run(_sweep(exp, wd, "--workers", "0", "--strict-numerics"), env=env, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]  # one environment: reported
+    report = (wd / "report.md").read_text()
+    assert "- Numeric environment: jax " in report
+    # one trial as if it had run on two CPUs
+    odd = sorted(os.listdir(wd / "trials"))[0]
+    path = wd / "trials" / odd / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["numerics"]["cpus"] = summary["numerics"]["cpus"] + 1
+    path.write_text(json.dumps(summary))
+    before = {f: (wd / f).read_bytes() for f in ("report.md", "results.csv")}
+    p = subprocess.run([sys.executable, "-m", "cnn_jax", "report", str(wd), "--strict-numerics"],
+                       env=env, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "--strict-numerics: the trials ran in 2 numeric environments (3 trials: " in p.stderr
+    assert "1 trial: " in p.stderr and "re-run the trials of the odd ones out" in p.stderr
+    assert {f: (wd / f).read_bytes() for f in before} == before  # nothing rewritten
+    p = subprocess.run(_sweep(exp, wd, "--workers", "0", "--strict-numerics"), env=env, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "--strict-numerics: the trials ran in 2" in p.stderr, p.stderr
+    assert {f: (wd / f).read_bytes() for f in before} == before
+    # without the flag the report is written and says that its comparisons mix them
+    p = subprocess.run([sys.executable, "-m", "cnn_jax", "report", str(wd)], env=env, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "- Numeric environments: the trials ran in 2 (3 trials: " in (wd / "report.md").read_text()

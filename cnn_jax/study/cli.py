@@ -58,6 +58,7 @@ def cmd_sweep(args, overrides) -> int:
         executor=args.executor,
         executor_options=executor_options(args),
         cache_dir=cache if cache is not None else runner.cache_dir_for(args.workdir),
+        strict_numerics=args.strict_numerics,
     )
     if args.dry_run:
         return 0
@@ -176,8 +177,13 @@ def cmd_report(args, overrides) -> int:
     from cnn_jax.study import store
 
     store.load_sweep(args.workdir)  # a clear error before heavy imports
-    _print_report(report.write(args.workdir))
+    _print_report(report.write(args.workdir, strict_numerics=args.strict_numerics))
     return 0
+
+
+STRICT_HELP = ("refuse to report (exit 2, the previous report kept) when the trials ran in more "
+               "than one numeric environment (jax/jaxlib, CPU model, CPUs per trial, XLA "
+               "options: summary.json's numerics)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -190,6 +196,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("report", help="(re)write a sweep's results.csv, report.md and plots")
     r.add_argument("workdir", help="sweep directory")
+    r.add_argument("--strict-numerics", action="store_true", help=STRICT_HELP)
     r.set_defaults(func=cmd_report)
 
 
@@ -228,6 +235,7 @@ def _add_sweep(sub) -> None:
         help="compilation cache shared by the sweep's jobs (default: $CNN_JAX_CACHE_DIR, else "
         "WORKDIR/.cache/xla; off: none)",
     )
+    s.add_argument("--strict-numerics", action="store_true", help=STRICT_HELP)
     _add_executor_options(s)
     s.set_defaults(func=cmd_sweep)
 

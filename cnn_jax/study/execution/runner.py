@@ -82,6 +82,7 @@ def run(
     executor: str = "local",
     executor_options: dict | None = None,
     cache_dir: str | None = None,
+    strict_numerics: bool = False,
 ) -> dict:
     """Runs (or resumes) a study into ``workdir``; returns counts and the report paths.
 
@@ -104,6 +105,8 @@ def run(
         ``array_parallelism``, ``sbatch``; ray: ``address``, ``cpus``, ``gpus``, ``mem_gb``).
       cache_dir: the jobs' shared compilation cache (default: ``WORKDIR/.cache/xla``, or
         the cache this process has configured; ``"off"``: none).
+      strict_numerics: the report refuses (a :class:`UserError`, nothing written) to
+        compare trials that ran in different numeric environments.
     """
     t_run, started = time.perf_counter(), time.time()
     _check_arguments(vmap, workers, executor, dry_run)
@@ -125,6 +128,7 @@ def run(
     result.update(trials=len(p.trials), seconds=time.perf_counter() - t0,
                   **{k: result.get(k, 0) + counts[k] for k in ("done", "diverged")},
                   **{k: counts[k] for k in ("ran", "failed", "interrupted")})
+    report = "strict" if report and strict_numerics else report
     _finish(workdir, p, result, report, plots, started, time.perf_counter() - t_run, ex, log)
     return result
 
@@ -247,7 +251,8 @@ def _finish(workdir, p, result, report, plots, started, elapsed, ex, log) -> Non
     if report:
         from cnn_jax.study.reporting import write as report_lib
 
-        result["report"] = report_lib.write(workdir, with_plots=plots)
+        result["report"] = report_lib.write(workdir, with_plots=plots,
+                                            strict_numerics=report == "strict")
     if result["ran"]:
         from cnn_jax.study.execution import progress
 

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from cnn_jax import rundir
+from cnn_jax.errors import UserError
 from cnn_jax.study.reporting.aggregate import PLATEAU_TOLERANCE, judged, with_labels
 from cnn_jax.study.reporting.rows import label, trial_config, trial_dir
 from cnn_jax.study.reporting.text import value_range
@@ -114,18 +115,42 @@ def describe_numerics(env: dict) -> str:
             f"{env.get('cpus')} CPU(s) per trial; convolutions {env.get('conv')}{opts}{flags}")
 
 
-def _numerics_line(workdir: str, done) -> str:
-    """The numeric environments the finished trials ran in; a study whose trials ran in
-    several says that its comparisons mix them."""
+def numeric_environments(workdir: str, names) -> tuple[dict[str, int], int]:
+    """``({environment in words: number of trials}, trials without a record)`` over the
+    trials ``names`` that have a summary."""
     envs: dict[str, int] = {}
     unknown = 0
-    for name in done["trial"]:
-        env = (rundir.read_summary(trial_dir(workdir, name)) or {}).get("numerics")
+    for name in names:
+        summary = rundir.read_summary(trial_dir(workdir, name))
+        if summary is None:
+            continue
+        env = summary.get("numerics")
         if env is None:
             unknown += 1
             continue
         key = describe_numerics(env)
         envs[key] = envs.get(key, 0) + 1
+    return dict(sorted(envs.items(), key=lambda kv: -kv[1])), unknown  # the most trials first
+
+
+def require_one_environment(workdir: str, names) -> None:
+    """A one-line :class:`UserError` unless the trials ``names`` that finished training ran
+    in one numeric environment (``--strict-numerics``)."""
+    envs, unknown = numeric_environments(workdir, names)
+    if len(envs) > 1 or (envs and unknown):
+        listed = "; ".join(f"{n} trial{'s' if n > 1 else ''}: {k}" for k, n in envs.items())
+        extra = f"; {unknown} without a record" if unknown else ""
+        raise UserError(
+            f"--strict-numerics: the trials ran in {len(envs) + bool(unknown)} numeric "
+            f"environments ({listed}{extra}); re-run the trials of the odd ones out (delete their "
+            "directories) in one environment, or report without --strict-numerics"
+        )
+
+
+def _numerics_line(workdir: str, done) -> str:
+    """The numeric environments the finished trials ran in; a study whose trials ran in
+    several says that its comparisons mix them."""
+    envs, unknown = numeric_environments(workdir, done["trial"])
     if not envs:
         return "- Numeric environment: not recorded by these trials."
     missing = f" ({unknown} trials did not record theirs)" if unknown else ""
@@ -134,7 +159,7 @@ def _numerics_line(workdir: str, done) -> str:
     listed = "; ".join(f"{n} trials: {k}" for k, n in envs.items())
     return (f"- Numeric environments: the trials ran in {len(envs)} ({listed}){missing}. "
             "Comparisons mix them: a difference can come from the environment as well as "
-            "from the configuration.")
+            "from the configuration; `cnn-jax report --strict-numerics` refuses such a study.")
 
 
 def _optim_line(cfgs: list[dict], keys: list[str]) -> str:

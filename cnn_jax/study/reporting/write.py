@@ -29,7 +29,7 @@ import os
 
 from cnn_jax import rundir
 from cnn_jax.study.design import BUDGET_PHASE
-from cnn_jax.study.reporting import budget, markdown, rows
+from cnn_jax.study.reporting import budget, markdown, protocol, rows
 from cnn_jax.study.reporting.aggregate import aggregate, comparisons
 from cnn_jax.study.reporting.figures import plots
 from cnn_jax.study.reporting.rows import TIMING_COLUMNS, collect
@@ -63,7 +63,7 @@ def preload() -> None:
         pass
 
 
-def write(workdir: str, *, with_plots: bool = True) -> dict:
+def write(workdir: str, *, with_plots: bool = True, strict_numerics: bool = False) -> dict:
     """Writes ``results.csv``, ``report.md``, ``timing.md`` and (unless ``with_plots`` is
     false) ``plots/*.png``; returns their paths and the two main tables as text.
 
@@ -74,8 +74,14 @@ def write(workdir: str, *, with_plots: bool = True) -> dict:
     results table, its own comparison with the baseline (unless it is the metric) and a
     plot against the metric. With a budget check (``Study(budget_check=...)``) its result,
     a row per model and re-run value (:func:`cnn_jax.study.reporting.budget.check`), goes
-    to ``budget_check.csv`` and its section of ``report.md``."""
+    to ``budget_check.csv`` and its section of ``report.md``.
+
+    ``strict_numerics``: if the finished trials ran in more than one numeric environment
+    (:func:`cnn_jax.study.reporting.protocol.numeric_environments`), a one-line
+    :class:`UserError` before anything is written (the previous report stays)."""
     rec = rows.load_sweep(workdir)
+    if strict_numerics:
+        protocol.require_one_environment(workdir, [t["name"] for t in rec["trials"]])
     opts = rec["study"]
     keys, metric = opts["keys"], opts.get("metric", "test_accuracy")
     baseline = opts.get("baseline") or {}
