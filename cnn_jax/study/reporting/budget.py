@@ -233,7 +233,7 @@ def _model_line(rows: list[dict], others: list[str], key: str, base: str, factor
         text += " and not the ranking by validation"
     else:
         text += "; the ranking by validation is not judged (a value lacks it at a budget)"
-    finite = [r for r in rows if math.isfinite(r["change"])]
+    finite = [r for r in rows if math.isfinite(r["change_ci_lo"])]  # two seeds or more
     if finite:
         r = max(finite, key=lambda r: abs(r["change"]))
         text += (f"; the largest change of a mean {m.label} is {scale * r['change']:+.2f}{unit} "
