@@ -510,4 +510,5 @@ def test_trials_from_two_numeric_environments_are_said_to_be_mixed(tmp_path):
     line = next(x for x in text.splitlines() if x.startswith("- Numeric environments:"))
     assert "the trials ran in 2 (" in line and "3 trials: " in line and "2 CPU(s) per trial" in line
     assert line.endswith("Comparisons mix them: a difference can come from the environment as well "
-                         "as from the configuration.")
+                         "as from the configuration; `cnn-jax report --strict-numerics` refuses such "
+                         "a study.")

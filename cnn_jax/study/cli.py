@@ -54,11 +54,10 @@ def cmd_sweep(args, overrides) -> int:
         workers=args.workers,
         vmap=args.vmap_seeds,
         dry_run=args.dry_run,
-        report=not args.dry_run,
+        report=not args.dry_run and ("strict" if args.strict_numerics else True),
         executor=args.executor,
         executor_options=executor_options(args),
         cache_dir=cache if cache is not None else runner.cache_dir_for(args.workdir),
-        strict_numerics=args.strict_numerics,
     )
     if args.dry_run:
         return 0

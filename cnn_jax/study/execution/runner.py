@@ -28,6 +28,7 @@ from collections.abc import Callable
 from cnn_jax import rundir
 from cnn_jax.errors import UserError
 from cnn_jax.study import planning, store, tuning
+from cnn_jax.study.design import BUDGET_PHASE
 from cnn_jax.study.execution import dispatch
 from cnn_jax.study.execution import status as trial_status
 
@@ -82,7 +83,6 @@ def run(
     executor: str = "local",
     executor_options: dict | None = None,
     cache_dir: str | None = None,
-    strict_numerics: bool = False,
 ) -> dict:
     """Runs (or resumes) a study into ``workdir``; returns counts and the report paths.
 
@@ -95,7 +95,8 @@ def run(
       vmap: ``"on"``, ``"off"`` or ``"auto"`` (on for accelerators): train the seeds of a
         config as one vmapped program.
       dry_run: list the trials and what would run, write nothing.
-      report: write ``results.csv``, ``report.md`` and ``timing.md`` at the end.
+      report: write ``results.csv``, ``report.md`` and ``timing.md`` at the end; ``"strict"``:
+        unless the trials ran in several numeric environments (``--strict-numerics``).
       plots: and the plots.
       log: where progress lines go.
       executor: ``"local"`` (the worker pool, default), ``"slurm"`` (job arrays through
@@ -105,8 +106,6 @@ def run(
         ``array_parallelism``, ``sbatch``; ray: ``address``, ``cpus``, ``gpus``, ``mem_gb``).
       cache_dir: the jobs' shared compilation cache (default: ``WORKDIR/.cache/xla``, or
         the cache this process has configured; ``"off"``: none).
-      strict_numerics: the report refuses (a :class:`UserError`, nothing written) to
-        compare trials that ran in different numeric environments.
     """
     t_run, started = time.perf_counter(), time.time()
     _check_arguments(vmap, workers, executor, dry_run)
@@ -128,7 +127,6 @@ def run(
     result.update(trials=len(p.trials), seconds=time.perf_counter() - t0,
                   **{k: result.get(k, 0) + counts[k] for k in ("done", "diverged")},
                   **{k: counts[k] for k in ("ran", "failed", "interrupted")})
-    report = "strict" if report and strict_numerics else report
     _finish(workdir, p, result, report, plots, started, time.perf_counter() - t_run, ex, log)
     return result
 
@@ -297,12 +295,14 @@ def _write_plan(workdir: str, p: planning.Plan, todo: list[store.Trial], log: Lo
     rundir.write_json(os.path.join(workdir, store.SWEEP_FILE), p.record)
     for t in todo:
         trial_status.mark(t.dir(workdir), "queued")  # not over a trial that another owner trains
-    n_tune = sum(bool(t.phase) for t in p.trials)
-    n_study = len(p.trials) - n_tune
+    n_tune = sum(t.phase == tuning.TUNE_PHASE for t in p.trials)
+    n_budget = sum(t.phase == BUDGET_PHASE for t in p.trials)
+    n_study = len(p.trials) - n_tune - n_budget
     seeds = len(p.study.seed_list())
     what = (f"{n_tune} tuning trials ({len(p.study.tune_points())} values x "
             f"{len(p.study.tune_seed_list())} tuning seeds per arm; the study trials follow)"
             if p.pending else
             f"{n_study} trials ({n_study // seeds} configurations x {seeds} seeds)"
-            + (f" after {n_tune} tuning trials" if n_tune else ""))
+            + (f" after {n_tune} tuning trials" if n_tune else "")
+            + (f", then {n_budget} budget-check trials" if n_budget else ""))
     log(f"{what} in {workdir}: {len(todo)} to run, {len(p.trials) - len(todo)} already finished")

@@ -72,18 +72,13 @@ def gpu_worker_envs(gpus: int, per_gpu: int = 1) -> list[dict]:
 
 
 def cpu_groups(n: int, size: int = 1) -> list[str]:
-    """The CPUs of each of ``n`` CPU workers, ``size`` each (as ``"0,1"``), taken in order
-    from this process's CPUs; ``[]`` where this OS has no CPU affinity. More workers than
-    fit share CPUs, cycling round (:meth:`Local.run` says so).
-
-    Every worker is pinned, one alone included: a trial's numbers depend on how many CPUs
-    its process has (see :func:`cnn_jax.runtime.pin_cpus`), so every trial gets ``size``
-    whatever the number of workers. Pinned, a worker's XLA also sizes its thread pool to
-    its own CPUs, so workers do not oversubscribe the machine. On 2 cores, back to back
-    (2026-12-01), the pooling study's 90 trials (five seeds then) with two workers pinned
-    to one core each spent 7 min 00 s of single-core time in training steps, against
-    4 min 30 s of two-core time for one unpinned worker, and 8.6 against 9.8 min of CPU in
-    all (user + system)."""
+    """The CPUs of each of ``n`` CPU workers, ``size`` each (as ``"0,1"``), in order from this
+    process's CPUs, cycling round where more workers than fit share them; ``[]`` without CPU
+    affinity. One worker alone is pinned too: a trial's numbers depend on its number of CPUs
+    (:func:`cnn_jax.runtime.pin_cpus`). Pinned, XLA sizes its thread pool to the worker's
+    CPUs. On 2 cores (2026-12-01) the pooling study's 90 trials with two workers of one core
+    spent 7 min 00 s of single-core step time against 4 min 30 s of two-core time for one
+    unpinned worker, 8.6 against 9.8 min of CPU in all."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
