@@ -616,19 +616,21 @@ def _rw(x, init, op, window, strides, padding):
     return lax.reduce_window(x, init, op, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_fast_max_equals_reduce_window_values_and_gradients_with_ties(seed):
+@pytest.mark.parametrize("seed,overlapping", [(0, False), (1, True)])
+def test_fast_max_equals_reduce_window_values_and_gradients_with_ties(seed, overlapping):
     rs = np.random.RandomState(seed)
     for t in range(6):
-        window = tuple(int(k) for k in rs.randint(1, 4, size=2))
+        window = tuple(int(k) for k in rs.randint(2 if overlapping else 1, 4, size=2))
+        strides = tuple(int(rs.randint(1, k)) for k in window) if overlapping else window
         shape = (2, int(window[0] * rs.randint(1, 4) + rs.randint(0, 3)),
                  int(window[1] * rs.randint(1, 4) + rs.randint(0, 3)), 3)
         padding = ["VALID", "SAME", tuple((int(rs.randint(0, k)),) * 2 for k in window)][t % 3]
         # small integers and ReLU zeros: many ties
         x = jnp.asarray(np.maximum(rs.randint(-2, 3, size=shape), 0), jnp.float32)
         v = jnp.asarray(rs.randn(*shape), jnp.float32)
-        fast = functools.partial(pooling.pool, kind="max", window=window, padding=padding)
-        slow = functools.partial(_rw, init=-jnp.inf, op=lax.max, window=window, strides=window,
+        fast = functools.partial(pooling.pool, kind="max", window=window, strides=strides,
+                                 padding=padding)
+        slow = functools.partial(_rw, init=-jnp.inf, op=lax.max, window=window, strides=strides,
                                  padding=padding)
 
         @functools.partial(jax.jit, static_argnums=(3, 4))
@@ -645,7 +647,10 @@ def test_fast_max_equals_reduce_window_values_and_gradients_with_ties(seed):
         ct = jnp.asarray(rs.randn(*jax.eval_shape(slow, x).shape), jnp.float32)
         y1, g1, y2, g2, jvp1, jvp2 = both(x, ct, v, fast, slow)
         np.testing.assert_array_equal(y1, y2)
-        np.testing.assert_array_equal(g1, g2)
+        if overlapping:  # an input in several windows sums their cotangents in another order
+            np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(g1, g2)
         np.testing.assert_allclose(jvp1, jvp2, rtol=1e-6, atol=1e-6)
 
 
@@ -695,7 +700,9 @@ def test_fast_path_is_taken_exactly_for_non_overlapping_windows():
 
     assert "select_and_scatter" not in prims(2, 2) and "reduce_window" not in prims(2, 2)
     assert "select_and_scatter" not in prims((2, 3), (2, 3))
-    assert "select_and_scatter_add" in prims(3, 2)  # overlapping: lax.reduce_window
+    # overlapping windows: the strided views (windows._overlapping_max), whose backward pass
+    # XLA:CPU runs about 40x faster than reduce_window's select-and-scatter
+    assert "select_and_scatter" not in prims(3, 2) and "reduce_window" not in prims((2, 2), (1, 1))
 
 
 # ---------------------------------------------------------------------------------------

@@ -116,15 +116,68 @@ def _block_max_jvp(primals, tangents):
     return y, _select_first(idx, xb_dot)
 
 
+def _views(xp: jax.Array, window: Pair, strides: Pair, out: Pair) -> list[jax.Array]:
+    """The ``kh*kw`` strided views of padded ``xp``, one per window position in row-major
+    order, each ``[B, Ho, Wo, C]``: view ``(i, j)`` holds element ``(i, j)`` of every window."""
+    (kh, kw), (sh, sw), (ho, wo) = window, strides, out
+    b, _, _, c = xp.shape
+    return [
+        lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c), (1, sh, sw, 1))
+        for i in range(kh) for j in range(kw)
+    ]
+
+
+def _first_max(views: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """``(max, idx)`` over ``views``: the elementwise maximum and the index of the first
+    view that holds it."""
+    y = views[0]
+    for v in views[1:]:
+        y = jnp.maximum(y, v)
+    dt = jnp.int8 if len(views) <= 127 else jnp.int32
+    idx = jnp.full(y.shape, len(views) - 1, dt)
+    for pos in range(len(views) - 2, -1, -1):
+        idx = jnp.where(views[pos] == y, jnp.asarray(pos, dt), idx)
+    return y, idx
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _overlapping_max(xp: jax.Array, window: Pair, strides: Pair, out: Pair) -> jax.Array:
+    """Max over overlapping windows of padded ``xp`` from its strided views (elementwise
+    maxima); the derivative is that of the first maximal element in row-major window order,
+    as ``lax.reduce_window``'s (select-and-scatter), whose backward pass XLA:CPU runs far
+    more slowly (max-blur pooling in the simple CNN: below)."""
+    return _first_max(_views(xp, window, strides, out))[0]
+
+
+@functools.partial(jax.checkpoint, static_argnums=(2, 3, 4))
+def _select_view(idx: jax.Array, xp_dot: jax.Array, window: Pair, strides: Pair, out: Pair) -> jax.Array:
+    """The tangent of each window's first maximal element (reverse mode keeps ``idx`` only)."""
+    zero = jnp.zeros((), xp_dot.dtype)
+    views = _views(xp_dot, window, strides, out)
+    t = jnp.where(idx == 0, views[0], zero)
+    for pos, v in enumerate(views[1:], 1):
+        t = t + jnp.where(idx == pos, v, zero)
+    return t
+
+
+@_overlapping_max.defjvp
+def _overlapping_max_jvp(window, strides, out, primals, tangents):
+    (xp,), (xp_dot,) = primals, tangents
+    y, idx = _first_max(_views(xp, window, strides, out))
+    return y, _select_view(idx, xp_dot, window, strides, out)
+
+
 def window_max(x: jax.Array, window: Pair, strides: Pair, pads: Pads) -> jax.Array:
     """Max over each window (padding is ``-inf``, so it never wins unless a window is all
-    padding). Reshape path when ``strides == window``; gradients as ``lax.reduce_window``."""
+    padding); the derivative is that of each window's first maximal element in row-major
+    order, as ``lax.reduce_window``'s. Reshape path when ``strides == window``, else the
+    windows' strided views (:func:`_overlapping_max`)."""
     window, strides = tuple(window), tuple(strides)
     if non_overlapping(window, strides):
         return _block_max(_blocks(x, window, pads, -jnp.inf))
-    return lax.reduce_window(
-        x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
-    )
+    pads = tuple(map(tuple, pads))
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf) if pads != VALID_PADS else x
+    return _overlapping_max(xp, window, strides, out_shape(x.shape, window, strides, pads))
 
 
 def window_sum(x: jax.Array, window: Pair, strides: Pair, pads: Pads) -> jax.Array:
