@@ -123,6 +123,20 @@ def test_pin_cpus_prefers_cpus_no_other_process_holds(tmp_path, monkeypatch):
     third = subprocess.run([sys.executable, "-c", code.replace("sys.stdin.readline()", "")], env=env,
                            capture_output=True, text=True)
     assert third.stdout.strip() == got_first
+    # a local pool's worker prefers its group's CPUs, and takes another where a process of
+    # another sweep holds them (two sweeps at once do not stack on one CPU)
+    last = sorted(os.sched_getaffinity(0))[-1]
+    code = code.replace("pin_cpus(1)", f"pin_cpus(1, prefer=[{last}])")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    got = [procs[0].stdout.readline().strip()]
+    procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    got.append(procs[1].stdout.readline().strip())
+    for p in procs:
+        p.stdin.close()
+        p.wait()
+    assert got[0] == f"[{last}]" and got[1] != got[0], got
 
 
 TINY = '''

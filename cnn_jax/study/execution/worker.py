@@ -35,9 +35,14 @@ def apply_env(settings: dict) -> None:
     ``CUDA_VISIBLE_DEVICES``, log levels)."""
     for k, v in settings.get("env", {}).items():
         os.environ[k] = str(v)
-    cpus = os.environ.get(store.WORKER_CPUS_ENV)  # the local pool's pinning (executors.local)
-    if cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    cpus = os.environ.get(store.WORKER_CPUS_ENV)  # the local pool's group (executors.local)
+    if cpus:  # that many CPUs, those first unless another process holds them (another sweep)
+        from cnn_jax import runtime
+
+        group = [int(c) for c in cpus.split(",")]
+        chosen = runtime.pin_cpus(len(set(group)), "--cpus-per-trial", prefer=group)
+        if chosen:
+            os.environ[store.WORKER_CPUS_ENV] = ",".join(map(str, chosen))  # (status.json)
 
 
 def apply_runtime(settings: dict) -> None:
