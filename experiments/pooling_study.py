@@ -32,7 +32,8 @@ depend on the number of workers. Cost, measured on 2 CPU cores of an AMD EPYC (A
 2026-12-05, from an empty workdir with a cold compilation cache: 8 min 18 s with the default
 two workers (108 trials; training steps 14 min 00 s of the workers' 16 min 29 s, 15 %
 outside them: compiling each configuration, evaluations, checkpoints, shift consistency,
-report) and 16 min 37 s with `--workers 1` (one worker on one core), which wrote the same
+report) and 16 min 37 s with `--workers 1` (one worker on one core; the other core ran another
+sweep for 5 of those minutes), which wrote the same
 report.md byte for byte. With six seeds the job took 10 min 01 s (twice), over its
 10-minute goal; max_blur had taken 47 s of steps per simple-CNN trial (max: 9 s) until its
 dense max pooling stopped using XLA's select-and-scatter gradient.
