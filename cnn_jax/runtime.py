@@ -51,14 +51,16 @@ def cpu_lock_dir() -> str:
     return os.path.join(base, f"cnn_jax-cpus-{os.getuid()}")
 
 
-def pin_cpus(n: int, flag: str = "--cpus", prefer: list[int] | None = None) -> list[int]:
+def pin_cpus(n: int, flag: str = "--cpus", prefer: list[int] | None = None,
+             quiet: bool = False) -> list[int]:
     """Pins this process to ``n`` of the CPUs it may run on, before JAX is imported, and
     returns them. CPUs that no other process of this user holds (a lock file each in
     :func:`cpu_lock_dir`, released when the process exits, even on ``kill -9``) come first,
     so that cluster jobs sharing a node (Ray tasks, SLURM jobs without CPU binding) do not
     stack on one CPU; when too few are free it shares some and says so (same numbers,
     slower). ``flag`` names the option in the error for an impossible ``n``; the CPUs
-    ``prefer`` (the local pool's group for each worker) are tried first."""
+    ``prefer`` (the local pool's group for each worker) are tried first; ``quiet``: no
+    warning when sharing (the local pool says so itself where its own workers overlap)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux: no affinity to set (the numerics record the count)
@@ -91,7 +93,7 @@ def pin_cpus(n: int, flag: str = "--cpus", prefer: list[int] | None = None) -> l
         free.append(c)
         _HELD.append(f)
     shared = [c for c in cpus if c not in free][: n - len(free)]  # (preferred ones first)
-    if shared:
+    if shared and not quiet:
         print(f"warning: CPU{'s' if len(shared) > 1 else ''} {','.join(map(str, shared))} "
               "already held by other cnn-jax processes: sharing them (same numbers, slower)",
               file=sys.stderr)

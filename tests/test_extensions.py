@@ -152,7 +152,7 @@ BAD = {
     "an analysis option that does not exist": (
         "", "analysis 'shift_consistency' has no option 'shift'",
     ),
-    "an unknown analysis": ("", "unknown analysis 'calibration'"),
+    "an unknown analysis": ("", "unknown analysis 'calibrations'"),
     "an analysed state that does not exist": (
         "", "analysis 'shift_consistency': option 'state' is 'last'; choose one of: best, final",
     ),
@@ -164,7 +164,7 @@ def test_bad_extensions_are_one_line_errors_and_write_nothing(tmp_path, data_dir
     head, message = BAD[case]
     sweep = {
         "an analysis option that does not exist": 'analyses={"shift_consistency": {"shift": 2}}',
-        "an unknown analysis": 'analyses=["shift_consistency", "calibration"]',
+        "an unknown analysis": 'analyses=["shift_consistency", "calibrations"]',
         "an analysed state that does not exist": 'analyses={"shift_consistency": {"state": "last"}}',
     }.get(case, "seeds=1")
     exp = tmp_path / "bad.py"

@@ -2,9 +2,10 @@
 
 See :mod:`cnn_jax.analyses.base` for the :class:`Analysis` contract and how to register
 one (from the package, or from an experiment file). Registered here: ``shift_consistency``
-(Zhang 2019). Importing this package imports no JAX.
+(Zhang 2019) and ``calibration`` (ECE, NLL, Brier). Importing this package imports no JAX.
 """
 
+from cnn_jax.analyses import calibration as _calibration  # noqa: F401  (registers calibration)
 from cnn_jax.analyses import shift as _shift  # noqa: F401  (registers shift_consistency)
 from cnn_jax.analyses.base import (
     REGISTRY,

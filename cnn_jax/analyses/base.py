@@ -100,6 +100,9 @@ class Analysis:
     measures: tuple[Measure, ...]
     options: Mapping[str, Any]
     describe: Callable[[Mapping[str, Any]], str] | None = None
+    # ``check(options)``: raises a one-line UserError for a bad value (run when a study is
+    # planned, before anything trains)
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
     def run(self, ctx: Context, options: Mapping[str, Any]) -> dict[str, float]:
         """The measures of one trial, checked against :attr:`measures`."""
@@ -129,6 +132,8 @@ class Analysis:
                     f"choose one of: {valid}"
                 )
             out[key] = _typed(self.name, key, value, self.options[key])
+        if self.check is not None:
+            self.check({k: v for k, v in out.items() if k != STATE})
         return out
 
 
@@ -155,9 +160,10 @@ def register(
     measures: Sequence[Measure],
     options: Mapping[str, Any] | None = None,
     describe: Callable[[Mapping[str, Any]], str] | None = None,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Decorator registering ``fn(ctx, **options) -> {measure name: float}`` as analysis
-    ``name``. A name, or a measure's column, that is already taken is a one-line
+    ``name`` (``check(options)`` validates option values when a study is planned). A name, or a measure's column, that is already taken is a one-line
     :class:`UserError`."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
@@ -171,7 +177,7 @@ def register(
                     f"analysis {name!r}: measure {m.name!r} is already recorded by analysis "
                     f"{taken[m.name]!r}; choose another name (taken: {', '.join(sorted(taken))})"
                 )
-        REGISTRY.add(name, Analysis(name, fn, tuple(measures), dict(options or {}), describe))
+        REGISTRY.add(name, Analysis(name, fn, tuple(measures), dict(options or {}), describe, check))
         return fn
 
     return deco

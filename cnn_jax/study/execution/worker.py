@@ -40,7 +40,7 @@ def apply_env(settings: dict) -> None:
         from cnn_jax import runtime
 
         group = [int(c) for c in cpus.split(",")]
-        chosen = runtime.pin_cpus(len(set(group)), "--cpus-per-trial", prefer=group)
+        chosen = runtime.pin_cpus(len(set(group)), "--cpus-per-trial", prefer=group, quiet=True)
         if chosen:
             os.environ[store.WORKER_CPUS_ENV] = ",".join(map(str, chosen))  # (status.json)
 
