@@ -44,7 +44,8 @@ def test_an_experiments_own_pool_model_and_analysis_run_in_a_two_worker_sweep(tm
     name = rows[0]["trial"]
     rec = json.load(open(os.path.join(wd, "trials", name, "analysis.json")))
     assert rec["mean_confidence"]["options"] == {"images": 32, "state": "best"}
-    assert rec["shift_consistency"]["options"] == {"max_shift": 1, "seed": 0, "state": "best"}
+    assert rec["shift_consistency"]["options"] == {"max_shift": 1, "seed": 0, "fill": "zero",
+                                                   "diagonal": False, "state": "best"}
     summary = json.load(open(os.path.join(wd, "trials", name, "summary.json")))
     assert rec["shift_consistency"]["measured"] == {"state": "best", "step": summary["best"]["step"]}
     assert "checkpoint selected by validation accuracy" in report

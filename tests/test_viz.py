@@ -142,7 +142,10 @@ def test_a_sweeps_shift_analysis_runs_the_trials_own_evaluation_program(data_dir
     s = out.setup
     runner = assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn, s.model, s.input_shape)
     compiled = runner._eval._cache_size()
-    rec = measure.run({"shift_consistency": {"max_shift": 2, "seed": 0}}, out)
+    from cnn_jax import analyses
+
+    spec = analyses.resolve({"shift_consistency": {"max_shift": 2, "seed": 0, "state": "final"}})
+    rec = measure.run(spec, out)
     got = {**rec["shift_consistency"]["values"], "shift_max": rec["shift_consistency"]["options"]["max_shift"]}
     assert runner._eval._cache_size() == compiled
     fn = shift.predictor(s.model)
@@ -150,3 +153,34 @@ def test_a_sweeps_shift_analysis_runs_the_trials_own_evaluation_program(data_dir
     ref = shift.shift_consistency(lambda x: fn(v, x), s.test, max_shift=2, seed=0)
     assert got["shift_consistency"] == pytest.approx(ref, abs=1.5 / len(s.test))  # an argmax tie at most
     assert got["shift_max"] == 2 and 0.2 < got["shift_consistency"] <= 1.0
+
+
+def test_shift_protocols_circular_and_diagonal():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 255, size=(5, 7, 6, 2)).astype(np.uint8)
+    dy, dx = np.array([1, -2, 0, 3, -7]), np.array([-1, 2, 5, 0, 13])
+    got = shift.shift_images(x, dy, dx, fill="circular")
+    for i in range(5):  # against np.roll, image by image
+        np.testing.assert_array_equal(got[i], np.roll(x[i], (dy[i], dx[i]), axis=(0, 1)))
+    # zero fill and circular agree on what stays inside the image
+    zero = shift.shift_images(x, dy[:1], dx[:1])[0]
+    np.testing.assert_array_equal(zero[1:, :-1], got[0][1:, :-1])
+    assert (zero[0] == 0).all() and (zero[:, -1] == 0).all()
+    # diagonal: dx = dy, and the same dy as the default protocol draws (same seed)
+    dy_d, dx_d = shift.random_shifts(100, 3, seed=0, diagonal=True)
+    assert (dy_d == dx_d).all() and (dy_d == shift.random_shifts(100, 3, seed=0)[0]).all()
+    with pytest.raises(ValueError, match="choose one of: zero, circular"):
+        shift.shift_images(x, dy, dx, fill="reflect")
+
+
+def test_a_shift_protocol_that_does_not_exist_is_a_one_line_error():
+    from cnn_jax import analyses
+    from cnn_jax.errors import UserError
+
+    with pytest.raises(UserError, match=r"option 'fill' is 'reflect'; choose one of: zero, circular"):
+        analyses.resolve({"shift_consistency": {"fill": "reflect"}})
+    with pytest.raises(UserError, match=r"option 'max_shift' is -1"):
+        analyses.resolve({"shift_consistency": {"max_shift": -1}})
+    opts = analyses.resolve({"shift_consistency": {"fill": "circular", "diagonal": True}})["shift_consistency"]
+    text = analyses.get("shift_consistency").describe(opts)
+    assert "along the diagonal only (circular shifts, wrapping round;" in text
