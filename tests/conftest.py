@@ -7,6 +7,7 @@ process keeps the default single CPU device.
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -37,6 +38,13 @@ STRICT_DEPRECATIONS = ("jax", "flax", "optax", "orbax", "grain", "tensorflow_dat
 
 
 def pytest_configure(config):
+    # CPU lock files of this test process's own (cnn_jax.runtime.pin_cpus): a sweep in one
+    # pytest-xdist worker does not move another worker's sweep to other CPUs, so which CPUs
+    # a test's workers get does not depend on what the other tests run at the same moment.
+    # (each xdist worker sets its own: they inherit the controller's environment)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    os.environ["CNN_JAX_CPU_LOCKS"] = os.path.join(
+        tempfile.gettempdir(), f"cnn_jax-test-cpus-{worker}-{os.getpid()}")
     if os.environ.get("CNN_JAX_STRICT_DEPRECATIONS") == "1":
         for module in STRICT_DEPRECATIONS:  # a regex matched at the start of the module name
             config.addinivalue_line("filterwarnings", f"error::DeprecationWarning:{module}")
