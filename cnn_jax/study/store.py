@@ -163,5 +163,5 @@ def analyses_current(record: dict, spec: dict) -> bool:
 
 def to_analyse_again(trial_dir: str, status: dict, spec: dict) -> bool:
     """A ``done`` trial whose ``analysis.json`` does not hold the analyses ``spec`` with the
-    same options: it is analysed again from its final checkpoint, never retrained."""
+    same options: it is analysed again from its checkpoints, never retrained."""
     return status["status"] == "done" and not analyses_current(read_analysis(trial_dir), spec)

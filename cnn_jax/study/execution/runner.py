@@ -8,7 +8,7 @@ worker pool by default, SLURM or Ray). Trials that differ only by seed form one 
 job (they run one after another through ``cnn_jax.train.fit``, or together as one vmapped
 program, see :mod:`cnn_jax.train.vmap`), so the compiled program is shared. Interrupted
 trials resume from their checkpoints. A finished trial whose analyses were measured with
-other options is analysed again (from its final checkpoint), never retrained.
+other options is analysed again (from its checkpoints), never retrained.
 
 Trials are owned by leases in the trial store (:mod:`cnn_jax.study.lease`), so several
 sweeps (any executors, any hosts) may run on one workdir at once: each trains the trials

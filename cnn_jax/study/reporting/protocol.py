@@ -185,7 +185,8 @@ def _selection_line(has_val: bool) -> str:
             '"best configuration" below use validation accuracy; the test split is evaluated '
             "once, at the end of training, for the final state and for the best-by-validation "
             "checkpoint. Tables and comparisons with the baseline report the final state's "
-            "test metric; the test split never chooses anything."
+            "test metric, the analyses the state each names below; the test split never "
+            "chooses anything."
         )
     return (
         "- Selection: none. Without a validation split no checkpoint or configuration is "
