@@ -14,8 +14,8 @@ Command:
 
 Cost (measured 2026-12-05 on an AMD EPYC with AVX-512, empty workdir with a cold compilation
 cache): 40 trials in 4 min 45 s with `--workers 1` (one worker on one core, while another
-job used the other core); the default two workers take about half as long. Every trial runs
-on one CPU, so the numbers do not depend on the number of workers.
+job used the other core; the default two workers were not timed with this code). Every
+trial runs on one CPU, so the numbers do not depend on the number of workers.
 
 Result (test accuracy %, mean ± sd over 5 seeds; shift consistency Δ against (max, max),
 pp, Holm-adjusted p; shift consistency on the checkpoint selected by validation):
