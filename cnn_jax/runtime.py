@@ -264,8 +264,8 @@ def cpu_model() -> tuple[str, list[str]]:
 def numeric_environment() -> dict:
     """What a run's numbers depend on besides its config and seed, for ``summary.json``:
     the jax/jaxlib versions, the backend and its devices, the CPU's model and ISA
-    extensions, the CPUs the process may use (XLA:CPU sizes its thread pool by them, and a
-    reduction split over other threads can round differently), ``XLA_FLAGS``, the
+    extensions, the CPUs the process may use (XLA:CPU sizes its thread pool and partitions
+    its loop kernels by them: see :func:`pin_cpus`), ``XLA_FLAGS``, the
     convolution paths (``CNN_JAX_CONV``) and the XLA compile options of the steps."""
     import importlib.metadata
 

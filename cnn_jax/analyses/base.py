@@ -59,6 +59,12 @@ class Measure:
     def short_label(self) -> str:
         return self.short or self.label
 
+    @property
+    def difference_unit(self) -> tuple[float, str]:
+        """How a difference of this measure is shown: ``(100, " pp")`` for a fraction (in
+        percentage points), else ``(1, "")``."""
+        return (100, " pp") if self.fraction else (1, "")
+
 
 @dataclasses.dataclass(frozen=True)
 class Context:

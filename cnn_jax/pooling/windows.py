@@ -86,15 +86,7 @@ def _first_max_index(xb: jax.Array) -> tuple[jax.Array, jax.Array]:
     element of each window, ``idx: [B, Ho, 1, Wo, 1, C]``. Computed elementwise over the
     ``kh*kw`` window slices (one fused pass; faster on CPU than a compare-and-reduce)."""
     kh, kw = xb.shape[2], xb.shape[4]
-    k = kh * kw
-    s = [xb[:, :, i, :, j, :] for i in range(kh) for j in range(kw)]
-    y = s[0]
-    for v in s[1:]:
-        y = jnp.maximum(y, v)
-    dt = jnp.int8 if k <= 127 else jnp.int32
-    idx = jnp.full(y.shape, k - 1, dt)
-    for pos in range(k - 2, -1, -1):
-        idx = jnp.where(s[pos] == y, jnp.asarray(pos, dt), idx)
+    y, idx = _first_max([xb[:, :, i, :, j, :] for i in range(kh) for j in range(kw)])
     return y, idx[:, :, None, :, None, :]
 
 

@@ -22,6 +22,11 @@ def _same(v: Any) -> str:
     return json.dumps(v, sort_keys=True, default=repr)
 
 
+def _sweep_values(study: Study, key: str) -> dict[str, Any]:
+    """The values of ``key`` in ``study``'s sweep, in sweep order, by :func:`_same`."""
+    return {_same(p[key]): p[key] for p in study.sweep.points() if key in p}
+
+
 @dataclasses.dataclass(frozen=True)
 class BudgetCheck:
     """Re-runs some arms at a multiple of the budget, to show that the budget suffices.
@@ -92,8 +97,8 @@ class BudgetCheck:
                 f"drop the budget check or sweep another key"
             )
         key, base = next(iter(study.baseline.items()))
-        valid = list({_same(p[key]): p[key] for p in study.sweep.points() if key in p}.values())
-        known = {_same(v) for v in valid}
+        known = _sweep_values(study, key)
+        valid = list(known.values())
         bad = [v for v in self.values or () if _same(v) not in known]
         if bad:
             raise UserError(
@@ -108,11 +113,11 @@ class BudgetCheck:
 
     def values_of(self, study: Study) -> list:
         """The baseline key's values re-run, in sweep order."""
-        key = next(iter(study.baseline))
-        chosen = None if self.values is None else {_same(v) for v in self.values}
-        out = {_same(p[key]): p[key] for p in study.sweep.points()
-               if key in p and (chosen is None or _same(p[key]) in chosen)}
-        return list(out.values())
+        known = _sweep_values(study, next(iter(study.baseline)))
+        if self.values is None:
+            return list(known.values())
+        chosen = {_same(v) for v in self.values}
+        return [v for k, v in known.items() if k in chosen]
 
 
 @dataclasses.dataclass(frozen=True)

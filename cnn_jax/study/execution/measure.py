@@ -23,10 +23,12 @@ def measured_state(result, trial_dir: str | None, which: str):
     validation split) or its checkpoint (not kept), the final state, and the record says why."""
     summary, final = result.summary, int(result.summary.get("steps") or 0)
     best = (summary.get("best") or {}).get("step")
-    if which == "final" or best is None or int(best) == final:
-        why = {} if which == "final" or best is not None else {"why": "no validation split to select by"}
-        return result.state, {"state": "final" if best is None or which == "final" else "best",
-                              "step": final, **why}
+    if which == "final":
+        return result.state, {"state": "final", "step": final}
+    if best is None:
+        return result.state, {"state": "final", "step": final, "why": "no validation split to select by"}
+    if int(best) == final:
+        return result.state, {"state": "best", "step": final}
     from cnn_jax.train.checkpoint import Checkpoints
 
     ckpt = Checkpoints(os.path.join(trial_dir or "", rundir.CHECKPOINTS), read_only=True)

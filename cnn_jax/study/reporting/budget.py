@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from cnn_jax.analyses import Measure
+from cnn_jax.study.design import BUDGET_PHASE
 from cnn_jax.study.reporting.aggregate import (
     ALPHA,
     comparisons,
@@ -85,7 +86,7 @@ def _verdict(study_row, at_f, at_1, m: Measure) -> dict:
     """A re-run value's verdict against the baseline: the study's (all its seeds), Δ at 1×
     and at the factor on the check's seeds, and whether :func:`rule` flags it (``None``:
     not judged)."""
-    scale, unit = (100, " pp") if m.fraction else (1, "")
+    scale, unit = m.difference_unit
     nan = math.nan
     out = {"diff_study": nan, "diff_study_ci_lo": nan, "diff_study_ci_hi": nan,
            "verdict_study": "-", "diff_1x_k": nan if at_1 is None else float(at_1["diff"]),
@@ -166,7 +167,7 @@ def _budget_words(rec: dict, factor: float) -> str:
     """``train.epochs 8 → 16``, from the budget trials' points."""
     for t in rec["trials"]:
         for k in ("train.steps", "train.epochs"):
-            if t.get("phase") == "budget" and k in t["point"]:
+            if t.get("phase") == BUDGET_PHASE and k in t["point"]:
                 n = t["point"][k]
                 return f"`{k}` {round(n / factor)} → {n}"
     return "the budget"
@@ -174,8 +175,8 @@ def _budget_words(rec: dict, factor: float) -> str:
 
 def _table(frame, at: list[str], factor: float, m: Measure) -> str:
     """The check's rows: both budgets, the change and the verdicts."""
-    scale = 100 if m.fraction else 1
-    unit, pc, f = (" (pp)", " %", f"{factor:g}×") if m.fraction else ("", "", f"{factor:g}×")
+    scale = m.difference_unit[0]
+    (unit, pc), f = ((" (pp)", " %") if m.fraction else ("", "")), f"{factor:g}×"
     header = ["seeds", f"{m.label}{pc} 1×", f"{m.label}{pc} {f}", f"change{unit}",
               "95 % CI of change", "validation % 1×", f"validation % {f}",
               f"study: Δ from the baseline{unit} [95 % CI, unadjusted]", "study verdict",
@@ -204,7 +205,7 @@ def _table(frame, at: list[str], factor: float, m: Measure) -> str:
 
 def _verdict_words(rows: list[dict], key: str, base: str, factor: float, m: Measure) -> str:
     """What the re-run changes of the verdicts against the baseline ``base``."""
-    scale, unit = (100, " pp") if m.fraction else (1, "")
+    scale, unit = m.difference_unit
     others = [r for r in rows if r["verdict_study"] != BASELINE]
     flagged = [r for r in others if judged(r["verdict_flagged"]) and r["verdict_flagged"]]
     if flagged:
@@ -222,7 +223,7 @@ def _verdict_words(rows: list[dict], key: str, base: str, factor: float, m: Meas
 def _model_line(rows: list[dict], others: list[str], key: str, base: str, factor: float,
                 m: Measure) -> str:
     """One model's sentence: verdicts, ranking, the largest change, what is not judged."""
-    scale, unit = (100, " pp") if m.fraction else (1, "")
+    scale, unit = m.difference_unit
     where = ", ".join(f"{short(k)}={rows[0][k]}" for k in others)
     text = f"{times(factor)} the budget {_verdict_words(rows, key, base, factor, m)}"
     changed = rows[0]["ranking_changed"]
@@ -248,7 +249,7 @@ def _model_line(rows: list[dict], others: list[str], key: str, base: str, factor
 
 def _limits(frame, check_seeds: list, values: list[str], m: Measure) -> str:
     """What the check cannot detect."""
-    scale, unit = (100, " pp") if m.fraction else (1, "")
+    scale, unit = m.difference_unit
     half = [(hi - lo) / 2 for lo, hi in zip(frame["change_ci_lo"], frame["change_ci_hi"])
             if math.isfinite(lo) and math.isfinite(hi)]
     widest = f" (here up to {scale * max(half):.2f}{unit})" if half else ""

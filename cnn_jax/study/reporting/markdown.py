@@ -49,7 +49,7 @@ def _significant(comp, factor, others, baseline, metric) -> list[str]:
     """The sentences on the comparisons ``comp`` of column ``metric`` with the baseline: the
     significant ones, and the power of the others."""
     m = measure(metric)
-    scale, unit = (100, " pp") if m.fraction else (1, "")
+    scale, unit = m.difference_unit
     base = ", ".join(f"{short(k)}={label(v)}" for k, v in baseline.items())
     direction = "" if m.higher_is_better else " (lower is better)"
     what = f"{m.label}{direction}: " if metric != "test_accuracy" else ""
