@@ -1,0 +1,1 @@
+"""grey corruptions (being written)."""
