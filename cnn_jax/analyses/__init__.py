@@ -8,6 +8,7 @@ one (from the package, or from an experiment file). Registered here: ``shift_con
 from cnn_jax.analyses import calibration as _calibration  # noqa: F401  (registers calibration)
 from cnn_jax.analyses import shift as _shift  # noqa: F401  (registers shift_consistency)
 from cnn_jax.analyses.base import (
+    DETAILS,
     REGISTRY,
     STATE,
     STATES,
@@ -22,6 +23,7 @@ from cnn_jax.analyses.base import (
 )
 
 __all__ = [
+    "DETAILS",
     "REGISTRY",
     "STATE",
     "STATES",

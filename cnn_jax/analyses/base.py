@@ -90,6 +90,11 @@ class Context:
 
 MeasureFn = Callable[..., Mapping[str, float]]
 
+# An analysis may return, besides its measures, what the report needs beyond one scalar per
+# measure (per-corruption accuracies, a reliability diagram's bins, per-site distances) under
+# this key: JSON-able, kept in the trial's ``analysis.json`` as the analysis's ``details``.
+DETAILS = "details"
+
 # Every analysis has the option ``state``: which state of the trial it measures, the
 # checkpoint selected by validation accuracy (default) or the final one. It is the worker's
 # business (:mod:`cnn_jax.study.execution.measure`), never passed to the analysis itself.
@@ -111,14 +116,22 @@ class Analysis:
     check: Callable[[Mapping[str, Any]], None] | None = None
 
     def run(self, ctx: Context, options: Mapping[str, Any]) -> dict[str, float]:
-        """The measures of one trial, checked against :attr:`measures`."""
+        """The measures of one trial, checked against :attr:`measures` (without the
+        analysis's :data:`DETAILS`: see :meth:`run_with_details`)."""
+        return self.run_with_details(ctx, options)[0]
+
+    def run_with_details(self, ctx: Context, options: Mapping[str, Any]) -> tuple[dict[str, float], Any]:
+        """``(measures, details)`` of one trial: the measures checked against
+        :attr:`measures`; ``details`` what ``fn`` returned under :data:`DETAILS` (``None``
+        when nothing)."""
         values = dict(self.fn(ctx, **{k: v for k, v in options.items() if k != STATE}))
+        details = values.pop(DETAILS, None)
         want = [m.name for m in self.measures]
         if sorted(values) != sorted(want):
             raise ValueError(
                 f"analysis {self.name!r} returned {sorted(values)}, declared {want}"
             )
-        return {k: float(values[k]) for k in want}
+        return {k: float(values[k]) for k in want}, details
 
     def check_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """``given`` over the defaults, each of its default's type; a one-line

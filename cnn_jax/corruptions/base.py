@@ -59,33 +59,35 @@ class Corruption:
     reference: str = ""
 
 
-CORRUPTIONS: Registry[Corruption] = Registry("corruption")
+# One registry per family: the two families share names (``shot_noise`` exists in both,
+# defined differently), so a corruption is ``(family, name)``.
+CORRUPTIONS: dict[str, Registry[Corruption]] = {
+    family: Registry(f"{family} corruption") for family in FAMILIES
+}
+
+
+def _family(family: str) -> Registry[Corruption]:
+    if family not in FAMILIES:
+        raise UserError(f"unknown corruption family {family!r}; choose one of: "
+                        f"{', '.join(FAMILIES)}")
+    return CORRUPTIONS[family]
 
 
 def register(name: str, *, family: str, group: str = "", reference: str = ""):
     """Decorator registering ``fn(images, severity, rng)`` as corruption ``name`` of
     ``family`` (``grey`` or ``colour``)."""
-    if family not in FAMILIES:
-        raise UserError(f"corruption {name!r}: family {family!r}; choose one of: "
-                        f"{', '.join(FAMILIES)}")
+    registry = _family(family)
 
     def deco(fn):
-        CORRUPTIONS.add(name, Corruption(name, family, fn, group, reference))
+        registry.add(name, Corruption(name, family, fn, group, reference))
         return fn
 
     return deco
 
 
-def get(name: str) -> Corruption:
-    return CORRUPTIONS.get(name)
-
-
-def names(family: str | None = None) -> list[str]:
-    """The registered corruptions (of ``family`` when given), sorted."""
-    if family is not None and family not in FAMILIES:
-        raise UserError(f"unknown corruption family {family!r}; choose one of: "
-                        f"{', '.join(FAMILIES)}")
-    return [n for n in CORRUPTIONS.names() if family is None or get(n).family == family]
+def names(family: str) -> list[str]:
+    """The registered corruptions of ``family``, sorted."""
+    return _family(family).names()
 
 
 def family_of(channels: int) -> str:
@@ -97,26 +99,33 @@ def family_of(channels: int) -> str:
                     "exist for grey (1 channel) and colour (3 channels) images")
 
 
-def check(name: str, severity: int, channels: int | None = None) -> Corruption:
-    """The corruption ``name`` after checking it exists, ``severity`` is 1-5 and (given
-    ``channels``) it is defined for such images: one-line :class:`UserError` messages naming
-    the value and the valid choices."""
-    c = get(name)
+def get(name: str, family: str) -> Corruption:
+    """Corruption ``name`` of ``family``; asking a family for the other's corruption is a
+    one-line :class:`UserError` saying so and listing the family's corruptions."""
+    registry = _family(family)
+    if name not in registry:
+        for other, reg in CORRUPTIONS.items():
+            if other != family and name in reg:
+                raise UserError(f"corruption {name!r} is for {other} images, these are {family}; "
+                                f"choose one of: {', '.join(registry.names())}")
+    return registry.get(name)
+
+
+def check(name: str, severity: int, family: str) -> Corruption:
+    """The corruption ``name`` of ``family`` after checking it exists there and that
+    ``severity`` is 1-5: one-line :class:`UserError` messages naming the value and the
+    valid choices."""
+    c = get(name, family)
     if isinstance(severity, bool) or severity not in SEVERITIES:
         raise UserError(f"corruption {name!r}: severity {severity!r}; choose one of: "
                         f"{', '.join(map(str, SEVERITIES))}")
-    if channels is not None and FAMILIES[c.family] != channels:
-        fam = family_of(channels)
-        raise UserError(
-            f"corruption {name!r} is for {c.family} images, these are {fam} ({channels} "
-            f"channel{'s' if channels != 1 else ''}); choose one of: {', '.join(names(fam))}"
-        )
     return c
 
 
-def rng_for(name: str, severity: int, seed: int) -> np.random.Generator:
-    """The generator :func:`apply` hands ``name`` at ``severity`` for ``seed``."""
-    return np.random.default_rng([int(seed), zlib.crc32(name.encode()), int(severity)])
+def rng_for(family: str, name: str, severity: int, seed: int) -> np.random.Generator:
+    """The generator :func:`apply` hands ``name`` of ``family`` at ``severity`` for ``seed``."""
+    key = zlib.crc32(f"{family}/{name}".encode())
+    return np.random.default_rng([int(seed), key, int(severity)])
 
 
 def apply(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
@@ -125,8 +134,9 @@ def apply(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.nda
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"corruptions take u8[N, H, W, C] images, got {images.dtype}{list(images.shape)}")
-    c = check(name, severity, images.shape[-1])
-    out = np.asarray(c.fn(images, int(severity), rng_for(name, severity, seed)))
+    family = family_of(images.shape[-1])
+    c = check(name, severity, family)
+    out = np.asarray(c.fn(images, int(severity), rng_for(family, name, severity, seed)))
     if out.shape != images.shape or out.dtype != np.uint8:
         raise ValueError(f"corruption {name!r} returned {out.dtype}{list(out.shape)} for "
                          f"{images.dtype}{list(images.shape)}")

@@ -67,7 +67,7 @@ def context(result, state=None) -> analyses.Context:
 
 def run(spec: dict[str, dict], result, trial_dir: str | None = None) -> dict:
     """``{analysis: {"options": ..., "values": {measure: float}, "measured": {"state",
-    "step"[, "why"]}}}`` of ``result`` for the resolved analyses ``spec`` (``{}`` for none);
+    "step"[, "why"]}[, "details": ...]}}`` of ``result`` for the resolved analyses ``spec`` (``{}`` for none);
     ``trial_dir`` holds the checkpoints the best state is read from."""
     out, contexts = {}, {}
     for name, options in spec.items():
@@ -76,6 +76,8 @@ def run(spec: dict[str, dict], result, trial_dir: str | None = None) -> dict:
             state, measured = measured_state(result, trial_dir, which)
             contexts[which] = (context(result, state), measured)
         ctx, measured = contexts[which]
-        out[name] = {"options": store.jsonable(options), "values": analyses.get(name).run(ctx, options),
-                     "measured": measured}
+        values, details = analyses.get(name).run_with_details(ctx, options)
+        out[name] = {"options": store.jsonable(options), "values": values, "measured": measured}
+        if details is not None:
+            out[name][analyses.DETAILS] = store.jsonable(details)
     return out
