@@ -71,8 +71,26 @@ def test_calibration_of_a_trained_trial_matches_its_test_loss(tmp_path, data_dir
     assert rec["measured"] == {"state": "final", "step": 30}
     assert v["nll"] == pytest.approx(out.summary["test"]["loss"], rel=1e-5)
     assert 0 <= v["ece"] <= 1 and 0 <= v["brier"] <= 2
+    # the reliability diagram's bins are kept (analysis.json's details) and hold every image
+    assert sum(rec["details"]["count"]) == len(out.setup.test)
 
 
 def test_bad_bins_is_a_one_line_error_when_the_study_is_planned():
     with pytest.raises(UserError, match=r"analysis 'calibration': option 'bins' is 0; choose a number"):
         analyses.resolve({"calibration": {"bins": 0}})
+
+
+def test_reliability_bins_sum_to_the_ece():
+    """The diagram's bins, by hand on four images, and the ECE recomputed from them."""
+    conf, correct = [0.95, 0.95, 0.55, 0.25], [1, 0, 1, 0]
+    r = calibration.reliability(conf, correct, bins=15)
+    assert r["count"][14] == 2 and r["count"][8] == 1 and r["count"][3] == 1 and sum(r["count"]) == 4
+    assert r["confidence"][14] == pytest.approx(1.9) and r["correct"][14] == 1
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.1, 1.0, 300)
+    correct = (rng.uniform(size=300) < conf).astype(float)
+    r = calibration.reliability(conf, correct, bins=15)
+    n = np.array(r["count"])
+    used = n > 0
+    from_bins = np.sum(np.abs(np.array(r["correct"])[used] - np.array(r["confidence"])[used])) / n.sum()
+    assert from_bins == pytest.approx(calibration.ece(conf, correct, 15), abs=1e-12)

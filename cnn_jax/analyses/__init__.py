@@ -2,10 +2,12 @@
 
 See :mod:`cnn_jax.analyses.base` for the :class:`Analysis` contract and how to register
 one (from the package, or from an experiment file). Registered here: ``shift_consistency``
-(Zhang 2019) and ``calibration`` (ECE, NLL, Brier). Importing this package imports no JAX.
+(Zhang 2019), ``calibration`` (ECE, NLL, Brier) and ``corruptions`` (mean corruption
+accuracy; mCE in the report). Importing this package imports no JAX.
 """
 
 from cnn_jax.analyses import calibration as _calibration  # noqa: F401  (registers calibration)
+from cnn_jax.analyses import corruptions as _corruptions  # noqa: F401  (registers corruptions)
 from cnn_jax.analyses import shift as _shift  # noqa: F401  (registers shift_consistency)
 from cnn_jax.analyses.base import (
     DETAILS,
@@ -15,6 +17,7 @@ from cnn_jax.analyses.base import (
     Analysis,
     Context,
     Measure,
+    check_config,
     get,
     measures_of,
     names,
@@ -30,6 +33,7 @@ __all__ = [
     "Analysis",
     "Context",
     "Measure",
+    "check_config",
     "get",
     "measures_of",
     "names",

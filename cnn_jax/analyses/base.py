@@ -114,6 +114,9 @@ class Analysis:
     # ``check(options)``: raises a one-line UserError for a bad value (run when a study is
     # planned, before anything trains)
     check: Callable[[Mapping[str, Any]], None] | None = None
+    # ``check_config(options, cfg)``: the same for a trial's config (e.g. options that need
+    # colour images on a grey dataset), run on every planned trial
+    check_config: Callable[[Mapping[str, Any], Any], None] | None = None
 
     def run(self, ctx: Context, options: Mapping[str, Any]) -> dict[str, float]:
         """The measures of one trial, checked against :attr:`measures` (without the
@@ -164,6 +167,8 @@ def _typed(analysis: str, key: str, value: Any, default: Any) -> Any:
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is str and isinstance(value, (list, tuple)):  # a str option may name several
+        return list(value)
     raise UserError(
         f"analysis {analysis!r}: option {key!r} must be a {kind.__name__} "
         f"(like its default {default!r}), got {value!r}"
@@ -180,9 +185,12 @@ def register(
     options: Mapping[str, Any] | None = None,
     describe: Callable[[Mapping[str, Any]], str] | None = None,
     check: Callable[[Mapping[str, Any]], None] | None = None,
+    check_config: Callable[[Mapping[str, Any], Any], None] | None = None,
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Decorator registering ``fn(ctx, **options) -> {measure name: float}`` as analysis
-    ``name`` (``check(options)`` validates option values when a study is planned). A name, or a measure's column, that is already taken is a one-line
+    ``name`` (``check(options)`` validates option values when a study is planned, ``check_config(options,
+    cfg)`` them against each planned trial's config). A name, or a measure's column, that is
+    already taken is a one-line
     :class:`UserError`."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
@@ -196,7 +204,8 @@ def register(
                     f"analysis {name!r}: measure {m.name!r} is already recorded by analysis "
                     f"{taken[m.name]!r}; choose another name (taken: {', '.join(sorted(taken))})"
                 )
-        REGISTRY.add(name, Analysis(name, fn, tuple(measures), dict(options or {}), describe, check))
+        REGISTRY.add(name, Analysis(name, fn, tuple(measures), dict(options or {}), describe, check,
+                                    check_config))
         return fn
 
     return deco
@@ -227,6 +236,15 @@ def resolve(spec: Mapping[str, Mapping[str, Any]] | Sequence[str] | None) -> dic
             )
         out[str(name)] = get(str(name)).check_options(given)
     return out
+
+
+def check_config(spec: Mapping[str, Mapping[str, Any]], cfg: Any) -> None:
+    """Each resolved analysis of ``spec`` checked against the trial config ``cfg`` (one-line
+    :class:`UserError`)."""
+    for name, options in spec.items():
+        a = get(name)
+        if a.check_config is not None:
+            a.check_config({k: v for k, v in options.items() if k != STATE}, cfg)
 
 
 def measures_of(spec: Mapping[str, Any]) -> list[Measure]:

@@ -20,7 +20,7 @@ import functools
 
 import numpy as np
 
-from cnn_jax.analyses.base import Context, Measure, register
+from cnn_jax.analyses.base import DETAILS, Context, Measure, register
 
 NAME = "calibration"
 
@@ -40,6 +40,20 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
         if mask.any():
             total += mask.sum() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(total / confidence.size)
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> dict:
+    """A reliability diagram's bins (those :func:`ece` sums over): per bin its image count,
+    the sum of its confidences and its number correct (sums, so that the diagrams of
+    several trials add up), ``{"count": [...], "confidence": [...], "correct": [...]}``."""
+    confidence = np.asarray(confidence, np.float64)
+    correct = np.asarray(correct, np.float64)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    return {
+        "count": np.bincount(index, minlength=bins).astype(int).tolist(),
+        "confidence": np.bincount(index, confidence, minlength=bins).tolist(),
+        "correct": np.bincount(index, correct, minlength=bins).tolist(),
+    }
 
 
 def nll(log_probs: np.ndarray, labels: np.ndarray) -> float:
@@ -111,11 +125,14 @@ def _describe(options) -> str:
     check=_check,
 )
 def calibration(ctx: Context, bins: int) -> dict[str, float]:
-    """ECE, NLL and Brier score of the trial's predicted probabilities on its test split."""
+    """ECE, NLL and Brier score of the trial's predicted probabilities on its test split;
+    details: the reliability diagram's bins (:func:`reliability`)."""
     lp, labels = log_probs(ctx, ctx.batch_size)
     p = np.exp(lp.astype(np.float64))
+    confidence, correct = p.max(axis=1), p.argmax(axis=1) == labels
     return {
-        "ece": ece(p.max(axis=1), p.argmax(axis=1) == labels, bins),
+        "ece": ece(confidence, correct, bins),
         "nll": nll(lp, labels),
         "brier": brier(p, labels),
+        DETAILS: reliability(confidence, correct, bins),
     }

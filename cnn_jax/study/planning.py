@@ -176,6 +176,17 @@ class Plan:
     pending: bool = False  # a tuning phase must finish before the study trials are known
 
 
+def _check_analyses(study: Study, trials: list[store.Trial]) -> None:
+    """The study's analyses checked against each distinct dataset of ``trials``."""
+    from cnn_jax import analyses
+
+    spec, seen = study.analysis_spec(), set()
+    for t in trials:
+        if t.config.data.name not in seen:
+            seen.add(t.config.data.name)
+            analyses.check_config(spec, t.config)
+
+
 def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | None = None) -> Plan:
     """Loads the experiment, applies ``overrides`` to its config and plans every trial.
 
@@ -202,6 +213,7 @@ def plan(experiment: str, overrides: list[tuple[str, str]] = (), workdir: str | 
             trials, pending = tune, True
     else:
         trials = plan_trials(study, base) + plan_budget(study, base)
+    _check_analyses(study, trials)
     record = {
         "version": 1,
         "experiment": experiment,
