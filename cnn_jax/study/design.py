@@ -229,7 +229,11 @@ class Study:
         from cnn_jax import analyses
 
         if self.analyses is not None:
-            return analyses.resolve(self.analyses)
+            spec = analyses.resolve(self.analyses)
+            for options in spec.values():  # an option ``baseline`` left None: the study's
+                if "baseline" in options and options["baseline"] is None and self.baseline:
+                    options["baseline"] = dict(self.baseline)
+            return spec
         if self.shift_consistency:
             return analyses.resolve({"shift_consistency": {"max_shift": int(self.shift_consistency)}})
         return {}
