@@ -178,6 +178,25 @@ def _typed(analysis: str, key: str, value: Any, default: Any) -> Any:
 REGISTRY: Registry[Analysis] = Registry("analysis")
 
 
+def per_model(build: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``build(model)`` (e.g. a jitted program of a linen model) memoised per model: one
+    program per configuration, shared by every seed a worker measures. Keyed by the model's
+    ``repr`` (its class and every attribute), since a module with dict attributes is not
+    hashable; the last 8 are kept."""
+    cache: dict[str, Any] = {}
+
+    def get_for(model):
+        key = repr(model)
+        if key not in cache:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = build(model)
+        return cache[key]
+
+    get_for.cache = cache
+    return get_for
+
+
 def register(
     name: str,
     *,

@@ -16,11 +16,9 @@ model (shared by every seed of a configuration in a worker).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from cnn_jax.analyses.base import DETAILS, Context, Measure, register
+from cnn_jax.analyses.base import DETAILS, Context, Measure, per_model, register
 
 NAME = "calibration"
 
@@ -69,7 +67,7 @@ def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(((probs - onehot) ** 2).sum(axis=1).mean())
 
 
-@functools.lru_cache(maxsize=8)
+@per_model
 def _log_softmax_fn(model):
     import jax
 

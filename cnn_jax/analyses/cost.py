@@ -21,7 +21,14 @@ import time
 
 import numpy as np
 
-from cnn_jax.analyses.base import DETAILS, Context, register
+from cnn_jax.analyses.base import DETAILS, Context, per_model, register
+
+
+@per_model
+def _predictor(model):
+    from cnn_jax.viz.shift import predictor
+
+    return predictor(model)
 
 NAME = "cost"
 
@@ -35,12 +42,14 @@ def _time(fn, x, batches: int) -> float:
 
 def side_by_side(fns: list, x, repeats: int, batches: int) -> list[float]:
     """Median seconds per image of each of ``fns`` (``x -> predictions``) on ``x``, timed in
-    alternation (``repeats`` rounds of ``batches`` calls each, after one warm-up call)."""
+    alternation (``repeats`` rounds of ``batches`` calls each, after one warm-up call; the
+    order reversed every other round, so that neither is always timed first)."""
     for fn in fns:
         np.asarray(fn(x))
     times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
+    for r in range(repeats):
+        order = list(enumerate(fns))
+        for i, fn in order if r % 2 == 0 else order[::-1]:
             times[i].append(_time(fn, x, batches))
     return [float(np.median(t)) / (batches * len(x)) for t in times]
 
@@ -52,14 +61,14 @@ def _baseline_predict(cfg, values: dict, num_classes: int, input_shape):
     from cnn_jax.study.planning import build_config
     from cnn_jax.train import assemble
     from cnn_jax.train import state as state_lib
-    from cnn_jax.viz.shift import predictor, variables_of
+    from cnn_jax.viz.shift import variables_of
 
     base = build_config(cfg, dict(values), int(cfg.seed))
     model = models.create(base.model.name, num_classes, **assemble.model_options(base))
     import optax
 
     state = state_lib.create(model, optax.sgd(0.0), input_shape, int(base.seed))
-    fn, variables = predictor(model), variables_of(state)
+    fn, variables = _predictor(model), variables_of(state)
     return lambda x: fn(variables, x)
 
 
@@ -69,12 +78,12 @@ def cost(ctx: Context, baseline, repeats: int, batches: int):
     measured side by side) of the trial's model; all in the analysis's details."""
     from cnn_jax.data import eval_batches
     from cnn_jax.summary import summarize_model
-    from cnn_jax.viz.shift import predictor, variables_of
+    from cnn_jax.viz.shift import variables_of
 
     s = ctx.setup
     summary = summarize_model(s.model, tuple(s.input_shape))
     x = next(iter(eval_batches(s.test, ctx.batch_size)))["image"]
-    fn, variables = predictor(s.model), variables_of(ctx.state)
+    fn, variables = _predictor(s.model), variables_of(ctx.state)
     fns = [lambda v: fn(variables, v)]
     if baseline:
         fns.append(_baseline_predict(s.cfg, baseline, s.test.spec.num_classes,

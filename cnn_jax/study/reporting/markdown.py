@@ -271,6 +271,9 @@ def _plots(figs: dict[str, str], metric: str, measures: list[Measure]) -> list[s
             "train loss, mean over seeds"
         ),
         "acc_vs_params": f"{metric} against parameter count",
+        "pareto": "accuracy against robustness and cost, with each Pareto front",
+        "reliability": "reliability diagrams (accuracy per confidence bin, seeds summed)",
+        "equivariance": "feature equivariance distance per pooling site",
     }
     for m in measures:
         captions.setdefault(m.name, f"{m.label} against accuracy")
@@ -309,13 +312,14 @@ def report(
     measures: list[Measure] = (),
     measure_comps: dict | None = None,
     budget_check: list[str] = (),
+    profile: list[str] = (),
 ) -> str:
     """The text of ``report.md``. ``workdir``: the sweep directory (the trials' configs are
     read for the protocol); ``rec``: the sweep record; ``df``, ``agg``, ``comp``: the
     trials, their aggregate and the comparisons of the metric with the baseline; ``figs``:
     the plots written; ``measures``: the measures to report (those with values);
     ``measure_comps``: ``{measure name: its comparisons with the baseline}`` (not the
-    metric's); ``budget_check``: the budget check's section, after the comparisons."""
+    metric's); ``budget_check``, ``profile``: those sections (after the comparisons, the results)."""
     opts = rec["study"]
     keys, metric = opts["keys"], opts.get("metric", "test_accuracy")
     baseline = opts.get("baseline") or {}
@@ -323,6 +327,7 @@ def report(
         _header(rec, df, metric)
         + protocol.section(workdir, df, agg, comp, keys)
         + _results(rec, agg, list(measures))
+        + list(profile)
     )
     if rec.get("tuning"):
         lines += _tuning(rec)

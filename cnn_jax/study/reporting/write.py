@@ -29,7 +29,7 @@ import os
 
 from cnn_jax import rundir
 from cnn_jax.study.design import BUDGET_PHASE
-from cnn_jax.study.reporting import budget, markdown, protocol, rows
+from cnn_jax.study.reporting import budget, markdown, profile, profile_plots, protocol, rows
 from cnn_jax.study.reporting.aggregate import aggregate, comparisons
 from cnn_jax.study.reporting.figures import plots
 from cnn_jax.study.reporting.rows import TIMING_COLUMNS, collect
@@ -96,16 +96,24 @@ def write(workdir: str, *, with_plots: bool = True, strict_numerics: bool = Fals
         m.name: comparisons(df, keys, baseline, m.name) for m in shown if m.name != metric
     }
     figs = plots(workdir, df, agg, keys, baseline, metric, measures) if with_plots else {}
+    recs = profile.records(workdir, df)
+    if with_plots:
+        figs.update(profile_plots.pareto(workdir, agg, keys, baseline))
+        figs.update(profile_plots.reliability(workdir, df, keys, baseline, recs))
+        figs.update(profile_plots.equivariance(workdir, df, keys, baseline, recs))
     check = budget.check(rec, df, collect(workdir, rec, phase=BUDGET_PHASE), comp)
     if check is not None:
         check.frame.to_csv(rundir.path(workdir, rundir.BUDGET_CSV), index=False)
     report_path = rundir.path(workdir, rundir.REPORT_MD)
     rundir.write_text(
         report_path, markdown.report(workdir, rec, df, agg, comp, figs, shown, measure_comps,
-                                     budget.section(rec, check))
+                                     budget.section(rec, check),
+                                     profile.section(df, agg, recs, keys, baseline, metric, shown))
     )
     timing_path = rundir.path(workdir, rundir.TIMING_MD)
-    rundir.write_text(timing_path, markdown.timing(agg, keys, df))
+    cost_fig = profile_plots.pareto_cost(workdir, df, agg, recs, keys, baseline) if with_plots else {}
+    rundir.write_text(timing_path, markdown.timing(agg, keys, df)
+                      + profile.cost_section(df, recs, keys, baseline, cost_fig.get("pareto_cost")))
     return {
         "results": csv_path,
         "report": report_path,
