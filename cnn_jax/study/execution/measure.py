@@ -11,6 +11,7 @@ it measured.
 from __future__ import annotations
 
 import os
+import time
 
 from cnn_jax import analyses, rundir
 from cnn_jax.study import store
@@ -67,7 +68,7 @@ def context(result, state=None) -> analyses.Context:
 
 def run(spec: dict[str, dict], result, trial_dir: str | None = None) -> dict:
     """``{analysis: {"options": ..., "values": {measure: float}, "measured": {"state",
-    "step"[, "why"]}[, "details": ...]}}`` of ``result`` for the resolved analyses ``spec`` (``{}`` for none);
+    "step"[, "why"]}, "seconds": its time (not the state's restore)[, "details": ...]}}`` of ``result`` for the resolved analyses ``spec`` (``{}`` for none);
     ``trial_dir`` holds the checkpoints the best state is read from."""
     out, contexts = {}, {}
     for name, options in spec.items():
@@ -76,8 +77,10 @@ def run(spec: dict[str, dict], result, trial_dir: str | None = None) -> dict:
             state, measured = measured_state(result, trial_dir, which)
             contexts[which] = (context(result, state), measured)
         ctx, measured = contexts[which]
+        start = time.perf_counter()
         values, details = analyses.get(name).run_with_details(ctx, options)
-        out[name] = {"options": store.jsonable(options), "values": values, "measured": measured}
+        out[name] = {"options": store.jsonable(options), "values": values, "measured": measured,
+                     "seconds": round(time.perf_counter() - start, 3)}
         if details is not None:
             out[name][analyses.DETAILS] = store.jsonable(details)
     return out

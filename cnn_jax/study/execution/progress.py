@@ -73,22 +73,36 @@ def overhead(workdir: str, trials, since: float, wall: float, workers: int | Non
     from cnn_jax import rundir
     from cnn_jax.study import store
 
-    steps = trial_wall = 0.0
+    steps = trial_wall = analysis = 0.0
     for t in trials:
         d = t.dir(workdir)
         path = rundir.path(d, rundir.SUMMARY)
         if os.path.exists(path) and os.path.getmtime(path) >= since:  # finished in this run
             steps += (rundir.read_summary(d) or {}).get("step_seconds") or 0.0
+            analysis += sum(float(a.get("seconds") or 0.0) for a in store.read_analysis(d).values()
+                            if isinstance(a, dict))
             if not workers:  # only then the trials' own time is the capacity
                 status = rundir.read_json(os.path.join(d, store.STATUS_FILE)) or {}
                 trial_wall += status.get("wall_seconds") or 0.0
     capacity = wall * workers if workers else trial_wall
     return {"wall_seconds": wall, "step_seconds": steps, "workers": workers,
-            "capacity_seconds": capacity, "overhead": 1 - steps / capacity if capacity > 0 else 0.0}
+            "capacity_seconds": capacity, "overhead": 1 - steps / capacity if capacity > 0 else 0.0,
+            "analysis_seconds": analysis}
 
 
 def overhead_line(result: dict) -> str:
-    """The sweep's last line: its wall time, the part in training steps, the rest."""
+    """The sweep's last line: its wall time, the part in training steps, the rest, and the
+    part of the rest in the trials' analyses."""
+    line = _overhead_line(result)
+    spent, capacity = result.get("analysis_seconds") or 0.0, result.get("capacity_seconds") or 0.0
+    if spent > 0 and capacity > 0:
+        workers = result.get("workers", 1)
+        whose = "the wall time" if workers == 1 else "the workers' time" if workers else "the trials' time"
+        line += f"; the analyses took {duration(spent)} of it, {100 * spent / capacity:.0f} % of {whose}"
+    return line
+
+
+def _overhead_line(result: dict) -> str:
     wall, steps = result["wall_seconds"], result["step_seconds"]
     workers, capacity = result.get("workers", 1), result.get("capacity_seconds", wall)
     head = f"sweep: {result['ran']} trials trained in {duration(wall)}; training steps {duration(steps)}"
