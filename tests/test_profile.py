@@ -94,3 +94,13 @@ def test_profile_section_and_plots(tmp_path):
     # no calibration or equivariance details: no such plot
     assert profile_plots.reliability(work, df, ["model.pool"], {"model.pool": "max"}, recs) == {}
     assert profile_plots.equivariance(work, df, ["model.pool"], {"model.pool": "max"}, recs) == {}
+
+
+def test_accuracy_per_corruption(tmp_path):
+    work, df = _sweep(tmp_path)
+    recs = profile.records(work, df)
+    names, means = profile.corruption_means(df, recs, ["model.pool"])
+    assert names == ["x"]
+    assert means["pool=max"]["x"] == pytest.approx(0.75) and means["pool=avg"]["x"] == pytest.approx(0.65)
+    text = "\n".join(profile.corruption_section(df, recs, ["model.pool"]))
+    assert "| pool=max | **90.0** | **75.0** |" in text and "| pool=avg | **90.0** | 65.0 |" in text

@@ -174,3 +174,44 @@ def _ratio(values: list[float]) -> str:
     if not values:
         return "-"
     return f"{np.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+
+def corruption_means(df, recs: dict, keys: list[str]) -> tuple[list[str], dict[str, dict]]:
+    """``(corruptions, {config: {corruption: mean accuracy over severities and seeds,
+    "clean": mean clean accuracy on the same images}})`` from the corruptions details."""
+    from cnn_jax.analyses import corruptions
+
+    rows = with_labels(df[df.status == "done"], keys) if len(df) else df
+    names: list[str] = []
+    out: dict[str, dict] = {}
+    for config in dict.fromkeys(rows[CONFIG]) if len(rows) else []:
+        per = [details(recs, t, corruptions.NAME) for t in rows[rows[CONFIG] == config].trial]
+        per = [d for d in per if d]
+        if not per:
+            continue
+        names = names or list(per[0]["accuracy"])
+        out[config] = {n: float(np.mean([np.mean(d["accuracy"][n]) for d in per])) for n in names}
+        out[config]["clean"] = float(np.mean([d["clean"] for d in per]))
+    return names, out
+
+
+def corruption_section(df, recs: dict, keys: list[str]) -> list[str]:
+    """``report.md``'s accuracy per corruption: a row per configuration, a column per
+    corruption (mean over severities and seeds), the clean accuracy on the same images
+    first; the best configuration of each column in bold."""
+    names, means = corruption_means(df, recs, keys)
+    if not means:
+        return []
+    best = {n: max(m[n] for m in means.values()) for n in ["clean", *names]}
+    rows = [[config] + [("**{}**" if abs(m[n] - best[n]) < 1e-12 else "{}").format(pct(m[n], 1))
+                        for n in ["clean", *names]] for config, m in means.items()]
+    header = ["configuration", "clean", *(n.replace("_", " ") for n in names)]
+    return [
+        "### Accuracy per corruption",
+        "",
+        "Mean over severities and seeds, % (bold: the highest in its column, over every "
+        "configuration; compare within a model). Clean: the same test images uncorrupted.",
+        "",
+        table(header, rows, ["l"] + ["r"] * (len(header) - 1)),
+        "",
+    ]
