@@ -23,7 +23,7 @@ import pytest
 FLOORS = [
     {"errors", "rundir"},
     {"registry"},
-    {"activations", "conv", "data", "losses", "optim", "runtime", "slurm", "summary"},
+    {"activations", "conv", "corruptions", "data", "losses", "optim", "runtime", "slurm", "summary"},
     {"pooling"},
     {"layers"},
     {"models"},

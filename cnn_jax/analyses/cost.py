@@ -57,13 +57,13 @@ def side_by_side(fns: list, x, repeats: int, batches: int) -> list[float]:
 def _baseline_predict(cfg, values: dict, num_classes: int, input_shape):
     """``x -> classes`` of the baseline's model (``cfg`` with ``values``), at its initial
     parameters (the time of a forward pass does not depend on their values)."""
+    from cnn_jax import config as config_lib
     from cnn_jax import models
-    from cnn_jax.study.planning import build_config
     from cnn_jax.train import assemble
     from cnn_jax.train import state as state_lib
     from cnn_jax.viz.shift import variables_of
 
-    base = build_config(cfg, dict(values), int(cfg.seed))
+    base = config_lib.with_values(cfg, dict(values))
     model = models.create(base.model.name, num_classes, **assemble.model_options(base))
     import optax
 

@@ -48,8 +48,21 @@ __all__ = [
     "CHECKPOINT_EVALS", "ON_NAN", "ON_NAN_LOWER_LR", "ON_NAN_SKIP", "ON_NAN_STOP",
     "PARALLEL_MODES", "RESUME_SAFE_KEYS", "apply_overrides", "base_config", "diff", "flatten",
     "from_json", "parse_value", "resolve", "resolved", "set_key",
-    "set_value", "to_json",
+    "set_value", "to_json", "with_values",
 ]
+
+
+def with_values(cfg: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """``cfg`` (a copy) with ``{dotted key: value}`` set by :func:`set_value`, resolved;
+    ``model.name`` first, so that the options of the new model are known."""
+    if "model.name" in values:
+        cfg = apply_overrides(cfg, [("model.name", str(values["model.name"]))])
+    else:
+        cfg = copy.deepcopy(cfg)
+    for key, value in values.items():
+        if key != "model.name":
+            set_value(cfg, key, value)
+    return resolve(cfg)
 
 
 def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -28,18 +28,7 @@ def build_config(
     base: ml_collections.ConfigDict, point: dict, seed: int
 ) -> ml_collections.ConfigDict:
     """``base`` with the sweep ``point`` and ``seed`` applied, resolved and validated."""
-    cfg = base
-    if "model.name" in point:  # first, so that model options of the new model are known
-        cfg = config_lib.apply_overrides(cfg, [("model.name", str(point["model.name"]))])
-    else:
-        import copy
-
-        cfg = copy.deepcopy(cfg)
-    for k, v in point.items():
-        if k != "model.name":
-            config_lib.set_value(cfg, k, v)
-    cfg.seed = int(seed)
-    return config_lib.resolve(cfg)
+    return config_lib.with_values(base, {**point, "seed": int(seed)})
 
 
 def config_hash(cfg: ml_collections.ConfigDict, *, without: tuple[str, ...] = ()) -> str:

@@ -39,7 +39,7 @@ def _pairs(df, keys: list[str], baseline: dict):
     in the order of ``df`` (the baseline paired with itself)."""
     df = with_labels(df[df.status == "done"], keys)
     factor, others = panels(keys, baseline)
-    if not len(df) or factor == CONFIG:
+    if not len(df) or factor not in (baseline or {}):
         return []
     base = label(baseline[factor])
     out: dict[str, list] = {}

@@ -182,3 +182,12 @@ def equivariance(workdir: str, df, keys: list[str], baseline: dict, recs: dict) 
     fig.suptitle("Shift equivariance after each pooling site (Zhang 2019), mean over seeds")
     _save(fig, workdir, "equivariance", out := {})
     return out
+
+
+def all_of(workdir: str, df, agg, recs: dict, keys: list[str], baseline: dict) -> dict:
+    """The profile's plots for ``report.md`` (``{name: path}``; not the cost plot, which
+    depends on timings and goes to ``timing.md``)."""
+    out = pareto(workdir, agg, keys, baseline)
+    out.update(reliability(workdir, df, keys, baseline, recs))
+    out.update(equivariance(workdir, df, keys, baseline, recs))
+    return out

@@ -98,9 +98,7 @@ def write(workdir: str, *, with_plots: bool = True, strict_numerics: bool = Fals
     figs = plots(workdir, df, agg, keys, baseline, metric, measures) if with_plots else {}
     recs = profile.records(workdir, df)
     if with_plots:
-        figs.update(profile_plots.pareto(workdir, agg, keys, baseline))
-        figs.update(profile_plots.reliability(workdir, df, keys, baseline, recs))
-        figs.update(profile_plots.equivariance(workdir, df, keys, baseline, recs))
+        figs.update(profile_plots.all_of(workdir, df, agg, recs, keys, baseline))
     check = budget.check(rec, df, collect(workdir, rec, phase=BUDGET_PHASE), comp)
     if check is not None:
         check.frame.to_csv(rundir.path(workdir, rundir.BUDGET_CSV), index=False)

@@ -1,0 +1,99 @@
+"""The corruptions analysis: a trained model's error grows with severity, the record's
+mean and details agree, the corrupted sets are shared (computed once per process), and bad
+options are one-line errors before anything runs (exit 2, nothing written)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from cnn_jax import analyses
+from cnn_jax.analyses import corruptions as analysis
+from cnn_jax.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    from cnn_jax import config as config_lib
+    from cnn_jax import train
+
+    c = config_lib.base_config()
+    c.data.data_dir, c.data.name, c.model.name = data_dir, "mnist5k", "lenet5"
+    c.data.batch_size, c.data.eval_batch_size, c.train.steps = 64, 100, 150
+    d = str(tmp_path_factory.mktemp("run"))
+    return train.fit(c, d, progress=False), d
+
+
+def test_error_grows_with_severity_and_the_record_adds_up(trained):
+    from cnn_jax.study.execution import measure
+
+    out, d = trained
+    spec = analyses.resolve({"corruptions": {"images": 200, "state": "final"}})
+    rec = measure.run(spec, out, d)["corruptions"]
+    det = rec["details"]
+    assert det["family"] == "grey" and det["images"] == 200 and det["severities"] == [1, 2, 3, 4, 5]
+    from cnn_jax import corruptions
+
+    assert sorted(det["accuracy"]) == corruptions.names("grey")
+    acc = np.array(list(det["accuracy"].values()))  # [corruption, severity]
+    assert rec["values"]["corruption_accuracy"] == pytest.approx(acc.mean())
+    # the clean accuracy on the same 200 images is the trial's own on them
+    assert det["clean"] > 0.8
+    # averaged over corruptions, the error at severity 5 exceeds that at 1, and the mean
+    # error rises from each severity to the next but one
+    err = 1 - acc.mean(axis=0)
+    assert err[4] > err[0] and all(err[s + 2] > err[s] for s in range(3))
+    assert np.mean(1 - acc) > 1 - det["clean"]
+
+
+def test_the_corrupted_sets_are_made_once_and_are_the_same_for_every_trial():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(8, 28, 28, 1), dtype=np.uint8)
+    before = analysis._corrupted.cache_info().misses
+    a = analysis.corrupted_sets(images, ["shot_noise"], [2], 0)
+    b = analysis.corrupted_sets(images.copy(), ["shot_noise"], [2], 0)
+    assert a is b and analysis._corrupted.cache_info().misses == before + 1
+    c = analysis.corrupted_sets(images, ["shot_noise"], [2], 1)
+    assert not np.array_equal(a["shot_noise", 2], c["shot_noise", 2])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"severities": [0]}, r"severity 0; choose from: 1, 2, 3, 4, 5"),
+    ({"severities": 6}, r"severity 6; choose from"),
+    ({"corruptions": ["shot_nois"]}, r"unknown corruption 'shot_nois'.*choose from: .*shot_noise"),
+    ({"images": -1}, r"option 'images' is -1"),
+])
+def test_bad_options_are_one_line_errors(options, message):
+    with pytest.raises(UserError, match=message) as e:
+        analyses.resolve({"corruptions": options})
+    assert "\n" not in str(e.value)
+
+
+def test_a_colour_corruption_on_grey_digits_stops_the_sweep_before_anything_is_written(tmp_path, data_dir):
+    exp = tmp_path / "exp.py"
+    exp.write_text(textwrap.dedent('''
+        from cnn_jax import study
+        from cnn_jax.config import base_config
+
+        def get_config(arg=""):
+            c = base_config()
+            c.data.name, c.model.name, c.train.steps = "mnist5k", "lenet5", 5
+            return c
+
+        def get_sweep(arg=""):
+            return study.Study(study.grid({"model.pool": ["max", "avg"]}), seeds=1,
+                               analyses={"corruptions": {"corruptions": ["contrast"]}})
+    '''))
+    wd = tmp_path / "w"
+    env = {**os.environ, "CNN_JAX_TEST_DATA_DIR": data_dir}
+    out = subprocess.run([sys.executable, "-m", "cnn_jax", "sweep", str(exp), "--workdir", str(wd)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert "corruption 'contrast' is for colour images, these are grey; choose one of:" in lines[0]
+    assert "stripe" in lines[0] and "'mnist5k'" in lines[0]
+    assert not wd.exists()
