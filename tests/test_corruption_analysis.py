@@ -62,7 +62,7 @@ def test_the_corrupted_sets_are_made_once_and_are_the_same_for_every_trial():
 
 @pytest.mark.parametrize("options, message", [
     ({"severities": [0]}, r"severity 0; choose from: 1, 2, 3, 4, 5"),
-    ({"severities": 6}, r"severity 6; choose from"),
+    ({"severities": [2, 6]}, r"severity 6; choose from"),
     ({"corruptions": ["shot_nois"]}, r"unknown corruption 'shot_nois'.*choose from: .*shot_noise"),
     ({"images": -1}, r"option 'images' is -1"),
 ])
