@@ -72,28 +72,42 @@ def test_bad_options_are_one_line_errors(options, message):
     assert "\n" not in str(e.value)
 
 
-def test_a_colour_corruption_on_grey_digits_stops_the_sweep_before_anything_is_written(tmp_path, data_dir):
+BAD_STUDIES = [
+    ("mnist5k", {"corruptions": {"corruptions": ["contrast"]}},
+     "corruption 'contrast' is for colour images, these are grey; choose one of: "),
+    ("cifar10", {"corruptions": {"corruptions": ["stripe"]}},
+     "corruption 'stripe' is for grey images, these are colour; choose one of: "),
+    ("mnist5k", {"corruptions": {"corruptions": ["frost"]}}, "unknown corruption 'frost'"),
+    ("mnist5k", {"corruptions": {"severities": [7]}}, "severity 7; choose from: 1, 2, 3, 4, 5"),
+    ("mnist5k", {"shift_consistency": {"fill": "mirror"}},
+     "option 'fill' is 'mirror'; choose one of: zero, circular"),
+    ("mnist5k", {"equivariance": {"fill": "mirror"}}, "'mirror'"),
+]
+
+
+@pytest.mark.parametrize("dataset, spec, message", BAD_STUDIES)
+def test_a_bad_analysis_stops_the_sweep_before_anything_is_written(tmp_path, data_dir, dataset,
+                                                                   spec, message):
     exp = tmp_path / "exp.py"
-    exp.write_text(textwrap.dedent('''
+    exp.write_text(textwrap.dedent(f'''
         from cnn_jax import study
         from cnn_jax.config import base_config
 
         def get_config(arg=""):
             c = base_config()
-            c.data.name, c.model.name, c.train.steps = "mnist5k", "lenet5", 5
+            c.data.name, c.model.name, c.train.steps = {dataset!r}, "lenet5", 5
             return c
 
         def get_sweep(arg=""):
-            return study.Study(study.grid({"model.pool": ["max", "avg"]}), seeds=1,
-                               analyses={"corruptions": {"corruptions": ["contrast"]}})
+            return study.Study(study.grid({{"model.pool": ["max", "avg"]}}), seeds=1,
+                               analyses={spec!r})
     '''))
     wd = tmp_path / "w"
     env = {**os.environ, "CNN_JAX_TEST_DATA_DIR": data_dir}
     out = subprocess.run([sys.executable, "-m", "cnn_jax", "sweep", str(exp), "--workdir", str(wd)],
                          capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 2
+    assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr
-    assert "corruption 'contrast' is for colour images, these are grey; choose one of:" in lines[0]
-    assert "stripe" in lines[0] and "'mnist5k'" in lines[0]
+    assert message in lines[0]
     assert not wd.exists()
