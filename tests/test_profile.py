@@ -102,5 +102,5 @@ def test_accuracy_per_corruption(tmp_path):
     names, means = profile.corruption_means(df, recs, ["model.pool"])
     assert names == ["x"]
     assert means["pool=max"]["x"] == pytest.approx(0.75) and means["pool=avg"]["x"] == pytest.approx(0.65)
-    text = "\n".join(profile.corruption_section(df, recs, ["model.pool"]))
+    text = "\n".join(profile.corruption_section(df, recs, ["model.pool"], {"model.pool": "max"}))
     assert "| pool=max | **90.0** | **75.0** |" in text and "| pool=avg | **90.0** | 65.0 |" in text

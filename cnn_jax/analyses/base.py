@@ -182,14 +182,16 @@ def per_model(build: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``build(model)`` (e.g. a jitted program of a linen model) memoised per model: one
     program per configuration, shared by every seed a worker measures. Keyed by the model's
     ``repr`` (its class and every attribute), since a module with dict attributes is not
-    hashable; the last 8 are kept."""
+    hashable; the 8 most recently used are kept."""
     cache: dict[str, Any] = {}
 
     def get_for(model):
         key = repr(model)
-        if key not in cache:
+        if key in cache:
+            cache[key] = cache.pop(key)  # now the most recently used
+        else:
             if len(cache) >= 8:
-                cache.pop(next(iter(cache)))
+                cache.pop(next(iter(cache)))  # the least recently used
             cache[key] = build(model)
         return cache[key]
 

@@ -195,22 +195,33 @@ def corruption_means(df, recs: dict, keys: list[str]) -> tuple[list[str], dict[s
     return names, out
 
 
-def corruption_section(df, recs: dict, keys: list[str]) -> list[str]:
+def _groups(df, keys: list[str], baseline: dict) -> dict[str, tuple]:
+    """``{config: its values of the keys other than the compared one}`` (e.g. its model)."""
+    _, others = panels(keys, baseline)
+    rows = with_labels(df, keys)
+    return {r[CONFIG]: tuple(r[k] for k in others) for _, r in rows.iterrows()}
+
+
+def corruption_section(df, recs: dict, keys: list[str], baseline: dict) -> list[str]:
     """``report.md``'s accuracy per corruption: a row per configuration, a column per
     corruption (mean over severities and seeds), the clean accuracy on the same images
     first; the best configuration of each column in bold."""
     names, means = corruption_means(df, recs, keys)
     if not means:
         return []
-    best = {n: max(m[n] for m in means.values()) for n in ["clean", *names]}
-    rows = [[config] + [("**{}**" if abs(m[n] - best[n]) < 1e-12 else "{}").format(pct(m[n], 1))
-                        for n in ["clean", *names]] for config, m in means.items()]
+    cols = ["clean", *names]
+    group = _groups(df, keys, baseline)
+    best = {(group[c], n): max(m[n] for c2, m in means.items() if group[c2] == group[c])
+            for c in means for n in cols}
+    rows = [[config] + [("**{}**" if abs(m[n] - best[group[config], n]) < 1e-12 else "{}")
+                        .format(pct(m[n], 1)) for n in cols] for config, m in means.items()]
     header = ["configuration", "clean", *(n.replace("_", " ") for n in names)]
     return [
         "### Accuracy per corruption",
         "",
-        "Mean over severities and seeds, % (bold: the highest in its column, over every "
-        "configuration; compare within a model). Clean: the same test images uncorrupted.",
+        "Mean over severities and seeds, % (bold: the highest in its column among the "
+        "configurations that share the other swept values, e.g. per model). Clean: the same "
+        "test images uncorrupted.",
         "",
         table(header, rows, ["l"] + ["r"] * (len(header) - 1)),
         "",

@@ -107,7 +107,7 @@ def write(workdir: str, *, with_plots: bool = True, strict_numerics: bool = Fals
         report_path, markdown.report(workdir, rec, df, agg, comp, figs, shown, measure_comps,
                                      budget.section(rec, check),
                                      profile.section(df, agg, recs, keys, baseline, metric, shown)
-                                     + profile.corruption_section(df, recs, keys))
+                                     + profile.corruption_section(df, recs, keys, baseline))
     )
     timing_path = rundir.path(workdir, rundir.TIMING_MD)
     cost_fig = profile_plots.pareto_cost(workdir, df, agg, recs, keys, baseline) if with_plots else {}
