@@ -124,8 +124,9 @@ def section(df, agg, recs: dict, keys: list[str], baseline: dict, metric: str,
            "severities divided by the baseline's (Hendrycks & Dietterich 2019, the baseline "
            "in AlexNet's place); relative mCE: the same with each error minus the clean error "
            "on the same images. Both are computed per seed against the baseline trial of the "
-           "same seed, then averaged (95 % t CI over seeds in brackets); the baseline is 100 "
-           "by definition. " if errors else "")
+           "same seed, then averaged (95 % t CI over seeds in brackets, not adjusted for the "
+           "number of comparisons: the Holm-adjusted test of robustness is that of the mean "
+           "corruption accuracy below); the baseline is 100 by definition. " if errors else "")
         + "Parameters: the model's; MACs (one forward pass of one image): from the model "
         "summary, where the `cost` analysis ran.",
         "",
