@@ -147,9 +147,11 @@ def reliability(workdir: str, df, keys: list[str], baseline: dict, recs: dict) -
             ax.set_title(f"{lv}" + (f"\n{', '.join(map(str, g))}" if g and li == 0 else ""),
                          fontsize=7)
             ax.tick_params(labelsize=6)
-    fig.subplots_adjust(bottom=0.22, hspace=0.5)
-    fig.supxlabel("confidence (top-1)", fontsize=8)
-    fig.supylabel("accuracy", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("confidence (top-1)", fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("accuracy", fontsize=7)
+    fig.tight_layout()
     _save(fig, workdir, "reliability", out := {})
     return out
 
@@ -175,6 +177,7 @@ def equivariance(workdir: str, df, keys: list[str], baseline: dict, recs: dict) 
                 mean = np.mean(sites, axis=0)
                 ax.plot(range(1, len(mean) + 1), mean, "o-", color=f"C{li % 10}", label=str(lv), ms=4)
         ax.set_xlabel("pooling site")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_ylabel("feature distance (0: equivariant)")
         ax.set_title(", ".join(map(str, g)) or "all", fontsize=9)
         ax.grid(alpha=0.3)
