@@ -111,3 +111,28 @@ def test_a_bad_analysis_stops_the_sweep_before_anything_is_written(tmp_path, dat
     assert len(lines) == 1 and "Traceback" not in out.stderr
     assert message in lines[0]
     assert not wd.exists()
+
+
+def test_sets_predicted_back_to_back_give_each_sets_own_accuracy():
+    """Sets predicted in chunks of several (one set per chunk, some, all) give each set's
+    accuracy alone: a fake model that predicts the decile of each image's mean intensity."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from cnn_jax.data import Split
+    from cnn_jax.data.registry import DATASETS
+
+    spec = dataclasses.replace(DATASETS.get("mnist5k"), shape=(4, 4, 1), mean=(0.0,), std=(1.0,))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=30)
+    sets = [rng.integers(0, 256, size=(30, 4, 4, 1), dtype=np.uint8) for _ in range(7)]
+
+    def predict(images):  # normalised images in [0, 1]: the decile of their mean
+        return np.clip((np.asarray(images).mean(axis=(1, 2, 3)) * 10).astype(int), 0, 9)
+
+    test = Split(images=sets[0], labels=labels, spec=spec)
+    ctx = SimpleNamespace(predict=predict, batch_size=8, setup=SimpleNamespace(test=test))
+    want = [float(np.mean(predict(s / np.float32(255)) == labels)) for s in sets]
+    assert len(set(want)) > 2  # the sets differ
+    for chunk_batches in (1, 4, 100):
+        assert analysis.accuracies(ctx, sets, labels, chunk_batches) == pytest.approx(want)

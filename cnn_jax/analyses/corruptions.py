@@ -126,14 +126,27 @@ def corrupted_sets(images: np.ndarray, names, severities, seed: int) -> dict:
     return _corrupted(key, _Ref(images), tuple(names), tuple(severities), int(seed))
 
 
-def accuracy_of(ctx: Context, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of the trial's model on ``images`` (u8, normalised as for evaluation)."""
+def accuracies(ctx: Context, sets: list[np.ndarray], labels: np.ndarray,
+               chunk_batches: int = 64) -> list[float]:
+    """Top-1 accuracy of the trial's model on each of ``sets`` (u8 images with ``labels``,
+    normalised as for evaluation). The sets are predicted back to back, up to
+    ``chunk_batches`` evaluation batches at a time, so that only the end of a chunk is
+    padded (a set of 150 images alone would take two full batches of 100)."""
     from cnn_jax.data import Split
     from cnn_jax.viz.shift import predictions
 
-    split = Split(images=images, labels=labels, spec=ctx.setup.test.spec,
-                  options=ctx.setup.test.options)
-    return float(np.mean(predictions(ctx.predict, split, ctx.batch_size) == labels))
+    limit = chunk_batches * ctx.batch_size
+    out, chunk = [], []
+    for i, images in enumerate(sets):
+        chunk.append(images)
+        if i + 1 == len(sets) or sum(map(len, chunk)) + len(sets[i + 1]) > limit:
+            stacked = np.concatenate(chunk)
+            split = Split(images=stacked, labels=np.tile(labels, len(chunk)),
+                          spec=ctx.setup.test.spec, options=ctx.setup.test.options)
+            pred = predictions(ctx.predict, split, ctx.batch_size).reshape(len(chunk), -1)
+            out += [float(np.mean(p == labels)) for p in pred]
+            chunk = []
+    return out
 
 
 def _describe(options) -> str:
@@ -173,10 +186,11 @@ def corruption_accuracy(ctx: Context, corruptions, severities, images: int, seed
     family = lib.family_of(x.shape[-1])
     names, sevs = _names(corruptions, family), _severities(severities)
     sets = corrupted_sets(x, names, sevs, seed)
-    acc = {n: [accuracy_of(ctx, sets[n, s], y) for s in sevs] for n in names}
-    mean = float(np.mean([a for row in acc.values() for a in row]))
+    flat = accuracies(ctx, [x] + [sets[n, s] for n in names for s in sevs], y)
+    acc = {n: flat[1 + i * len(sevs): 1 + (i + 1) * len(sevs)] for i, n in enumerate(names)}
+    mean = float(np.mean(flat[1:]))
     details = {"family": family, "images": int(len(y)), "severities": sevs,
-               "clean": accuracy_of(ctx, x, y), "accuracy": acc}
+               "clean": flat[0], "accuracy": acc}
     return {MEASURE: mean, DETAILS: details}
 
 
