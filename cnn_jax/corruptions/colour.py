@@ -38,12 +38,13 @@ from PIL import Image
 from scipy import ndimage
 
 from cnn_jax.corruptions import colour_weather as _weather  # noqa: F401  (registers the rest)
-from cnn_jax.corruptions.base import register, to_u8
+from cnn_jax.corruptions.base import to_u8
 from cnn_jax.corruptions.colour_ops import (
     PARAMS,
-    REFERENCE,
+    at,
     blur,
     clipped_zoom,
+    colour,
     disk_kernel,
     unit,
 )
@@ -52,77 +53,69 @@ from cnn_jax.corruptions.colour_ops import motion_blur as motion_blur_op
 __all__ = ["PARAMS"]
 
 
-def _colour(name: str, group: str):
-    return register(name, family="colour", group=group, reference=REFERENCE)
-
-
-def _at(name: str, severity: int):
-    return PARAMS[name][severity - 1]
-
-
 # ------------------------------------------------------------------------------ noise
 
 
-@_colour("gaussian_noise", "noise")
+@colour("gaussian_noise", "noise")
 def gaussian_noise(images, severity, rng):
     """``clip(x + N(0, c^2), 0, 1)`` per value, ``x`` on the 0-1 scale, ``c`` = 0.04-0.10."""
     x = unit(images)
-    noise = rng.normal(0.0, _at("gaussian_noise", severity), x.shape)
+    noise = rng.normal(0.0, at("gaussian_noise", severity), x.shape)
     return to_u8(np.clip(x + noise, 0, 1) * 255)
 
 
-@_colour("shot_noise", "noise")
+@colour("shot_noise", "noise")
 def shot_noise(images, severity, rng):
     """``clip(Poisson(c x) / c, 0, 1)`` per value: photon counts of ``c`` (500-50) events per
     unit intensity, so the mean is kept and the variance is ``x / c``."""
-    c = _at("shot_noise", severity)
+    c = at("shot_noise", severity)
     return to_u8(np.clip(rng.poisson(unit(images) * c) / c, 0, 1) * 255)
 
 
-@_colour("impulse_noise", "noise")
+@colour("impulse_noise", "noise")
 def impulse_noise(images, severity, rng):
     """Salt and pepper (``skimage.util.random_noise(mode="s&p")``): each value (each channel
     apart) independently with probability ``c`` (0.01-0.07) set to 0 or 1, equally likely."""
-    flipped = rng.random(images.shape) < _at("impulse_noise", severity)
+    flipped = rng.random(images.shape) < at("impulse_noise", severity)
     salt = rng.random(images.shape) < 0.5
     return np.where(flipped, np.where(salt, 255, 0), images).astype(np.uint8)
 
 
-@_colour("speckle_noise", "extra")
+@colour("speckle_noise", "extra")
 def speckle_noise(images, severity, rng):
     """Multiplicative noise ``clip(x + x N(0, c^2), 0, 1)`` per value, ``c`` = 0.06-0.2."""
     x = unit(images)
-    noise = rng.normal(0.0, _at("speckle_noise", severity), x.shape)
+    noise = rng.normal(0.0, at("speckle_noise", severity), x.shape)
     return to_u8(np.clip(x + x * noise, 0, 1) * 255)
 
 
 # ------------------------------------------------------------------------------- blur
 
 
-@_colour("gaussian_blur", "extra")
+@colour("gaussian_blur", "extra")
 def gaussian_blur(images, severity, rng):
     """Each channel filtered by a Gaussian of sigma ``c`` = 0.4-1 pixel (edge pixels repeated,
     kernel cut at 4 sigma: ``skimage.filters.gaussian``)."""
-    return to_u8(np.clip(blur(unit(images), _at("gaussian_blur", severity)), 0, 1) * 255)
+    return to_u8(np.clip(blur(unit(images), at("gaussian_blur", severity)), 0, 1) * 255)
 
 
-@_colour("defocus_blur", "blur")
+@colour("defocus_blur", "blur")
 def defocus_blur(images, severity, rng):
     """Each channel correlated with the disk of radius ``r`` (0.3-1.5 pixels) smoothed by a
     3 x 3 Gaussian of sigma ``a`` (``(r, a)`` per severity), borders reflected about the edge
     pixel (OpenCV's ``filter2D``)."""
-    kernel = disk_kernel(*_at("defocus_blur", severity))
+    kernel = disk_kernel(*at("defocus_blur", severity))
     out = ndimage.correlate(unit(images), kernel[None, :, :, None], mode="mirror")
     return to_u8(np.clip(out, 0, 1) * 255)
 
 
-@_colour("glass_blur", "blur")
+@colour("glass_blur", "blur")
 def glass_blur(images, severity, rng):
     """``(sigma, d, iterations)``: a Gaussian blur of ``sigma`` (stored as ``u8``, truncated),
     then ``iterations`` sweeps over the pixels from the bottom-right (rows and columns from
     ``side - d`` down to ``d + 1``), each swapping the pixel with the one offset by
     ``(dy, dx)`` drawn uniformly from ``{-d, ..., d - 1}``, then the same Gaussian blur."""
-    sigma, d, iterations = _at("glass_blur", severity)
+    sigma, d, iterations = at("glass_blur", severity)
     n, h, w, c = images.shape
     x = np.floor(blur(unit(images), sigma) * 255)
     sites = [(r, q) for r in range(h - d, d, -1) for q in range(w - d, d, -1)]
@@ -140,23 +133,23 @@ def glass_blur(images, severity, rng):
     return to_u8(np.clip(blur(x / 255, sigma), 0, 1) * 255)
 
 
-@_colour("motion_blur", "blur")
+@colour("motion_blur", "blur")
 def motion_blur(images, severity, rng):
     """ImageMagick's motion blur of radius ``r`` and sigma ``s`` (``(r, s)`` per severity) at
     an angle uniform in (-45, 45) degrees per image: a one-sided Gaussian line kernel
     (:func:`cnn_jax.corruptions.colour_ops.motion_blur`)."""
-    radius, sigma = _at("motion_blur", severity)
+    radius, sigma = at("motion_blur", severity)
     angles = rng.uniform(-45, 45, size=len(images))
     return to_u8(motion_blur_op(images.astype(np.float64), radius, sigma, angles))
 
 
-@_colour("zoom_blur", "blur")
+@colour("zoom_blur", "blur")
 def zoom_blur(images, severity, rng):
     """The mean of the image and its centre zooms by each factor of ``arange(1, end, 0.01)``
     (``end`` = 1.06-1.26; the zoom by 1 is the image, so it counts twice), linear
     interpolation."""
     planes = unit(images).transpose(0, 3, 1, 2)  # [N, C, H, W]: zoom along the last two
-    factors = np.arange(1, _at("zoom_blur", severity), 0.01)
+    factors = np.arange(1, at("zoom_blur", severity), 0.01)
     out = planes.copy()
     for f in factors:
         out += clipped_zoom(planes, float(f))
@@ -167,13 +160,13 @@ def zoom_blur(images, severity, rng):
 # ---------------------------------------------------------------------------- digital
 
 
-@_colour("contrast", "digital")
+@colour("contrast", "digital")
 def contrast(images, severity, rng):
     """``(x - m) c + m`` with ``m`` the mean of each channel of each image and ``c`` =
     0.75-0.15 (the CIFAR recipe's per-channel means)."""
     x = unit(images)
     means = x.mean(axis=(1, 2), keepdims=True)
-    return to_u8(np.clip((x - means) * _at("contrast", severity) + means, 0, 1) * 255)
+    return to_u8(np.clip((x - means) * at("contrast", severity) + means, 0, 1) * 255)
 
 
 def _affine_sources(n: int, h: int, w: int, jitter: float, rng) -> np.ndarray:
@@ -198,14 +191,14 @@ def _sample(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, mode: str) -> np.
                      for c in range(x.shape[-1])], axis=-1)
 
 
-@_colour("elastic_transform", "digital")
+@colour("elastic_transform", "digital")
 def elastic_transform(images, severity, rng):
     """``(alpha, sigma, jitter)`` times the image side: a random affine warp (see
     ``_affine_sources``; borders reflected about the edge pixel), then each pixel read from
     ``(row + dy, col + dx)``, bilinear, borders mirrored, with ``dx``, ``dy`` independent
     ``U(-1, 1)`` fields smoothed by a Gaussian of ``sigma`` (cut at 3 sigma) times ``alpha``."""
     n, h, w, _ = images.shape
-    alpha, sigma, jitter = (v * min(h, w) for v in _at("elastic_transform", severity))
+    alpha, sigma, jitter = (v * min(h, w) for v in at("elastic_transform", severity))
     src_rows, src_cols = _affine_sources(n, h, w, jitter, rng)
     x = _sample(unit(images), src_rows, src_cols, mode="mirror")
     dx, dy = (blur(rng.uniform(-1, 1, size=(n, h, w)), sigma, mode="reflect", truncate=3) * alpha
@@ -215,21 +208,21 @@ def elastic_transform(images, severity, rng):
     return to_u8(np.clip(x, 0, 1) * 255)
 
 
-@_colour("pixelate", "digital")
+@colour("pixelate", "digital")
 def pixelate(images, severity, rng):
     """Pillow's box-filter resize to ``int(side c)`` (``c`` = 0.95-0.65) and back."""
     h, w = images.shape[1:3]
-    c = _at("pixelate", severity)
+    c = at("pixelate", severity)
     small = (int(w * c), int(h * c))
     return np.stack([np.asarray(Image.fromarray(im).resize(small, Image.Resampling.BOX)
                                 .resize((w, h), Image.Resampling.BOX)) for im in images])
 
 
-@_colour("jpeg_compression", "digital")
+@colour("jpeg_compression", "digital")
 def jpeg_compression(images, severity, rng):
     """Each image saved as JPEG by Pillow at quality ``q`` (80-40, Pillow's other defaults)
     and decoded."""
-    q = _at("jpeg_compression", severity)
+    q = at("jpeg_compression", severity)
     out = np.empty_like(images)
     for i, im in enumerate(images):
         buf = io.BytesIO()

@@ -57,6 +57,19 @@ REFERENCE = ("Hendrycks & Dietterich 2019, CIFAR-10-C (hendrycks/robustness, "
              "ImageNet-C/create_c/make_cifar_c.py)")
 
 
+def colour(name: str, group: str):
+    """``@colour(name, group)``: registers a colour-family corruption of CIFAR-10-C's
+    ``group`` with this module's :data:`REFERENCE`."""
+    from cnn_jax.corruptions.base import register
+
+    return register(name, family="colour", group=group, reference=REFERENCE)
+
+
+def at(name: str, severity: int):
+    """Corruption ``name``'s parameter at ``severity`` (1-5) from :data:`PARAMS`."""
+    return PARAMS[name][severity - 1]
+
+
 def unit(images: np.ndarray) -> np.ndarray:
     """``u8`` images as float64 on the 0-1 scale."""
     return images.astype(np.float64) / 255.0

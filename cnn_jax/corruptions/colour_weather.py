@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cnn_jax.corruptions.base import register, to_u8
+from cnn_jax.corruptions.base import to_u8
 from cnn_jax.corruptions.colour_ops import (
-    PARAMS,
-    REFERENCE,
+    at,
     blur,
     box3,
     clipped_zoom,
+    colour,
     gray,
     hsv_to_rgb,
     motion_blur,
@@ -31,25 +31,17 @@ _EMBOSS = np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 _TAN_22_5, _TAN_67_5 = np.tan(np.pi / 8), np.tan(3 * np.pi / 8)
 
 
-def _colour(name: str, group: str):
-    return register(name, family="colour", group=group, reference=REFERENCE)
-
-
-def _at(name: str, severity: int):
-    return PARAMS[name][severity - 1]
-
-
 # ---------------------------------------------------------------------------- weather
 
 
-@_colour("snow", "weather")
+@colour("snow", "weather")
 def snow(images, severity, rng):
     """``(mu, sd, zoom, t, radius, sigma, keep)``: a snow layer of ``N(mu, sd^2)`` values per
     pixel, zoomed by ``zoom`` about the centre, values below ``t`` zeroed, stored as ``u8``,
     motion-blurred as ImageMagick does (``radius``, ``sigma``, angle uniform in (-135, -45)
     degrees); the image is brightened towards ``max(x, 1.5 luma + 0.5)`` (weight
     ``1 - keep``) and the layer and its half-turn added, clipped to 0-1."""
-    mu, sd, zoom, t, radius, sigma, keep = _at("snow", severity)
+    mu, sd, zoom, t, radius, sigma, keep = at("snow", severity)
     n, h, w, _ = images.shape
     layer = clipped_zoom(rng.normal(mu, sd, size=(n, h, w)), zoom)
     layer[layer < t] = 0
@@ -61,12 +53,12 @@ def snow(images, severity, rng):
     return to_u8(np.clip(x + flakes[..., None], 0, 1) * 255)
 
 
-@_colour("fog", "weather")
+@colour("fog", "weather")
 def fog(images, severity, rng):
     """``(s, decay)``: ``clip((x + s P) M / (M + s), 0, 1)`` with ``P`` a plasma fractal
     (diamond-square, 0-1, roughness ``decay``; the same for the three channels) and ``M`` the
     image's largest value."""
-    s, decay = _at("fog", severity)
+    s, decay = at("fog", severity)
     n, h, w, _ = images.shape
     x = unit(images)
     top = x.max(axis=(1, 2, 3), keepdims=True)
@@ -74,28 +66,28 @@ def fog(images, severity, rng):
     return to_u8(np.clip((x + s * haze) * top / (top + s), 0, 1) * 255)
 
 
-@_colour("brightness", "weather")
+@colour("brightness", "weather")
 def brightness(images, severity, rng):
     """HSV value ``V + c`` clipped to 0-1 (``c`` = 0.05-0.3), hue and saturation kept."""
     hsv = rgb_to_hsv(unit(images))
-    hsv[..., 2] = np.clip(hsv[..., 2] + _at("brightness", severity), 0, 1)
+    hsv[..., 2] = np.clip(hsv[..., 2] + at("brightness", severity), 0, 1)
     return to_u8(np.clip(hsv_to_rgb(hsv), 0, 1) * 255)
 
 
 # ------------------------------------------------------------------------------ extra
 
 
-@_colour("saturate", "extra")
+@colour("saturate", "extra")
 def saturate(images, severity, rng):
     """HSV saturation ``S a + b`` clipped to 0-1 (``(a, b)`` per severity; grey pixels have
     hue 0, so ``b > 0`` tints them red), hue and value kept."""
-    a, b = _at("saturate", severity)
+    a, b = at("saturate", severity)
     hsv = rgb_to_hsv(unit(images))
     hsv[..., 1] = np.clip(hsv[..., 1] * a + b, 0, 1)
     return to_u8(np.clip(hsv_to_rgb(hsv), 0, 1) * 255)
 
 
-@_colour("spatter", "extra")
+@colour("spatter", "extra")
 def spatter(images, severity, rng):
     """``(mu, sd, sigma, t, strength, mud)``: a liquid layer of ``N(mu, sd^2)`` values per
     pixel smoothed by a Gaussian of ``sigma``, values below ``t`` zeroed. Severities 1-3
@@ -103,7 +95,7 @@ def spatter(images, severity, rng):
     scaled to peak ``strength``, times pale turquoise, added to the image. Severities 4-5
     (mud): the mask ``layer > t`` smoothed by a Gaussian of ``strength``, zeroed below 0.8,
     blends the image towards mud brown."""
-    mu, sd, sigma, t, strength, mud = _at("spatter", severity)
+    mu, sd, sigma, t, strength, mud = at("spatter", severity)
     n, h, w, _ = images.shape
     x = unit(images)
     liquid = blur(rng.normal(mu, sd, size=(n, h, w)), sigma)
