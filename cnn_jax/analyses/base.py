@@ -208,10 +208,10 @@ def register(
     check: Callable[[Mapping[str, Any]], None] | None = None,
     check_config: Callable[[Mapping[str, Any], Any], None] | None = None,
 ) -> Callable[[MeasureFn], MeasureFn]:
-    """Decorator registering ``fn(ctx, **options) -> {measure name: float}`` as analysis
-    ``name`` (``check(options)`` validates option values when a study is planned, ``check_config(options,
-    cfg)`` them against each planned trial's config). A name, or a measure's column, that is
-    already taken is a one-line
+    """Decorator registering ``fn(ctx, **options) -> {measure name: float}`` (plus
+    :data:`DETAILS` if it has any) as analysis ``name``. ``check(options)`` validates option
+    values when a study is planned, ``check_config(options, cfg)`` them against each planned
+    trial's config. A name, or a measure's column, that is already taken is a one-line
     :class:`UserError`."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
