@@ -127,8 +127,11 @@ def section(df, agg, recs: dict, keys: list[str], baseline: dict, metric: str,
            "same seed, then averaged (95 % t CI over seeds in brackets, not adjusted for the "
            "number of comparisons: the Holm-adjusted test of robustness is that of the mean "
            "corruption accuracy below); the baseline is 100 by definition. " if errors else "")
-        + "Parameters: the model's; MACs (one forward pass of one image): from the model "
-        "summary, where the `cost` analysis ran.",
+        + "Parameters: the model's (a learned pooling kind's included); MACs: one forward "
+        "pass of one image through the convolution and dense layers outside the pooling "
+        "layers (the model summary's count, where the `cost` analysis ran: a pooling "
+        "layer's own work, a strided convolution's included, is not counted; its cost shows "
+        "in the timings of `timing.md`).",
         "",
         table(header, lines, ["l"] + ["r"] * (len(header) - 1)),
         "",
