@@ -58,6 +58,17 @@ def _data() -> ml_collections.ConfigDict:
     d.image_size = 0  # > 0: images resized to this square when decoded (shorter side)
     d.path = ""  # data.name=image_folder: DIR of class subfolders (or DIR/train, ...)
     d.skip_bad_images = False  # skip (and count) images that do not decode
+    # Batch mixing (timm's definitions): mixup and CutMix with lambda ~ Beta(alpha, alpha)
+    # per batch (0 = off), applied with probability mix_prob, CutMix instead of mixup with
+    # probability mix_switch_prob when both are on.
+    d.mixup_alpha = 0.0
+    d.cutmix_alpha = 0.0
+    d.mix_prob = 1.0
+    d.mix_switch_prob = 0.5
+    # RandAugment (Cubuk et al. 2020): randaugment_n operations at magnitude randaugment_m
+    # (0-30, the published scale); n = 0 is off.
+    d.randaugment_n = 0
+    d.randaugment_m = 9
     return d
 
 
@@ -103,4 +114,12 @@ def _train() -> ml_collections.ConfigDict:
     t.on_nan = ON_NAN_STOP
     t.nan_lr_factor = 0.1
     t.nan_max_retries = 3
+    # An exponential moving average of the parameters (and BatchNorm statistics), kept in
+    # the train state and its checkpoints and evaluated beside the raw weights; 0 = off.
+    t.ema_decay = 0.0
+    t.ema_warmup = False  # decay min(ema_decay, (1 + n) / (10 + n)) at update n
+    # Micro-batches per optimizer step (the step of the k-times larger batch); 1 = off.
+    t.grad_accum_steps = 1
+    # "A:B": write a jax.profiler trace of steps A to B (TensorBoard's profile plugin); "" = off.
+    t.profile_steps = ""
     return t

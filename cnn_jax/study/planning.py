@@ -32,10 +32,14 @@ def build_config(
 
 
 def config_hash(cfg: ml_collections.ConfigDict, *, without: tuple[str, ...] = ()) -> str:
-    """SHA-256 (hex) of the resolved config, ignoring :data:`HASH_IGNORE` and ``without``."""
+    """SHA-256 (hex) of the resolved config, ignoring :data:`HASH_IGNORE`, ``without`` and
+    the keys of :data:`HASH_NEUTRAL` at their neutral value."""
     flat = config_lib.flatten(json.loads(config_lib.to_json(cfg)))
     for k in (*store.HASH_IGNORE, *without):
         flat.pop(k, None)
+    for k, off in store.HASH_NEUTRAL.items():
+        if k in flat and flat[k] == off:
+            del flat[k]
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
 
 

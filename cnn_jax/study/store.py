@@ -37,6 +37,21 @@ TRIALS_DIR = rundir.TRIALS
 STATUSES = ("queued", "running", "done", "failed", "diverged")
 FINISHED = ("done", "diverged")  # failed trials are retried by the next sweep
 HASH_IGNORE = ("data.data_dir",)  # where the data lives does not change a result
+# Keys added after studies were run, left out of a trial's hash while they have the value
+# that switches them off: a finished trial keeps its name (and is not retrained) until one
+# of them is switched on.
+HASH_NEUTRAL = {
+    "train.ema_decay": 0.0,
+    "train.ema_warmup": False,
+    "train.grad_accum_steps": 1,
+    "train.profile_steps": "",
+    "data.mixup_alpha": 0.0,
+    "data.cutmix_alpha": 0.0,
+    "data.mix_prob": 1.0,
+    "data.mix_switch_prob": 0.5,
+    "data.randaugment_n": 0,
+    "data.randaugment_m": 9,
+}
 # What a trial's status records of the device its process was given.
 WORKER_CPUS_ENV = "CNN_JAX_WORKER_CPUS"  # the CPUs a local worker is pinned to ("0,1")
 DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
