@@ -72,6 +72,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _resolve_model(cfg)
     _check_data(cfg)
     _check_training(cfg)
+    _check_not_yet(cfg)
     if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
         raise UserError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
     return mark_resolved(cfg)
@@ -205,3 +206,27 @@ def _check(cfg, key, ok, what):
     v = cfg[group][name]
     if not ok(v):
         raise UserError(f"{key} must be {what}, got {v!r}")
+
+
+# Keys whose feature is being built: any value but the neutral one is refused (a key that
+# silently did nothing would be worse). Each leaves this set when its feature lands.
+NOT_YET = {
+    "train.ema_decay": 0.0,
+    "train.ema_warmup": False,
+    "train.grad_accum_steps": 1,
+    "train.profile_steps": "",
+    "data.mixup_alpha": 0.0,
+    "data.cutmix_alpha": 0.0,
+    "data.mix_prob": 1.0,
+    "data.mix_switch_prob": 0.5,
+    "data.randaugment_n": 0,
+    "data.randaugment_m": 9,
+}
+
+
+def _check_not_yet(cfg: ml_collections.ConfigDict) -> None:
+    for key, off in NOT_YET.items():
+        section, name = key.split(".")
+        value = cfg[section].get(name, off)
+        if value != off:
+            raise UserError(f"{key}={value!r} is not implemented yet; leave it at {off!r}")
