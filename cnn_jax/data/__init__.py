@@ -20,8 +20,9 @@ The modules, imports pointing one way only (down this list):
   that register themselves), ``tfds_source`` (:func:`prepare`, opening tfds sources);
 * types and helpers: ``registry`` (:class:`DatasetSpec`, :class:`Options`, :class:`Split`,
   :data:`DATASETS`, the standard tfds datasets), ``batching`` (the example order of both
-  pipelines), ``info`` (:func:`describe`, the worker count), ``transforms``, ``validation``,
-  ``writer``, ``shm_pool``.
+  pipelines), ``info`` (:func:`describe`, the worker count), ``augment`` (a training
+  batch of both pipelines: ``transforms``, then ``randaugment`` and batch ``mixing``),
+  ``validation``, ``writer``, ``shm_pool``.
 
 No module below imports this package's ``__init__``. This package imports no flax and no
 optax.

@@ -23,11 +23,12 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
+from cnn_jax.data import augment
 from cnn_jax.data.batching import BatchOrder, check_batch_size
 from cnn_jax.data.registry import Split
 from cnn_jax.data.streaming import eval_batches as stream_eval_batches
 from cnn_jax.data.streaming import train_iterator as stream_train_iterator
-from cnn_jax.data.transforms import eval_views, normalize, pad_crop_flip, train_views
+from cnn_jax.data.transforms import eval_views, normalize, pad_crop_flip
 from cnn_jax.errors import UserError
 
 
@@ -48,23 +49,23 @@ def train_dataset(
     crop_padding: int = 0,
     flip: bool = False,
 ) -> grain.MapDataset:
-    """Infinite training stream of ``{"image": f32[B,H,W,C], "label": i32[B]}`` batches.
+    """Infinite training stream of ``{"image": f32[B,H,W,C], "label": i32[B]}`` batches
+    (and ``"label_probs": f32[B, K]`` while batch mixing is on, :mod:`cnn_jax.data.mixing`).
 
-    Augmentation draws from ``numpy.random.default_rng([seed, step])``, so it is the same
-    for the same seed and step, with or without a resume.
+    Augmentation draws from generators seeded by ``(seed, step)`` (and the row), so it is
+    the same for the same seed and step, with or without a resume.
     """
     check_batch_size(len(split), batch_size)
+    augment.check(split.options)
     order = BatchOrder(len(split), batch_size, seed)
-    crop = split.options.crop_size
 
     def make(step: int, _) -> dict[str, np.ndarray]:
         idx = order(step)
-        images = train_views(
-            split.images[idx], seed=seed, step=step, first_row=0, total=batch_size,
-            crop_size=crop, crop_padding=crop_padding, flip=flip,
-            mean=split.spec.mean, std=split.spec.std,
+        return augment.train_batch(
+            split.images[idx], split.labels[idx], seed=seed, step=step, first_row=0,
+            total=batch_size, crop_padding=crop_padding, flip=flip, spec=split.spec,
+            options=split.options,
         )
-        return {"image": images, "label": split.labels[idx]}
 
     # One element per step; its index is the step (the iterator state), the batch's
     # examples are computed with NumPy (grain's per-element shuffle cost 1.2 ms per batch

@@ -83,6 +83,10 @@ class Options:
       skip_bad_images: skip (and count) images that do not decode instead of stopping.
       process_index, process_count: this JAX process and how many there are; a streamed
         split reads only this process's rows of every global batch.
+      mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob: batch mixing of training
+        batches (:mod:`cnn_jax.data.mixing`; both alphas 0: off).
+      randaugment_n, randaugment_m: RandAugment of training examples, ``n`` operations at
+        magnitude ``m`` on the 0-30 scale (:mod:`cnn_jax.data.randaugment`; ``n = 0``: off).
     """
 
     in_memory: str = "auto"
@@ -94,6 +98,12 @@ class Options:
     skip_bad_images: bool = False
     process_index: int = 0
     process_count: int = 1
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    mix_switch_prob: float = 0.5
+    randaugment_n: int = 0
+    randaugment_m: float = 9
 
     @classmethod
     def of(cls, data_cfg, **extra) -> Options:

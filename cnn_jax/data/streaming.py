@@ -19,14 +19,17 @@ blocks, plus the workers' own footprint, whatever the dataset's size).
 
 Determinism: a batch is a function of ``(seed, step)`` alone — the example order is the
 in-memory path's (:class:`~cnn_jax.data.batching.BatchOrder`) and every random draw is
-seeded by ``(seed, step, row)`` — so the stream is the same for any number of workers,
+seeded by ``(seed, step, row)``, RandAugment's and batch mixing's included
+(:mod:`cnn_jax.data.augment`) — so the stream is the same for any number of workers,
 with or without a resume, and equal to the in-memory path's. The iterator state is
 ``{"next_index": step}`` as on the in-memory path: a resumed run rebuilds the pipeline
 from that step (with any worker count).
 
 Several JAX processes: process ``p`` of ``k`` reads only rows ``[p B / k, (p + 1) B / k)``
 of every global batch (training and evaluation); the draws are made for the global batch,
-so the rows are those one process would have made.
+so the rows are those one process would have made. With batch mixing on, a process also
+reads (and augments) the rows its rows are paired with (:func:`~cnn_jax.data.mixing.paired_rows`,
+another process's share).
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
+from cnn_jax.data.augment import check as check_augment
+from cnn_jax.data.augment import train_batch
 from cnn_jax.data.batching import BatchOrder, check_batch_size
 from cnn_jax.data.info import num_workers
+from cnn_jax.data.mixing import Mixing, paired_rows
 from cnn_jax.data.records import (  # noqa: F401  (RecordImages, open_split: re-exported)
     RecordImages,
     StreamSplit,
@@ -48,7 +54,7 @@ from cnn_jax.data.records import (  # noqa: F401  (RecordImages, open_split: re-
 )
 from cnn_jax.data.registry import Options
 from cnn_jax.data.shm_pool import Returns, unlink_worker_blocks, worker_array
-from cnn_jax.data.transforms import eval_views, train_views
+from cnn_jax.data.transforms import eval_views
 from cnn_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -90,22 +96,31 @@ class _TrainBatch:
         self.order = BatchOrder(len(split), batch_size, seed)
         self.lo, self.hi = _rows(split.options, batch_size)
 
-    def __call__(self, step: int) -> dict[str, np.ndarray]:
-        step = int(step)
-        idx = self.order(step)[self.lo:self.hi]
+    def _read(self, idx: np.ndarray):
+        """``(examples, labels, bad)`` of split positions ``idx``."""
         examples, bad = self.images.read(idx)
         labels = self.labels[idx]
         if bad:
             if not self.options.skip_bad_images:
                 raise self.images.bad_record(*bad[0], self.split)
             examples, labels = _fill_bad(examples, labels)
-        images = train_views(
-            examples, seed=self.seed, step=step, first_row=self.lo, total=self.batch_size,
-            crop_size=self.options.crop_size, crop_padding=self.crop_padding, flip=self.flip,
-            mean=self.spec.mean, std=self.spec.std, alloc=_output_array(), normalized=self.normalized,
+        return examples, labels, bad
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        step = int(step)
+        order = self.order(step)
+        examples, labels, bad = self._read(order[self.lo:self.hi])
+        pair = None
+        if Mixing.of(self.options) is not None and (self.lo, self.hi) != (0, self.batch_size):
+            # a process's share of the batch: its rows' partners are another process's
+            lo, hi = paired_rows(self.lo, self.hi - self.lo, self.batch_size)
+            pair = self._read(order[lo:hi])[:2]
+        batch = train_batch(
+            examples, labels, seed=self.seed, step=step, first_row=self.lo, total=self.batch_size,
+            crop_padding=self.crop_padding, flip=self.flip, spec=self.spec, options=self.options,
+            pair=pair, alloc=_output_array(), normalized=self.normalized,
         )
-        return {"image": images, "label": labels,
-                BAD_KEY: np.asarray([i for i, _ in bad], np.int64)}
+        return {**batch, BAD_KEY: np.asarray([i for i, _ in bad], np.int64)}
 
 
 class _EvalBatch:
@@ -265,6 +280,7 @@ class StreamIterator:
 def train_iterator(split: StreamSplit, batch_size: int, seed: int, *, state: dict | None = None,
                    crop_padding: int = 0, flip: bool = False, normalized: bool = True) -> StreamIterator:
     check_batch_size(len(split), batch_size)
+    check_augment(split.options)
     if batch_size % split.options.process_count:
         raise UserError(
             f"data.batch_size {batch_size} does not divide across "

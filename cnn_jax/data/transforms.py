@@ -12,6 +12,9 @@ give the same batch for the same seed and step. An *example* is a decoded image
    drawn from ``default_rng([seed, AUGMENT_STREAM, step])`` for the whole global batch;
 3. :func:`normalize` with the dataset's channel statistics.
 
+With RandAugment or batch mixing on, :func:`cnn_jax.data.augment.train_batch` applies them
+to these views' ``u8`` pixels between steps 2 and 3.
+
 An evaluation batch applies :func:`center_crop` (with ``crop_size``) and :func:`normalize`.
 
 Resampling is Pillow's bilinear filter, which averages over the source pixels a target
@@ -220,10 +223,10 @@ def train_views(
         images = np.stack([x[:, ::-1] if m else x for x, m in zip(examples, mask)])
     else:
         images = _stacked(examples)
-    return _finish(images, mean, std, alloc, normalized)
+    return finish(images, mean, std, alloc, normalized)
 
 
-def _finish(images: np.ndarray, mean, std, alloc, normalized: bool) -> np.ndarray:
+def finish(images: np.ndarray, mean, std, alloc, normalized: bool) -> np.ndarray:
     """Normalised ``f32`` (``normalized``) or the ``u8`` pixels themselves, into ``alloc``'s
     array when given (``alloc(shape, dtype)``)."""
     if normalized:
@@ -245,4 +248,4 @@ def eval_views(examples: list[np.ndarray] | np.ndarray, *, crop_size: int, mean,
     ``examples``."""
     if crop_size:
         examples = [center_crop(x, crop_size) for x in examples]
-    return _finish(_stacked(examples), mean, std, alloc, normalized)
+    return finish(_stacked(examples), mean, std, alloc, normalized)
