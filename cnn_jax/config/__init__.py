@@ -144,6 +144,7 @@ def _check_data(cfg: ml_collections.ConfigDict) -> None:
     for key in ("data.workers", "data.crop_size", "data.image_size"):
         _check(cfg, key, lambda v: isinstance(v, int) and v >= 0, "a non-negative integer")
     _check(cfg, "data.max_memory_gb", lambda v: v > 0, "a positive number (GB)")
+    data.augment.check(cfg.data)
     if cfg.data.name == "image_folder" and not cfg.data.path:
         raise UserError("data.name=image_folder needs data.path=DIR, a folder of class subfolders "
                         "of images (or of train/validation/test folders of them)")
@@ -219,8 +220,6 @@ NOT_YET = {
     "data.cutmix_alpha": 0.0,
     "data.mix_prob": 1.0,
     "data.mix_switch_prob": 0.5,
-    "data.randaugment_n": 0,
-    "data.randaugment_m": 9,
 }
 
 
