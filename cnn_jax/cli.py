@@ -141,13 +141,14 @@ def cmd_evaluate(args, overrides) -> int:
     if overrides:
         raise UserError("evaluate takes no --config overrides: it uses the run's saved config")
     experiment_lib.import_recorded(args.workdir)  # what the run's experiment file registered
-    m = train.evaluate(args.workdir, args.checkpoint, args.split)
+    m = train.evaluate(args.workdir, args.checkpoint, args.split, weights=args.weights)
     if args.json:
         print(json.dumps(m))
     else:
         print(
             f"{m['split']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}, top-5 "
-            f"{m['top5']:.4f} on {m['count']} images (checkpoint step {m['step']})"
+            f"{m['top5']:.4f} on {m['count']} images (checkpoint step {m['step']}"
+            f"{', EMA weights' if m['weights'] == 'ema' else ''})"
         )
     return 0
 
@@ -282,6 +283,8 @@ def _add_run_commands(sub) -> None:
     e.add_argument("--workdir", required=True)
     e.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    e.add_argument("--weights", choices=("raw", "ema"), default="raw",
+                   help="the raw weights or their moving average (a run with train.ema_decay > 0)")
     e.add_argument("--json", action="store_true", help="print one JSON line")
     e.add_argument("--cpus", type=int, metavar="N", help=_CPUS_HELP)
     e.set_defaults(func=cmd_evaluate)

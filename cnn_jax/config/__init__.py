@@ -25,6 +25,7 @@ from cnn_jax.config.defaults import (
     ON_NAN_STOP,
     PARALLEL_MODES,
     RESUME_SAFE_KEYS,
+    WEIGHTS,
     base_config,
 )
 from cnn_jax.config.overrides import (
@@ -46,7 +47,7 @@ from cnn_jax.errors import UserError, suggest
 
 __all__ = [
     "CHECKPOINT_EVALS", "ON_NAN", "ON_NAN_LOWER_LR", "ON_NAN_SKIP", "ON_NAN_STOP",
-    "PARALLEL_MODES", "RESUME_SAFE_KEYS", "apply_overrides", "base_config", "diff", "flatten",
+    "PARALLEL_MODES", "RESUME_SAFE_KEYS", "WEIGHTS", "apply_overrides", "base_config", "diff", "flatten",
     "from_json", "parse_value", "resolve", "resolved", "set_key",
     "set_value", "to_json", "with_values",
 ]
@@ -173,6 +174,7 @@ def _check_training(cfg: ml_collections.ConfigDict) -> None:
                 "train.label_smoothing"):
         _check(cfg, key, lambda v: v >= 0, "a non-negative number")
     _check_validation(cfg)
+    _check_ema_accum(cfg)
     if cfg.train.epochs == 0 and cfg.train.steps == 0:
         raise UserError("nothing to train: set train.epochs or train.steps to a positive value")
     if not 0 <= cfg.train.label_smoothing < 1:
@@ -195,6 +197,27 @@ def _check_validation(cfg: ml_collections.ConfigDict) -> None:
                 )
 
 
+def _check_ema_accum(cfg: ml_collections.ConfigDict) -> None:
+    """The moving average of the weights and gradient accumulation: ranges, and the batch
+    splitting into equal micro-batches (per device: checked by the step runner)."""
+    t = cfg.train
+    if not 0 <= t.ema_decay < 1:
+        raise UserError(f"train.ema_decay must be in [0, 1) (0 = off), got {t.ema_decay!r}")
+    if t.ema_warmup and not t.ema_decay:
+        raise UserError("train.ema_warmup=True needs a moving average: set train.ema_decay in (0, 1)")
+    _choice(cfg, "train.select_weights", WEIGHTS)
+    if t.select_weights == "ema" and not t.ema_decay:
+        raise UserError("train.select_weights='ema' needs a moving average: set train.ema_decay in (0, 1)")
+    _check(cfg, "train.grad_accum_steps", lambda v: isinstance(v, int) and v >= 1, "a positive integer (1 = off)")
+    k, b = t.grad_accum_steps, cfg.data.batch_size
+    if b % k:
+        lo, hi = (b // k) * k, (b // k + 1) * k
+        raise UserError(
+            f"data.batch_size {b} does not split into train.grad_accum_steps={k} equal "
+            f"micro-batches; choose a batch size of a multiple of {k} (e.g. {f'{lo} or ' if lo else ''}{hi})"
+        )
+
+
 def _choice(cfg, key, choices):
     group, name = key.split(".")
     v = cfg[group][name]
@@ -212,9 +235,6 @@ def _check(cfg, key, ok, what):
 # Keys whose feature is being built: any value but the neutral one is refused (a key that
 # silently did nothing would be worse). Each leaves this set when its feature lands.
 NOT_YET = {
-    "train.ema_decay": 0.0,
-    "train.ema_warmup": False,
-    "train.grad_accum_steps": 1,
     "train.profile_steps": "",
     "data.mixup_alpha": 0.0,
     "data.cutmix_alpha": 0.0,

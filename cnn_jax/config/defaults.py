@@ -11,6 +11,8 @@ ON_NAN = (ON_NAN_STOP, ON_NAN_SKIP, ON_NAN_LOWER_LR)
 PARALLEL_MODES = ("auto", "single", "pmap", "sharded")
 # ``train.checkpoint_evals``: which evaluations save a checkpoint.
 CHECKPOINT_EVALS = ("all", "best", "end")
+# ``train.select_weights``: the raw weights or their moving average (train.ema_decay > 0).
+WEIGHTS = ("raw", "ema")
 
 # Keys that may differ when resuming a workdir (they do not change the result).
 RESUME_SAFE_KEYS = ("data.data_dir", "data.prefetch", "train.log_every_steps", "parallel.mode",
@@ -118,6 +120,9 @@ def _train() -> ml_collections.ConfigDict:
     # the train state and its checkpoints and evaluated beside the raw weights; 0 = off.
     t.ema_decay = 0.0
     t.ema_warmup = False  # decay min(ema_decay, (1 + n) / (10 + n)) at update n
+    # Which weights selection by validation accuracy, early stopping and the summary's test
+    # and validation figures use: "raw" or "ema" (needs ema_decay > 0); both are reported.
+    t.select_weights = "raw"
     # Micro-batches per optimizer step (the step of the k-times larger batch); 1 = off.
     t.grad_accum_steps = 1
     # "A:B": write a jax.profiler trace of steps A to B (TensorBoard's profile plugin); "" = off.

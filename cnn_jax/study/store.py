@@ -44,6 +44,7 @@ HASH_NEUTRAL = {
     "train.ema_decay": 0.0,
     "train.ema_warmup": False,
     "train.grad_accum_steps": 1,
+    "train.select_weights": "raw",
     "train.profile_steps": "",
     "data.mixup_alpha": 0.0,
     "data.cutmix_alpha": 0.0,

@@ -148,6 +148,7 @@ def training_parts(cfg: ml_collections.ConfigDict, shape, num_classes: int, tota
     state = state_lib.create(
         model, tx, shape, cfg.seed,
         dynamic_loss_scale=cfg.model.get("dtype") == "float16",
+        ema=cfg.train.ema_decay > 0,
     )
     return model, state, loss_fn, eval_loss_fn
 
@@ -169,6 +170,7 @@ def initial_state(s: Setup, seed: int) -> state_lib.TrainState:
     return state_lib.create(
         s.model, s.state.tx, s.input_shape, seed,
         dynamic_loss_scale=s.cfg.model.get("dtype") == "float16",
+        ema=s.cfg.train.ema_decay > 0,
     )
 
 
@@ -200,9 +202,22 @@ def make_runner(cfg: ml_collections.ConfigDict, loss_fn, eval_loss_fn, model=Non
     if mode == "auto" and model is not None:
         mode = auto_mode(model, shape, cfg.data.batch_size)
     skip = cfg.train.on_nan == config_lib.ON_NAN_SKIP
+    options = step_options(cfg)
     # a runner's jitted steps serve every seed of the config (the functions key by identity)
-    return PROGRAMS.get_runner((mode, loss_fn, eval_loss_fn, skip),
-                               lambda: Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=skip))
+    return PROGRAMS.get_runner((mode, loss_fn, eval_loss_fn, skip, tuple(sorted(options.items()))),
+                               lambda: Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=skip, **options))
+
+
+def step_options(cfg: ml_collections.ConfigDict) -> dict:
+    """The train step's options for gradient accumulation and the moving average of the
+    weights (:func:`cnn_jax.train.step.train_step`), only those that are on: with both off
+    the step is the very function it was before they existed."""
+    t, out = cfg.train, {}
+    if t.grad_accum_steps > 1:
+        out["accum_steps"] = int(t.grad_accum_steps)
+    if t.ema_decay > 0:
+        out.update(ema_decay=float(t.ema_decay), ema_warmup=bool(t.ema_warmup))
+    return out
 
 
 def eval_batch_size(cfg: ml_collections.ConfigDict, runner: Runner) -> int:

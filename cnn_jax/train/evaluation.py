@@ -12,7 +12,8 @@ from cnn_jax.train import step as step_lib
 from cnn_jax.train.assemble import Setup
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.parallel import Runner, normalizing
-from cnn_jax.train.periodic import EarlyStopping
+from cnn_jax.train.periodic import EarlyStopping, split_name
+from cnn_jax.train.state import with_weights
 from cnn_jax.train.writer import MetricWriter
 
 
@@ -73,12 +74,38 @@ def final_evaluation(state, step: int, s: Setup, stopper: EarlyStopping, best_st
     """The end of a run: the test split, read once, for the final state and for the
     checkpoint selected by validation accuracy (``stopper``'s best step), plus the final
     validation metrics. Writes the ``test`` rows of ``metrics.jsonl``; returns the
-    summary's ``test``, ``validation`` and ``best`` entries."""
-    test = run_eval(state, s.test, eval_batch, runner)
-    writer.write(step, "test", test)
-    validation = None
-    if s.validation is not None:
-        validation = stopper.metrics_at.get(step) or run_eval(state, s.validation, eval_batch, runner)
+    summary's ``test``, ``validation`` and ``best`` entries.
+
+    With a moving average of the weights (``state.ema``) both weights are evaluated:
+    ``test_raw``/``validation_raw`` and ``test_ema``/``validation_ema`` (rows ``test`` and
+    ``test_ema``), and ``test``, ``validation`` and ``best`` are those of the weights
+    selected on (``stopper.weights``, ``train.select_weights``), which ``weights`` names."""
+    chosen = stopper.weights
+    evaluated = ("raw", "ema") if state.ema is not None else ("raw",)
+    out = {}
+    for w in evaluated:
+        view = with_weights(state, w)
+        test = run_eval(view, s.test, eval_batch, runner)
+        writer.write(step, split_name("test", w), test)
+        validation = None
+        if s.validation is not None:
+            validation = (stopper.metrics_at.get(step) if w == chosen else None) or run_eval(
+                view, s.validation, eval_batch, runner)
+        if len(evaluated) > 1:
+            out[split_name("test", w) if w != "raw" else "test_raw"] = test
+            out[split_name("validation", w) if w != "raw" else "validation_raw"] = validation
+        if w == chosen:
+            out.update(test=test, validation=validation)
+    out["best"] = _best(out["test"], step, s, stopper, best_state, ckpt, runner, eval_batch, writer)
+    if len(evaluated) > 1:
+        out["weights"] = chosen
+    return out
+
+
+def _best(test: dict, step: int, s: Setup, stopper: EarlyStopping, best_state, ckpt: Checkpoints,
+          runner: Runner, eval_batch: int, writer: MetricWriter) -> dict:
+    """The summary's ``best``: the checkpoint selected by validation accuracy (of
+    ``stopper.weights``) and those weights' test metrics (``test``: the final step's)."""
     best = {"step": stopper.best_step, "validation_accuracy": stopper.best_accuracy,
             "test_accuracy": None, "selected_by": "validation"}
     if stopper.best_step is not None:
@@ -88,8 +115,12 @@ def final_evaluation(state, step: int, s: Setup, stopper: EarlyStopping, best_st
             if best_state is None:  # selected before this process started: from its checkpoint
                 which = stopper.best_step if stopper.best_step in ckpt.steps() else "best"
                 best_state, _, _ = ckpt.restore(s.state, which, sharding=runner.state_sharding())
-            best_test = run_eval(runner.put_state(best_state), s.test, eval_batch, runner)
-            writer.write(stopper.best_step, "test", {**best_test, "checkpoint": "best"})
+            view = with_weights(best_state, stopper.weights)
+            best_test = run_eval(runner.put_state(view), s.test, eval_batch, runner)
+            writer.write(stopper.best_step, split_name("test", stopper.weights),
+                         {**best_test, "checkpoint": "best"})
         best["test_accuracy"] = best_test["accuracy"]
         best["test"] = best_test
-    return {"test": test, "validation": validation, "best": best}
+    if s.state.ema is not None:
+        best["weights"] = stopper.weights
+    return best

@@ -181,6 +181,7 @@ class Loop:
         self.when = periodic.Schedule.of(cfg, s.steps_per_epoch, s.total_steps)
         self.eval_batch = eval_batch_size(cfg, mode.runner)
         self.on_nan = cfg.train.on_nan
+        self.weights = state_lib.WEIGHTS if cfg.train.ema_decay > 0 else ("raw",)  # evaluated
         self.retries = self.start = self.step = 0
         self.acc = None  # train-metric sums since the last log point
         self.clock = self._states = None
@@ -285,20 +286,23 @@ class Loop:
 
     def _evaluate(self, step: int) -> tuple[dict, dict]:
         """Each lane's validation metrics after ``step`` (written, and selected on: a better
-        one's state is kept) and whether they improved, by lane index."""
-        s, vals, improved = self.s, {}, {}
+        one's state is kept) and whether they improved, by lane index. With a moving average
+        of the weights both are evaluated and written; ``train.select_weights`` selects."""
+        s, vals, improved, metrics = self.s, {}, {}, {}
         if s.validation is not None:
             self.mode.block()  # the steps so far count as steps
             with self.clock.side():
-                metrics = self.mode.validate(s.validation, self.eval_batch)
+                for w in self.weights:
+                    metrics[w] = self.mode.validate(s.validation, self.eval_batch, w)
         for i, lane in self._alive():
             line = (f"epoch {step / s.steps_per_epoch:g} step {step}/{s.total_steps}: "
                     f"train loss {lane.last_train['loss']:.4f} acc {lane.last_train['accuracy']:.4f}")
             if s.validation is not None:
-                vals[i] = val = metrics[i]
-                lane.writer.write(step, "validation", val)
+                for w in self.weights:
+                    lane.writer.write(step, periodic.split_name("validation", w), metrics[w][i])
+                vals[i] = val = metrics[lane.stopper.weights][i]
                 line += (f" | validation loss {val['loss']:.4f} acc {val['accuracy']:.4f} "
-                         f"({val['count']} images)")
+                         f"({val['count']} images{', ' + lane.stopper.weights if len(self.weights) > 1 else ''})")
                 improved[i] = lane.stopper.update(step, val)
                 if improved[i]:
                     lane.best.update(step, self.mode.host_state(i), self.mode.data_state(i, self.acc),
@@ -342,13 +346,13 @@ class Loop:
         self.retries += 1
         host_state, data_state, start = lane.ckpt.restore(
             self.s.state, "latest", sharding=self.mode.runner.state_sharding())
-        host_state = _scale_lr(host_state, cfg.train.nan_lr_factor)
+        host_state = state_lib.scale_lr(host_state, cfg.train.nan_lr_factor)
         self.bar.line(
             f"non-finite loss at step {at}: back to step {start} with the learning rate times "
             f"{cfg.train.nan_lr_factor} (retry {self.retries}/{cfg.train.nan_max_retries})"
         )
         lane.writer.truncate(start)
-        lane.stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)
+        lane.stopper = periodic.EarlyStopping.of(cfg)
         lane.stopper.replay(rundir.read_metrics(lane.workdir), start)
         lane.best, lane.diverged = BestState(), None
         return start, [host_state], [data_state]
@@ -381,15 +385,3 @@ class Loop:
             parallel=dict(self.mode.parallel), **self.mode.summary_extra(self.clock),
         )
 
-
-def _scale_lr(state, factor: float):
-    """Multiplies the injected learning-rate scale (``on_nan="lower_lr"``) by ``factor``."""
-    def injected(x):  # optax's Inject(Stateful)HyperparamsState
-        return hasattr(x, "hyperparams") and hasattr(x, "_replace")
-
-    def visit(x):
-        if injected(x):
-            return x._replace(hyperparams={**x.hyperparams, "step_size": x.hyperparams["step_size"] * factor})
-        return x
-
-    return state.replace(opt_state=jax.tree.map(visit, state.opt_state, is_leaf=injected))

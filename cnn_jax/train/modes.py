@@ -23,7 +23,8 @@ from cnn_jax import conv as conv_ops
 from cnn_jax import data
 from cnn_jax.train import periodic
 from cnn_jax.train import step as step_lib
-from cnn_jax.train.assemble import Setup
+from cnn_jax.train.assemble import Setup, step_options
+from cnn_jax.train.state import with_weights
 from cnn_jax.train.evaluation import batch_putter, run_eval
 from cnn_jax.train.parallel import Prefetcher, Runner
 
@@ -83,8 +84,9 @@ class RunnerMode:
         after the last consumed batch and the train-metric sums since the last log point."""
         return {"iterator": self._it_state, "pending": periodic.pending_to_json(pending)}
 
-    def validate(self, split, batch_size: int) -> list[dict]:
-        return [run_eval(self.state, split, batch_size, self.runner)]
+    def validate(self, split, batch_size: int, weights: str = "raw") -> list[dict]:
+        """The metrics of ``weights`` (raw or ``"ema"``) on ``split``, one per seed."""
+        return [run_eval(with_weights(self.state, weights), split, batch_size, self.runner)]
 
     def block(self) -> None:
         jax.block_until_ready(self.state.step)
@@ -106,7 +108,7 @@ class VmapMode:
         self.runner = Runner("single", s.loss_fn, s.eval_loss_fn)  # each seed's final evaluation
         opts = conv_ops.compiler_options()
         self._step = jax.jit(
-            jax.vmap(functools.partial(step_lib.train_step, loss_fn=s.loss_fn)),
+            jax.vmap(functools.partial(step_lib.train_step, loss_fn=s.loss_fn, **step_options(s.cfg))),
             donate_argnums=0, compiler_options=opts,
         )
         self._eval = jax.jit(
@@ -153,10 +155,10 @@ class VmapMode:
     def data_state(self, i: int, pending) -> dict:
         return {"iterator": self._its[i].get_state(), "pending": periodic.pending_to_json(pending, i)}
 
-    def validate(self, split, batch_size: int) -> list[dict]:
-        total = None
+    def validate(self, split, batch_size: int, weights: str = "raw") -> list[dict]:
+        total, stacked = None, with_weights(self.stacked, weights)
         for b in data.eval_batches(split, batch_size):
-            sums = self._eval(self.stacked, b)
+            sums = self._eval(stacked, b)
             sums.pop(step_lib.PREDICTION)
             total = step_lib.combine(total, sums)
         host = jax.device_get(total)

@@ -39,7 +39,9 @@ AXIS = "data"
 class Runner:
     """Runs the pure steps in one parallel mode; moves state and batches to devices."""
 
-    def __init__(self, mode: str, loss_fn, eval_loss_fn, *, skip_nonfinite: bool = False):
+    def __init__(self, mode: str, loss_fn, eval_loss_fn, *, skip_nonfinite: bool = False, **step_options):
+        """``step_options``: the train step's other options (``accum_steps``, ``ema_decay``,
+        ``ema_warmup``; see :func:`cnn_jax.train.step.train_step`), passed only when set."""
         if mode not in MODES:
             raise UserError(f"unknown parallel.mode {mode!r}; choose one of: {', '.join(MODES)}")
         devices = jax.devices()
@@ -52,7 +54,9 @@ class Runner:
         self.num_processes = jax.process_count()
         if mode == "single" and self.num_processes > 1:
             raise UserError("parallel.mode=single runs one process; use sharded or pmap with several hosts")
-        train = functools.partial(step_lib.train_step, loss_fn=loss_fn, skip_nonfinite=skip_nonfinite)
+        self.accum_steps = int(step_options.get("accum_steps", 1))
+        train = functools.partial(step_lib.train_step, loss_fn=loss_fn, skip_nonfinite=skip_nonfinite,
+                                  **step_options)
         evaluate = functools.partial(step_lib.eval_step, loss_fn=eval_loss_fn)
         if mode == "pmap":  # (jax.pmap takes no compiler options: XLA's CPU defaults there)
             self._train = jax.pmap(functools.partial(train, axis_name=AXIS), axis_name=AXIS, donate_argnums=0)
@@ -75,6 +79,13 @@ class Runner:
             raise UserError(
                 f"{what} {batch_size} does not divide across {n} devices ({self.mode} mode); "
                 f"choose a multiple of {n}, e.g. {choices}, or set parallel.mode=single"
+            )
+        k, per_device = self.accum_steps, batch_size // n
+        if per_device % k:
+            raise UserError(
+                f"{what} {batch_size} ({per_device} per device on {n} device{'s' if n > 1 else ''}) "
+                f"does not split into train.grad_accum_steps={k} equal micro-batches; choose a "
+                f"batch size of a multiple of {n * k} or grad_accum_steps dividing {per_device}"
             )
 
     def local_slice(self, batch: dict) -> dict:

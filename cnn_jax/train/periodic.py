@@ -84,17 +84,30 @@ def pending_from_json(sums: dict | None):
     return {k: np.int32(v) if k.startswith("first_") else np.float32(v) for k, v in sums.items()}
 
 
+def split_name(split: str, weights: str = "raw") -> str:
+    """The ``split`` of ``metrics.jsonl`` rows (and the summary's key) of an evaluation of
+    the raw weights (``"validation"``) or of their moving average (``"validation_ema"``)."""
+    return split if weights == "raw" else f"{split}_{weights}"
+
+
 class EarlyStopping:
     """Selection on the validation split: the best evaluation (the first of equal
     accuracies), evaluations since it, and whether ``patience`` of them have passed
-    (``patience`` 0: never stops, still tracks the best)."""
+    (``patience`` 0: never stops, still tracks the best). ``weights``: which weights'
+    evaluations it selects on (their ``metrics.jsonl`` rows when it replays them)."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, weights: str = "raw"):
         self.patience = int(patience)
+        self.weights = weights
         self.best_step: int | None = None
         self.best_accuracy: float | None = None
         self.since_best = 0
         self.metrics_at: dict[int, dict] = {}
+
+    @classmethod
+    def of(cls, cfg: ml_collections.ConfigDict) -> EarlyStopping:
+        """The selection ``cfg`` asks for (``train.early_stopping_patience``, ``train.select_weights``)."""
+        return cls(cfg.train.early_stopping_patience, cfg.train.get("select_weights", "raw"))
 
     @property
     def stopped(self) -> bool:
@@ -111,8 +124,9 @@ class EarlyStopping:
 
     def replay(self, records: list[dict], upto: int) -> None:
         """The validation rows of a resumed run's ``metrics.jsonl`` up to step ``upto``."""
+        split = split_name("validation", self.weights)
         for r in records:
-            if r.get("split") == "validation" and r["step"] <= upto:
+            if r.get("split") == split and r["step"] <= upto:
                 self.update(r["step"], {k: v for k, v in r.items() if k not in ("step", "split")})
 
 

@@ -62,20 +62,28 @@ def restore(workdir: str, checkpoint: str | int = "latest", *, load=None) -> Res
     return Restored(cfg, s, state, step)
 
 
-def evaluate(workdir: str, checkpoint: str | int = "latest", split: str = "test", *, load=None) -> dict:
-    """Restores checkpoint ``latest``, ``best`` or a step from ``workdir`` and evaluates it on
-    ``split``; returns metrics plus the ``step`` evaluated. ``load`` reads the splits
-    (:func:`cnn_jax.data.load` by default)."""
+def evaluate(workdir: str, checkpoint: str | int = "latest", split: str = "test", *, load=None,
+             weights: str = "raw") -> dict:
+    """Restores checkpoint ``latest``, ``best`` or a step from ``workdir`` and evaluates its
+    ``weights`` (``"raw"``, or ``"ema"``: their moving average, for a run trained with
+    ``train.ema_decay > 0``) on ``split``; returns metrics plus the ``step`` and ``weights``
+    evaluated. ``load`` reads the splits (:func:`cnn_jax.data.load` by default)."""
+    if weights not in state_lib.WEIGHTS:
+        raise UserError(f"invalid weights {weights!r}; choose one of: {', '.join(state_lib.WEIGHTS)}")
+    cfg = load_run_config(workdir)
+    if weights == "ema" and not cfg.train.ema_decay > 0:
+        raise UserError(f"run {workdir!r} keeps no moving average of its weights (it was trained "
+                        "with train.ema_decay=0); evaluate its raw weights (--weights raw)")
     r = restore(workdir, checkpoint, load=load)
-    cfg = r.cfg
     runner = Runner(cfg.parallel.mode, r.setup.loss_fn, r.setup.eval_loss_fn)
     if split in ("test", cfg.data.test_split):
         target = r.setup.test
     else:
         load = data.load if load is None else load
         target = load(cfg.data.name, split, cfg.data.data_dir or None, data_options(cfg))
-    metrics = run_eval(runner.put_state(r.state), target, eval_batch_size(cfg, runner), runner)
-    return {**metrics, "step": r.step, "split": split}
+    state = state_lib.with_weights(r.state, weights)
+    metrics = run_eval(runner.put_state(state), target, eval_batch_size(cfg, runner), runner)
+    return {**metrics, "step": r.step, "split": split, "weights": weights}
 
 
 def resume(cfg, s: Setup, ckpt: Checkpoints, runner: Runner, workdir: str, *, announce: bool):
@@ -83,7 +91,7 @@ def resume(cfg, s: Setup, ckpt: Checkpoints, runner: Runner, workdir: str, *, an
     (its newest checkpoint, if any; ``stopper`` has seen the validation rows up to it);
     ``announce`` prints that it resumes, or that the run had finished."""
     host_state, data_state, start = s.state, {}, 0
-    stopper = periodic.EarlyStopping(cfg.train.early_stopping_patience)
+    stopper = periodic.EarlyStopping.of(cfg)
     if ckpt.latest_step() is None:
         return host_state, data_state, start, stopper
     host_state, data_state, start = ckpt.restore(host_state, "latest", sharding=runner.state_sharding())

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 from cnn_jax.layers import batch_axis
@@ -30,6 +31,11 @@ NO_STEP = 2**31 - 1
 # collection in training mode, e.g. GoogLeNet's with aux_logits=True): 0.3 as in
 # Szegedy et al. 2015 and torchvision.
 AUX_LOSS_WEIGHT = 0.3
+# Gradient accumulation's scan over micro-batches, unrolled (k copies of the pass in one
+# program): on XLA:CPU a rolled scan (a while loop) ran LeNet-5's accumulated step about 4x
+# slower than the unrolled one, which ran as fast as optax.MultiSteps' k dispatches or
+# faster (benchmarks/grad_accum.py). Read when a step is traced.
+ACCUM_UNROLL = True
 
 
 def _sums(logits: jax.Array, labels: jax.Array, loss: jax.Array, mask: jax.Array) -> dict:
@@ -65,15 +71,23 @@ def train_step(
     loss_fn: LossFn,
     axis_name: str | None = None,
     skip_nonfinite: bool = False,
+    accum_steps: int = 1,
+    ema_decay: float = 0.0,
+    ema_warmup: bool = False,
 ) -> tuple[TrainState, dict]:
     """One optimisation step on ``batch = {"image": f32[B,H,W,C], "label": i32[B]}``.
 
     Randomness (dropout, stochastic pooling) uses ``fold_in(state.rng, state.step)``
     (and the device index under ``axis_name``). With ``skip_nonfinite`` a step whose loss
-    or gradients are not finite leaves parameters, optimizer state and BatchNorm
-    statistics unchanged (the step counter still advances).
+    or gradients are not finite leaves parameters, optimizer state, BatchNorm statistics
+    and their moving average unchanged (the step counter still advances).
+
+    ``accum_steps`` k > 1: the batch is split into k micro-batches (rows ``j::k``, so each
+    is spread over all devices) whose mean gradient makes the one optimizer step, see
+    :func:`_accumulated`. ``ema_decay`` > 0: ``state.ema`` moves towards the new weights
+    after the step, see :func:`_ema_update`. The defaults leave the step as it was.
     """
-    grads, logits, loss, batch_stats, scale = _gradients(state, batch, loss_fn, axis_name)
+    grads, logits, loss, batch_stats, scale = _gradients(state, batch, loss_fn, axis_name, accum_steps)
     finite = jnp.all(jnp.isfinite(loss))
     grads_finite = _all_finite(grads) if (skip_nonfinite or scale is not None) else finite
     if axis_name is not None:
@@ -91,6 +105,9 @@ def train_step(
             opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
             batch_stats=jax.tree.map(keep, new_state.batch_stats, state.batch_stats),
         )
+    if ema_decay:
+        applied = (finite if skip_nonfinite else True) & (grads_finite if scale is not None else True)
+        new_state = _ema_update(state, new_state, ema_decay, ema_warmup, applied)
     metrics = _sums(logits, batch["label"], loss, jnp.ones_like(batch["label"]))
     if axis_name is not None:
         metrics = lax.psum(metrics, axis_name)
@@ -99,7 +116,31 @@ def train_step(
     return new_state, metrics
 
 
-def _gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name):
+def ema_decay_at(n, decay: float, warmup: bool):
+    """The decay of the moving average's update ``n`` (0 for the first optimizer step):
+    ``decay``, or with ``warmup`` ``min(decay, (1 + n) / (10 + n))`` (TensorFlow's
+    ``ExponentialMovingAverage(num_updates=n)``, timm's warm-up): early averages forget
+    the random initialisation faster."""
+    if not warmup:
+        return jnp.float32(decay)
+    n = jnp.asarray(n).astype(jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + n) / (10.0 + n))
+
+
+def _ema_update(state: TrainState, new_state: TrainState, decay: float, warmup: bool, applied):
+    """``new_state`` with ``ema`` = ``d * ema + (1 - d) * weights`` (``optax.incremental_update``
+    with step size ``1 - d``) over the parameters and BatchNorm statistics after the step,
+    ``d`` from :func:`ema_decay_at` at update ``state.step``; unchanged where the update
+    was not ``applied`` (a skipped non-finite step)."""
+    d = ema_decay_at(state.step, decay, warmup)
+    target = {"params": new_state.params, "batch_stats": new_state.batch_stats}
+    ema = optax.incremental_update(target, state.ema, 1.0 - d)
+    if applied is not True:
+        ema = jax.tree.map(lambda new, old: jnp.where(applied, new, old), ema, state.ema)
+    return new_state.replace(ema=ema)
+
+
+def _gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name, accum_steps: int = 1):
     """The gradients of the mean loss (plus the auxiliary classifiers'), the logits,
     per-example losses and new BatchNorm statistics of one training step, averaged over
     ``axis_name``, and the float16 loss scale (``None`` without one; the gradients are
@@ -107,9 +148,24 @@ def _gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name):
     key = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:
         key = jax.random.fold_in(key, lax.axis_index(axis_name))
-    dropout_key, pool_key = jax.random.split(key)
-
     scale = state.loss_scale[0] if state.loss_scale is not None else None
+    if accum_steps == 1:
+        grads, logits, loss, batch_stats = _micro_gradients(state, batch, loss_fn, axis_name, key, scale)
+    else:
+        grads, logits, loss, batch_stats = _accumulated(state, batch, loss_fn, axis_name, key, scale,
+                                                        accum_steps)
+    if scale is not None:  # dynamic loss scaling (float16): unscale, check, adapt
+        grads = jax.tree.map(lambda g: g / scale, grads)
+    if axis_name is not None:
+        grads = lax.pmean(grads, axis_name)
+        batch_stats = lax.pmean(batch_stats, axis_name)
+    return grads, logits, loss, batch_stats, scale
+
+
+def _micro_gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name, key, scale):
+    """The (scaled) gradients, logits, per-example losses and new BatchNorm statistics of
+    one forward and backward pass over ``batch`` from ``state``'s weights."""
+    dropout_key, pool_key = jax.random.split(key)
 
     def compute_loss(params):
         with batch_axis(axis_name):
@@ -127,13 +183,37 @@ def _gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name):
         return (mean * scale if scale is not None else mean), (logits, loss, updates)
 
     grads, (logits, loss, updates) = jax.grad(compute_loss, has_aux=True)(state.params)
-    if scale is not None:  # dynamic loss scaling (float16): unscale, check, adapt
-        grads = jax.tree.map(lambda g: g / scale, grads)
     batch_stats = updates.get("batch_stats", state.batch_stats) if state.batch_stats else state.batch_stats
-    if axis_name is not None:
-        grads = lax.pmean(grads, axis_name)
-        batch_stats = lax.pmean(batch_stats, axis_name)
-    return grads, logits, loss, batch_stats, scale
+    return grads, logits, loss, batch_stats
+
+
+def _accumulated(state: TrainState, batch: dict, loss_fn: LossFn, axis_name, key, scale, k: int):
+    """Gradient accumulation: :func:`_micro_gradients` over the k micro-batches ``batch[j::k]``
+    in a ``lax.scan`` (one compiled pass, whatever k), their mean gradient (that of the whole
+    batch's mean loss). Each micro-batch is normalised by its own BatchNorm statistics and
+    updates the running statistics in order (k updates per optimizer step, as k small
+    steps would); its randomness is ``fold_in(key, j)``. Logits and losses come back in
+    the batch's row order."""
+    def split(x):  # [B, ...] -> [k, B/k, ...]: micro-batch j holds rows j, j + k, ...
+        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+    def merge(x):  # the inverse of split
+        return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
+
+    def micro(carry, xs):
+        total, batch_stats = carry
+        j, mb = xs
+        grads, logits, loss, batch_stats = _micro_gradients(
+            state.replace(batch_stats=batch_stats), mb, loss_fn, axis_name, jax.random.fold_in(key, j), scale)
+        return (jax.tree.map(jnp.add, total, grads), batch_stats), (logits, loss)
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    micro_batches = jax.tree.map(split, batch)
+    (total, batch_stats), (logits, loss) = lax.scan(
+        micro, (zeros, state.batch_stats), (jnp.arange(k), micro_batches),
+        unroll=ACCUM_UNROLL)
+    grads = jax.tree.map(lambda g: g / k, total)
+    return grads, merge(logits), merge(loss), batch_stats
 
 
 def _scale_update(state: TrainState, new_state: TrainState, scale, grads_finite) -> TrainState:

@@ -134,7 +134,7 @@ def _train(cfgs, workdirs, s: Setup, ckpts, start: int, stack, preemption, on_do
     lanes = []
     for wd, ckpt in zip(workdirs, ckpts):
         writer = stack.enter_context(contextlib.closing(MetricWriter(wd, resume_step=start)))
-        stopper = periodic.EarlyStopping(0)
+        stopper = periodic.EarlyStopping.of(cfg)  # (patience 0: fit_seeds does not stop early)
         stopper.replay(rundir.read_metrics(wd), start)
         lanes.append(Lane(wd, ckpt, writer, stopper))
     bar = stack.enter_context(contextlib.closing(
