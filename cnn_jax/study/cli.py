@@ -58,6 +58,7 @@ def cmd_sweep(args, overrides) -> int:
         executor=args.executor,
         executor_options=executor_options(args),
         cache_dir=cache if cache is not None else runner.cache_dir_for(args.workdir),
+        mlflow=args.mlflow,
     )
     if args.dry_run:
         return 0
@@ -235,6 +236,8 @@ def _add_sweep(sub) -> None:
         "WORKDIR/.cache/xla; off: none)",
     )
     s.add_argument("--strict-numerics", action="store_true", help=STRICT_HELP)
+    s.add_argument("--mlflow", metavar="URI", help="also write the sweep and a nested run per "
+                   "finished trial to this MLflow tracking URI (needs the mlflow extra)")
     _add_executor_options(s)
     s.set_defaults(func=cmd_sweep)
 

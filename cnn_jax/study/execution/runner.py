@@ -83,6 +83,7 @@ def run(
     executor: str = "local",
     executor_options: dict | None = None,
     cache_dir: str | None = None,
+    mlflow: str | None = None,
 ) -> dict:
     """Runs (or resumes) a study into ``workdir``; returns counts and the report paths.
 
@@ -97,18 +98,17 @@ def run(
       dry_run: list the trials and what would run, write nothing.
       report: write ``results.csv``, ``report.md`` and ``timing.md`` at the end; ``"strict"``:
         unless the trials ran in several numeric environments (``--strict-numerics``).
-      plots: and the plots.
-      log: where progress lines go.
+      plots: and the plots. log: where progress lines go.
       executor: ``"local"`` (the worker pool, default), ``"slurm"`` (job arrays through
         submitit) or ``"ray"``: see :mod:`cnn_jax.study.execution.executors`.
-      executor_options: the executor's options (local: ``workers``, ``trials_per_gpu``;
-        slurm: ``partition``, ``time_min``, ``cpus``, ``gpus``, ``mem_gb``,
-        ``array_parallelism``, ``sbatch``; ray: ``address``, ``cpus``, ``gpus``, ``mem_gb``).
+      executor_options: the executor's options (local: ``workers``, ``trials_per_gpu``; slurm:
+        ``partition``, ``time_min``, ``cpus``, ``gpus``, ``mem_gb``, ``array_parallelism``,
+        ``sbatch``; ray: ``address``, ``cpus``, ``gpus``, ``mem_gb``).
       cache_dir: the jobs' shared compilation cache (default: ``WORKDIR/.cache/xla``, or
-        the cache this process has configured; ``"off"``: none).
+        the cache this process has configured; ``"off"``: none). mlflow: a tracking URI.
     """
     t_run, started = time.perf_counter(), time.time()
-    _check_arguments(vmap, workers, executor, dry_run)
+    _check_arguments(vmap, workers, executor, dry_run, mlflow)
     p = planning.plan(experiment, overrides, workdir)
     _check_workdir(workdir)
     states = planning.trial_states(workdir, p.trials)
@@ -128,10 +128,25 @@ def run(
                   **{k: result.get(k, 0) + counts[k] for k in ("done", "diverged")},
                   **{k: counts[k] for k in ("ran", "failed", "interrupted")})
     _finish(workdir, p, result, report, plots, started, time.perf_counter() - t_run, ex, log)
+    return _tracked(result, mlflow, workdir, log)
+
+
+def _tracked(result: dict, mlflow: str | None, workdir: str, log: Log) -> dict:
+    if mlflow:  # the sweep written to MLflow once its own files are complete
+        _tracking().log(mlflow, workdir, log)
     return result
 
 
-def _check_arguments(vmap: str, workers: int | None, executor: str, dry_run: bool) -> None:
+def _tracking():
+    from cnn_jax.study.execution import tracking  # imports MLflow only when used
+
+    return tracking
+
+
+def _check_arguments(vmap: str, workers: int | None, executor: str, dry_run: bool,
+                     mlflow: str | None = None) -> None:
+    if mlflow and not dry_run:  # an unreachable server: one line now, nothing trained
+        _tracking().check(mlflow)
     if vmap not in ("on", "off", "auto"):
         raise UserError(f"invalid vmap {vmap!r}; choose on, off or auto")
     if workers is not None and workers < 0:
