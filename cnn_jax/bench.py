@@ -41,6 +41,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation (default 3)")
     b.add_argument("--input-shape", help="H,W,C (default: the config's dataset's)")
     b.add_argument("--num-classes", type=int, help="classes (default: the config's dataset's)")
+    b.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the timed "
+                   "steps under DIR (TensorBoard's profile plugin: tensorboard --logdir DIR)")
     b.set_defaults(func=cmd_bench)
 
 
@@ -53,7 +55,7 @@ def cmd_bench(args, overrides) -> int:
     cfg = experiment_lib.from_args(args.config, overrides, model=args.model)
     shape = experiment_lib.parse_shape(args.input_shape) if args.input_shape else None
     print(json.dumps(run(cfg, steps=args.steps, warmup=args.warmup, shape=shape,
-                         num_classes=args.num_classes)))
+                         num_classes=args.num_classes, profile=args.profile)))
     return 0
 
 
@@ -73,11 +75,15 @@ def setup(cfg, shape, num_classes: int, total_steps: int):
     return runner, runner.put_state(state), runner.put_batch(batch)  # put_batch takes this process's rows
 
 
-def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int | None = None) -> dict:
-    """Times ``fit``'s step for the resolved config ``cfg``; returns the JSON fields."""
+def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int | None = None,
+        profile: str | None = None) -> dict:
+    """Times ``fit``'s step for the resolved config ``cfg``; returns the JSON fields.
+    ``profile``: a directory for a ``jax.profiler`` trace of the timed steps (their times
+    then include the tracing)."""
     import jax
 
     from cnn_jax import data
+    from cnn_jax.train import profiling
 
     spec = (data.DATASETS.get(cfg.data.name) if shape else
             data.batch_spec(cfg.data.name, cfg.data.data_dir or None, data.Options.of(cfg.data)))
@@ -96,11 +102,14 @@ def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int |
         state, sums = runner.train_step(state, batch)
     jax.block_until_ready(sums)
     times = []
-    for _ in range(steps):
+    tracer = profiling.StepProfiler((1, steps) if profile else None, profile or "")
+    for i in range(steps):
         t = time.perf_counter()
-        state, sums = runner.train_step(state, batch)
-        jax.block_until_ready(sums)
+        with tracer.step(i + 1):
+            state, sums = runner.train_step(state, batch)
+            jax.block_until_ready(sums)
         times.append(time.perf_counter() - t)
+    tracer.close()
     ms = np.asarray(times) * 1e3
     median = float(np.median(ms))
     return {
@@ -116,4 +125,5 @@ def run(cfg, *, steps: int = 50, warmup: int = 3, shape=None, num_classes: int |
         "devices": runner.num_devices,
         "mode": runner.mode,
         "platform": jax.devices()[0].platform,
+        **({"profile": profile} if profile else {}),
     }
