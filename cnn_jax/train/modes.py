@@ -24,9 +24,9 @@ from cnn_jax import data
 from cnn_jax.train import periodic
 from cnn_jax.train import step as step_lib
 from cnn_jax.train.assemble import Setup, step_options
-from cnn_jax.train.state import with_weights
 from cnn_jax.train.evaluation import batch_putter, run_eval
 from cnn_jax.train.parallel import Prefetcher, Runner
+from cnn_jax.train.state import with_weights
 
 
 class RunnerMode:

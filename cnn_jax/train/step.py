@@ -32,9 +32,9 @@ NO_STEP = 2**31 - 1
 # Szegedy et al. 2015 and torchvision.
 AUX_LOSS_WEIGHT = 0.3
 # Gradient accumulation's scan over micro-batches, unrolled (k copies of the pass in one
-# program): on XLA:CPU a rolled scan (a while loop) ran LeNet-5's accumulated step about 4x
-# slower than the unrolled one, which ran as fast as optax.MultiSteps' k dispatches or
-# faster (benchmarks/grad_accum.py). Read when a step is traced.
+# program): on XLA:CPU a rolled scan (a while loop) ran LeNet-5's accumulated step 4-5x
+# and a small CIFAR CNN's 10x slower than the unrolled one (benchmarks/grad_accum.py).
+# Read when a step is traced.
 ACCUM_UNROLL = True
 
 
@@ -201,6 +201,9 @@ def _accumulated(state: TrainState, batch: dict, loss_fn: LossFn, axis_name, key
         return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
 
     def micro(carry, xs):
+        # micro-batch j waits for j - 1's gradients: one micro-batch's activations live at
+        # a time (the memory accumulation is for), not all k passes scheduled side by side
+        carry, xs = lax.optimization_barrier((carry, xs))
         total, batch_stats = carry
         j, mb = xs
         grads, logits, loss, batch_stats = _micro_gradients(
