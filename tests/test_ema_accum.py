@@ -157,7 +157,8 @@ def test_evaluate_weights_ema_of_a_run_without_one_is_a_one_line_error(data_dir,
 # ----------------------------------------------------------------------------- accumulation
 
 # Runs in a subprocess with 8 host devices: k = 4 micro-batches of a batch of 64 against
-# the batch of 64 in one pass (k = 1, single device), an MLP (no BatchNorm), 3 steps.
+# the batch of 64 in one pass (k = 1, single device), an MLP (no BatchNorm), 3 steps; the
+# moving average of the weights on in both.
 MODES = r'''
 import functools, json, os, sys
 import jax, numpy as np
@@ -178,22 +179,24 @@ rng = np.random.default_rng(0)
 batches = [{"image": rng.normal(size=(64, 8, 8, 1)).astype(np.float32),
             "label": rng.integers(0, 10, 64).astype(np.int32)} for _ in range(3)]
 
-def run(mode, k):
-    r = Runner(mode, loss_fn, loss_fn, **({"accum_steps": k} if k > 1 else {}))
+def run(mode, k):  # with a moving average of the weights too
+    r = Runner(mode, loss_fn, loss_fn, ema_decay=0.5, **({"accum_steps": k} if k > 1 else {}))
     r.check_batch_size(64)
-    st = r.put_state(state_lib.create(model, tx, (8, 8, 1), seed=0))
+    st = r.put_state(state_lib.create(model, tx, (8, 8, 1), seed=0, ema=True))
     sums = []
     for b in batches:
         st, s = r.train_step(st, r.put_batch(b))
         sums.append({key: float(v) for key, v in jax.device_get(s).items()})
-    return jax.device_get(r.get_state(st).params), sums, r.num_devices
+    host = jax.device_get(r.get_state(st))
+    return {"params": host.params, "ema": host.ema}, sums, r.num_devices
 
 ref, ref_sums, _ = run("single", 1)
 rel = lambda a, b: float(np.max(np.abs(a - b) / (1e-6 + 1e-5 * np.abs(b))))
 out = {}
 for mode in ("single", "pmap", "sharded"):
     p, sums, n = run(mode, 4)
-    out[mode] = {"devices": n, "params": max(jax.tree.leaves(jax.tree.map(rel, p, ref))),
+    out[mode] = {"devices": n, "params": max(jax.tree.leaves(jax.tree.map(rel, p["params"], ref["params"]))),
+                 "ema": max(jax.tree.leaves(jax.tree.map(rel, p["ema"], ref["ema"]))),
                  "loss": max(abs(a["loss"] - b["loss"]) / (1e-6 + 1e-5 * abs(b["loss"]))
                              for a, b in zip(sums, ref_sums)),
                  "count": sums[-1]["count"]}
@@ -216,7 +219,7 @@ def test_accumulated_steps_equal_the_large_batch_in_single_pmap_and_sharded_mode
         r = out[mode]
         assert r["devices"] == devices, (mode, r)
         # each figure is max |a - b| / (1e-6 + 1e-5 |b|): <= 1 means allclose(rtol=1e-5)
-        assert r["params"] <= 1 and r["loss"] <= 1 and r["count"] == 64, (mode, r)
+        assert r["params"] <= 1 and r["ema"] <= 1 and r["loss"] <= 1 and r["count"] == 64, (mode, r)
     # 64 over 8 devices is 8 per device, which does not split into 16 micro-batches
     assert "data.batch_size 64 (8 per device on 8 devices)" in out["error"]
     assert "train.grad_accum_steps=16" in out["error"] and "\n" not in out["error"]
@@ -231,8 +234,8 @@ def test_accumulated_steps_equal_the_large_batch_with_vmapped_seeds(data_dir, tm
             c = config_lib.base_config()
             c.seed, c.data.data_dir, c.data.name, c.model.name = seed, data_dir, "digits", "mlp"
             c.data.batch_size, c.train.grad_accum_steps, c.train.steps = 64, k, 4
-            c.optim.name, c.optim.learning_rate, c.data.validation = "momentum", 0.05, 0
-            c.train.keep_best = 0
+            c.optim.name, c.optim.learning_rate = "momentum", 0.05
+            c.train.ema_decay, c.train.select_weights = 0.5, "ema"
             cfgs.append(c)
         out = vmap.fit_seeds(cfgs, [str(tmp_path / f"k{k}-s{i}") for i in range(2)])
         return [o["result"] for o in out]
@@ -241,7 +244,12 @@ def test_accumulated_steps_equal_the_large_batch_with_vmapped_seeds(data_dir, tm
     for a, b in zip(four, one):
         jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
                      jax.device_get(a.state.params), jax.device_get(b.state.params))
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+                     jax.device_get(a.state.ema), jax.device_get(b.state.ema))
         assert a.summary["train"]["loss"] == pytest.approx(b.summary["train"]["loss"], rel=1e-5)
+        for key in ("validation_ema", "test_ema", "test_raw"):  # both weights evaluated, vmapped
+            assert a.summary[key]["loss"] == pytest.approx(b.summary[key]["loss"], rel=1e-4), key
+        assert a.summary["weights"] == "ema" and a.summary["test"] == a.summary["test_ema"]
     # the two seeds differ: each had its own initialisation and data order
     assert four[0].summary["train"]["loss"] != four[1].summary["train"]["loss"]
 
