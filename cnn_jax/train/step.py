@@ -32,9 +32,9 @@ NO_STEP = 2**31 - 1
 # Szegedy et al. 2015 and torchvision.
 AUX_LOSS_WEIGHT = 0.3
 # Gradient accumulation's scan over micro-batches, unrolled (k copies of the pass in one
-# program): on XLA:CPU a rolled scan (a while loop) ran LeNet-5's accumulated step 4-5x
-# and a small CIFAR CNN's 10x slower than the unrolled one (benchmarks/grad_accum.py).
-# Read when a step is traced.
+# program): on XLA:CPU a rolled scan (a while loop) ran LeNet-5's accumulated step about 4x
+# and a small CIFAR CNN's about 7x slower than the unrolled one; against optax.MultiSteps
+# see benchmarks/RESULTS.md ("Gradient accumulation"). Read when a step is traced.
 ACCUM_UNROLL = True
 
 
