@@ -119,7 +119,8 @@ def to_pytree(state: TrainState) -> dict:
         "opt_state": state.opt_state,
         "rng": state.rng,
         **({"loss_scale": state.loss_scale} if state.loss_scale is not None else {}),
-        **({"ema": state.ema} if state.ema is not None else {}),
+        # (getattr: a state-like object of fewer fields, e.g. one saved before it existed)
+        **({"ema": state.ema} if getattr(state, "ema", None) is not None else {}),
     }
 
 
