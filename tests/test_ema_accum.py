@@ -5,7 +5,6 @@ larger batch in every parallel mode and vmapped; one-line errors; and nothing ch
 both are off."""
 
 import functools
-import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from helpers.hold import hold, wait_held
 
-from cnn_jax import cli, losses, models, optim, runtime
+from cnn_jax import cli, losses, models, optim
 from cnn_jax import config as config_lib
 from cnn_jax.train import assemble, saved_runs
 from cnn_jax.train import state as state_lib
@@ -292,36 +291,3 @@ def test_with_both_off_the_state_has_no_average_and_the_step_is_unchanged():
     on = config_lib.resolve(config_lib.apply_overrides(config_lib.base_config(), [
         ("train.ema_decay", "0.99"), ("train.grad_accum_steps", "2")]))
     assert assemble.step_options(on) == {"accum_steps": 2, "ema_decay": 0.99, "ema_warmup": False}
-
-
-# Recorded before the moving average and accumulation existed (commit 548b1f0): a 10-step
-# run's summary and final parameters, on the numeric environment below. Bit for bit the same
-# with both off; elsewhere (another CPU, jax or core count) the numbers may differ anyway.
-BEFORE = {
-    "environment": {"jax": "0.10.2", "cpu": "AMD EPYC", "cpus": 2,
-                    "isa": ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]},
-    "test": {"loss": 0.8108243384401114, "accuracy": 0.8161559888579387, "top5": 0.9860724233983287,
-             "count": 359},
-    "validation": {"loss": 0.8184802267286513, "accuracy": 0.7986111111111112,
-                   "top5": 0.9583333333333334, "count": 144},
-    "train": {"loss": 1.2315183639526368, "accuracy": 0.725, "top5": 0.95625, "count": 160},
-    "params_sha256": "bbf43623a6bda924014bd795d62b6f3a92e2f285aa2e0ffe32737bf04299c394",
-}
-
-
-def test_with_both_off_a_run_is_bitwise_what_it_was_before(data_dir, tmp_path):
-    env = runtime.numeric_environment()
-    if any(env.get(k) != v for k, v in BEFORE["environment"].items()):
-        pytest.skip(f"recorded on {BEFORE['environment']}, not this numeric environment")
-    from cnn_jax import train
-
-    c = config_lib.base_config()
-    c.data.data_dir, c.data.name, c.model.name, c.data.batch_size = data_dir, "digits", "mlp", 32
-    c.train.steps, c.train.log_every_steps, c.train.checkpoint_every_steps = 10, 5, 0
-    c.optim.name, c.optim.learning_rate, c.parallel.mode = "momentum", 0.05, "single"
-    r = train.fit(c, str(tmp_path / "run"), progress=False)
-    for key in ("test", "validation", "train"):
-        assert r.summary[key] == BEFORE[key], key
-    leaves = jax.tree.leaves(jax.device_get(r.state.params))
-    assert hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in leaves)).hexdigest() == BEFORE["params_sha256"]
-    assert "test_ema" not in r.summary and "weights" not in r.summary
