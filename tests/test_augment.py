@@ -305,3 +305,37 @@ def test_randaugment_keys_resolve():
     assert (cfg.data.randaugment_n, cfg.data.randaugment_m) == (2, 30)
     assert data.Options.of(cfg.data).randaugment_n == 2
     assert math.isclose(data.Options.of(cfg.data).mix_prob, 1.0)
+
+
+def test_the_train_step_takes_a_mixed_batch_s_soft_targets():
+    """With ``label_probs`` the loss is the soft-target one; one-hot ``label_probs`` give the
+    hard-label step exactly."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from cnn_jax import losses, models
+    from cnn_jax.train import state as state_lib
+    from cnn_jax.train import step as step_lib
+
+    model = models.create("mlp", num_classes=3, hidden=(4,))
+    st = state_lib.create(model, optax.sgd(0.1), (2, 2, 1), seed=0)
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.normal(size=(6, 2, 2, 1)), jnp.float32),
+             "label": jnp.asarray([0, 1, 2, 0, 1, 2], jnp.int32)}
+    loss = functools.partial(losses.LOSSES.get("softmax_cross_entropy"), num_classes=3)
+    step = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss))
+    hard, _ = step(st, batch)
+    onehot, _ = step(st, {**batch, "label_probs": jax.nn.one_hot(batch["label"], 3)})
+    soft_probs = jnp.full((6, 3), 1 / 3)
+    soft, sums = step(st, {**batch, "label_probs": soft_probs})
+    same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), hard.params, onehot.params)
+    assert all(jax.tree.leaves(same))
+    differ = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), hard.params, soft.params)
+    assert not all(jax.tree.leaves(differ))
+    # the loss summed over the batch is the uniform-target cross-entropy, computed by hand
+    logits = model.apply({"params": st.params}, batch["image"], train=True)
+    want = -jnp.sum(jnp.mean(jax.nn.log_softmax(logits), axis=-1))
+    assert float(sums["loss"]) == pytest.approx(float(want), rel=1e-5)

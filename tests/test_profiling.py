@@ -44,3 +44,25 @@ def test_bench_writes_a_trace_of_its_timed_steps(tmp_path):
     files, steps = _train_events(str(tmp_path / "p"))
     assert out["profile"] == str(tmp_path / "p") and len(files) == 1
     assert sorted(steps) == [1, 2, 3]
+
+
+def test_training_traces_exactly_the_chosen_steps(tmp_path, data_dir):
+    import subprocess
+    import sys
+
+    wd = tmp_path / "run"
+    env = {**os.environ, "CNN_JAX_DATA_DIR": data_dir}
+    exp = "experiments/lenet5_mnist.py"
+    out = subprocess.run([sys.executable, "-m", "cnn_jax", "train", "--config", exp, "--workdir", str(wd),
+                          "--config.data.name=digits", "--config.model.name=mlp",
+                          "--config.train.steps=8", "--config.train.profile_steps=3:5"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    files, steps = _train_events(str(wd / profiling.PROFILE_DIR))
+    assert len(files) == 1 and sorted(steps) == [3, 4, 5]
+    bad = subprocess.run([sys.executable, "-m", "cnn_jax", "train", "--config", exp,
+                          "--workdir", str(tmp_path / "b"),
+                          "--config.data.name=digits", "--config.train.profile_steps=5:3"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "train.profile_steps '5:3': give A:B" in bad.stderr and not (tmp_path / "b").exists()

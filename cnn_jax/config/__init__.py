@@ -73,7 +73,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _resolve_model(cfg)
     _check_data(cfg)
     _check_training(cfg)
-    _check_not_yet(cfg)
+    profile_steps(cfg.train.get("profile_steps", ""))
     if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
         raise UserError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
     return mark_resolved(cfg)
@@ -232,20 +232,16 @@ def _check(cfg, key, ok, what):
         raise UserError(f"{key} must be {what}, got {v!r}")
 
 
-# Keys whose feature is being built: any value but the neutral one is refused (a key that
-# silently did nothing would be worse). Each leaves this set when its feature lands.
-NOT_YET = {
-    "train.profile_steps": "",
-    "data.mixup_alpha": 0.0,
-    "data.cutmix_alpha": 0.0,
-    "data.mix_prob": 1.0,
-    "data.mix_switch_prob": 0.5,
-}
-
-
-def _check_not_yet(cfg: ml_collections.ConfigDict) -> None:
-    for key, off in NOT_YET.items():
-        section, name = key.split(".")
-        value = cfg[section].get(name, off)
-        if value != off:
-            raise UserError(f"{key}={value!r} is not implemented yet; leave it at {off!r}")
+def profile_steps(spec: str) -> tuple[int, int] | None:
+    """``train.profile_steps``: ``"A:B"`` as ``(A, B)`` with ``1 <= A <= B`` (steps counted
+    from 1); ``""`` is ``None`` (no trace); anything else a one-line :class:`UserError`."""
+    if spec in ("", None):
+        return None
+    try:
+        a, b = (int(x) for x in str(spec).split(":"))
+    except ValueError:
+        a = b = 0
+    if not 1 <= a <= b:
+        raise UserError(f"train.profile_steps {spec!r}: give A:B with 1 <= A <= B (steps "
+                        "counted from 1, e.g. 10:15), or '' for no trace")
+    return a, b

@@ -32,7 +32,7 @@ import ml_collections
 from cnn_jax import config as config_lib
 from cnn_jax import data, rundir
 from cnn_jax.errors import Diverged, Preempted
-from cnn_jax.train import periodic
+from cnn_jax.train import periodic, profiling
 from cnn_jax.train import state as state_lib
 from cnn_jax.train import step as step_lib
 from cnn_jax.train import workdir as workdir_lib
@@ -221,16 +221,20 @@ class Loop:
         end = self.start if all(lane.stopper.stopped for lane in self.lanes) else self.s.total_steps
         self.clock.begin_pass(mode.programs())
         in_flight, bounded = None, mode.runner.num_processes > 1  # see evaluation.pace
+        tracer = profiling.StepProfiler(profiling.parse_steps(self.cfg.train.profile_steps),
+                                        os.path.join(self.lanes[0].workdir, profiling.PROFILE_DIR))
         try:
             for step in range(self.start + 1, end + 1):
                 self.step = step
-                sums = mode.step()
-                self.acc = step_lib.combine(self.acc, sums)
+                with tracer.step(step, wait=lambda: jax.block_until_ready(self.acc)):
+                    sums = mode.step()
+                    self.acc = step_lib.combine(self.acc, sums)
                 in_flight = pace(in_flight, sums, bounded)
                 self.clock.stepped(sums, mode.programs)
                 if not self._after_step(step):
                     break
         finally:
+            tracer.close()
             mode.end()
 
     def _after_step(self, step: int) -> bool:

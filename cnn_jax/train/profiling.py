@@ -15,24 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 
-from cnn_jax.errors import UserError
-
 PROFILE_DIR = "profile"  # a run's traces: WORKDIR/profile
 
 
 def parse_steps(spec: str) -> tuple[int, int] | None:
-    """``"A:B"`` as ``(A, B)`` with ``1 <= A <= B``; ``""`` is ``None`` (off); anything else
-    a one-line :class:`UserError`."""
-    if spec in ("", None):
-        return None
-    try:
-        a, b = (int(x) for x in str(spec).split(":"))
-    except ValueError:
-        a = b = 0
-    if not 1 <= a <= b:
-        raise UserError(f"train.profile_steps {spec!r}: give A:B with 1 <= A <= B (steps "
-                        "counted from 1, e.g. 10:15), or '' for no trace")
-    return a, b
+    """``"A:B"`` as ``(A, B)`` (see :func:`cnn_jax.config.profile_steps`)."""
+    from cnn_jax.config import profile_steps
+
+    return profile_steps(spec)
 
 
 class StepProfiler:

@@ -164,8 +164,11 @@ def _gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name, accum
 
 def _micro_gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name, key, scale):
     """The (scaled) gradients, logits, per-example losses and new BatchNorm statistics of
-    one forward and backward pass over ``batch`` from ``state``'s weights."""
+    one forward and backward pass over ``batch`` from ``state``'s weights. A mixed batch
+    (mixup/CutMix) carries soft targets, ``label_probs``, which the loss takes instead of
+    the one-hot labels (``label`` is then the dominant label, for accuracy)."""
     dropout_key, pool_key = jax.random.split(key)
+    soft = {"label_probs": batch["label_probs"]} if "label_probs" in batch else {}
 
     def compute_loss(params):
         with batch_axis(axis_name):
@@ -176,10 +179,10 @@ def _micro_gradients(state: TrainState, batch: dict, loss_fn: LossFn, axis_name,
                 mutable=["batch_stats", "aux_logits"],
                 rngs={"dropout": dropout_key, "pool": pool_key},
             )
-        loss = loss_fn(logits.astype(jnp.float32), batch["label"])
+        loss = loss_fn(logits.astype(jnp.float32), batch["label"], **soft)
         mean = jnp.mean(loss)
         for aux in jax.tree.leaves(updates.get("aux_logits", {})):
-            mean = mean + AUX_LOSS_WEIGHT * jnp.mean(loss_fn(aux.astype(jnp.float32), batch["label"]))
+            mean = mean + AUX_LOSS_WEIGHT * jnp.mean(loss_fn(aux.astype(jnp.float32), batch["label"], **soft))
         return (mean * scale if scale is not None else mean), (logits, loss, updates)
 
     grads, (logits, loss, updates) = jax.grad(compute_loss, has_aux=True)(state.params)
