@@ -291,3 +291,21 @@ def test_with_both_off_the_state_has_no_average_and_the_step_is_unchanged():
     on = config_lib.resolve(config_lib.apply_overrides(config_lib.base_config(), [
         ("train.ema_decay", "0.99"), ("train.grad_accum_steps", "2")]))
     assert assemble.step_options(on) == {"accum_steps": 2, "ema_decay": 0.99, "ema_warmup": False}
+
+
+def test_the_analyses_measure_the_selected_moving_average(tmp_path, data_dir):
+    """With select_weights=ema the analyses measure the average: calibration's NLL on the
+    final state is the summary's test loss, which is the average's."""
+    from cnn_jax import analyses
+    from cnn_jax import train as train_lib
+    from cnn_jax.study.execution import measure
+
+    c = config_lib.base_config()
+    c.data.data_dir, c.data.name, c.model.name, c.data.batch_size = data_dir, "digits", "mlp", 32
+    c.train.steps, c.train.ema_decay, c.train.select_weights = 20, 0.9, "ema"
+    out = train_lib.fit(c, str(tmp_path / "run"), progress=False)
+    rec = measure.run(analyses.resolve({"calibration": {"state": "final"}}), out,
+                      str(tmp_path / "run"))["calibration"]
+    assert rec["measured"] == {"state": "final", "step": 20, "weights": "ema"}
+    assert rec["values"]["nll"] == pytest.approx(out.summary["test"]["loss"], rel=1e-5)
+    assert out.summary["test"]["loss"] != out.summary["test_raw"]["loss"]

@@ -68,13 +68,20 @@ def context(result, state=None) -> analyses.Context:
 
 def run(spec: dict[str, dict], result, trial_dir: str | None = None) -> dict:
     """``{analysis: {"options": ..., "values": {measure: float}, "measured": {"state",
-    "step"[, "why"]}, "seconds": its time (not the state's restore)[, "details": ...]}}`` of ``result`` for the resolved analyses ``spec`` (``{}`` for none);
-    ``trial_dir`` holds the checkpoints the best state is read from."""
+    "step"[, "why"][, "weights"]}, "seconds": its time (not the state's restore)[,
+    "details": ...]}}`` of ``result`` for the resolved analyses ``spec`` (``{}`` for none);
+    ``trial_dir`` holds the checkpoints the best state is read from. A trial trained with
+    ``train.select_weights=ema`` is measured on the moving average of its weights."""
     out, contexts = {}, {}
     for name, options in spec.items():
         which = options.get(analyses.STATE, "final")
         if which not in contexts:
             state, measured = measured_state(result, trial_dir, which)
+            weights = result.summary.get("weights", "raw")  # train.select_weights
+            if weights != "raw":
+                from cnn_jax.train.state import with_weights
+
+                state, measured = with_weights(state, weights), {**measured, "weights": weights}
             contexts[which] = (context(result, state), measured)
         ctx, measured = contexts[which]
         start = time.perf_counter()
