@@ -189,7 +189,7 @@ def corruption_accuracy(ctx: Context, corruptions, severities, images: int, seed
     flat = accuracies(ctx, [x] + [sets[n, s] for n in names for s in sevs], y)
     acc = {n: flat[1 + i * len(sevs): 1 + (i + 1) * len(sevs)] for i, n in enumerate(names)}
     mean = float(np.mean(flat[1:]))
-    details = {"family": family, "images": int(len(y)), "severities": sevs,
+    details = {"family": family, "images": len(y), "severities": sevs,
                "clean": flat[0], "accuracy": acc}
     return {MEASURE: mean, DETAILS: details}
 

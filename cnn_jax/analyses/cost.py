@@ -90,7 +90,7 @@ def cost(ctx: Context, baseline, repeats: int, batches: int):
                                      tuple(s.input_shape)))
     per_image = side_by_side(fns, x, repeats, batches)
     details = {"params": int(summary.total_params), "macs": int(summary.total_macs),
-               "inference_us": 1e6 * per_image[0], "batch": int(len(x))}
+               "inference_us": 1e6 * per_image[0], "batch": len(x)}
     if baseline:
         details["baseline_inference_us"] = 1e6 * per_image[1]
         details["inference_ratio"] = per_image[0] / per_image[1]

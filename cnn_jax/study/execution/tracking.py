@@ -118,7 +118,7 @@ def _sweep_run(client, workdir: str, rec: dict, state: dict) -> tuple[str, str]:
         "cnn_jax.sweep": os.path.abspath(workdir)})
     client.log_batch(run.info.run_id, params=_params({
         "experiment": rec.get("experiment", ""), "title": study.get("title", ""),
-        "keys": ",".join(study.get("keys") or []), "seeds": len(set(t["seed"] for t in rec["trials"]))}))
+        "keys": ",".join(study.get("keys") or []), "seeds": len({t["seed"] for t in rec["trials"]})}))
     state.update(experiment_id=exp_id, sweep_run=run.info.run_id, trials={})
     return exp_id, run.info.run_id
 

@@ -33,6 +33,19 @@ def relpath(name: str) -> str:
     return os.path.join(rundir.PLOTS, f"{name}.png")
 
 
+def save(fig, workdir: str, name: str, out: dict) -> None:
+    """Writes ``fig`` as plot ``name`` of ``workdir`` (no software or date metadata, so the
+    same results give the same file), closes it and records its path in ``out[name]``."""
+    import matplotlib.pyplot as plt
+
+    path = relpath(name)
+    os.makedirs(os.path.join(workdir, rundir.PLOTS), exist_ok=True)
+    fig.savefig(os.path.join(workdir, path), dpi=110, bbox_inches="tight",
+                metadata={"Software": None})
+    plt.close(fig)
+    out[name] = path
+
+
 def _ci_err(r, scale: float) -> tuple[float, float]:
     """The error bar below and above ``r``'s mean: its 95 % CI (0 where it is undefined)."""
     lo = scale * (r["mean"] - r["ci_lo"]) if math.isfinite(r["ci_lo"]) else 0
@@ -94,17 +107,7 @@ class _Figures:
         return MARKERS[gi % len(MARKERS)]
 
     def save(self, fig, name: str) -> None:
-        import matplotlib.pyplot as plt
-
-        path = relpath(name)
-        fig.savefig(
-            os.path.join(self.workdir, path),
-            dpi=110,
-            bbox_inches="tight",
-            metadata={"Software": None},
-        )
-        plt.close(fig)
-        self.out[name] = path
+        save(fig, self.workdir, name, self.out)
 
     def means(self, ax):
         """Yields ``(group index, row, level)`` for each configuration of ``agg`` to draw

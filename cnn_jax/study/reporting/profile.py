@@ -10,11 +10,9 @@ vary with the machine, so they stay out of ``report.md``).
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
-from cnn_jax import rundir
 from cnn_jax.analyses import Measure
 from cnn_jax.study import store
 from cnn_jax.study.reporting import stats
@@ -146,8 +144,8 @@ def cost_section(df, recs: dict, keys: list[str], baseline: dict, figure: str | 
     the baseline's model in the trial's process by the ``cost`` analysis); empty where no
     baseline pairs the trials."""
     rows = []
+    ips = df.set_index("trial")["images_per_second"] if len(df) else None
     for config, pairs in _pairs(df, keys, baseline):
-        ips = df.set_index("trial")["images_per_second"]
         step = [float(ips[b]) / float(ips[t]) for t, b in pairs
                 if ips[t] > 0 and math.isfinite(ips[t]) and math.isfinite(ips[b])]
         cost = [details(recs, t, "cost") or {} for t, _ in pairs]
@@ -223,9 +221,9 @@ def corruption_section(df, recs: dict, keys: list[str], baseline: dict) -> list[
     return [
         "### Accuracy per corruption",
         "",
-        "Mean over severities and seeds, % (bold: the highest in its column among the "
-        "configurations that share the other swept values, e.g. per model). Clean: the same "
-        "test images uncorrupted.",
+        ("Mean over severities and seeds, % (bold: the highest in its column among the "
+         "configurations that share the other swept values, e.g. per model). Clean: the same "
+         "test images uncorrupted."),
         "",
         table(header, rows, ["l"] + ["r"] * (len(header) - 1)),
         "",

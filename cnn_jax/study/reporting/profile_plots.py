@@ -8,26 +8,13 @@ nothing (returns no entry) where the analysis it needs did not run.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
-from cnn_jax import rundir
 from cnn_jax.study.reporting.aggregate import CONFIG, panels, select, settings, with_labels
-from cnn_jax.study.reporting.figures import relpath
+from cnn_jax.study.reporting.figures import save
 from cnn_jax.study.reporting.profile import details
 from cnn_jax.study.reporting.rows import short
-
-
-def _save(fig, workdir: str, name: str, out: dict) -> None:
-    import matplotlib.pyplot as plt
-
-    path = relpath(name)
-    os.makedirs(os.path.join(workdir, rundir.PLOTS), exist_ok=True)
-    fig.savefig(os.path.join(workdir, path), dpi=110, bbox_inches="tight",
-                metadata={"Software": None})
-    plt.close(fig)
-    out[name] = path
 
 
 def pareto_front(points: list[tuple[float, float]], lower_x: bool) -> list[int]:
@@ -84,7 +71,7 @@ def _pareto(workdir, agg, keys, baseline, x_of, lower_x: bool, xlabel: str, name
     axes[0][-1].legend(fontsize=7, title=short(factor))
     fig.suptitle(f"Accuracy against {xlabel} (means over seeds; line: Pareto front)", fontsize=10)
     out: dict = {}
-    _save(fig, workdir, name, out)
+    save(fig, workdir, name, out)
     return out
 
 
@@ -152,7 +139,7 @@ def reliability(workdir: str, df, keys: list[str], baseline: dict, recs: dict) -
     for row in axes:
         row[0].set_ylabel("accuracy", fontsize=7)
     fig.tight_layout()
-    _save(fig, workdir, "reliability", out := {})
+    save(fig, workdir, "reliability", out := {})
     return out
 
 
@@ -183,7 +170,7 @@ def equivariance(workdir: str, df, keys: list[str], baseline: dict, recs: dict) 
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, title=short(factor))
     fig.suptitle("Shift equivariance after each pooling site (Zhang 2019), mean over seeds")
-    _save(fig, workdir, "equivariance", out := {})
+    save(fig, workdir, "equivariance", out := {})
     return out
 
 
