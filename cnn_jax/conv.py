@@ -2,21 +2,23 @@
 
 ``conv2d(x, w, pads)`` computes ``lax.conv_general_dilated`` for NHWC inputs, HWIO
 kernels, stride 1, no dilation and one feature group (``layers.Conv`` routes such layers
-here). On accelerators it *is* that operation. On the CPU backend two shapes that XLA's
-convolution handles badly (a tiny channel count on the minor axis) take another
-formulation, measured at batch 128 on 2 cores (``benchmarks/RESULTS.md``):
+here). On accelerators it *is* that operation. On the CPU backend its forward and its
+input gradient may take another formulation, registered here (:data:`FORWARD`,
+:data:`INPUT_GRAD`; a new one is one ``add``) and chosen per layer geometry by
+:mod:`cnn_jax.conv_tuning` (``CNN_JAX_CONV=tuned|auto|xla``: measured on this machine,
+the fixed rules, or XLA's convolution):
 
-* a single-channel input with few filters (LeNet-5's 5x5x1x6 first layer): the forward
-  is a loop over the ``kh*kw`` taps adding shifted, scaled copies of the input (conv +
-  ReLU + 2x2 max pooling: forward 8.2 -> 2.1 ms, with gradient 9.5 -> 3.5 ms);
-* 2..8 input channels (LeNet-5's second layer, 6 -> 16): the input gradient is one matrix
-  product giving every tap's contribution, added into place by a loop over the taps
-  ("col2im"), instead of XLA's transposed convolution (4.5 -> 2.0 ms).
+* ``taps`` (forward): a loop over the ``kh*kw*cin`` taps adding shifted, scaled copies of
+  the input. XLA:CPU's convolution handles a tiny channel count on the minor axis badly:
+  LeNet-5's 5x5x1x6 first layer, conv + ReLU + 2x2 max pooling at batch 128 on 2 cores
+  of an AMD EPYC (AVX2): forward 8.2 -> 2.1 ms, with gradient 9.5 -> 3.5 ms;
+* ``col2im`` (input gradient): one matrix product gives every tap's contribution, added
+  into place by a loop over the taps, instead of XLA's transposed convolution (LeNet-5's
+  6 -> 16 layer on that machine: 4.5 -> 2.0 ms).
 
-Kernel gradients and everything else stay XLA's. Together: LeNet-5's whole training step
-1.57x faster than with XLA's convolutions (interleaved in one process). Every path is
-checked against ``lax.conv_general_dilated`` and its gradients in ``tests/test_conv.py``;
-``CNN_JAX_CONV=xla`` (read when a step is traced) turns them off.
+Kernel gradients and everything else stay XLA's. Every formulation is checked against
+``lax.conv_general_dilated`` and its gradients in ``tests/test_conv.py`` and
+``tests/test_conv_tuning.py``; ``benchmarks/RESULTS.md`` has the measurements.
 
 :func:`compiler_options` are the XLA options of the jitted training and evaluation
 programs on CPU.
@@ -24,12 +26,15 @@ programs on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import os
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from cnn_jax.registry import Registry
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -39,13 +44,6 @@ COL2IM_MAX_IN = 8  # input gradient by col2im for 2..8 input channels (LeNet-5's
 # The name scope of the CPU formulations: a program lowered for another platform must not
 # contain it (cnn_jax.lowering checks).
 CPU_ONLY_SCOPE = "cnn_jax_cpu_only"
-
-
-def _cpu_paths() -> bool:
-    """Whether the CPU formulations may be used at all (``CNN_JAX_CONV=xla`` turns them off).
-    Which platform a program is for is decided when it is lowered, not here: see
-    :func:`conv2d`."""
-    return os.environ.get("CNN_JAX_CONV", "auto") != "xla"
 
 
 def _lax_conv(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
@@ -99,22 +97,47 @@ def _col2im_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.A
     return jnp.transpose(acc, (1, 2, 3, 0)).astype(g.dtype)
 
 
+def _xla_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.Array:
+    """``d conv / d x`` as XLA's transposed convolution."""
+    zeros = jnp.zeros(x_shape, g.dtype)
+    return jax.vjp(lambda x_: _lax_conv(x_, w, pads), zeros)[1](g)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Formulation:
+    """One way to compute a convolution's forward (``fn(x, w, pads)``) or input gradient
+    (``fn(g, w, x_shape, pads)``); ``applies(x_shape, w_shape)`` says for which shapes it
+    is a candidate at all (the tuner times only those)."""
+
+    fn: Callable
+    applies: Callable = lambda x_shape, w_shape: True
+
+
+FORWARD: Registry[Formulation] = Registry("convolution forward formulation")
+INPUT_GRAD: Registry[Formulation] = Registry("convolution input-gradient formulation")
+FORWARD.add("xla", Formulation(_lax_conv))
+# The tap loop runs kh*kw*cin iterations over the whole output: only for few taps.
+FORWARD.add("taps", Formulation(_tap_sum, lambda xs, ws: ws[0] * ws[1] * ws[2] <= 75))
+INPUT_GRAD.add("xla", Formulation(_xla_input_grad))
+INPUT_GRAD.add("col2im", Formulation(_col2im_input_grad, lambda xs, ws: ws[2] > 1))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, w, pads: Pads, taps: bool, col2im: bool):
+def _conv(x, w, pads: Pads, fwd: str, dx: str):
     with jax.named_scope(CPU_ONLY_SCOPE):
-        return _tap_sum(x, w, pads) if taps else _lax_conv(x, w, pads)
+        return FORWARD.get(fwd).fn(x, w, pads)
 
 
-def _conv_fwd(x, w, pads, taps, col2im):
-    return _conv(x, w, pads, taps, col2im), (x, w)
+def _conv_fwd(x, w, pads, fwd, dx):
+    return _conv(x, w, pads, fwd, dx), (x, w)
 
 
-def _conv_bwd(pads, taps, col2im, res, g):
+def _conv_bwd(pads, fwd, dx, res, g):
     x, w = res
-    if col2im:
+    if dx != "xla":
         dw = jax.vjp(lambda w_: _lax_conv(x, w_, pads), w)[1](g)[0]
         with jax.named_scope(CPU_ONLY_SCOPE):
-            return _col2im_input_grad(g, w, x.shape, pads), dw
+            return INPUT_GRAD.get(dx).fn(g, w, x.shape, pads), dw
     # XLA's own gradients; the input's is dropped by XLA when, as usual, x is the image.
     return jax.vjp(lambda x_, w_: _lax_conv(x_, w_, pads), x, w)[1](g)
 
@@ -122,21 +145,31 @@ def _conv_bwd(pads, taps, col2im, res, g):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+def rule_choice(w_shape) -> tuple[str, str]:
+    """``CNN_JAX_CONV=auto``: the fixed rules measured on an AMD EPYC (AVX2) in 2026-11:
+    the tap loop for one input channel and at most 16 filters, col2im for 2..8 input
+    channels, XLA's convolution otherwise."""
+    _, _, cin, cout = w_shape
+    taps = cin <= TAP_MAX_IN and cout <= TAP_MAX_OUT
+    return ("taps" if taps else "xla"), ("col2im" if 1 < cin <= COL2IM_MAX_IN else "xla")
+
+
 def conv2d(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
     """Stride-1 NHWC x HWIO convolution with explicit ``((top, bottom), (left, right))``
-    non-negative padding; the CPU formulations described in the module docstring."""
+    non-negative padding, in the formulation :func:`cnn_jax.conv_tuning.choose` picks
+    for its shape on this machine (``CNN_JAX_CONV``)."""
+    from cnn_jax import conv_tuning
+
     pads = tuple((int(a), int(b)) for a, b in pads)
-    _, _, cin, cout = w.shape
-    if not _cpu_paths() or min(min(p) for p in pads) < 0:
+    if min(min(p) for p in pads) < 0:
         return _lax_conv(x, w, pads)
-    taps = cin <= TAP_MAX_IN and cout <= TAP_MAX_OUT
-    col2im = 1 < cin <= COL2IM_MAX_IN
-    if not (taps or col2im):
+    fwd, dx = conv_tuning.choose(x.shape, w.shape, pads, x.dtype)
+    if (fwd, dx) == ("xla", "xla"):
         return _lax_conv(x, w, pads)
     # Chosen per platform when the program is lowered (a program traced on a CPU host and
     # exported for cuda or tpu gets XLA's convolution; tests/test_lowering.py).
     return lax.platform_dependent(
-        x, w, cpu=lambda x, w: _conv(x, w, pads, taps, col2im),
+        x, w, cpu=lambda x, w: _conv(x, w, pads, fwd, dx),
         default=lambda x, w: _lax_conv(x, w, pads))
 
 

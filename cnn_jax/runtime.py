@@ -182,6 +182,9 @@ def init_distributed(args) -> None:
 def setup_runtime(debug: bool) -> None:
     """Quiet third-party logging and enable JAX's persistent compilation cache."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from cnn_jax import conv_tuning
+
+    conv_tuning.mode()  # CNN_JAX_CONV checked before anything runs
     import absl.logging
 
     absl.logging.set_verbosity("info" if debug else "error")
@@ -266,13 +269,16 @@ def numeric_environment() -> dict:
     the jax/jaxlib versions, the backend and its devices, the CPU's model and ISA
     extensions, the CPUs the process may use (XLA:CPU sizes its thread pool and partitions
     its loop kernels by them: see :func:`pin_cpus`), ``XLA_FLAGS``, the
-    convolution paths (``CNN_JAX_CONV``) and the XLA compile options of the steps."""
+    convolution mode (``CNN_JAX_CONV``) and the formulation each convolution geometry this
+    process traced got (:mod:`cnn_jax.conv_tuning`), and the XLA compile options of the
+    steps."""
     import importlib.metadata
 
     import jax
 
-    from cnn_jax import conv
+    from cnn_jax import conv, conv_tuning
 
+    conv_record = conv_tuning.record()
     model, isa = cpu_model()
     return {
         "jax": jax.__version__,
@@ -284,6 +290,7 @@ def numeric_environment() -> dict:
         "isa": isa,
         "cpus": usable_cpus(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "conv": os.environ.get("CNN_JAX_CONV", "auto"),
+        "conv": conv_record["mode"],
+        "conv_choices": conv_record["choices"],
         "compiler_options": conv.compiler_options() or {},
     }

@@ -154,12 +154,33 @@ def _numerics_line(workdir: str, done) -> str:
     if not envs:
         return "- Numeric environment: not recorded by these trials."
     missing = f" ({unknown} trials did not record theirs)" if unknown else ""
+    convs = _conv_sentence(workdir, done["trial"])
     if len(envs) == 1:
-        return f"- Numeric environment: {next(iter(envs))}{missing}."
+        return f"- Numeric environment: {next(iter(envs))}{missing}.{convs}"
     listed = "; ".join(f"{n} trials: {k}" for k, n in envs.items())
     return (f"- Numeric environments: the trials ran in {len(envs)} ({listed}){missing}. "
             "Comparisons mix them: a difference can come from the environment as well as "
-            "from the configuration; `cnn-jax report --strict-numerics` refuses such a study.")
+            "from the configuration; `cnn-jax report --strict-numerics` refuses such a study."
+            + convs)
+
+
+def _conv_sentence(workdir: str, names) -> str:
+    """The convolution formulations the trials traced, per layer geometry
+    (:mod:`cnn_jax.conv_tuning`), when any is not XLA's; a geometry computed differently
+    by different trials is named."""
+    seen: dict[str, set[str]] = {}
+    for name in names:
+        env = (rundir.read_summary(trial_dir(workdir, name)) or {}).get("numerics") or {}
+        for geom, choice in (env.get("conv_choices") or {}).items():
+            seen.setdefault(geom, set()).add(choice)
+    if all(c == {"xla/xla"} for c in seen.values()):
+        return ""
+    parts = [f"`{g}` {' or '.join(sorted(c))}" for g, c in sorted(seen.items())]
+    mixed = [g for g, c in seen.items() if len(c) > 1]
+    warn = (f" {len(mixed)} geometr{'ies were' if len(mixed) > 1 else 'y was'} computed "
+            "differently by different trials." if mixed else "")
+    return (" Convolutions (forward/input gradient, per layer geometry; kernel gradients "
+            f"XLA's): {'; '.join(parts)}.{warn}")
 
 
 def _optim_line(cfgs: list[dict], keys: list[str]) -> str:

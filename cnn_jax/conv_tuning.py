@@ -1,0 +1,294 @@
+"""Which formulation each convolution takes, chosen by measurement on this machine.
+
+``CNN_JAX_CONV`` (read when a program is traced) picks how :func:`cnn_jax.conv.conv2d`
+computes a stride-1 convolution on CPU:
+
+* ``tuned`` (the default): the first time a layer's geometry (kernel, input size, padding,
+  dtype) is traced, every registered forward formulation (:data:`cnn_jax.conv.FORWARD`:
+  XLA's convolution, the tap loop, ...) and input-gradient formulation
+  (:data:`cnn_jax.conv.INPUT_GRAD`: XLA's transposed convolution, col2im, ...) that
+  applies to it is timed on this CPU, in the spirit of cuDNN's benchmark mode, and the
+  fastest is kept; one other than XLA's only when it takes at most :data:`MARGIN` of
+  XLA's time, so that noise does not flip a choice. The choice is cached per CPU model,
+  ISA extensions, usable CPUs and jax/jaxlib version in a JSON file: the sweep's
+  (``WORKDIR/.cache/conv.json``, which ``cnn-jax sweep`` sets through
+  ``CNN_JAX_CONV_CACHE``) and the user's (``~/.cache/cnn_jax/conv.json``;
+  ``CNN_JAX_CONV_USER_CACHE``, ``off`` for none). A choice found in either file is used
+  as is (a second process measures nothing), so every trial of a sweep on one machine
+  gets the same formulations; measuring is done under a file lock, once. The choice does
+  not depend on the batch size (it is measured at a batch fixed by the geometry), so
+  single-device, sharded and evaluation programs of one layer agree.
+* ``auto``: the fixed rules measured on an AMD EPYC (AVX2) in 2026-11
+  (:func:`cnn_jax.conv.rule_choice`): no measuring, the same choice on every machine.
+* ``xla``: XLA's convolution everywhere.
+
+Kernel gradients are always XLA's. On accelerators every mode is XLA's convolution. The
+choices a process made are part of its numeric environment (:func:`record`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import statistics
+import threading
+import time
+
+import numpy as np
+
+from cnn_jax import rundir
+from cnn_jax.errors import UserError
+
+MODES = ("tuned", "auto", "xla")
+ENV = "CNN_JAX_CONV"
+CACHE_ENV = "CNN_JAX_CONV_CACHE"  # the sweep's file (looked up first, written)
+USER_CACHE_ENV = "CNN_JAX_CONV_USER_CACHE"  # the user's file (looked up next, written)
+MARGIN = 0.9  # another formulation wins only at <= 0.9x the time of XLA's
+ROUNDS = 5  # alternating timing rounds per candidate; the median counts
+BLOCK_SECONDS = 0.004  # each timed block runs at least this long
+BATCH_ELEMENTS = 1 << 21  # the timing batch: the largest power of 2 <= 64 under this many inputs
+FORMAT = 1
+
+_lock = threading.Lock()
+_memo: dict[str, tuple[str, str]] = {}
+_used: dict[str, str] = {}  # geometry -> "forward/input-gradient" traced by this process
+measured: list[str] = []  # geometries this process measured (tests: a cache hit measures none)
+
+
+def mode() -> str:
+    """``CNN_JAX_CONV``, checked: a one-line :class:`UserError` for another value."""
+    value = os.environ.get(ENV, "tuned") or "tuned"
+    if value not in MODES:
+        raise UserError(f"{ENV}={value!r} is not a convolution mode; choose one of: {', '.join(MODES)}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """What a choice is made for: the input's spatial size and channels, the kernel, the
+    padding and the dtype (not the batch)."""
+
+    in_hw: tuple[int, int]
+    kernel: tuple[int, int, int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    dtype: str
+
+    @property
+    def key(self) -> str:
+        kh, kw, cin, cout = self.kernel
+        (t, b), (l, r) = self.pads
+        return f"{kh}x{kw}x{cin}->{cout} on {self.in_hw[0]}x{self.in_hw[1]} pad {t},{b},{l},{r} {self.dtype}"
+
+    def batch(self) -> int:
+        per_image = self.in_hw[0] * self.in_hw[1] * self.kernel[2]
+        n = 64
+        while n > 1 and n * per_image > BATCH_ELEMENTS:
+            n //= 2
+        return n
+
+
+@functools.cache
+def _cpu() -> tuple[str, list[str]]:
+    from cnn_jax import runtime
+
+    return runtime.cpu_model()
+
+
+def machine_key() -> str:
+    """Whose measurements a cache entry is: CPU model, ISA extensions, usable CPUs, jax."""
+    import importlib.metadata
+
+    import jax
+
+    from cnn_jax import runtime
+
+    model, isa = _cpu()
+    return (f"{model} [{' '.join(isa)}] cpus={runtime.usable_cpus()} jax={jax.__version__} "
+            f"jaxlib={importlib.metadata.version('jaxlib')}")
+
+
+def choose(x_shape, w_shape, pads, dtype) -> tuple[str, str]:
+    """``(forward, input gradient)`` formulation names for a convolution of these shapes
+    in the mode :func:`mode` says (``("xla", "xla")`` off the CPU)."""
+    from cnn_jax import conv
+
+    m = mode()
+    if m == "xla":
+        return "xla", "xla"
+    geom = Geometry(tuple(x_shape[1:3]), tuple(w_shape), tuple(map(tuple, pads)), np.dtype(dtype).name)
+    if m == "auto":
+        choice = conv.rule_choice(w_shape)
+    else:
+        import jax
+
+        if jax.default_backend() != "cpu":
+            return "xla", "xla"
+        choice = _tuned(geom)
+    _used[geom.key] = "/".join(choice)
+    return choice
+
+
+def record() -> dict:
+    """This process's convolution mode and the choices it traced (for ``summary.json``)."""
+    return {"mode": mode(), "choices": dict(sorted(_used.items()))}
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def _files() -> list[str]:
+    files = [os.environ.get(CACHE_ENV, "")]
+    user = os.environ.get(USER_CACHE_ENV, os.path.join(os.path.expanduser("~"), ".cache", "cnn_jax", "conv.json"))
+    files.append("" if user.lower() in ("off", "none", "0") else user)
+    return [f for f in files if f]
+
+
+def _read(file: str) -> dict:
+    try:
+        with open(file) as f:
+            data = json.load(f)
+    except (OSError, ValueError):  # absent, or unreadable: measured again and rewritten
+        return {}
+    return data.get("machines", {}) if isinstance(data, dict) and data.get("format") == FORMAT else {}
+
+
+def _lookup(files: list[str], machine: str, key: str) -> dict | None:
+    for f in files:
+        entry = _read(f).get(machine, {}).get(key)
+        if isinstance(entry, dict) and {"forward", "input_grad"} <= entry.keys():
+            return entry
+    return None
+
+
+def _store(files: list[str], machine: str, key: str, entry: dict, lock: bool = True) -> None:
+    """Adds ``entry`` to each file that lacks it (each under its own lock unless the
+    caller holds it; an entry already there is never overwritten)."""
+    for f in files:
+        with _file_lock(f) if lock else contextlib.nullcontext():
+            machines = _read(f)
+            if key in machines.get(machine, {}):
+                continue
+            machines.setdefault(machine, {})[key] = entry
+            rundir.write_json(f, {"format": FORMAT, "machines": machines})
+
+
+@contextlib.contextmanager
+def _file_lock(file: str):
+    """An exclusive lock on ``file + ".lock"`` (other processes wait)."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
+    with open(file + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _tuned(geom: Geometry) -> tuple[str, str]:
+    files, machine = _files(), machine_key()
+    memo = "|".join([*files, machine, geom.key])
+    with _lock:
+        if memo not in _memo:
+            entry = _lookup(files[:1], machine, geom.key)
+            if entry is None:  # not in the first file: found in the next, or measured
+                with _file_lock(files[0]) if files else contextlib.nullcontext():
+                    entry = _lookup(files, machine, geom.key)  # (measured meanwhile?)
+                    if entry is None:
+                        entry = _measure_outside_trace(geom)
+                        measured.append(geom.key)
+                    _store(files[1:], machine, geom.key, entry)
+                    _store(files[:1], machine, geom.key, entry, lock=False)
+            _memo[memo] = (entry["forward"], entry["input_grad"])
+        return _memo[memo]
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _measure_outside_trace(geom: Geometry) -> dict:
+    """:func:`measure` in a fresh thread: JAX's tracing state is per thread, so the
+    candidates are compiled and run for real even while the caller traces a program."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["entry"] = measure(geom)
+        except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
+            out["error"] = e
+
+    t = threading.Thread(target=target, name="cnn_jax-conv-tuning")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["entry"]
+
+
+def candidates(geom: Geometry) -> tuple[list[str], list[str]]:
+    """The forward and input-gradient formulations that apply to ``geom``."""
+    from cnn_jax import conv
+
+    x_shape = (geom.batch(), *geom.in_hw, geom.kernel[2])
+    fwd = [n for n in conv.FORWARD.names() if conv.FORWARD.get(n).applies(x_shape, geom.kernel)]
+    dx = [n for n in conv.INPUT_GRAD.names() if conv.INPUT_GRAD.get(n).applies(x_shape, geom.kernel)]
+    return fwd, dx
+
+
+def measure(geom: Geometry) -> dict:
+    """Times every candidate for ``geom`` on this CPU (random inputs at
+    :meth:`Geometry.batch`, each jitted with the training step's compile options,
+    ``ROUNDS`` alternating rounds) and returns the cache entry: the choices and the
+    median milliseconds per call."""
+    import jax
+    import jax.numpy as jnp
+
+    from cnn_jax import conv
+
+    fwd_names, dx_names = candidates(geom)
+    n = geom.batch()
+    x_shape = (n, *geom.in_hw, geom.kernel[2])
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=x_shape), geom.dtype)
+    w = jnp.asarray(rng.normal(size=geom.kernel), geom.dtype)
+    g = jnp.asarray(rng.normal(size=conv._lax_conv(x, w, geom.pads).shape), geom.dtype)
+    opts = conv.compiler_options()
+    fwd = {k: jax.jit(lambda x, w, f=conv.FORWARD.get(k).fn: f(x, w, geom.pads), compiler_options=opts)
+           for k in fwd_names}
+    dx = {k: jax.jit(lambda g, w, f=conv.INPUT_GRAD.get(k).fn: f(g, w, x_shape, geom.pads),
+                     compiler_options=opts) for k in dx_names}
+    fwd_ms = _time(fwd, (x, w))
+    dx_ms = _time(dx, (g, w))
+    return {"forward": _winner(fwd_ms), "input_grad": _winner(dx_ms), "batch": n,
+            "forward_ms": fwd_ms, "input_grad_ms": dx_ms,
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def _winner(ms: dict[str, float]) -> str:
+    best = min(ms, key=ms.get)
+    return best if best == "xla" or ms[best] <= MARGIN * ms["xla"] else "xla"
+
+
+def _time(fns: dict, args) -> dict[str, float]:
+    """Median ms per call of each of ``fns`` over :data:`ROUNDS` alternating rounds."""
+    import jax
+
+    reps = {}
+    for k, f in fns.items():
+        jax.block_until_ready(f(*args))  # compile
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        reps[k] = max(2, int(BLOCK_SECONDS / max(time.perf_counter() - t0, 1e-6)) + 1)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(ROUNDS):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(reps[k]):
+                out = f(*args)
+            jax.block_until_ready(out)
+            times[k].append((time.perf_counter() - t0) / reps[k] * 1e3)
+    return {k: round(statistics.median(v), 4) for k, v in times.items()}

@@ -1,0 +1,212 @@
+"""cnn_jax.conv_tuning: every registered formulation equals lax.conv_general_dilated and its
+gradients; the measured choice is cached (a second process measures nothing), obeyed as
+cached, independent of the batch, shared by a sweep's trials and recorded."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from cnn_jax import conv, conv_tuning
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def _ref(x, w, pads):
+    return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=conv.DIMENSION_NUMBERS)
+
+
+def _random_case(rng):
+    kh, kw = (int(v) for v in rng.integers(1, 6, 2))
+    cin, cout = int(rng.integers(1, 7)), int(rng.integers(1, 9))
+    pads = tuple(tuple(int(p) for p in rng.integers(0, 3, 2)) for _ in range(2))
+    h, w = int(rng.integers(kh, kh + 8)), int(rng.integers(kw, kw + 8))
+    return (int(rng.integers(1, 4)), h, w, cin), (kh, kw, cin, cout), pads
+
+
+CASES = [_random_case(np.random.default_rng(seed)) for seed in range(6)]
+
+
+@pytest.mark.parametrize("fwd", conv.FORWARD.names())
+@pytest.mark.parametrize("dx", conv.INPUT_GRAD.names())
+def test_every_formulation_equals_lax_and_its_gradients_on_random_shapes(fwd, dx):
+    for i, (xs, ws, pads) in enumerate(CASES):
+        rng = np.random.default_rng(100 + i)
+        x = jnp.asarray(rng.normal(size=xs), jnp.float32)
+        w = jnp.asarray(rng.normal(size=ws), jnp.float32)
+        f = jax.jit(lambda x, w, pads=pads: conv._conv(x, w, pads, fwd, dx))
+        y = f(x, w)
+        np.testing.assert_allclose(y, _ref(x, w, pads), rtol=1e-5, atol=1e-4, err_msg=str((xs, ws, pads)))
+        g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+        got = jax.jit(lambda x, w, g, pads=pads: jax.vjp(lambda a, b: conv._conv(a, b, pads, fwd, dx), x, w)[1](g))(x, w, g)
+        want = jax.vjp(lambda a, b: _ref(a, b, pads), x, w)[1](g)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=str((xs, ws, pads)))
+
+
+def test_the_random_cases_reach_every_formulation_as_a_candidate():
+    """Each registered formulation applies to at least one random case (so the tuner may
+    pick it for such a shape), and each case has XLA's among its candidates."""
+    seen_fwd, seen_dx = set(), set()
+    for xs, ws, pads in CASES:
+        geom = conv_tuning.Geometry(xs[1:3], ws, pads, "float32")
+        fwd, dx = conv_tuning.candidates(geom)
+        assert "xla" in fwd and "xla" in dx
+        seen_fwd |= set(fwd)
+        seen_dx |= set(dx)
+    assert seen_fwd == set(conv.FORWARD.names()) and seen_dx == set(conv.INPUT_GRAD.names())
+
+
+@pytest.fixture
+def tuned(tmp_path, monkeypatch):
+    """Tuned mode with a sweep file and a user file of this test's own; a fresh memo."""
+    files = {"sweep": tmp_path / "sweep" / "conv.json", "user": tmp_path / "user" / "conv.json"}
+    monkeypatch.setenv(conv_tuning.ENV, "tuned")
+    monkeypatch.setenv(conv_tuning.CACHE_ENV, str(files["sweep"]))
+    monkeypatch.setenv(conv_tuning.USER_CACHE_ENV, str(files["user"]))
+    monkeypatch.setattr(conv_tuning, "_memo", {})
+    monkeypatch.setattr(conv_tuning, "_used", {})
+    monkeypatch.setattr(conv_tuning, "measured", [])
+    return files
+
+
+def _grad_program(batch, ws=(3, 3, 2, 4), pads=((1, 1), (1, 1))):
+    x, w = jnp.ones((batch, 9, 9, ws[2])), jnp.ones(ws)
+    return jax.jit(jax.grad(lambda x, w: jnp.sum(conv.conv2d(x, w, pads) ** 2), argnums=(0, 1))).lower(x, w).as_text()
+
+
+def _entries(file):
+    (machine,) = json.loads(file.read_text())["machines"].values()
+    return machine
+
+
+def test_tuned_measures_once_per_geometry_whatever_the_batch_and_writes_both_files(tuned):
+    _grad_program(3)
+    _grad_program(7)  # the same layer at another batch: the same choice, nothing measured
+    key = "3x3x2->4 on 9x9 pad 1,1,1,1 float32"
+    assert conv_tuning.measured == [key]
+    entry = _entries(tuned["sweep"])[key]
+    assert _entries(tuned["user"])[key] == entry
+    fwd, dx = conv_tuning.candidates(conv_tuning.Geometry((9, 9), (3, 3, 2, 4), ((1, 1), (1, 1)), "float32"))
+    assert set(entry["forward_ms"]) == set(fwd) and set(entry["input_grad_ms"]) == set(dx)
+    assert entry["forward"] == conv_tuning._winner(entry["forward_ms"])
+    assert entry["input_grad"] == conv_tuning._winner(entry["input_grad_ms"])
+    assert conv_tuning.record() == {"mode": "tuned", "choices": {key: f"{entry['forward']}/{entry['input_grad']}"}}
+
+
+def test_winner_needs_a_margin_over_xla():
+    assert conv_tuning._winner({"xla": 1.0, "taps": 0.95}) == "xla"  # within noise: XLA's
+    assert conv_tuning._winner({"xla": 1.0, "taps": 0.85}) == "taps"
+    assert conv_tuning._winner({"xla": 1.0, "taps": 1.5}) == "xla"
+
+
+SECOND_PROCESS = """
+import json, jax, jax.numpy as jnp
+from cnn_jax import conv, conv_tuning
+x, w = jnp.ones((5, 9, 9, 2)), jnp.ones((3, 3, 2, 4))
+jax.jit(jax.grad(lambda x: jnp.sum(conv.conv2d(x, w, ((1, 1), (1, 1))))) ).lower(x)
+print(json.dumps({"measured": conv_tuning.measured, "record": conv_tuning.record()}))
+"""
+
+
+def test_a_second_process_reads_the_cache_and_measures_nothing(tuned):
+    _grad_program(3)
+    first = conv_tuning.record()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    p = subprocess.run([sys.executable, "-c", SECOND_PROCESS], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out == {"measured": [], "record": first}
+    # the user's file alone serves another sweep's empty file (copied into it)
+    other = tuned["sweep"].parent / "other.json"
+    p = subprocess.run([sys.executable, "-c", SECOND_PROCESS], env={**env, conv_tuning.CACHE_ENV: str(other)},
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and json.loads(p.stdout.strip().splitlines()[-1]) == out, p.stderr[-2000:]
+    assert _entries(other) == _entries(tuned["user"])
+
+
+@pytest.mark.parametrize("fwd,dx", [("taps", "col2im"), ("xla", "xla"), ("xla", "col2im")])
+def test_the_cached_choice_is_what_the_program_computes(tuned, fwd, dx):
+    """A hand-written cache decides: the tap loop and col2im appear in the program exactly
+    when the file says so (no measuring), and the result equals XLA's."""
+    key = "3x3x2->4 on 9x9 pad 1,1,1,1 float32"
+    tuned["sweep"].parent.mkdir(parents=True)
+    tuned["sweep"].write_text(json.dumps({"format": 1, "machines": {conv_tuning.machine_key(): {
+        key: {"forward": fwd, "input_grad": dx}}}}))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 9, 2)), jnp.float32)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 2, 4)), jnp.float32)
+    fwd_text = jax.jit(lambda x, w: conv.conv2d(x, w, ((1, 1), (1, 1)))).lower(x, w).as_text()
+    grad_x = jax.grad(lambda x: jnp.sum(conv.conv2d(x, w, ((1, 1), (1, 1))) ** 2))
+    grad_text = jax.jit(grad_x).lower(x).as_text()
+    assert conv_tuning.measured == []
+    assert ("stablehlo.while" in fwd_text) == (fwd == "taps")
+    assert ("stablehlo.while" in grad_text) == (fwd == "taps" or dx == "col2im")
+    np.testing.assert_allclose(jax.jit(grad_x)(x), jax.grad(lambda x: jnp.sum(_ref(x, w, ((1, 1), (1, 1))) ** 2))(x),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_an_unreadable_cache_is_measured_again_and_rewritten(tuned):
+    tuned["sweep"].parent.mkdir(parents=True)
+    tuned["sweep"].write_text("{not json")
+    _grad_program(2)
+    assert len(conv_tuning.measured) == 1 and len(_entries(tuned["sweep"])) == 1
+
+
+def test_modes_auto_and_xla_measure_nothing(tuned, monkeypatch):
+    for mode in ("auto", "xla"):
+        monkeypatch.setenv(conv_tuning.ENV, mode)
+        _grad_program(2)
+    assert conv_tuning.measured == [] and not tuned["sweep"].exists()
+    assert conv_tuning.record()["choices"] == {"3x3x2->4 on 9x9 pad 1,1,1,1 float32": "xla/col2im"}  # (auto's rule)
+
+
+def test_a_bad_mode_is_one_line_error_naming_the_choices():
+    env = {**os.environ, "PYTHONPATH": ROOT, conv_tuning.ENV: "fastest"}
+    p = subprocess.run([sys.executable, "-m", "cnn_jax", "bench", "--steps", "1"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "CNN_JAX_CONV='fastest'" in p.stderr and "tuned, auto, xla" in p.stderr
+
+
+SWEEP = '''
+from cnn_jax import study
+from cnn_jax.config import base_config
+
+def get_config():
+    c = base_config()
+    c.data.name, c.data.data_dir, c.model.name, c.data.batch_size = "mnist5k", {data_dir!r}, "lenet5", 32
+    c.data.eval_batch_size, c.train.steps = 200, 4
+    return c
+
+def get_sweep():
+    return study.Study(study.grid({{"model.pool": ["max", "avg"]}}), seeds=1,
+                       baseline={{"model.pool": "max"}}, analyses={{}})
+'''
+
+
+def test_a_sweeps_workers_share_one_measured_choice_recorded_in_each_trial(tmp_path, data_dir):
+    exp = tmp_path / "exp.py"
+    exp.write_text(SWEEP.format(data_dir=data_dir))
+    wd = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", conv_tuning.CACHE_ENV)}
+    env.update({"PYTHONPATH": ROOT, conv_tuning.ENV: "tuned", conv_tuning.USER_CACHE_ENV: "off"})
+    p = subprocess.run([sys.executable, "-m", "cnn_jax", "sweep", str(exp), "--workdir", str(wd), "--workers", "2"],
+                       env=env, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    table = _entries(wd / ".cache" / "conv.json")
+    assert {"5x5x1->6 on 28x28 pad 2,2,2,2 float32", "5x5x6->16 on 14x14 pad 0,0,0,0 float32"} <= set(table)
+    want = {k: f"{e['forward']}/{e['input_grad']}" for k, e in table.items()}
+    for trial in os.listdir(wd / "trials"):
+        numerics = json.loads((wd / "trials" / trial / "summary.json").read_text())["numerics"]
+        assert numerics["conv"] == "tuned"
+        assert numerics["conv_choices"] == {k: v for k, v in want.items() if k in numerics["conv_choices"]}
+        assert set(numerics["conv_choices"]) == set(table)  # (training and evaluation: one geometry each)
+    report = (wd / "report.md").read_text()
+    assert ("Convolutions (forward/input gradient" in report) == any(v != "xla/xla" for v in want.values())
+    assert "computed differently by different trials" not in report
