@@ -9,6 +9,7 @@ runtime's spinning worker threads eat into the other's time. Prints images/s and
 
   pip install -e ".[bench]"          # torch==2.13.0 (CPU)
   python benchmarks/throughput.py [--batch-size 128] [--steps 50] [--rounds 5] [--pool max]
+  python benchmarks/throughput.py --dtype bfloat16     # mixed precision on both sides
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import numpy as np
 
 
-def jax_step(name: str, shape, batch_size: int, pool: str, mode: str):
+def jax_step(name: str, shape, batch_size: int, pool: str, mode: str, dtype: str = "float32"):
     """``fit``'s step for ``name`` (base config: Adam 1e-3, float32) and its run function."""
     import jax
 
@@ -29,6 +30,8 @@ def jax_step(name: str, shape, batch_size: int, pool: str, mode: str):
 
     cfg = config_lib.base_config()
     cfg.model.name, cfg.model.pool, cfg.data.batch_size, cfg.parallel.mode = name, pool, batch_size, mode
+    if dtype != "float32":  # compute dtype; parameters and optimizer state stay float32
+        cfg.model.dtype = dtype
     runner, state, batch = bench.setup(config_lib.resolve(cfg), shape, 10, 10_000)
     st = [state]
 
@@ -43,7 +46,7 @@ def jax_step(name: str, shape, batch_size: int, pool: str, mode: str):
     return run, f"{runner.mode}, {runner.num_devices} device(s)"
 
 
-def torch_step(name: str, shape, batch_size: int, pool: str):
+def torch_step(name: str, shape, batch_size: int, pool: str, dtype: str = "float32"):
     import torch
     from torch import nn
 
@@ -67,11 +70,14 @@ def torch_step(name: str, shape, batch_size: int, pool: str):
     x = torch.from_numpy(rng.normal(size=(batch_size, c, h, w)).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, 10, batch_size))
     loss_fn = nn.CrossEntropyLoss()
+    # mixed precision as PyTorch's users write it: the forward under CPU autocast
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
     def run(steps: int) -> None:
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x), y)
+            with autocast:
+                loss = loss_fn(net(x), y)
             loss.backward()
             opt.step()
 
@@ -88,6 +94,8 @@ def main() -> None:
     p.add_argument("--mode", default="auto", help="cnn_jax parallel mode (default: fit's default)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds of rest before each timed block")
     p.add_argument("--models", default="lenet5,simple_cnn")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="compute dtype: cnn_jax model.dtype / torch.autocast(cpu, bfloat16)")
     args = p.parse_args()
     from cnn_jax import runtime
 
@@ -95,11 +103,15 @@ def main() -> None:
     import torch
 
     shapes = {"lenet5": (28, 28, 1), "simple_cnn": (32, 32, 3)}
-    print(f"torch {torch.__version__} threads={torch.get_num_threads()}; batch {args.batch_size}, "
-          f"{args.rounds} interleaved rounds x {args.steps} steps, pool={args.pool}")
+    import jax
+
+    cpu, isa = runtime.cpu_model()
+    print(f"{cpu} ({', '.join(isa)}); jax {jax.__version__}, torch {torch.__version__} "
+          f"threads={torch.get_num_threads()}; batch {args.batch_size}, {args.rounds} interleaved "
+          f"rounds x {args.steps} steps, pool={args.pool}, {args.dtype}")
     for name in args.models.split(","):
-        jrun, mode = jax_step(name, shapes[name], args.batch_size, args.pool, args.mode)
-        trun = torch_step(name, shapes[name], args.batch_size, args.pool)
+        jrun, mode = jax_step(name, shapes[name], args.batch_size, args.pool, args.mode, args.dtype)
+        trun = torch_step(name, shapes[name], args.batch_size, args.pool, args.dtype)
         times = {"jax": [], "torch": []}
         for _ in range(args.rounds):
             for key, run in (("jax", jrun), ("torch", trun)):

@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 from cnn_jax import experiment as experiment_lib
-from cnn_jax import launch
+from cnn_jax import conv_tuning, launch
 from cnn_jax.errors import Preempted, UserError
 from cnn_jax.runtime import cpus_flag, host_device_flags, setup_runtime
 
@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "cpus", None) is not None and pinned is None:  # an abbreviation
             raise UserError("write --cpus N in full (it must be read before JAX starts)")
         setup_runtime(debug)
+        conv_tuning.mode()  # CNN_JAX_CONV checked before anything runs
         return args.func(args, overrides)
     except UserError as e:
         if debug:

@@ -3,8 +3,8 @@
 ``conv2d(x, w, pads)`` computes ``lax.conv_general_dilated`` for NHWC inputs, HWIO
 kernels, stride 1, no dilation and one feature group (``layers.Conv`` routes such layers
 here). On accelerators it *is* that operation. On the CPU backend its forward and its
-input gradient may take another formulation, registered here (:data:`FORWARD`,
-:data:`INPUT_GRAD`; a new one is one ``add``) and chosen per layer geometry by
+input and kernel gradients may take another formulation, registered here (:data:`FORWARD`,
+:data:`INPUT_GRAD`, :data:`KERNEL_GRAD`; a new one is one ``add``) and chosen per layer geometry by
 :mod:`cnn_jax.conv_tuning` (``CNN_JAX_CONV=tuned|auto|xla``: measured on this machine,
 the fixed rules, or XLA's convolution):
 
@@ -14,9 +14,11 @@ the fixed rules, or XLA's convolution):
   of an AMD EPYC (AVX2): forward 8.2 -> 2.1 ms, with gradient 9.5 -> 3.5 ms;
 * ``col2im`` (input gradient): one matrix product gives every tap's contribution, added
   into place by a loop over the taps, instead of XLA's transposed convolution (LeNet-5's
-  6 -> 16 layer on that machine: 4.5 -> 2.0 ms).
+  6 -> 16 layer on that machine: 4.5 -> 2.0 ms);
+* ``patches`` (kernel gradient): the shifted input planes copied into one matrix, then
+  one matrix product with the output gradient.
 
-Kernel gradients and everything else stay XLA's. Every formulation is checked against
+Everything else stays XLA's. Every formulation is checked against
 ``lax.conv_general_dilated`` and its gradients in ``tests/test_conv.py`` and
 ``tests/test_conv_tuning.py``; ``benchmarks/RESULTS.md`` has the measurements.
 
@@ -28,12 +30,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from cnn_jax import conv_tuning
 from cnn_jax.registry import Registry
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -97,6 +102,32 @@ def _col2im_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.A
     return jnp.transpose(acc, (1, 2, 3, 0)).astype(g.dtype)
 
 
+def _patches_kernel_grad(x: jax.Array, g: jax.Array, w_shape, pads: Pads) -> jax.Array:
+    """``d conv / d w``: a loop copies every tap's shifted input plane into one
+    ``[kh*kw*cin, N*Ho*Wo]`` matrix (channels-major, so each copy is a long row), then one
+    matrix product with ``g`` gives the whole kernel gradient."""
+    kh, kw, cin, cout = w_shape
+    n, ho, wo, _ = g.shape
+    acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
+    xt = jnp.transpose(jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))), (3, 0, 1, 2))
+
+    def tap(t, cols):
+        i, j = t // kw, t % kw
+        plane = lax.dynamic_slice(xt, (0, 0, i, j), (cin, n, ho, wo))
+        return lax.dynamic_update_slice(cols, plane[None], (t, 0, 0, 0, 0))
+
+    cols = lax.fori_loop(0, kh * kw, tap, jnp.zeros((kh * kw, cin, n, ho, wo), x.dtype), unroll=kw)
+    dw = lax.dot_general(cols.reshape(kh * kw * cin, n * ho * wo), g.reshape(n * ho * wo, cout),
+                         (((1,), (0,)), ((), ())), preferred_element_type=acc_dtype)
+    return dw.reshape(kh, kw, cin, cout).astype(g.dtype)
+
+
+def _xla_kernel_grad(x: jax.Array, g: jax.Array, w_shape, pads: Pads) -> jax.Array:
+    """``d conv / d w`` as XLA computes it (a convolution over the batch)."""
+    zeros = jnp.zeros(w_shape, g.dtype)
+    return jax.vjp(lambda w_: _lax_conv(x, w_, pads), zeros)[1](g)[0]
+
+
 def _xla_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.Array:
     """``d conv / d x`` as XLA's transposed convolution."""
     zeros = jnp.zeros(x_shape, g.dtype)
@@ -120,56 +151,103 @@ FORWARD.add("xla", Formulation(_lax_conv))
 FORWARD.add("taps", Formulation(_tap_sum, lambda xs, ws: ws[0] * ws[1] * ws[2] <= 75))
 INPUT_GRAD.add("xla", Formulation(_xla_input_grad))
 INPUT_GRAD.add("col2im", Formulation(_col2im_input_grad, lambda xs, ws: ws[2] > 1))
+KERNEL_GRAD: Registry[Formulation] = Registry("convolution kernel-gradient formulation")
+KERNEL_GRAD.add("xla", Formulation(_xla_kernel_grad))
+# The patch matrix holds kh*kw*cin copies of the input: only for few taps.
+KERNEL_GRAD.add("patches", Formulation(_patches_kernel_grad, lambda xs, ws: ws[0] * ws[1] * ws[2] <= 75))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, w, pads: Pads, fwd: str, dx: str):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv(x, w, pads: Pads, fwd: str, dx: str, dw: str):
     with jax.named_scope(CPU_ONLY_SCOPE):
         return FORWARD.get(fwd).fn(x, w, pads)
 
 
-def _conv_fwd(x, w, pads, fwd, dx):
-    return _conv(x, w, pads, fwd, dx), (x, w)
+def _conv_fwd(x, w, pads, fwd, dx, dw):
+    return _conv(x, w, pads, fwd, dx, dw), (x, w)
 
 
-def _conv_bwd(pads, fwd, dx, res, g):
+def _conv_bwd(pads, fwd, dx, dw, res, g):
     x, w = res
-    if dx != "xla":
-        dw = jax.vjp(lambda w_: _lax_conv(x, w_, pads), w)[1](g)[0]
+    if dx == "xla" and dw == "xla":
+        # XLA's own gradients; the input's is dropped by XLA when, as usual, x is the image.
+        return jax.vjp(lambda x_, w_: _lax_conv(x_, w_, pads), x, w)[1](g)
+    if dw == "xla":
+        gw = jax.vjp(lambda w_: _lax_conv(x, w_, pads), w)[1](g)[0]
+    else:
         with jax.named_scope(CPU_ONLY_SCOPE):
-            return INPUT_GRAD.get(dx).fn(g, w, x.shape, pads), dw
-    # XLA's own gradients; the input's is dropped by XLA when, as usual, x is the image.
-    return jax.vjp(lambda x_, w_: _lax_conv(x_, w_, pads), x, w)[1](g)
+            gw = KERNEL_GRAD.get(dw).fn(x, g, w.shape, pads)
+    if dx == "xla":
+        gx = jax.vjp(lambda x_: _lax_conv(x_, w, pads), x)[1](g)[0]
+    else:
+        with jax.named_scope(CPU_ONLY_SCOPE):
+            gx = INPUT_GRAD.get(dx).fn(g, w, x.shape, pads)
+    return gx, gw
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def rule_choice(w_shape) -> tuple[str, str]:
+def rule_choice(w_shape) -> tuple[str, str, str]:
     """``CNN_JAX_CONV=auto``: the fixed rules measured on an AMD EPYC (AVX2) in 2026-11:
     the tap loop for one input channel and at most 16 filters, col2im for 2..8 input
     channels, XLA's convolution otherwise."""
     _, _, cin, cout = w_shape
     taps = cin <= TAP_MAX_IN and cout <= TAP_MAX_OUT
-    return ("taps" if taps else "xla"), ("col2im" if 1 < cin <= COL2IM_MAX_IN else "xla")
+    return ("taps" if taps else "xla"), ("col2im" if 1 < cin <= COL2IM_MAX_IN else "xla"), "xla"
+
+
+def candidates(geom) -> dict[str, list[str]]:
+    """``{part: the formulations that apply to geom}`` (a :class:`cnn_jax.conv_tuning.
+    Geometry`) for each of :data:`cnn_jax.conv_tuning.PARTS`."""
+    x_shape = (geom.batch(), *geom.in_hw, geom.kernel[2])
+    regs = dict(zip(conv_tuning.PARTS, (FORWARD, INPUT_GRAD, KERNEL_GRAD)))
+    return {p: [n for n in r.names() if r.get(n).applies(x_shape, geom.kernel)] for p, r in regs.items()}
+
+
+def measure(geom) -> dict:
+    """Times every candidate for ``geom`` on this CPU (random inputs at
+    :meth:`cnn_jax.conv_tuning.Geometry.batch`, each jitted with the training step's
+    compile options, timed in alternating rounds by :func:`cnn_jax.conv_tuning.time_calls`)
+    and returns the cache entry: each part's choice and its median milliseconds per call."""
+    rng = np.random.default_rng(0)
+    names = candidates(geom)
+    n = geom.batch()
+    x_shape = (n, *geom.in_hw, geom.kernel[2])
+    x = jnp.asarray(rng.normal(size=x_shape), geom.dtype)
+    w = jnp.asarray(rng.normal(size=geom.kernel), geom.dtype)
+    g = jnp.asarray(rng.normal(size=_lax_conv(x, w, geom.pads).shape), geom.dtype)
+    opts, pads = compiler_options(), geom.pads
+    jit = lambda f: jax.jit(f, compiler_options=opts)  # noqa: E731
+    fns = {
+        "forward": {k: jit(lambda x, w, f=FORWARD.get(k).fn: f(x, w, pads)) for k in names["forward"]},
+        "input_grad": {k: jit(lambda g, w, f=INPUT_GRAD.get(k).fn: f(g, w, x_shape, pads))
+                       for k in names["input_grad"]},
+        "kernel_grad": {k: jit(lambda x, g, f=KERNEL_GRAD.get(k).fn: f(x, g, geom.kernel, pads))
+                        for k in names["kernel_grad"]},
+    }
+    args = {"forward": (x, w), "input_grad": (g, w), "kernel_grad": (x, g)}
+    entry: dict = {"batch": n, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for part in conv_tuning.PARTS:
+        ms = conv_tuning.time_calls(fns[part], args[part])
+        entry[part], entry[f"{part}_ms"] = conv_tuning.winner(ms), ms
+    return entry
 
 
 def conv2d(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
     """Stride-1 NHWC x HWIO convolution with explicit ``((top, bottom), (left, right))``
     non-negative padding, in the formulation :func:`cnn_jax.conv_tuning.choose` picks
     for its shape on this machine (``CNN_JAX_CONV``)."""
-    from cnn_jax import conv_tuning
-
     pads = tuple((int(a), int(b)) for a, b in pads)
     if min(min(p) for p in pads) < 0:
         return _lax_conv(x, w, pads)
-    fwd, dx = conv_tuning.choose(x.shape, w.shape, pads, x.dtype)
-    if (fwd, dx) == ("xla", "xla"):
+    fwd, dx, dw = conv_tuning.choose(x.shape, w.shape, pads, x.dtype, rule=rule_choice, measure=measure)
+    if (fwd, dx, dw) == ("xla", "xla", "xla"):
         return _lax_conv(x, w, pads)
     # Chosen per platform when the program is lowered (a program traced on a CPU host and
     # exported for cuda or tpu gets XLA's convolution; tests/test_lowering.py).
     return lax.platform_dependent(
-        x, w, cpu=lambda x, w: _conv(x, w, pads, fwd, dx),
+        x, w, cpu=lambda x, w: _conv(x, w, pads, fwd, dx, dw),
         default=lambda x, w: _lax_conv(x, w, pads))
 
 
@@ -200,6 +278,14 @@ def _on_cpu(options: dict) -> dict | None:
     if jax.default_backend() != "cpu" or not _cpu_options_supported(frozenset(options.items())):
         return None
     return dict(options)
+
+
+def environment() -> dict:
+    """The convolution part of a run's numeric environment: the mode, the formulation of
+    every geometry this process traced (:func:`cnn_jax.conv_tuning.record`) and the
+    steps' XLA compile options."""
+    record = conv_tuning.record()
+    return {"conv": record["mode"], "conv_choices": record["choices"], "compiler_options": compiler_options() or {}}
 
 
 def compiler_options() -> dict | None:

@@ -5,9 +5,10 @@ computes a stride-1 convolution on CPU:
 
 * ``tuned`` (the default): the first time a layer's geometry (kernel, input size, padding,
   dtype) is traced, every registered forward formulation (:data:`cnn_jax.conv.FORWARD`:
-  XLA's convolution, the tap loop, ...) and input-gradient formulation
-  (:data:`cnn_jax.conv.INPUT_GRAD`: XLA's transposed convolution, col2im, ...) that
-  applies to it is timed on this CPU, in the spirit of cuDNN's benchmark mode, and the
+  XLA's convolution, the tap loop, ...), input-gradient formulation
+  (:data:`cnn_jax.conv.INPUT_GRAD`: XLA's transposed convolution, col2im, ...) and
+  kernel-gradient formulation (:data:`cnn_jax.conv.KERNEL_GRAD`) that applies to it is
+  timed on this CPU, each part alone, in the spirit of cuDNN's benchmark mode, and the
   fastest is kept; one other than XLA's only when it takes at most :data:`MARGIN` of
   XLA's time, so that noise does not flip a choice. The choice is cached per CPU model,
   ISA extensions, usable CPUs and jax/jaxlib version in a JSON file: the sweep's
@@ -22,7 +23,7 @@ computes a stride-1 convolution on CPU:
   (:func:`cnn_jax.conv.rule_choice`): no measuring, the same choice on every machine.
 * ``xla``: XLA's convolution everywhere.
 
-Kernel gradients are always XLA's. On accelerators every mode is XLA's convolution. The
+On accelerators every mode is XLA's convolution. The
 choices a process made are part of its numeric environment (:func:`record`).
 """
 
@@ -53,8 +54,9 @@ BATCH_ELEMENTS = 1 << 21  # the timing batch: the largest power of 2 <= 64 under
 FORMAT = 1
 
 _lock = threading.Lock()
-_memo: dict[str, tuple[str, str]] = {}
-_used: dict[str, str] = {}  # geometry -> "forward/input-gradient" traced by this process
+PARTS = ("forward", "input_grad", "kernel_grad")
+_memo: dict[str, tuple[str, str, str]] = {}
+_used: dict[str, str] = {}  # geometry -> "forward/input-gradient/kernel-gradient" traced here
 measured: list[str] = []  # geometries this process measured (tests: a cache hit measures none)
 
 
@@ -110,23 +112,23 @@ def machine_key() -> str:
             f"jaxlib={importlib.metadata.version('jaxlib')}")
 
 
-def choose(x_shape, w_shape, pads, dtype) -> tuple[str, str]:
-    """``(forward, input gradient)`` formulation names for a convolution of these shapes
-    in the mode :func:`mode` says (``("xla", "xla")`` off the CPU)."""
-    from cnn_jax import conv
-
+def choose(x_shape, w_shape, pads, dtype, *, rule, measure) -> tuple[str, str, str]:
+    """``(forward, input gradient, kernel gradient)`` formulation names for a convolution
+    of these shapes in the mode :func:`mode` says (all ``"xla"`` off the CPU): ``rule(
+    w_shape)`` gives ``auto``'s, ``measure(geometry)`` a new cache entry (see
+    :func:`cnn_jax.conv.measure`)."""
     m = mode()
     if m == "xla":
-        return "xla", "xla"
+        return "xla", "xla", "xla"
     geom = Geometry(tuple(x_shape[1:3]), tuple(w_shape), tuple(map(tuple, pads)), np.dtype(dtype).name)
     if m == "auto":
-        choice = conv.rule_choice(w_shape)
+        choice = tuple(rule(w_shape))
     else:
         import jax
 
         if jax.default_backend() != "cpu":
-            return "xla", "xla"
-        choice = _tuned(geom)
+            return "xla", "xla", "xla"
+        choice = _tuned(geom, measure)
     _used[geom.key] = "/".join(choice)
     return choice
 
@@ -134,6 +136,23 @@ def choose(x_shape, w_shape, pads, dtype) -> tuple[str, str]:
 def record() -> dict:
     """This process's convolution mode and the choices it traced (for ``summary.json``)."""
     return {"mode": mode(), "choices": dict(sorted(_used.items()))}
+
+
+@contextlib.contextmanager
+def sweep_settings(env: dict):
+    """A sweep's convolution settings (``env``'s :data:`ENV` and :data:`CACHE_ENV`) in
+    this process while it runs trials itself (``--workers 0``), restored afterwards."""
+    keys = (ENV, CACHE_ENV)
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: str(env[k]) for k in keys if k in env})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -158,7 +177,7 @@ def _read(file: str) -> dict:
 def _lookup(files: list[str], machine: str, key: str) -> dict | None:
     for f in files:
         entry = _read(f).get(machine, {}).get(key)
-        if isinstance(entry, dict) and {"forward", "input_grad"} <= entry.keys():
+        if isinstance(entry, dict) and set(PARTS) <= entry.keys():
             return entry
     return None
 
@@ -189,7 +208,7 @@ def _file_lock(file: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _tuned(geom: Geometry) -> tuple[str, str]:
+def _tuned(geom: Geometry, measure) -> tuple[str, str, str]:
     files, machine = _files(), machine_key()
     memo = "|".join([*files, machine, geom.key])
     with _lock:
@@ -199,19 +218,19 @@ def _tuned(geom: Geometry) -> tuple[str, str]:
                 with _file_lock(files[0]) if files else contextlib.nullcontext():
                     entry = _lookup(files, machine, geom.key)  # (measured meanwhile?)
                     if entry is None:
-                        entry = _measure_outside_trace(geom)
+                        entry = _measure_outside_trace(geom, measure)
                         measured.append(geom.key)
                     _store(files[1:], machine, geom.key, entry)
                     _store(files[:1], machine, geom.key, entry, lock=False)
-            _memo[memo] = (entry["forward"], entry["input_grad"])
+            _memo[memo] = tuple(entry[p] for p in PARTS)
         return _memo[memo]
 
 
 # ----------------------------------------------------------------------------- measuring
 
 
-def _measure_outside_trace(geom: Geometry) -> dict:
-    """:func:`measure` in a fresh thread: JAX's tracing state is per thread, so the
+def _measure_outside_trace(geom: Geometry, measure) -> dict:
+    """``measure(geom)`` in a fresh thread: JAX's tracing state is per thread, so the
     candidates are compiled and run for real even while the caller traces a program."""
     out: dict = {}
 
@@ -229,51 +248,12 @@ def _measure_outside_trace(geom: Geometry) -> dict:
     return out["entry"]
 
 
-def candidates(geom: Geometry) -> tuple[list[str], list[str]]:
-    """The forward and input-gradient formulations that apply to ``geom``."""
-    from cnn_jax import conv
-
-    x_shape = (geom.batch(), *geom.in_hw, geom.kernel[2])
-    fwd = [n for n in conv.FORWARD.names() if conv.FORWARD.get(n).applies(x_shape, geom.kernel)]
-    dx = [n for n in conv.INPUT_GRAD.names() if conv.INPUT_GRAD.get(n).applies(x_shape, geom.kernel)]
-    return fwd, dx
-
-
-def measure(geom: Geometry) -> dict:
-    """Times every candidate for ``geom`` on this CPU (random inputs at
-    :meth:`Geometry.batch`, each jitted with the training step's compile options,
-    ``ROUNDS`` alternating rounds) and returns the cache entry: the choices and the
-    median milliseconds per call."""
-    import jax
-    import jax.numpy as jnp
-
-    from cnn_jax import conv
-
-    fwd_names, dx_names = candidates(geom)
-    n = geom.batch()
-    x_shape = (n, *geom.in_hw, geom.kernel[2])
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=x_shape), geom.dtype)
-    w = jnp.asarray(rng.normal(size=geom.kernel), geom.dtype)
-    g = jnp.asarray(rng.normal(size=conv._lax_conv(x, w, geom.pads).shape), geom.dtype)
-    opts = conv.compiler_options()
-    fwd = {k: jax.jit(lambda x, w, f=conv.FORWARD.get(k).fn: f(x, w, geom.pads), compiler_options=opts)
-           for k in fwd_names}
-    dx = {k: jax.jit(lambda g, w, f=conv.INPUT_GRAD.get(k).fn: f(g, w, x_shape, geom.pads),
-                     compiler_options=opts) for k in dx_names}
-    fwd_ms = _time(fwd, (x, w))
-    dx_ms = _time(dx, (g, w))
-    return {"forward": _winner(fwd_ms), "input_grad": _winner(dx_ms), "batch": n,
-            "forward_ms": fwd_ms, "input_grad_ms": dx_ms,
-            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-
-def _winner(ms: dict[str, float]) -> str:
+def winner(ms: dict[str, float]) -> str:
     best = min(ms, key=ms.get)
     return best if best == "xla" or ms[best] <= MARGIN * ms["xla"] else "xla"
 
 
-def _time(fns: dict, args) -> dict[str, float]:
+def time_calls(fns: dict, args) -> dict[str, float]:
     """Median ms per call of each of ``fns`` over :data:`ROUNDS` alternating rounds."""
     import jax
 

@@ -182,9 +182,6 @@ def init_distributed(args) -> None:
 def setup_runtime(debug: bool) -> None:
     """Quiet third-party logging and enable JAX's persistent compilation cache."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from cnn_jax import conv_tuning
-
-    conv_tuning.mode()  # CNN_JAX_CONV checked before anything runs
     import absl.logging
 
     absl.logging.set_verbosity("info" if debug else "error")
@@ -268,17 +265,12 @@ def numeric_environment() -> dict:
     """What a run's numbers depend on besides its config and seed, for ``summary.json``:
     the jax/jaxlib versions, the backend and its devices, the CPU's model and ISA
     extensions, the CPUs the process may use (XLA:CPU sizes its thread pool and partitions
-    its loop kernels by them: see :func:`pin_cpus`), ``XLA_FLAGS``, the
-    convolution mode (``CNN_JAX_CONV``) and the formulation each convolution geometry this
-    process traced got (:mod:`cnn_jax.conv_tuning`), and the XLA compile options of the
-    steps."""
+    its loop kernels by them: see :func:`pin_cpus`) and ``XLA_FLAGS``; a run's summary adds
+    :func:`cnn_jax.conv.environment` (the convolution formulations and compile options)."""
     import importlib.metadata
 
     import jax
 
-    from cnn_jax import conv, conv_tuning
-
-    conv_record = conv_tuning.record()
     model, isa = cpu_model()
     return {
         "jax": jax.__version__,
@@ -290,7 +282,4 @@ def numeric_environment() -> dict:
         "isa": isa,
         "cpus": usable_cpus(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "conv": conv_record["mode"],
-        "conv_choices": conv_record["choices"],
-        "compiler_options": conv.compiler_options() or {},
     }

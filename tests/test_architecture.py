@@ -23,7 +23,7 @@ import pytest
 FLOORS = [
     {"errors", "rundir"},
     {"registry"},
-    {"activations", "conv", "corruptions", "data", "losses", "optim", "runtime", "slurm", "summary"},
+    {"activations", "conv", "conv_tuning", "corruptions", "data", "losses", "optim", "runtime", "slurm", "summary"},
     {"pooling"},
     {"layers"},
     {"models"},

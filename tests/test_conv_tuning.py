@@ -33,18 +33,20 @@ def _random_case(rng):
 CASES = [_random_case(np.random.default_rng(seed)) for seed in range(6)]
 
 
-@pytest.mark.parametrize("fwd", conv.FORWARD.names())
-@pytest.mark.parametrize("dx", conv.INPUT_GRAD.names())
-def test_every_formulation_equals_lax_and_its_gradients_on_random_shapes(fwd, dx):
+COMBOS = [(f, d, k) for f in conv.FORWARD.names() for d in conv.INPUT_GRAD.names() for k in conv.KERNEL_GRAD.names()]
+
+
+@pytest.mark.parametrize("fwd,dx,dw", COMBOS)
+def test_every_formulation_equals_lax_and_its_gradients_on_random_shapes(fwd, dx, dw):
     for i, (xs, ws, pads) in enumerate(CASES):
         rng = np.random.default_rng(100 + i)
         x = jnp.asarray(rng.normal(size=xs), jnp.float32)
         w = jnp.asarray(rng.normal(size=ws), jnp.float32)
-        f = jax.jit(lambda x, w, pads=pads: conv._conv(x, w, pads, fwd, dx))
+        f = jax.jit(lambda x, w, pads=pads: conv._conv(x, w, pads, fwd, dx, dw))
         y = f(x, w)
         np.testing.assert_allclose(y, _ref(x, w, pads), rtol=1e-5, atol=1e-4, err_msg=str((xs, ws, pads)))
         g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-        got = jax.jit(lambda x, w, g, pads=pads: jax.vjp(lambda a, b: conv._conv(a, b, pads, fwd, dx), x, w)[1](g))(x, w, g)
+        got = jax.jit(lambda x, w, g, pads=pads: jax.vjp(lambda a, b: conv._conv(a, b, pads, fwd, dx, dw), x, w)[1](g))(x, w, g)
         want = jax.vjp(lambda a, b: _ref(a, b, pads), x, w)[1](g)
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=str((xs, ws, pads)))
@@ -53,14 +55,14 @@ def test_every_formulation_equals_lax_and_its_gradients_on_random_shapes(fwd, dx
 def test_the_random_cases_reach_every_formulation_as_a_candidate():
     """Each registered formulation applies to at least one random case (so the tuner may
     pick it for such a shape), and each case has XLA's among its candidates."""
-    seen_fwd, seen_dx = set(), set()
+    seen = {p: set() for p in conv_tuning.PARTS}
     for xs, ws, pads in CASES:
         geom = conv_tuning.Geometry(xs[1:3], ws, pads, "float32")
-        fwd, dx = conv_tuning.candidates(geom)
-        assert "xla" in fwd and "xla" in dx
-        seen_fwd |= set(fwd)
-        seen_dx |= set(dx)
-    assert seen_fwd == set(conv.FORWARD.names()) and seen_dx == set(conv.INPUT_GRAD.names())
+        for part, names in conv.candidates(geom).items():
+            assert "xla" in names
+            seen[part] |= set(names)
+    assert seen == {"forward": set(conv.FORWARD.names()), "input_grad": set(conv.INPUT_GRAD.names()),
+                    "kernel_grad": set(conv.KERNEL_GRAD.names())}
 
 
 @pytest.fixture
@@ -93,17 +95,18 @@ def test_tuned_measures_once_per_geometry_whatever_the_batch_and_writes_both_fil
     assert conv_tuning.measured == [key]
     entry = _entries(tuned["sweep"])[key]
     assert _entries(tuned["user"])[key] == entry
-    fwd, dx = conv_tuning.candidates(conv_tuning.Geometry((9, 9), (3, 3, 2, 4), ((1, 1), (1, 1)), "float32"))
-    assert set(entry["forward_ms"]) == set(fwd) and set(entry["input_grad_ms"]) == set(dx)
-    assert entry["forward"] == conv_tuning._winner(entry["forward_ms"])
-    assert entry["input_grad"] == conv_tuning._winner(entry["input_grad_ms"])
-    assert conv_tuning.record() == {"mode": "tuned", "choices": {key: f"{entry['forward']}/{entry['input_grad']}"}}
+    names = conv.candidates(conv_tuning.Geometry((9, 9), (3, 3, 2, 4), ((1, 1), (1, 1)), "float32"))
+    for part in conv_tuning.PARTS:
+        assert set(entry[f"{part}_ms"]) == set(names[part])
+        assert entry[part] == conv_tuning.winner(entry[f"{part}_ms"])
+    choice = "/".join(entry[p] for p in conv_tuning.PARTS)
+    assert conv_tuning.record() == {"mode": "tuned", "choices": {key: choice}}
 
 
 def test_winner_needs_a_margin_over_xla():
-    assert conv_tuning._winner({"xla": 1.0, "taps": 0.95}) == "xla"  # within noise: XLA's
-    assert conv_tuning._winner({"xla": 1.0, "taps": 0.85}) == "taps"
-    assert conv_tuning._winner({"xla": 1.0, "taps": 1.5}) == "xla"
+    assert conv_tuning.winner({"xla": 1.0, "taps": 0.95}) == "xla"  # within noise: XLA's
+    assert conv_tuning.winner({"xla": 1.0, "taps": 0.85}) == "taps"
+    assert conv_tuning.winner({"xla": 1.0, "taps": 1.5}) == "xla"
 
 
 SECOND_PROCESS = """
@@ -131,23 +134,29 @@ def test_a_second_process_reads_the_cache_and_measures_nothing(tuned):
     assert _entries(other) == _entries(tuned["user"])
 
 
-@pytest.mark.parametrize("fwd,dx", [("taps", "col2im"), ("xla", "xla"), ("xla", "col2im")])
-def test_the_cached_choice_is_what_the_program_computes(tuned, fwd, dx):
+@pytest.mark.parametrize("fwd,dx,dw", [("taps", "col2im", "patches"), ("xla", "xla", "xla"),
+                                       ("xla", "col2im", "xla"), ("xla", "xla", "patches")])
+def test_the_cached_choice_is_what_the_program_computes(tuned, fwd, dx, dw):
     """A hand-written cache decides: the tap loop and col2im appear in the program exactly
     when the file says so (no measuring), and the result equals XLA's."""
     key = "3x3x2->4 on 9x9 pad 1,1,1,1 float32"
     tuned["sweep"].parent.mkdir(parents=True)
     tuned["sweep"].write_text(json.dumps({"format": 1, "machines": {conv_tuning.machine_key(): {
-        key: {"forward": fwd, "input_grad": dx}}}}))
+        key: {"forward": fwd, "input_grad": dx, "kernel_grad": dw}}}}))
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 9, 2)), jnp.float32)
     w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 2, 4)), jnp.float32)
     fwd_text = jax.jit(lambda x, w: conv.conv2d(x, w, ((1, 1), (1, 1)))).lower(x, w).as_text()
     grad_x = jax.grad(lambda x: jnp.sum(conv.conv2d(x, w, ((1, 1), (1, 1))) ** 2))
+    grad_w = jax.grad(lambda w: jnp.sum(conv.conv2d(x, w, ((1, 1), (1, 1))) ** 2))
     grad_text = jax.jit(grad_x).lower(x).as_text()
+    grad_w_text = jax.jit(grad_w).lower(w).as_text()
     assert conv_tuning.measured == []
     assert ("stablehlo.while" in fwd_text) == (fwd == "taps")
     assert ("stablehlo.while" in grad_text) == (fwd == "taps" or dx == "col2im")
+    assert ("stablehlo.while" in grad_w_text) == (fwd == "taps" or dw == "patches")
     np.testing.assert_allclose(jax.jit(grad_x)(x), jax.grad(lambda x: jnp.sum(_ref(x, w, ((1, 1), (1, 1))) ** 2))(x),
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(jax.jit(grad_w)(w), jax.grad(lambda w: jnp.sum(_ref(x, w, ((1, 1), (1, 1))) ** 2))(w),
                                rtol=1e-5, atol=1e-4)
 
 
@@ -163,7 +172,7 @@ def test_modes_auto_and_xla_measure_nothing(tuned, monkeypatch):
         monkeypatch.setenv(conv_tuning.ENV, mode)
         _grad_program(2)
     assert conv_tuning.measured == [] and not tuned["sweep"].exists()
-    assert conv_tuning.record()["choices"] == {"3x3x2->4 on 9x9 pad 1,1,1,1 float32": "xla/col2im"}  # (auto's rule)
+    assert conv_tuning.record()["choices"] == {"3x3x2->4 on 9x9 pad 1,1,1,1 float32": "xla/col2im/xla"}  # (auto's rule)
 
 
 def test_a_bad_mode_is_one_line_error_naming_the_choices():
@@ -201,12 +210,12 @@ def test_a_sweeps_workers_share_one_measured_choice_recorded_in_each_trial(tmp_p
     assert p.returncode == 0, p.stderr[-3000:]
     table = _entries(wd / ".cache" / "conv.json")
     assert {"5x5x1->6 on 28x28 pad 2,2,2,2 float32", "5x5x6->16 on 14x14 pad 0,0,0,0 float32"} <= set(table)
-    want = {k: f"{e['forward']}/{e['input_grad']}" for k, e in table.items()}
+    want = {k: "/".join(e[p] for p in conv_tuning.PARTS) for k, e in table.items()}
     for trial in os.listdir(wd / "trials"):
         numerics = json.loads((wd / "trials" / trial / "summary.json").read_text())["numerics"]
         assert numerics["conv"] == "tuned"
         assert numerics["conv_choices"] == {k: v for k, v in want.items() if k in numerics["conv_choices"]}
         assert set(numerics["conv_choices"]) == set(table)  # (training and evaluation: one geometry each)
     report = (wd / "report.md").read_text()
-    assert ("Convolutions (forward/input gradient" in report) == any(v != "xla/xla" for v in want.values())
+    assert ("Convolutions (forward/input/kernel gradient" in report) == any(v != "xla/xla/xla" for v in want.values())
     assert "computed differently by different trials" not in report

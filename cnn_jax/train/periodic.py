@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from cnn_jax import conv as conv_ops
 from cnn_jax import rundir, runtime
 
 
@@ -246,7 +247,7 @@ def write_summary(
     if first_step_at is not None or parallel.get("mode") != "vmap":
         out["first_step_at"] = first_step_at  # Unix time the first step of this run finished
     out.update(resumed_from=resumed_from, nonfinite_steps=nonfinite_steps, parallel=parallel,
-               numerics=runtime.numeric_environment(), **extra)
+               numerics={**runtime.numeric_environment(), **conv_ops.environment()}, **extra)
     if write:
         rundir.write_json(os.path.join(run_dir, rundir.SUMMARY), out, sort_keys=False)
     return out

@@ -173,14 +173,14 @@ def _conv_sentence(workdir: str, names) -> str:
         env = (rundir.read_summary(trial_dir(workdir, name)) or {}).get("numerics") or {}
         for geom, choice in (env.get("conv_choices") or {}).items():
             seen.setdefault(geom, set()).add(choice)
-    if all(c == {"xla/xla"} for c in seen.values()):
+    if all(c == {"xla/xla/xla"} for c in seen.values()):
         return ""
     parts = [f"`{g}` {' or '.join(sorted(c))}" for g, c in sorted(seen.items())]
     mixed = [g for g, c in seen.items() if len(c) > 1]
     warn = (f" {len(mixed)} geometr{'ies were' if len(mixed) > 1 else 'y was'} computed "
             "differently by different trials." if mixed else "")
-    return (" Convolutions (forward/input gradient, per layer geometry; kernel gradients "
-            f"XLA's): {'; '.join(parts)}.{warn}")
+    return (" Convolutions (forward/input/kernel gradient, per layer geometry): "
+            f"{'; '.join(parts)}.{warn}")
 
 
 def _optim_line(cfgs: list[dict], keys: list[str]) -> str:

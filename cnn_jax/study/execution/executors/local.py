@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 
-from cnn_jax import runtime
+from cnn_jax import conv_tuning, runtime
 from cnn_jax.errors import UserError
 from cnn_jax.study import store
 from cnn_jax.study.execution import status as trial_status
@@ -140,33 +140,13 @@ class Local(Executor):
         if self.options.get("workers") == 0:
             from cnn_jax.data import SplitCache
             from cnn_jax.study.execution.task import run_task
-
             splits = SplitCache()
-            with _conv_environ(settings.get("env", {})):
+            with conv_tuning.sweep_settings(settings.get("env", {})):  # (workers: as their env)
                 for task in tasks:
                     if run_task(task, handle, splits):
                         raise KeyboardInterrupt  # SIGINT/SIGTERM: the trial was checkpointed
             return
         _run_pool(tasks, envs, settings, handle, log)
-
-
-@contextlib.contextmanager
-def _conv_environ(env: dict):
-    """The sweep's convolution settings (:mod:`cnn_jax.conv_tuning`) in this process while
-    it runs the trials itself (``--workers 0``), restored afterwards."""
-    from cnn_jax import conv_tuning
-
-    keys = (conv_tuning.ENV, conv_tuning.CACHE_ENV)
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: str(env[k]) for k in keys if k in env})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class _Worker:
