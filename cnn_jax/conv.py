@@ -102,6 +102,29 @@ def _col2im_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.A
     return jnp.transpose(acc, (1, 2, 3, 0)).astype(g.dtype)
 
 
+def _col2im_nhwc_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.Array:
+    """:func:`_col2im_input_grad` with every tap's contribution and the sums in the
+    input's own layout ``[N, H, W, C]``: no transposed result for XLA to fuse into its
+    consumers (which then read it across the grain), at the price of short rows when C is
+    small."""
+    kh, kw, cin, cout = w.shape
+    n, ho, wo, _ = g.shape
+    acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
+    cols = lax.dot_general(g, w.reshape(kh * kw, cin, cout), (((3,), (2,)), ((), ())),
+                           preferred_element_type=acc_dtype)  # [N, Ho, Wo, kh*kw, C]
+    hp, wp = x_shape[1] + sum(pads[0]), x_shape[2] + sum(pads[1])
+
+    def tap(t, acc):
+        i, j = t // kw, t % kw
+        piece = lax.dynamic_index_in_dim(cols, t, 3, keepdims=False)
+        window = lax.dynamic_slice(acc, (0, i, j, 0), (n, ho, wo, cin))
+        return lax.dynamic_update_slice(acc, window + piece, (0, i, j, 0))
+
+    acc = lax.fori_loop(0, kh * kw, tap, jnp.zeros((n, hp, wp, cin), acc_dtype), unroll=kw)
+    (top, _), (left, _) = pads
+    return acc[:, top : top + x_shape[1], left : left + x_shape[2], :].astype(g.dtype)
+
+
 def _patches_kernel_grad(x: jax.Array, g: jax.Array, w_shape, pads: Pads) -> jax.Array:
     """``d conv / d w``: a loop copies every tap's shifted input plane into one
     ``[kh*kw*cin, N*Ho*Wo]`` matrix (channels-major, so each copy is a long row), then one
@@ -151,6 +174,7 @@ FORWARD.add("xla", Formulation(_lax_conv))
 FORWARD.add("taps", Formulation(_tap_sum, lambda xs, ws: ws[0] * ws[1] * ws[2] <= 75))
 INPUT_GRAD.add("xla", Formulation(_xla_input_grad))
 INPUT_GRAD.add("col2im", Formulation(_col2im_input_grad, lambda xs, ws: ws[2] > 1))
+INPUT_GRAD.add("col2im_nhwc", Formulation(_col2im_nhwc_input_grad, lambda xs, ws: ws[2] > 1))
 KERNEL_GRAD: Registry[Formulation] = Registry("convolution kernel-gradient formulation")
 KERNEL_GRAD.add("xla", Formulation(_xla_kernel_grad))
 # The patch matrix holds kh*kw*cin copies of the input: only for few taps.
