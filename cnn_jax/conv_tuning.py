@@ -3,7 +3,7 @@
 ``CNN_JAX_CONV`` (read when a program is traced) picks how :func:`cnn_jax.conv.conv2d`
 computes a stride-1 convolution on CPU:
 
-* ``tuned`` (the default): the first time a layer's geometry (kernel, input size, padding,
+* ``tuned``: the first time a layer's geometry (kernel, input size, padding,
   dtype) is traced, every registered forward formulation (:data:`cnn_jax.conv.FORWARD`:
   XLA's convolution, the tap loop, ...), input-gradient formulation
   (:data:`cnn_jax.conv.INPUT_GRAD`: XLA's transposed convolution, col2im, ...) and
@@ -20,8 +20,9 @@ computes a stride-1 convolution on CPU:
   gets the same formulations; measuring is done under a file lock, once. The choice does
   not depend on the batch size (it is measured at a batch fixed by the geometry), so
   single-device, sharded and evaluation programs of one layer agree.
-* ``auto``: the fixed rules measured on an AMD EPYC (AVX2) in 2026-11
-  (:func:`cnn_jax.conv.rule_choice`): no measuring, the same choice on every machine.
+* ``auto`` (the default, :data:`DEFAULT`): the fixed rules measured on an AMD EPYC (AVX2)
+  in 2026-11 (:func:`cnn_jax.conv.rule_choice`): no measuring, the same choice on every
+  machine.
 * ``xla``: XLA's convolution everywhere.
 
 On accelerators every mode is XLA's convolution. The
@@ -44,7 +45,14 @@ import numpy as np
 from cnn_jax import rundir
 from cnn_jax.errors import UserError
 
-MODES = ("tuned", "auto", "xla")
+MODES = ("auto", "tuned", "xla")
+# The default: the fixed rules. Measured (AMD EPYC, AVX-512, 2 cores, 2026-12-06): the main
+# job with `tuned` took 11 min 36 s against 11 min 09 s with the rules (training steps
+# 15 min 13 s against 15 min 17 s of the workers' time), and changed the simple CNN's
+# numbers; per pooling kind its step ran 0.59x (blur) to 1.09x (softpool) the rules' speed
+# (benchmarks/RESULTS.md). Timing a formulation alone does not predict the whole step
+# well enough here to make results depend on it by default.
+DEFAULT = "auto"
 ENV = "CNN_JAX_CONV"
 CACHE_ENV = "CNN_JAX_CONV_CACHE"  # the sweep's file (looked up first, written)
 USER_CACHE_ENV = "CNN_JAX_CONV_USER_CACHE"  # the user's file (looked up next, written)
@@ -69,7 +77,7 @@ measured: list[str] = []  # geometries this process measured (tests: a cache hit
 
 def mode() -> str:
     """``CNN_JAX_CONV``, checked: a one-line :class:`UserError` for another value."""
-    value = os.environ.get(ENV, "tuned") or "tuned"
+    value = os.environ.get(ENV, DEFAULT) or DEFAULT
     if value not in MODES:
         raise UserError(f"{ENV}={value!r} is not a convolution mode; choose one of: {', '.join(MODES)}")
     return value

@@ -1,5 +1,5 @@
 """cnn_jax.conv_tuning: every registered formulation equals lax.conv_general_dilated and its
-gradients; the measured choice is cached (a second process measures nothing), obeyed as
+gradients; the rules are the default; the measured choice (CNN_JAX_CONV=tuned) is cached (a second process measures nothing), obeyed as
 cached, independent of the batch, shared by a sweep's trials and recorded."""
 
 import json
@@ -167,6 +167,13 @@ def test_an_unreadable_cache_is_measured_again_and_rewritten(tuned):
     assert len(conv_tuning.measured) == 1 and len(_entries(tuned["sweep"])) == 1
 
 
+def test_the_rules_are_the_default(monkeypatch):
+    monkeypatch.delenv(conv_tuning.ENV, raising=False)
+    assert conv_tuning.mode() == "auto"
+    assert conv_tuning.choose((2, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2)), "float32", rule=conv.rule_choice,
+                              measure=None) == ("taps", "xla", "xla")
+
+
 def test_modes_auto_and_xla_measure_nothing(tuned, monkeypatch):
     for mode in ("auto", "xla"):
         monkeypatch.setenv(conv_tuning.ENV, mode)
@@ -180,7 +187,7 @@ def test_a_bad_mode_is_one_line_error_naming_the_choices():
     p = subprocess.run([sys.executable, "-m", "cnn_jax", "bench", "--steps", "1"], env=env,
                        capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
-    assert "CNN_JAX_CONV='fastest'" in p.stderr and "tuned, auto, xla" in p.stderr
+    assert "CNN_JAX_CONV='fastest'" in p.stderr and "auto, tuned, xla" in p.stderr
 
 
 SWEEP = '''
