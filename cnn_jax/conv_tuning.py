@@ -10,8 +10,8 @@ computes a stride-1 convolution on CPU:
   kernel-gradient formulation (:data:`cnn_jax.conv.KERNEL_GRAD`) that applies to it is
   timed on this CPU, each part alone, in the spirit of cuDNN's benchmark mode, and the
   fastest is kept; one other than XLA's only when it takes at most :data:`MARGIN` of
-  XLA's time, so that neither noise nor XLA's fusion around it in the whole step (which
-  the isolated timing cannot see) turns a choice into a loss. The choice is cached per CPU model,
+  XLA's time, so that neither noise nor what the isolated timing cannot see (how XLA
+  compiles the whole step around it) turns a choice into a loss. The choice is cached per CPU model,
   ISA extensions, usable CPUs and jax/jaxlib version in a JSON file: the sweep's
   (``WORKDIR/.cache/conv.json``, which ``cnn-jax sweep`` sets through
   ``CNN_JAX_CONV_CACHE``) and the user's (``~/.cache/cnn_jax/conv.json``;
@@ -60,8 +60,8 @@ USER_CACHE_ENV = "CNN_JAX_CONV_USER_CACHE"  # the user's file (looked up next, w
 # step XLA fuses around it differently, which can eat a small gain. Measured (AMD EPYC,
 # AVX-512, one core, batch 64): col2im for the simple CNN's 32 -> 64 layer took 0.90x XLA's
 # input-gradient time alone, yet with Lp pooling the step then ran 1.7x slower (56.8 against
-# 33.0 ms; 29.7 with that layer's XLA gradient and the others tuned); every choice kept by
-# 0.75 took at most 0.60x XLA's time alone and made each pooling kind's step faster.
+# 33.0 ms; 29.7 with that layer's XLA gradient and the others tuned). The margin does not
+# make the choice safe: see DEFAULT.
 MARGIN = 0.75
 ROUNDS = 5  # alternating timing rounds per candidate; the median counts
 BLOCK_SECONDS = 0.004  # each timed block runs at least this long

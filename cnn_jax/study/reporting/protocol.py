@@ -165,13 +165,14 @@ def _numerics_line(workdir: str, done) -> str:
 
 
 def _conv_sentence(workdir: str, names) -> str:
-    """The convolution formulations the trials traced, per layer geometry
-    (:mod:`cnn_jax.conv_tuning`), when any is not XLA's; a geometry computed differently
-    by different trials is named."""
+    """The convolution formulations that trials in the measured mode (``CNN_JAX_CONV=
+    tuned``, :mod:`cnn_jax.conv_tuning`) traced, per layer geometry, when any is not XLA's
+    (the other modes' choices follow from the mode the environment names); a geometry
+    computed differently by different trials is named."""
     seen: dict[str, set[str]] = {}
     for name in names:
         env = (rundir.read_summary(trial_dir(workdir, name)) or {}).get("numerics") or {}
-        for geom, choice in (env.get("conv_choices") or {}).items():
+        for geom, choice in (env.get("conv_choices") or {}).items() if env.get("conv") == "tuned" else ():
             seen.setdefault(geom, set()).add(choice)
     if all(c == {"xla/xla/xla"} for c in seen.values()):
         return ""
