@@ -30,39 +30,23 @@ OPTION_SETS = {
 
 
 def step_under(name: str, dtype: str, options: dict, batch_size: int):
-    """``fit``'s step for ``name`` compiled with ``options``: a ``run(steps)`` or the
-    first line of why it could not be compiled."""
-    import jax
+    """``fit``'s step for ``name`` compiled with ``options`` (``throughput.jax_step``, the
+    default parallel mode): a ``run(steps)``, or why it could not be compiled."""
+    from throughput import jax_step  # this directory's script (run as a script, it is on the path)
 
-    from cnn_jax import bench, conv
-    from cnn_jax import config as config_lib
+    from cnn_jax import conv
 
-    cfg = config_lib.base_config()
-    cfg.model.name, cfg.data.batch_size = name, batch_size
-    if dtype != "float32":
-        cfg.model.dtype = dtype
     shape = (28, 28, 1) if name == "lenet5" else (32, 32, 3)
     saved = conv._CPU_OPTIONS
-    conv._CPU_OPTIONS = options  # compiler_options() returns them (None for {} is jaxlib's default)
+    conv._CPU_OPTIONS = options  # what compiler_options() returns ({}: jaxlib's defaults)
     try:
         if options and conv.compiler_options() is None:
             return "this jaxlib refuses the option set"
-        runner, state, batch = bench.setup(config_lib.resolve(cfg), shape, 10, 10_000)
-        st = [state]
-
-        def run(steps: int) -> None:
-            s = st[0]
-            for _ in range(steps):
-                s, sums = runner.train_step(s, batch)
-            jax.block_until_ready(sums)
-            st[0] = s
-
-        run(2)
+        return jax_step(name, shape, batch_size, "max", "auto", dtype)[0]
     except Exception as e:  # noqa: BLE001  (an option this XLA does not know: reported, not fatal)
         return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
     finally:
         conv._CPU_OPTIONS = saved
-    return run
 
 
 def main() -> None:

@@ -40,7 +40,11 @@ the rest of the 30 % outside the steps is compiling, evaluating, checkpointing a
 report). Without these analyses the job had taken 8 min 18 s on the same kind of machine
 earlier that day (training steps 14 min 00 s then: the machine ran the same steps about
 10 % slower in this run). Two runs, one predicting the corrupted sets one by one and one
-back to back, wrote the same report.md byte for byte. `--workers 1` uses one core and
+back to back, wrote the same report.md byte for byte; so did a run on 2026-12-06, same CPU
+kind, after the convolution-tuning work (11 min 19 s; training steps 15 min 40 s, 30 %
+outside them, analyses 19 %; with CNN_JAX_CONV=tuned: 11 min 36 s and other numbers, see
+benchmarks/RESULTS.md). Five minutes is out of reach on this CPU without another budget:
+the steps alone are 7 min 38 s of two-core wall time. `--workers 1` uses one core and
 writes the same numbers (measured before these analyses: 16 min 37 s).
 
 Precision of the analyses: a trial's accuracy under one corruption and severity is a
