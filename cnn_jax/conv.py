@@ -5,8 +5,8 @@ kernels, stride 1, no dilation and one feature group (``layers.Conv`` routes suc
 here). On accelerators it *is* that operation. On the CPU backend its forward and its
 input and kernel gradients may take another formulation, registered here (:data:`FORWARD`,
 :data:`INPUT_GRAD`, :data:`KERNEL_GRAD`; a new one is one ``add``) and chosen per layer geometry by
-:mod:`cnn_jax.conv_tuning` (``CNN_JAX_CONV=tuned|auto|xla``: measured on this machine,
-the fixed rules, or XLA's convolution):
+:mod:`cnn_jax.conv_tuning` (``CNN_JAX_CONV=auto|tuned|xla``: the fixed rules, the
+default; measured on this machine; or XLA's convolution):
 
 * ``taps`` (forward): a loop over the ``kh*kw*cin`` taps adding shifted, scaled copies of
   the input. XLA:CPU's convolution handles a tiny channel count on the minor axis badly:
@@ -159,9 +159,10 @@ def _xla_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.Arra
 
 @dataclasses.dataclass(frozen=True)
 class Formulation:
-    """One way to compute a convolution's forward (``fn(x, w, pads)``) or input gradient
-    (``fn(g, w, x_shape, pads)``); ``applies(x_shape, w_shape)`` says for which shapes it
-    is a candidate at all (the tuner times only those)."""
+    """One way to compute a convolution's forward (``fn(x, w, pads)``), input gradient
+    (``fn(g, w, x_shape, pads)``) or kernel gradient (``fn(x, g, w_shape, pads)``);
+    ``applies(x_shape, w_shape)`` says for which shapes it is a candidate at all (the tuner
+    times only those)."""
 
     fn: Callable
     applies: Callable = lambda x_shape, w_shape: True
