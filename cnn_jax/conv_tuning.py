@@ -10,9 +10,9 @@ computes a stride-1 convolution on CPU:
   kernel-gradient formulation (:data:`cnn_jax.conv.KERNEL_GRAD`) that applies to it is
   timed on this CPU, each part alone, in the spirit of cuDNN's benchmark mode, and the
   fastest is kept; one other than XLA's only when it takes at most :data:`MARGIN` of
-  XLA's time, so that neither noise nor what the isolated timing cannot see (how XLA
-  compiles the whole step around it) turns a choice into a loss. The choice is cached per CPU model,
-  ISA extensions, usable CPUs and jax/jaxlib version in a JSON file: the sweep's
+  XLA's time, against noise and what the isolated timing cannot see (how XLA compiles the
+  whole step around it). The choice is cached per CPU model, ISA extensions, usable CPUs
+  and jax/jaxlib version in a JSON file: the sweep's
   (``WORKDIR/.cache/conv.json``, which ``cnn-jax sweep`` sets through
   ``CNN_JAX_CONV_CACHE``) and the user's (``~/.cache/cnn_jax/conv.json``;
   ``CNN_JAX_CONV_USER_CACHE``, ``off`` for none). A choice found in either file is used
@@ -25,8 +25,8 @@ computes a stride-1 convolution on CPU:
   machine.
 * ``xla``: XLA's convolution everywhere.
 
-On accelerators every mode is XLA's convolution. The
-choices a process made are part of its numeric environment (:func:`record`).
+On accelerators every mode is XLA's convolution. The choices a process made are part of
+its numeric environment (:func:`record`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from cnn_jax.errors import UserError
 
 MODES = ("auto", "tuned", "xla")
 # The default: the fixed rules. Measured (AMD EPYC, AVX-512, 2 cores, 2026-12-06): the main
-# job with `tuned` took 11 min 36 s against 11 min 09 s with the rules (training steps
-# 15 min 13 s against 15 min 17 s of the workers' time), and changed the simple CNN's
+# job with `tuned` took 11 min 36 s against 11 min 09 s and 11 min 19 s with the rules
+# (training steps 15 min 13 s against 15 min 17 s and 15 min 40 s), and changed the simple CNN's
 # numbers; per pooling kind its step ran 0.59x (blur) to 1.09x (softpool) the rules' speed
 # (benchmarks/RESULTS.md). Timing a formulation alone does not predict the whole step
 # well enough here to make results depend on it by default.
@@ -56,8 +56,8 @@ DEFAULT = "auto"
 ENV = "CNN_JAX_CONV"
 CACHE_ENV = "CNN_JAX_CONV_CACHE"  # the sweep's file (looked up first, written)
 USER_CACHE_ENV = "CNN_JAX_CONV_USER_CACHE"  # the user's file (looked up next, written)
-# Another formulation wins only at <= MARGIN x the time of XLA's, timed alone: in the whole
-# step XLA fuses around it differently, which can eat a small gain. Measured (AMD EPYC,
+# Another formulation wins only at <= MARGIN x the time of XLA's, timed alone: the whole
+# step can behave otherwise, which can eat a small gain. Measured (AMD EPYC,
 # AVX-512, one core, batch 64): col2im for the simple CNN's 32 -> 64 layer took 0.90x XLA's
 # input-gradient time alone, yet with Lp pooling the step then ran 1.7x slower (56.8 against
 # 33.0 ms; 29.7 with that layer's XLA gradient and the others tuned). The margin does not
