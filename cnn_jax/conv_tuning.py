@@ -264,6 +264,8 @@ def _measure_outside_trace(geom: Geometry, measure) -> dict:
 
 
 def winner(ms: dict[str, float]) -> str:
+    """The fastest of ``{formulation: ms}``, unless it is not XLA's and takes more than
+    :data:`MARGIN` of XLA's time: then XLA's."""
     best = min(ms, key=ms.get)
     return best if best == "xla" or ms[best] <= MARGIN * ms["xla"] else "xla"
 
