@@ -226,3 +226,18 @@ def test_a_sweeps_workers_share_one_measured_choice_recorded_in_each_trial(tmp_p
     report = (wd / "report.md").read_text()
     assert ("Convolutions (forward/input/kernel gradient" in report) == any(v != "xla/xla/xla" for v in want.values())
     assert "computed differently by different trials" not in report
+
+
+def test_the_report_names_a_geometry_two_tuned_trials_computed_differently(tmp_path):
+    from cnn_jax.study.reporting import protocol
+
+    geom = "5x5x1->6 on 28x28 pad 2,2,2,2 float32"
+    for name, choice, mode in (("a", "taps/xla/xla", "tuned"), ("b", "xla/xla/xla", "tuned"),
+                               ("c", "taps/xla/patches", "auto")):  # (auto's choices are not listed)
+        d = tmp_path / "trials" / name
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"numerics": {"conv": mode, "conv_choices": {geom: choice}}}))
+    text = protocol._conv_sentence(str(tmp_path), ["a", "b", "c"])
+    assert f"`{geom}` taps/xla/xla or xla/xla/xla." in text
+    assert text.endswith(" 1 geometry was computed differently by different trials.")
+    assert protocol._conv_sentence(str(tmp_path), ["b", "c"]) == ""  # only XLA's among tuned trials
