@@ -24,20 +24,8 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 import time
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -55,7 +43,7 @@ def main() -> None:
 
     from cnn_jax import config as config_lib
     from cnn_jax import conv as conv_ops
-    from cnn_jax import losses, models, optim
+    from cnn_jax import losses, models, optim, runtime
     from cnn_jax.train import state as state_lib
     from cnn_jax.train import step as step_lib
     from cnn_jax.train.parallel import Runner
@@ -113,7 +101,7 @@ def main() -> None:
         for name in variants:
             times[name].append(one_round(name))
 
-    print(f"CPU: {_cpu_model()} ({os.cpu_count()} logical CPUs visible), jax {jax.__version__}, "
+    print(f"CPU: {runtime.cpu_model()[0]} ({os.cpu_count()} logical CPUs visible), jax {jax.__version__}, "
           f"{jax.devices()[0].platform}")
     print(f"{args.model} {shape}, batch {b} = {k} micro-batches of {b // k}, momentum SGD; "
           f"median of {args.rounds} rounds of {args.steps} optimizer steps")

@@ -108,23 +108,25 @@ class Geometry:
 
 
 @functools.cache
-def _cpu() -> tuple[str, list[str]]:
-    from cnn_jax import runtime
-
-    return runtime.cpu_model()
-
-
-def machine_key() -> str:
-    """Whose measurements a cache entry is: CPU model, ISA extensions, usable CPUs, jax."""
+def _machine() -> tuple[str, str]:
+    """The CPU model with its ISA extensions, and the jax/jaxlib versions (fixed per
+    process)."""
     import importlib.metadata
 
     import jax
 
     from cnn_jax import runtime
 
-    model, isa = _cpu()
-    return (f"{model} [{' '.join(isa)}] cpus={runtime.usable_cpus()} jax={jax.__version__} "
-            f"jaxlib={importlib.metadata.version('jaxlib')}")
+    model, isa = runtime.cpu_model()
+    return f"{model} [{' '.join(isa)}]", f"jax={jax.__version__} jaxlib={importlib.metadata.version('jaxlib')}"
+
+
+def machine_key() -> str:
+    """Whose measurements a cache entry is: CPU model, ISA extensions, usable CPUs, jax."""
+    from cnn_jax import runtime
+
+    cpu, versions = _machine()
+    return f"{cpu} cpus={runtime.usable_cpus()} {versions}"
 
 
 def choose(x_shape, w_shape, pads, dtype, *, rule, measure) -> tuple[str, str, str]:

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers.batches import same, take
 from PIL import Image, ImageEnhance, ImageOps
 
 from cnn_jax import config, data, losses
@@ -26,20 +27,6 @@ def _toy_split(n=24, **opts) -> data.Split:
     images = rng.integers(0, 256, (n, *SPEC.shape), dtype=np.uint8)
     return data.Split(images=images, labels=(np.arange(n) % 5).astype(np.int32), spec=SPEC,
                       options=data.Options(**opts))
-
-
-def _take(it, k):
-    out = [next(it) for _ in range(k)]
-    getattr(it, "close", lambda: None)()
-    return out
-
-
-def _same(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 # -- mixup and CutMix ------------------------------------------------------------------------
@@ -218,14 +205,14 @@ ON = {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "mix_prob": 0.9, "randaugment_n":
 
 def test_in_memory_batches_are_deterministic_resumable_and_mixed_as_defined():
     split = _toy_split(**ON)
-    ref = _take(data.train_iterator(split, 8, seed=1, crop_padding=1, flip=True), 6)
-    _same(_take(data.train_iterator(split, 8, seed=1, crop_padding=1, flip=True), 6), ref)
-    _same(_take(data.train_iterator(split, 8, seed=1, crop_padding=1, flip=True,
+    ref = take(data.train_iterator(split, 8, seed=1, crop_padding=1, flip=True), 6)
+    same(take(data.train_iterator(split, 8, seed=1, crop_padding=1, flip=True), 6), ref)
+    same(take(data.train_iterator(split, 8, seed=1, crop_padding=1, flip=True,
                                     state={"next_index": 3}), 3), ref[3:])
-    other = _take(data.train_iterator(split, 8, seed=2, crop_padding=1, flip=True), 1)[0]
+    other = take(data.train_iterator(split, 8, seed=2, crop_padding=1, flip=True), 1)[0]
     assert not np.array_equal(other["image"], ref[0]["image"])
     plain = _toy_split(randaugment_n=2, randaugment_m=10)  # the same views, not mixed
-    views = _take(data.train_iterator(plain, 8, seed=1, crop_padding=1, flip=True), 6)
+    views = take(data.train_iterator(plain, 8, seed=1, crop_padding=1, flip=True), 6)
     for step, (b, v) in enumerate(zip(ref, views)):
         d = mixing.Mixing(0.4, 1.0, 0.9, 0.5).draw(1, step, 12, 12)
         y = v["label"]
@@ -244,7 +231,7 @@ def test_in_memory_batches_are_deterministic_resumable_and_mixed_as_defined():
 
 def test_with_every_key_off_the_batches_are_the_views_of_before():
     split = _toy_split()
-    for step, b in enumerate(_take(data.train_iterator(split, 8, seed=5, crop_padding=2, flip=True), 3)):
+    for step, b in enumerate(take(data.train_iterator(split, 8, seed=5, crop_padding=2, flip=True), 3)):
         idx = data.batching.BatchOrder(len(split), 8, 5)(step)
         ref = transforms.train_views(split.images[idx], seed=5, step=step, first_row=0, total=8,
                                      crop_size=0, crop_padding=2, flip=True, mean=SPEC.mean, std=SPEC.std)
@@ -262,17 +249,17 @@ def _streamed(d, **opts):
 def test_streamed_batches_match_in_memory_for_any_workers_resume_and_processes(data_dir):
     opts = {**ON, "randaugment_m": 7}
     mem = data.load("digits", "train", data_dir, data.Options(in_memory="true", **opts))
-    ref = _take(data.train_iterator(mem, 16, seed=3, crop_padding=1, flip=True), 5)
+    ref = take(data.train_iterator(mem, 16, seed=3, crop_padding=1, flip=True), 5)
     assert ref[0]["label_probs"].shape == (16, 10) and ref[0]["image"].shape == (16, 8, 8, 1)
     assert any(not np.array_equal(b["label_probs"], np.eye(10)[b["label"]]) for b in ref)
     for workers in (0, 2):
-        st = _take(data.train_iterator(_streamed(data_dir, workers=workers, **opts), 16, seed=3,
+        st = take(data.train_iterator(_streamed(data_dir, workers=workers, **opts), 16, seed=3,
                                        crop_padding=1, flip=True), 5)
-        _same(st, ref)
+        same(st, ref)
     resumed = data.train_iterator(_streamed(data_dir, workers=0, **opts), 16, seed=3, crop_padding=1,
                                   flip=True, state={"next_index": 2})
-    _same(_take(resumed, 3), ref[2:])
-    halves = [_take(data.train_iterator(_streamed(data_dir, workers=0, process_index=p, process_count=2,
+    same(take(resumed, 3), ref[2:])
+    halves = [take(data.train_iterator(_streamed(data_dir, workers=0, process_index=p, process_count=2,
                                                   **opts), 16, seed=3, crop_padding=1, flip=True), 5)
               for p in (0, 1)]
     for w, a, b in zip(ref, *halves):  # each process's rows, their partners read from the other's
@@ -331,8 +318,8 @@ def test_the_train_step_takes_a_mixed_batch_s_soft_targets():
     onehot, _ = step(st, {**batch, "label_probs": jax.nn.one_hot(batch["label"], 3)})
     soft_probs = jnp.full((6, 3), 1 / 3)
     soft, sums = step(st, {**batch, "label_probs": soft_probs})
-    same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), hard.params, onehot.params)
-    assert all(jax.tree.leaves(same))
+    equal = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), hard.params, onehot.params)
+    assert all(jax.tree.leaves(equal))
     differ = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), hard.params, soft.params)
     assert not all(jax.tree.leaves(differ))
     # the loss summed over the batch is the uniform-target cross-entropy, computed by hand

@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers.batches import same, take
 from helpers.hold import hold, wait_held
 from PIL import Image
 
@@ -65,21 +66,6 @@ def _in_memory(name, split, d, **opts):
     return s
 
 
-def _take(it, k):
-    out = [next(it) for _ in range(k)]
-    if hasattr(it, "close"):
-        it.close()
-    return out
-
-
-def _same(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
-
-
 @pytest.mark.parametrize("name,opts,aug", [
     ("digits", {}, {}),  # transforms off
     ("digits", {}, {"crop_padding": 2, "flip": True}),  # CIFAR-style
@@ -92,8 +78,8 @@ def test_both_paths_give_identical_batches(name, opts, aug, data_dir, inet_dir):
     assert mem.spec.shape == st.spec.shape
     # across an epoch boundary (digits: 1,438 examples, 44 steps of 32)
     b = 32 if name == "digits" else 8
-    _same(_take(data.train_iterator(mem, b, seed=5, **aug), 50 if name == "digits" else 10),
-          _take(data.train_iterator(st, b, seed=5, **aug), 50 if name == "digits" else 10))
+    same(take(data.train_iterator(mem, b, seed=5, **aug), 50 if name == "digits" else 10),
+          take(data.train_iterator(st, b, seed=5, **aug), 50 if name == "digits" else 10))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -106,15 +92,15 @@ def test_streamed_u8_batches_normalised_on_the_device_are_the_host_batches(worke
 
     split = _streamed("imagenette_160", "train", inet_dir, workers=workers, crop_size=16)
     put = normalizing(lambda b: jax.device_put(b), split.spec)
-    host = _take(data.train_iterator(split, 8, seed=3, flip=True), 4)
-    raw = _take(data.train_iterator(split, 8, seed=3, flip=True, normalized=False), 4)
+    host = take(data.train_iterator(split, 8, seed=3, flip=True), 4)
+    raw = take(data.train_iterator(split, 8, seed=3, flip=True, normalized=False), 4)
     assert raw[0]["image"].dtype == np.uint8 and host[0]["image"].dtype == np.float32
-    _same(host, [jax.device_get(put(b)) for b in raw])
+    same(host, [jax.device_get(put(b)) for b in raw])
     val = _streamed("imagenette_160", "validation", inet_dir, workers=workers, crop_size=16)
     host = list(data.eval_batches(val, 10))  # 25 examples: the last batch padded
     raw = list(data.eval_batches(val, 10, normalized=False))
     assert raw[-1]["image"].dtype == np.uint8 and not raw[-1]["image"][5:].any()
-    _same(host, [jax.device_get(put(b)) for b in raw])
+    same(host, [jax.device_get(put(b)) for b in raw])
 
 
 def test_streaming_batches_do_not_depend_on_the_worker_count_or_a_resume(inet_dir):
@@ -124,17 +110,17 @@ def test_streaming_batches_do_not_depend_on_the_worker_count_or_a_resume(inet_di
         split = _streamed("imagenette_160", "train", inet_dir, workers=workers, **opts)
         return data.train_iterator(split, 8, seed=seed, flip=True, state=state)
 
-    ref = _take(stream(1), 12)
+    ref = take(stream(1), 12)
     four = stream(4)
     head = [next(four) for _ in range(5)]
     state = four.get_state()
     assert state == {"next_index": 5}
-    _same(head + _take(four, 7), ref)
+    same(head + take(four, 7), ref)
     # resumed at step 5 from the saved state (through JSON, as in a checkpoint), in-process
-    _same(_take(stream(0, state=json.loads(json.dumps(state))), 7), ref[5:])
+    same(take(stream(0, state=json.loads(json.dumps(state))), 7), ref[5:])
     # random-resized crops: 16x16 views, other draws for another seed
     assert ref[0]["image"].shape == (8, 16, 16, 3)
-    assert not np.array_equal(_take(stream(0, seed=2), 1)[0]["image"], ref[0]["image"])
+    assert not np.array_equal(take(stream(0, seed=2), 1)[0]["image"], ref[0]["image"])
 
 
 @pytest.mark.parametrize("path", ["in_memory", "streaming"])
@@ -190,7 +176,7 @@ def test_two_processes_each_read_their_disjoint_half(data_dir, tmp_path):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-2000:]
     halves = [np.load(tmp_path / f"p{p}.npz") for p in (0, 1)]
-    whole = _take(data.train_iterator(data.load("digits", "train", data_dir), 32, seed=3,
+    whole = take(data.train_iterator(data.load("digits", "train", data_dir), 32, seed=3,
                                       crop_padding=1, flip=True), 4)
     for p, h in enumerate(halves):
         assert h["image"].shape == (4, 16, 8, 8, 1)
@@ -282,7 +268,7 @@ def test_a_corrupt_record_is_named_or_skipped_and_counted(corrupt_dir):
         for _ in data.train_iterator(_streamed("imagenette_160", "train", corrupt_dir, workers=2, **opts), 12, 0):
             pass
     split = _streamed("imagenette_160", "train", corrupt_dir, workers=0, skip_bad_images=True, **opts)
-    batches = _take(data.train_iterator(split, 12, 0), 5)  # one epoch
+    batches = take(data.train_iterator(split, 12, 0), 5)  # one epoch
     assert split.bad == {k} and all(b["image"].shape == (12, 16, 16, 3) for b in batches)
     with pytest.raises(UserError, match=rf"record {k} of split 'train'"):
         data.load("imagenette_160", "train", corrupt_dir, data.Options(in_memory="true", image_size=20))
@@ -437,6 +423,6 @@ def test_every_tfds_dataset_takes_either_path_under_mock_data(name, tmp_path):
         mem = _in_memory(name, "test", str(tmp_path), **opts)
         st = _streamed(name, "test", str(tmp_path), workers=2, **opts)  # mock data: in-process
         assert data.describe(st)["workers"] == 0
-        _same(_take(data.train_iterator(mem, 4, seed=0, flip=True), 2),
-              _take(data.train_iterator(st, 4, seed=0, flip=True), 2))
-        _same(list(data.eval_batches(mem, 4)), list(data.eval_batches(st, 4)))
+        same(take(data.train_iterator(mem, 4, seed=0, flip=True), 2),
+              take(data.train_iterator(st, 4, seed=0, flip=True), 2))
+        same(list(data.eval_batches(mem, 4)), list(data.eval_batches(st, 4)))

@@ -115,22 +115,26 @@ def describe_numerics(env: dict) -> str:
             f"{env.get('cpus')} CPU(s) per trial; convolutions {env.get('conv')}{opts}{flags}")
 
 
+def _recorded(workdir: str, names) -> list[dict | None]:
+    """Each trial of ``names`` that has a summary: its ``numerics`` (``None``: not recorded)."""
+    summaries = (rundir.read_summary(trial_dir(workdir, name)) for name in names)
+    return [s.get("numerics") for s in summaries if s is not None]
+
+
+def _environments(recorded: list[dict | None]) -> tuple[dict[str, int], int]:
+    envs: dict[str, int] = {}
+    for env in recorded:
+        if env is not None:
+            key = describe_numerics(env)
+            envs[key] = envs.get(key, 0) + 1
+    unknown = sum(env is None for env in recorded)
+    return dict(sorted(envs.items(), key=lambda kv: -kv[1])), unknown  # the most trials first
+
+
 def numeric_environments(workdir: str, names) -> tuple[dict[str, int], int]:
     """``({environment in words: number of trials}, trials without a record)`` over the
     trials ``names`` that have a summary."""
-    envs: dict[str, int] = {}
-    unknown = 0
-    for name in names:
-        summary = rundir.read_summary(trial_dir(workdir, name))
-        if summary is None:
-            continue
-        env = summary.get("numerics")
-        if env is None:
-            unknown += 1
-            continue
-        key = describe_numerics(env)
-        envs[key] = envs.get(key, 0) + 1
-    return dict(sorted(envs.items(), key=lambda kv: -kv[1])), unknown  # the most trials first
+    return _environments(_recorded(workdir, names))
 
 
 def require_one_environment(workdir: str, names) -> None:
@@ -150,11 +154,12 @@ def require_one_environment(workdir: str, names) -> None:
 def _numerics_line(workdir: str, done) -> str:
     """The numeric environments the finished trials ran in; a study whose trials ran in
     several says that its comparisons mix them."""
-    envs, unknown = numeric_environments(workdir, done["trial"])
+    recorded = _recorded(workdir, done["trial"])
+    envs, unknown = _environments(recorded)
     if not envs:
         return "- Numeric environment: not recorded by these trials."
     missing = f" ({unknown} trials did not record theirs)" if unknown else ""
-    convs = _conv_sentence(workdir, done["trial"])
+    convs = _conv_sentence(recorded)
     if len(envs) == 1:
         return f"- Numeric environment: {next(iter(envs))}{missing}.{convs}"
     listed = "; ".join(f"{n} trials: {k}" for k, n in envs.items())
@@ -164,16 +169,17 @@ def _numerics_line(workdir: str, done) -> str:
             + convs)
 
 
-def _conv_sentence(workdir: str, names) -> str:
+def _conv_sentence(recorded: list[dict | None]) -> str:
     """The convolution formulations that trials in the measured mode (``CNN_JAX_CONV=
     tuned``, :mod:`cnn_jax.conv_tuning`) traced, per layer geometry, when any is not XLA's
     (the other modes' choices follow from the mode the environment names); a geometry
-    computed differently by different trials is named."""
+    computed differently by different trials is named. ``recorded``: the trials'
+    ``numerics``."""
     seen: dict[str, set[str]] = {}
-    for name in names:
-        env = (rundir.read_summary(trial_dir(workdir, name)) or {}).get("numerics") or {}
-        for geom, choice in (env.get("conv_choices") or {}).items() if env.get("conv") == "tuned" else ():
-            seen.setdefault(geom, set()).add(choice)
+    for env in recorded:
+        if env and env.get("conv") == "tuned":
+            for geom, choice in (env.get("conv_choices") or {}).items():
+                seen.setdefault(geom, set()).add(choice)
     if all(c == {"xla/xla/xla"} for c in seen.values()):
         return ""
     parts = [f"`{g}` {' or '.join(sorted(c))}" for g, c in sorted(seen.items())]
