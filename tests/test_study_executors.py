@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from helpers.hold import hold
 
 from cnn_jax import cli
 from cnn_jax.errors import UserError
@@ -442,13 +444,32 @@ def test_cpu_workers_get_disjoint_cpus(monkeypatch):
         executors.create("local", {"cpus": 6})
 
 
+HANG_S = 1800  # a guard against a hung worker, never a statement about speed
+
+
 @pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda p: [])(0)) < 2,
                     reason="pinning two workers needs two CPUs")
-def test_a_two_worker_sweep_pins_each_worker_and_reports_the_workers_time(tmp_path, data_dir):
+def test_a_two_worker_sweep_pins_each_worker_and_reports_the_workers_time(tmp_path, data_dir, monkeypatch):
     exp = _experiment(tmp_path, data_dir, seeds=2, steps=12)
     wd = str(tmp_path / "sweep")
     lines = []
+    # Each worker waits inside its first trial until both have one: a worker that starts
+    # late cannot find every seed taken by the other (helpers/hold.py), on any machine.
+    env, held, release = hold(tmp_path, run=1, batch=2, per_process=True)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+    def release_when_both_hold():
+        deadline = time.monotonic() + HANG_S
+        while len(os.listdir(held)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        release.touch()
+
+    waiter = threading.Thread(target=release_when_both_hold, daemon=True)
+    waiter.start()
     out = runner.run(exp, wd, workers=2, report=False, log=lines.append)
+    waiter.join()
+    assert len(os.listdir(held)) == 2
     assert out["done"] == 4 and out["workers"] == 2
     assert 0 < out["overhead"] < 1 and out["capacity_seconds"] == pytest.approx(2 * out["wall_seconds"])
     assert "in 2 workers" in lines[-1] and "(2 x the wall time)" in lines[-1]

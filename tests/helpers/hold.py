@@ -35,7 +35,8 @@ if os.environ.get("CNN_JAX_TEST_HOLD"):
             def __next__(self):
                 self._taken += 1
                 if self._hold and self._taken == int(batch):
-                    open(held, "w").close()
+                    # a directory (per_process): one file per process held in it
+                    open(os.path.join(held, str(os.getpid())) if os.path.isdir(held) else held, "w").close()
                     deadline = time.monotonic() + 600  # a guard: the test releases or kills
                     while not os.path.exists(release) and time.monotonic() < deadline:
                         time.sleep(0.01)
@@ -69,11 +70,15 @@ if os.environ.get("CNN_JAX_TEST_HOLD"):
 '''
 
 
-def hold(tmp_path: Path, *, run: int = 1, batch: int) -> tuple[dict, Path, Path]:
+def hold(tmp_path: Path, *, run: int = 1, batch: int, per_process: bool = False) -> tuple[dict, Path, Path]:
+    """``per_process``: ``held`` is a directory in which each process that reached its hold
+    creates a file named by its pid (for holding several workers at once)."""
     site = tmp_path / "hold_site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     held, release = tmp_path / "hold.held", tmp_path / "hold.release"
+    if per_process:
+        held.mkdir()
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": path,
            "CNN_JAX_TEST_HOLD": os.pathsep.join([str(run), str(batch), str(held), str(release)])}
