@@ -50,7 +50,12 @@ def _cfg(model="lenet5", **extra):
         None, [("model.name", model), ("data.batch_size", "4"), *extra.items()])
 
 
-@pytest.mark.parametrize("model", list(FAMILIES))
+# ResNet and VGG (28 and 18 s of the default suite's 10-minute budget) run in the long stage.
+LONG_FAMILIES = ("resnet20", "vgg11")
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.long) if m in LONG_FAMILIES else m
+                                   for m in FAMILIES])
 def test_every_step_lowers_for_cuda_and_tpu_without_cpu_only_code(model):
     shape, extra = FAMILIES[model]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")

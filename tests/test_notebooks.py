@@ -25,7 +25,8 @@ def test_the_committed_notebooks_are_the_script_s_and_have_no_outputs():
             assert f.read() == text, f"re-run scripts/make_notebooks.py: {name} differs"
 
 
-@pytest.mark.parametrize("name", ["lenet5.ipynb", "pooling_ablation.ipynb"])
+# The ablation notebook (26 s) runs in the long stage, for the default suite's budget.
+@pytest.mark.parametrize("name", ["lenet5.ipynb", pytest.param("pooling_ablation.ipynb", marks=pytest.mark.long)])
 def test_the_notebook_runs(name, data_dir, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

@@ -310,6 +310,7 @@ def _logged_steps(workdir) -> int:
     return max((r["step"] for r in rows if r["split"] == "train"), default=0)
 
 
+@pytest.mark.long  # 35 s: in the long stage, for the default suite's budget
 def test_kill_9_of_a_streaming_run_then_rerun_is_the_uninterrupted_result(inet_dir, tmp_path):
     ref, wd = tmp_path / "ref", tmp_path / "run"
     # the reference decodes in the training process: the stream does not depend on workers
