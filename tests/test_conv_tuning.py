@@ -15,6 +15,7 @@ import pytest
 from jax import lax
 
 from cnn_jax import conv, conv_tuning
+from helpers.numerics import clean_env
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
@@ -212,8 +213,9 @@ def test_a_sweeps_workers_share_one_measured_choice_recorded_in_each_trial(tmp_p
     exp = tmp_path / "exp.py"
     exp.write_text(SWEEP.format(data_dir=data_dir))
     wd = tmp_path / "sweep"
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", conv_tuning.CACHE_ENV)}
-    env.update({"PYTHONPATH": ROOT, conv_tuning.ENV: "tuned", conv_tuning.USER_CACHE_ENV: "off"})
+    env = clean_env(ROOT)
+    env.pop(conv_tuning.CACHE_ENV, None)
+    env.update({conv_tuning.ENV: "tuned", conv_tuning.USER_CACHE_ENV: "off"})
     p = subprocess.run([sys.executable, "-m", "cnn_jax", "sweep", str(exp), "--workdir", str(wd), "--workers", "2"],
                        env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
