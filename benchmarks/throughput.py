@@ -27,11 +27,15 @@ def jax_step(name: str, shape, batch_size: int, pool: str, mode: str, dtype: str
 
     from cnn_jax import bench
     from cnn_jax import config as config_lib
+    from cnn_jax.train import assemble
 
     cfg = config_lib.base_config()
     cfg.model.name, cfg.model.pool, cfg.data.batch_size, cfg.parallel.mode = name, pool, batch_size, mode
     if dtype != "float32":  # compute dtype; parameters and optimizer state stay float32
         cfg.model.dtype = dtype
+    # A fresh program: the process's cache would hand an earlier call's runner back for
+    # the same config, compiled under whatever options or formulations were set then.
+    assemble.PROGRAMS.clear()
     runner, state, batch = bench.setup(config_lib.resolve(cfg), shape, 10, 10_000)
     st = [state]
 

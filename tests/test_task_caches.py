@@ -66,3 +66,24 @@ def test_the_seeds_of_a_config_share_the_built_parts_and_runner(data_dir):
     c, rc = build(0, "tanh")  # another config: new parts, and its own runner
     assert c.model is not a.model and rc is not ra
     assert assemble.PROGRAMS.runners == {k: v for k, v in assemble.PROGRAMS.runners.items() if v is rc}
+
+
+def test_a_runner_is_not_reused_under_other_convolution_settings_or_after_clear(data_dir, monkeypatch):
+    """The cache keys runners by what changes the compiled step besides the config (the
+    convolution mode, its cache files, the compile options); ``clear`` drops everything."""
+    from cnn_jax import config as config_lib
+    from cnn_jax import conv_tuning
+
+    c = config_lib.base_config()
+    c.model.name, c.model.hidden = "mlp", (8,)
+    c.data.name, c.data.data_dir = "digits", data_dir
+    s = assemble.build(config_lib.resolve(c))
+    runner = lambda: assemble.make_runner(s.cfg, s.loss_fn, s.eval_loss_fn)  # noqa: E731
+    monkeypatch.setenv(conv_tuning.ENV, "auto")
+    auto = runner()
+    assert runner() is auto
+    monkeypatch.setenv(conv_tuning.ENV, "xla")
+    xla = runner()
+    assert xla is not auto and runner() is xla
+    assemble.PROGRAMS.clear()
+    assert assemble.PROGRAMS.parts is None and runner() is not xla

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
@@ -102,6 +103,11 @@ class ProgramCache:
         self.key: tuple | None = None
         self.parts: tuple | None = None
         self.runners: dict[tuple, Runner] = {}
+
+    def clear(self) -> None:
+        """Drops the parts and runners: the next build traces and compiles afresh (for a
+        benchmark that compares programs built from one config under different options)."""
+        self.key, self.parts, self.runners = None, None, {}
 
     def get_parts(self, key: tuple, make):
         if key != self.key:
@@ -203,9 +209,19 @@ def make_runner(cfg: ml_collections.ConfigDict, loss_fn, eval_loss_fn, model=Non
         mode = auto_mode(model, shape, cfg.data.batch_size)
     skip = cfg.train.on_nan == config_lib.ON_NAN_SKIP
     options = step_options(cfg)
-    # a runner's jitted steps serve every seed of the config (the functions key by identity)
-    return PROGRAMS.get_runner((mode, loss_fn, eval_loss_fn, skip, tuple(sorted(options.items()))),
-                               lambda: Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=skip, **options))
+    # a runner's jitted steps serve every seed of the config (the functions key by identity),
+    # under the convolution settings and compile options they were traced and compiled with
+    key = (mode, loss_fn, eval_loss_fn, skip, tuple(sorted(options.items())), _program_settings())
+    return PROGRAMS.get_runner(key, lambda: Runner(mode, loss_fn, eval_loss_fn, skip_nonfinite=skip, **options))
+
+
+def _program_settings() -> tuple:
+    """What, besides the config, changes the step program a runner compiles: the
+    convolution mode and cache files (``CNN_JAX_CONV*``) and XLA:CPU's compile options."""
+    from cnn_jax import conv, conv_tuning
+
+    env = tuple(os.environ.get(k, "") for k in (conv_tuning.ENV, conv_tuning.CACHE_ENV, conv_tuning.USER_CACHE_ENV))
+    return env, tuple(sorted((conv.compiler_options() or {}).items()))
 
 
 def step_options(cfg: ml_collections.ConfigDict) -> dict:
