@@ -43,8 +43,12 @@ from cnn_jax.registry import Registry
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-TAP_MAX_IN = 1  # the tap loop for single-channel inputs ...
-TAP_MAX_OUT = 16  # ... with few output channels (LeNet-5's first layer)
+# The tap loop forward, by input channels: at most this many output channels. One input
+# channel, <= 16 filters: LeNet-5's first layer (AMD EPYC, AVX2, 2026-11). Three (RGB),
+# <= 32: the CIFAR net's first layer, whose whole step ran 1.08-1.10x faster with it than
+# with XLA's convolution (AMD EPYC with AVX-512, 2026-12-06, benchmarks/RESULTS.md);
+# single-channel layers with 32 filters (the simple CNN on MNIST) gained nothing there.
+TAP_MAX_OUT = {1: 16, 3: 32}
 COL2IM_MAX_IN = 8  # input gradient by col2im for 2..8 input channels (LeNet-5's second)
 # The name scope of the CPU formulations: a program lowered for another platform must not
 # contain it (cnn_jax.lowering checks).
@@ -214,11 +218,11 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def rule_choice(w_shape) -> tuple[str, str, str]:
-    """``CNN_JAX_CONV=auto``: the fixed rules measured on an AMD EPYC (AVX2) in 2026-11:
-    the tap loop for one input channel and at most 16 filters, col2im for 2..8 input
-    channels, XLA's convolution otherwise."""
+    """``CNN_JAX_CONV=auto``: fixed rules measured on AMD EPYCs (2026-11 and 12): the tap
+    loop for one input channel and at most 16 filters or three and at most 32
+    (:data:`TAP_MAX_OUT`), col2im for 2..8 input channels, XLA's convolution otherwise."""
     _, _, cin, cout = w_shape
-    taps = cin <= TAP_MAX_IN and cout <= TAP_MAX_OUT
+    taps = cout <= TAP_MAX_OUT.get(cin, 0)
     return ("taps" if taps else "xla"), ("col2im" if 1 < cin <= COL2IM_MAX_IN else "xla"), "xla"
 
 

@@ -32,7 +32,8 @@ def _numpy_conv(x, w, pads):
 CASES = [  # (x shape, w shape, pads): which path each one takes is asserted below
     ((3, 12, 12, 1), (5, 5, 1, 6), ((2, 2), (2, 2))),  # taps forward (LeNet-5 conv1)
     ((3, 9, 9, 6), (5, 5, 6, 16), ((0, 0), (0, 0))),  # col2im input gradient (conv2)
-    ((2, 9, 7, 3), (3, 2, 3, 5), ((1, 2), (0, 1))),  # col2im, uneven kernel and padding
+    ((2, 9, 7, 3), (3, 2, 3, 5), ((1, 2), (0, 1))),  # taps and col2im, uneven kernel, padding
+    ((2, 8, 8, 3), (3, 3, 3, 40), ((1, 1), (1, 1))),  # RGB with more filters: XLA's forward
     ((2, 7, 8, 1), (3, 3, 1, 4), ((0, 1), (2, 0))),  # taps, uneven padding
     ((2, 6, 6, 16), (3, 3, 16, 8), ((1, 1), (1, 1))),  # XLA's convolution
 ]
@@ -40,7 +41,7 @@ CASES = [  # (x shape, w shape, pads): which path each one takes is asserted bel
 
 def _paths(w_shape):
     _, _, cin, cout = w_shape
-    return cin <= conv.TAP_MAX_IN and cout <= conv.TAP_MAX_OUT, 1 < cin <= conv.COL2IM_MAX_IN
+    return cout <= conv.TAP_MAX_OUT.get(cin, 0), 1 < cin <= conv.COL2IM_MAX_IN
 
 
 @pytest.mark.parametrize("xs,ws,pads", CASES)
@@ -58,7 +59,7 @@ def test_conv2d_matches_lax_and_numpy(xs, ws, pads):
 
 
 def test_cases_cover_every_path():
-    assert {_paths(ws) for _, ws, _ in CASES} == {(True, False), (False, True), (False, False)}
+    assert {_paths(ws) for _, ws, _ in CASES} == {(True, False), (True, True), (False, True), (False, False)}
 
 
 def _has_loop(program: str) -> bool:
