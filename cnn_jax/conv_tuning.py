@@ -20,8 +20,8 @@ computes a stride-1 convolution on CPU:
   gets the same formulations; measuring is done under a file lock, once. The choice does
   not depend on the batch size (it is measured at a batch fixed by the geometry), so
   single-device, sharded and evaluation programs of one layer agree.
-* ``auto`` (the default, :data:`DEFAULT`): the fixed rules measured on an AMD EPYC (AVX2)
-  in 2026-11 (:func:`cnn_jax.conv.rule_choice`): no measuring, the same choice on every
+* ``auto`` (the default, :data:`DEFAULT`): fixed rules measured on AMD EPYCs in 2026-11
+  and 12 (:func:`cnn_jax.conv.rule_choice`): no measuring, the same choice on every
   machine.
 * ``xla``: XLA's convolution everywhere.
 
