@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -166,13 +165,7 @@ def main() -> None:
             raise SystemExit(f"{name}: first loss {value} differs from NHWC's {reference}")
     print(f"first loss {reference:.6f} in every variant (rtol 1e-5)")
     runs["fit"] = throughput.jax_step("lenet5", (28, 28, 1), args.batch_size, "max", "auto")[0]
-    times = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            time.sleep(args.pause)
-            t = time.perf_counter()
-            run(args.steps)
-            times[name].append((time.perf_counter() - t) / args.steps * 1e3)
+    times = throughput.alternate(runs, args.rounds, args.steps, args.pause)
     fit = statistics.median(times["fit"])
     for name, v in times.items():
         med = statistics.median(v)

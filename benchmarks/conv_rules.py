@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 PARTS = ("forward", "input_grad", "kernel_grad")
 
@@ -100,13 +99,7 @@ def main() -> None:
     if args.torch:
         runs["torch eager"] = throughput.torch_step(args.model, shape, args.batch_size, "max")
     print(f"parallel mode: {mode}")
-    times = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            time.sleep(args.pause)
-            t = time.perf_counter()
-            run(args.steps)
-            times[name].append((time.perf_counter() - t) / args.steps * 1e3)
+    times = throughput.alternate(runs, args.rounds, args.steps, args.pause)
     base = statistics.median(times["auto"])
     for name, v in times.items():
         med = statistics.median(v)

@@ -50,6 +50,20 @@ def jax_step(name: str, shape, batch_size: int, pool: str, mode: str, dtype: str
     return run, f"{runner.mode}, {runner.num_devices} device(s)"
 
 
+def alternate(runs: dict, rounds: int, steps: int, pause: float) -> dict[str, list[float]]:
+    """Times each ``run(steps)`` of ``runs`` once per round, in turn, with ``pause`` seconds
+    of rest before each block (so that one runtime's spinning threads do not eat into the
+    next one's time): ``{name: [ms per step, one per round]}``."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            time.sleep(pause)
+            t = time.perf_counter()
+            run(steps)
+            times[name].append((time.perf_counter() - t) / steps * 1e3)
+    return times
+
+
 def torch_step(name: str, shape, batch_size: int, pool: str, dtype: str = "float32"):
     import torch
     from torch import nn
@@ -116,14 +130,8 @@ def main() -> None:
     for name in args.models.split(","):
         jrun, mode = jax_step(name, shapes[name], args.batch_size, args.pool, args.mode, args.dtype)
         trun = torch_step(name, shapes[name], args.batch_size, args.pool, args.dtype)
-        times = {"jax": [], "torch": []}
-        for _ in range(args.rounds):
-            for key, run in (("jax", jrun), ("torch", trun)):
-                time.sleep(args.pause)  # let the other runtime's spinning threads go idle
-                t = time.perf_counter()
-                run(args.steps)
-                times[key].append(time.perf_counter() - t)
-        ips = {k: args.steps * args.batch_size / statistics.median(v) for k, v in times.items()}
+        times = alternate({"jax": jrun, "torch": trun}, args.rounds, args.steps, args.pause)
+        ips = {k: args.batch_size * 1e3 / statistics.median(v) for k, v in times.items()}
         print(f"{name:>10}: cnn_jax ({mode}) {ips['jax']:8.0f} img/s | torch {ips['torch']:8.0f} img/s"
               f" | ratio {ips['jax'] / ips['torch']:.2f}x")
 

@@ -11,8 +11,8 @@ from cnn_jax import conv
 from cnn_jax.train import assemble
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-import conv_rules  # noqa: E402
-import throughput  # noqa: E402
+import conv_rules
+import throughput
 
 
 def test_variant_overrides_parse_and_apply():
