@@ -15,6 +15,10 @@ default; measured on this machine; or XLA's convolution):
 * ``col2im`` (input gradient): one matrix product gives every tap's contribution, added
   into place by a loop over the taps, instead of XLA's transposed convolution (LeNet-5's
   6 -> 16 layer on that machine: 4.5 -> 2.0 ms);
+* ``rows`` (forward): the padded input, materialised (:func:`materialize`), copied into
+  row patches ``[N, Hp, Wo, kw*cin]`` (every kernel row's window of ``kw`` columns), then
+  one matrix product per kernel row (LeNet-5's 6 -> 16 layer: its whole step 1.09-1.15x
+  faster than with XLA's convolution, AMD EPYC with AVX-512, 2026-12-06);
 * ``patches`` (kernel gradient): the shifted input planes copied into one matrix, then
   one matrix product with the output gradient.
 
@@ -50,6 +54,10 @@ DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # single-channel layers with 32 filters (the simple CNN on MNIST) gained nothing there.
 TAP_MAX_OUT = {1: 16, 3: 32}
 COL2IM_MAX_IN = 8  # input gradient by col2im for 2..8 input channels (LeNet-5's second)
+# The row-patch forward for 4..8 input channels and at most 16 filters: measured in the
+# step on LeNet-5's 6 -> 16 layer only (alone, it is slower than XLA's convolution there,
+# and 4x slower on an RGB layer with 64 filters), so other shapes keep XLA's.
+ROWS_IN, ROWS_MAX_OUT = range(4, 9), 16
 # The name scope of the CPU formulations: a program lowered for another platform must not
 # contain it (cnn_jax.lowering checks).
 CPU_ONLY_SCOPE = "cnn_jax_cpu_only"
@@ -81,6 +89,62 @@ def _tap_sum(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
     # One kernel row per iteration (measured: +9 % on LeNet-5's step against one tap).
     acc = lax.fori_loop(0, kh * kw * cin, tap, jnp.zeros((n, ho, wo, cout), acc_dtype), unroll=kw * cin)
     return acc.astype(jnp.result_type(x, w))
+
+
+def _materialize_now(v: jax.Array) -> jax.Array:
+    bits = lax.bitcast_convert_type(v.reshape(-1)[0], jnp.dtype(f"int{8 * v.dtype.itemsize}"))
+    # Always true (``bits | 1`` is odd), but only known at run time; both branches give v.
+    return lax.cond((bits | 1) != 0, lambda u: u, lambda u: u + jnp.zeros((), u.dtype), v)
+
+
+@jax.custom_batching.custom_vmap
+def _materialize_batched(v: jax.Array) -> jax.Array:
+    return _materialize_now(v)
+
+
+@_materialize_batched.def_vmap
+def _materialize_vmap(axis_size, in_batched, v):
+    # Under vmap the predicate stays one scalar: a batched one would turn the conditional
+    # into a select of both branches, which XLA fuses away again.
+    return _materialize_batched(v), in_batched[0]
+
+
+@jax.custom_jvp
+def materialize(v: jax.Array) -> jax.Array:
+    """``v``, computed once into its own buffer.
+
+    XLA:CPU fuses a cheap producer (the max pooling that feeds the next convolution, say)
+    into every consumer and recomputes it there; :func:`lax.optimization_barrier` does not
+    stop that on CPU (its pipeline removes the barrier). A conditional on a predicate
+    known only at run time does: its result is a buffer. Identity in value, in vmap (one
+    unbatched predicate) and in autodiff (tangents pass through)."""
+    if v.size == 0 or not jnp.issubdtype(v.dtype, jnp.floating):
+        return v
+    return _materialize_batched(v)
+
+
+@materialize.defjvp
+def _materialize_jvp(primals, tangents):
+    return materialize(primals[0]), tangents[0]
+
+
+def _row_patches(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
+    """The forward as row patches: ``R[n, h, wo, (j, c)] = x_pad[n, h, wo + j, c]`` (each
+    padded row's ``kw``-wide windows side by side), then ``sum_i R[:, i:i+Ho] @ w[i]``, one
+    matrix product per kernel row. The padded input is materialised first: without it,
+    XLA fused the producer of ``x`` (the previous layer's pooling) into the patch copy
+    and the whole step ran 0.92x as fast as with XLA's convolution instead of 1.1x."""
+    kh, kw, cin, cout = w.shape
+    xp = materialize(jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    rows = jnp.concatenate([xp[:, :, j : j + wo, :] for j in range(kw)], axis=-1)
+    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    out = None
+    for i in range(kh):
+        part = lax.dot_general(rows[:, i : i + ho], w[i].reshape(kw * cin, cout), (((3,), (0,)), ((), ())),
+                               preferred_element_type=acc_dtype)
+        out = part if out is None else out + part
+    return out.astype(jnp.result_type(x, w))
 
 
 def _col2im_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.Array:
@@ -177,6 +241,8 @@ INPUT_GRAD: Registry[Formulation] = Registry("convolution input-gradient formula
 FORWARD.add("xla", Formulation(_lax_conv))
 # The tap loop runs kh*kw*cin iterations over the whole output: only for few taps.
 FORWARD.add("taps", Formulation(_tap_sum, lambda xs, ws: ws[0] * ws[1] * ws[2] <= 75))
+# One input channel is the tap loop's case; the row patches hold kw copies of the input.
+FORWARD.add("rows", Formulation(_row_patches, lambda xs, ws: ws[2] > 1))
 INPUT_GRAD.add("xla", Formulation(_xla_input_grad))
 INPUT_GRAD.add("col2im", Formulation(_col2im_input_grad, lambda xs, ws: ws[2] > 1))
 INPUT_GRAD.add("col2im_nhwc", Formulation(_col2im_nhwc_input_grad, lambda xs, ws: ws[2] > 1))
@@ -220,10 +286,12 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def rule_choice(w_shape) -> tuple[str, str, str]:
     """``CNN_JAX_CONV=auto``: fixed rules measured on AMD EPYCs (2026-11 and 12): the tap
     loop for one input channel and at most 16 filters or three and at most 32
-    (:data:`TAP_MAX_OUT`), col2im for 2..8 input channels, XLA's convolution otherwise."""
+    (:data:`TAP_MAX_OUT`), row patches for 4..8 and at most 16 (:data:`ROWS_IN`); col2im
+    for 2..8 input channels; XLA's convolution otherwise."""
     _, _, cin, cout = w_shape
-    taps = cout <= TAP_MAX_OUT.get(cin, 0)
-    return ("taps" if taps else "xla"), ("col2im" if 1 < cin <= COL2IM_MAX_IN else "xla"), "xla"
+    rows = cin in ROWS_IN and cout <= ROWS_MAX_OUT
+    fwd = "taps" if cout <= TAP_MAX_OUT.get(cin, 0) else "rows" if rows else "xla"
+    return fwd, ("col2im" if 1 < cin <= COL2IM_MAX_IN else "xla"), "xla"
 
 
 def candidates(geom) -> dict[str, list[str]]:

@@ -31,17 +31,19 @@ def _numpy_conv(x, w, pads):
 
 CASES = [  # (x shape, w shape, pads): which path each one takes is asserted below
     ((3, 12, 12, 1), (5, 5, 1, 6), ((2, 2), (2, 2))),  # taps forward (LeNet-5 conv1)
-    ((3, 9, 9, 6), (5, 5, 6, 16), ((0, 0), (0, 0))),  # col2im input gradient (conv2)
+    ((3, 9, 9, 6), (5, 5, 6, 16), ((0, 0), (0, 0))),  # row patches, col2im (LeNet-5 conv2)
     ((2, 9, 7, 3), (3, 2, 3, 5), ((1, 2), (0, 1))),  # taps and col2im, uneven kernel, padding
-    ((2, 8, 8, 3), (3, 3, 3, 40), ((1, 1), (1, 1))),  # RGB with more filters: XLA's forward
+    ((2, 8, 8, 3), (3, 3, 3, 40), ((1, 1), (1, 1))),  # RGB, more filters: XLA's forward, col2im
     ((2, 7, 8, 1), (3, 3, 1, 4), ((0, 1), (2, 0))),  # taps, uneven padding
     ((2, 6, 6, 16), (3, 3, 16, 8), ((1, 1), (1, 1))),  # XLA's convolution
 ]
 
 
 def _paths(w_shape):
+    """(forward, input gradient) of auto's rule, from the rule's constants."""
     _, _, cin, cout = w_shape
-    return cout <= conv.TAP_MAX_OUT.get(cin, 0), 1 < cin <= conv.COL2IM_MAX_IN
+    taps, rows = cout <= conv.TAP_MAX_OUT.get(cin, 0), cin in conv.ROWS_IN and cout <= conv.ROWS_MAX_OUT
+    return ("taps" if taps else "rows" if rows else "xla"), ("col2im" if 1 < cin <= conv.COL2IM_MAX_IN else "xla")
 
 
 @pytest.mark.parametrize("xs,ws,pads", CASES)
@@ -59,7 +61,9 @@ def test_conv2d_matches_lax_and_numpy(xs, ws, pads):
 
 
 def test_cases_cover_every_path():
-    assert {_paths(ws) for _, ws, _ in CASES} == {(True, False), (True, True), (False, True), (False, False)}
+    assert {_paths(ws) for _, ws, _ in CASES} == {
+        ("taps", "xla"), ("taps", "col2im"), ("rows", "col2im"), ("xla", "col2im"), ("xla", "xla")}
+    assert all(conv.rule_choice(ws)[:2] == _paths(ws) for _, ws, _ in CASES)
 
 
 def _has_loop(program: str) -> bool:
@@ -79,6 +83,32 @@ def test_tap_and_col2im_paths_are_taken_on_cpu():
     x2, w2 = jnp.ones((2, 8, 8, 6)), jnp.ones((3, 3, 6, 4))
     grad = _lowered(jax.grad(lambda x: conv.conv2d(x, w2, ((0, 0), (0, 0))).sum()), x2)
     assert _has_loop(grad)
+
+
+def test_row_patch_forward_is_taken_with_its_input_materialised():
+    """LeNet-5's second layer: no convolution in the forward, five matrix products, and
+    the padded input behind a conditional that XLA:CPU keeps in the compiled program."""
+    x, w = jnp.ones((2, 14, 14, 6)), jnp.ones((5, 5, 6, 16))
+    f = lambda x, w: conv.conv2d(x, w, ((0, 0), (0, 0)))  # noqa: E731
+    text = _lowered(f, x, w)
+    assert "stablehlo.convolution" not in text and text.count("stablehlo.dot_general") == 5
+    assert jax.jit(f).lower(x, w).compile().as_text().count("conditional(") == 1
+
+
+def test_materialize_is_identity_in_value_gradient_and_vmap():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(3, 5, 4)), jnp.float32)
+    f = lambda v: jnp.sin(conv.materialize(v * 2.0)) + 1.0  # noqa: E731
+    np.testing.assert_array_equal(jax.jit(f)(x), jnp.sin(x * 2.0) + 1.0)
+    np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(f(v) ** 2))(x),
+                               jax.grad(lambda v: jnp.sum((jnp.sin(v * 2.0) + 1.0) ** 2))(x), rtol=1e-6)
+    # Under vmap the predicate stays a scalar: the conditional survives (a batched one
+    # would become a select, which XLA fuses away).
+    vm = jax.jit(jax.vmap(f))
+    np.testing.assert_array_equal(vm(x), jnp.sin(x * 2.0) + 1.0)
+    assert vm.lower(x).compile().as_text().count("conditional(") == 1
+    for odd in (jnp.zeros((0, 3)), jnp.arange(4), jnp.full((2,), -0.0), jnp.full((2,), jnp.nan)):
+        np.testing.assert_array_equal(jax.jit(conv.materialize)(odd), odd)
 
 
 def test_env_switch_gives_xla_convolution(monkeypatch):
