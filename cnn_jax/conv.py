@@ -15,7 +15,7 @@ default; measured on this machine; or XLA's convolution):
 * ``col2im`` (input gradient): one matrix product gives every tap's contribution, added
   into place by a loop over the taps, instead of XLA's transposed convolution (LeNet-5's
   6 -> 16 layer on that machine: 4.5 -> 2.0 ms);
-* ``rows`` (forward): the padded input, materialised (:func:`materialize`), copied into
+* ``rows`` (forward): the padded input, materialised (:func:`cnn_jax.barrier.materialize`), copied into
   row patches ``[N, Hp, Wo, kw*cin]`` (every kernel row's window of ``kw`` columns), then
   one matrix product per kernel row (LeNet-5's 6 -> 16 layer: its whole step 1.09-1.15x
   faster than with XLA's convolution, AMD EPYC with AVX-512, 2026-12-06);
@@ -43,6 +43,7 @@ import numpy as np
 from jax import lax
 
 from cnn_jax import conv_tuning
+from cnn_jax.barrier import CPU_ONLY_SCOPE, materialize  # noqa: F401 (conv.CPU_ONLY_SCOPE)
 from cnn_jax.registry import Registry
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -58,9 +59,6 @@ COL2IM_MAX_IN = 8  # input gradient by col2im for 2..8 input channels (LeNet-5's
 # step on LeNet-5's 6 -> 16 layer only (alone, it is slower than XLA's convolution there,
 # and 4x slower on an RGB layer with 64 filters), so other shapes keep XLA's.
 ROWS_IN, ROWS_MAX_OUT = range(4, 9), 16
-# The name scope of the CPU formulations: a program lowered for another platform must not
-# contain it (cnn_jax.lowering checks).
-CPU_ONLY_SCOPE = "cnn_jax_cpu_only"
 
 
 def _lax_conv(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
@@ -89,43 +87,6 @@ def _tap_sum(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
     # One kernel row per iteration (measured: +9 % on LeNet-5's step against one tap).
     acc = lax.fori_loop(0, kh * kw * cin, tap, jnp.zeros((n, ho, wo, cout), acc_dtype), unroll=kw * cin)
     return acc.astype(jnp.result_type(x, w))
-
-
-def _materialize_now(v: jax.Array) -> jax.Array:
-    bits = lax.bitcast_convert_type(v.reshape(-1)[0], jnp.dtype(f"int{8 * v.dtype.itemsize}"))
-    # Always true (``bits | 1`` is odd), but only known at run time; both branches give v.
-    return lax.cond((bits | 1) != 0, lambda u: u, lambda u: u + jnp.zeros((), u.dtype), v)
-
-
-@jax.custom_batching.custom_vmap
-def _materialize_batched(v: jax.Array) -> jax.Array:
-    return _materialize_now(v)
-
-
-@_materialize_batched.def_vmap
-def _materialize_vmap(axis_size, in_batched, v):
-    # Under vmap the predicate stays one scalar: a batched one would turn the conditional
-    # into a select of both branches, which XLA fuses away again.
-    return _materialize_batched(v), in_batched[0]
-
-
-@jax.custom_jvp
-def materialize(v: jax.Array) -> jax.Array:
-    """``v``, computed once into its own buffer.
-
-    XLA:CPU fuses a cheap producer (the max pooling that feeds the next convolution, say)
-    into every consumer and recomputes it there; :func:`lax.optimization_barrier` does not
-    stop that on CPU (its pipeline removes the barrier). A conditional on a predicate
-    known only at run time does: its result is a buffer. Identity in value, in vmap (one
-    unbatched predicate) and in autodiff (tangents pass through)."""
-    if v.size == 0 or not jnp.issubdtype(v.dtype, jnp.floating):
-        return v
-    return _materialize_batched(v)
-
-
-@materialize.defjvp
-def _materialize_jvp(primals, tangents):
-    return materialize(primals[0]), tangents[0]
 
 
 def _row_patches(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:

@@ -95,22 +95,6 @@ def test_row_patch_forward_is_taken_with_its_input_materialised():
     assert jax.jit(f).lower(x, w).compile().as_text().count("conditional(") == 1
 
 
-def test_materialize_is_identity_in_value_gradient_and_vmap():
-    rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(3, 5, 4)), jnp.float32)
-    f = lambda v: jnp.sin(conv.materialize(v * 2.0)) + 1.0  # noqa: E731
-    np.testing.assert_array_equal(jax.jit(f)(x), jnp.sin(x * 2.0) + 1.0)
-    np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(f(v) ** 2))(x),
-                               jax.grad(lambda v: jnp.sum((jnp.sin(v * 2.0) + 1.0) ** 2))(x), rtol=1e-6)
-    # Under vmap the predicate stays a scalar: the conditional survives (a batched one
-    # would become a select, which XLA fuses away).
-    vm = jax.jit(jax.vmap(f))
-    np.testing.assert_array_equal(vm(x), jnp.sin(x * 2.0) + 1.0)
-    assert vm.lower(x).compile().as_text().count("conditional(") == 1
-    for odd in (jnp.zeros((0, 3)), jnp.arange(4), jnp.full((2,), -0.0), jnp.full((2,), jnp.nan)):
-        np.testing.assert_array_equal(jax.jit(conv.materialize)(odd), odd)
-
-
 def test_env_switch_gives_xla_convolution(monkeypatch):
     monkeypatch.setenv("CNN_JAX_CONV", "xla")
     x, w = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4))
