@@ -22,7 +22,7 @@ import pytest
 
 FLOORS = [
     {"errors", "rundir"},
-    {"registry"},
+    {"registry", "barrier"},
     {"activations", "conv", "conv_tuning", "corruptions", "data", "losses", "optim", "runtime", "slurm", "summary"},
     {"pooling"},
     {"layers"},
