@@ -19,6 +19,9 @@ default; measured on this machine; or XLA's convolution):
   row patches ``[N, Hp, Wo, kw*cin]`` (every kernel row's window of ``kw`` columns), then
   one matrix product per kernel row (LeNet-5's 6 -> 16 layer: its whole step 1.09-1.15x
   faster than with XLA's convolution, AMD EPYC with AVX-512, 2026-12-06);
+* ``rows`` (input gradient): the adjoint of the row patches, one matrix product and two
+  unrolled shifted sums in the input's layout (LeNet-5's 6 -> 16 layer: its step 1.08-1.11x
+  faster than with col2im; alone 1.11 against 2.47 ms);
 * ``patches`` (kernel gradient): the shifted input planes copied into one matrix, then
   one matrix product with the output gradient.
 
@@ -55,9 +58,10 @@ DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # single-channel layers with 32 filters (the simple CNN on MNIST) gained nothing there.
 TAP_MAX_OUT = {1: 16, 3: 32}
 COL2IM_MAX_IN = 8  # input gradient by col2im for 2..8 input channels (LeNet-5's second)
-# The row-patch forward for 4..8 input channels and at most 16 filters: measured in the
-# step on LeNet-5's 6 -> 16 layer only (alone, it is slower than XLA's convolution there,
-# and 4x slower on an RGB layer with 64 filters), so other shapes keep XLA's.
+# Row patches (forward and input gradient) for 4..8 input channels and at most 16 filters:
+# measured in the step on LeNet-5's 6 -> 16 layer only (alone, the forward is slower than
+# XLA's convolution there, and 4x slower on an RGB layer with 64 filters), so other shapes
+# keep XLA's forward and col2im.
 ROWS_IN, ROWS_MAX_OUT = range(4, 9), 16
 
 
@@ -90,22 +94,43 @@ def _tap_sum(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
 
 
 def _row_patches(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
-    """The forward as row patches: ``R[n, h, wo, (j, c)] = x_pad[n, h, wo + j, c]`` (each
-    padded row's ``kw``-wide windows side by side), then ``sum_i R[:, i:i+Ho] @ w[i]``, one
-    matrix product per kernel row. The padded input is materialised first: without it,
-    XLA fused the producer of ``x`` (the previous layer's pooling) into the patch copy
-    and the whole step ran 0.92x as fast as with XLA's convolution instead of 1.1x."""
+    """The forward by row patches: ``R[n, h, wo, (j, c)] = x_pad[n, h, wo + j, c]`` (each
+    padded row's ``kw``-wide windows side by side), one matrix product with every kernel
+    row at once, ``Q[n, h, wo, i, :] = R[n, h, wo] @ w[i]``, then ``sum_i Q[:, i + ho, :,
+    i]``. The padded input is materialised first: without it, XLA fused the producer of
+    ``x`` (the previous layer's pooling) into the patch copy and the whole step ran 0.92x
+    as fast as with XLA's convolution instead of 1.1x."""
     kh, kw, cin, cout = w.shape
     xp = materialize(jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))))
     ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
     rows = jnp.concatenate([xp[:, :, j : j + wo, :] for j in range(kw)], axis=-1)
     acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
-    out = None
-    for i in range(kh):
-        part = lax.dot_general(rows[:, i : i + ho], w[i].reshape(kw * cin, cout), (((3,), (0,)), ((), ())),
-                               preferred_element_type=acc_dtype)
-        out = part if out is None else out + part
+    w_rows = jnp.transpose(w.reshape(kh, kw * cin, cout), (1, 0, 2))  # [kw*cin, kh, cout]
+    q = lax.dot_general(rows, w_rows, (((3,), (0,)), ((), ())), preferred_element_type=acc_dtype)
+    out = q[:, 0:ho, :, 0]
+    for i in range(1, kh):
+        out = out + q[:, i : i + ho, :, i]
     return out.astype(jnp.result_type(x, w))
+
+
+def _row_patches_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.Array:
+    """``d conv / d x`` as the adjoint of :func:`_row_patches`: one matrix product gives
+    every kernel row's patch gradient ``P[n, h, wo, i, (j, c)] = g[n, h, wo] @ w[i, j, c]^T``;
+    the row patches' gradient ``dR[n, h + i] += P[n, h, :, i]`` (materialised), then the
+    input's ``dx_pad[n, h, wo + j, c] += dR[n, h, wo, (j, c)]``; two unrolled sums, in the
+    input's own layout, no loop."""
+    kh, kw, cin, cout = w.shape
+    n, ho, wo, _ = g.shape
+    hp, wp = x_shape[1] + sum(pads[0]), x_shape[2] + sum(pads[1])
+    acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
+    p = lax.dot_general(g, w.reshape(kh, kw * cin, cout), (((3,), (2,)), ((), ())),
+                        preferred_element_type=acc_dtype)  # [N, Ho, Wo, kh, kw*cin]
+    d_rows = sum(jnp.pad(p[:, :, :, i], ((0, 0), (i, hp - ho - i), (0, 0), (0, 0))) for i in range(kh))
+    d_rows = materialize(d_rows)  # [N, Hp, Wo, kw*cin]
+    dxp = sum(jnp.pad(d_rows[..., j * cin : (j + 1) * cin], ((0, 0), (0, 0), (j, wp - wo - j), (0, 0)))
+              for j in range(kw))
+    (top, _), (left, _) = pads
+    return dxp[:, top : top + x_shape[1], left : left + x_shape[2], :].astype(g.dtype)
 
 
 def _col2im_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> jax.Array:
@@ -207,6 +232,7 @@ FORWARD.add("rows", Formulation(_row_patches, lambda xs, ws: ws[2] > 1))
 INPUT_GRAD.add("xla", Formulation(_xla_input_grad))
 INPUT_GRAD.add("col2im", Formulation(_col2im_input_grad, lambda xs, ws: ws[2] > 1))
 INPUT_GRAD.add("col2im_nhwc", Formulation(_col2im_nhwc_input_grad, lambda xs, ws: ws[2] > 1))
+INPUT_GRAD.add("rows", Formulation(_row_patches_input_grad, lambda xs, ws: ws[2] > 1))
 KERNEL_GRAD: Registry[Formulation] = Registry("convolution kernel-gradient formulation")
 KERNEL_GRAD.add("xla", Formulation(_xla_kernel_grad))
 # The patch matrix holds kh*kw*cin copies of the input: only for few taps.
@@ -247,12 +273,14 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def rule_choice(w_shape) -> tuple[str, str, str]:
     """``CNN_JAX_CONV=auto``: fixed rules measured on AMD EPYCs (2026-11 and 12): the tap
     loop for one input channel and at most 16 filters or three and at most 32
-    (:data:`TAP_MAX_OUT`), row patches for 4..8 and at most 16 (:data:`ROWS_IN`); col2im
-    for 2..8 input channels; XLA's convolution otherwise."""
+    (:data:`TAP_MAX_OUT`); row patches, forward and input gradient, for 4..8 and at most 16
+    (:data:`ROWS_IN`); else col2im for the input gradient of 2..8 input channels; XLA's
+    convolution otherwise."""
     _, _, cin, cout = w_shape
     rows = cin in ROWS_IN and cout <= ROWS_MAX_OUT
     fwd = "taps" if cout <= TAP_MAX_OUT.get(cin, 0) else "rows" if rows else "xla"
-    return fwd, ("col2im" if 1 < cin <= COL2IM_MAX_IN else "xla"), "xla"
+    dx = "rows" if rows else "col2im" if 1 < cin <= COL2IM_MAX_IN else "xla"
+    return fwd, dx, "xla"
 
 
 def candidates(geom) -> dict[str, list[str]]:

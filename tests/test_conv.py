@@ -31,7 +31,7 @@ def _numpy_conv(x, w, pads):
 
 CASES = [  # (x shape, w shape, pads): which path each one takes is asserted below
     ((3, 12, 12, 1), (5, 5, 1, 6), ((2, 2), (2, 2))),  # taps forward (LeNet-5 conv1)
-    ((3, 9, 9, 6), (5, 5, 6, 16), ((0, 0), (0, 0))),  # row patches, col2im (LeNet-5 conv2)
+    ((3, 9, 9, 6), (5, 5, 6, 16), ((0, 0), (0, 0))),  # row patches both ways (LeNet-5 conv2)
     ((2, 9, 7, 3), (3, 2, 3, 5), ((1, 2), (0, 1))),  # taps and col2im, uneven kernel, padding
     ((2, 8, 8, 3), (3, 3, 3, 40), ((1, 1), (1, 1))),  # RGB, more filters: XLA's forward, col2im
     ((2, 7, 8, 1), (3, 3, 1, 4), ((0, 1), (2, 0))),  # taps, uneven padding
@@ -43,7 +43,8 @@ def _paths(w_shape):
     """(forward, input gradient) of auto's rule, from the rule's constants."""
     _, _, cin, cout = w_shape
     taps, rows = cout <= conv.TAP_MAX_OUT.get(cin, 0), cin in conv.ROWS_IN and cout <= conv.ROWS_MAX_OUT
-    return ("taps" if taps else "rows" if rows else "xla"), ("col2im" if 1 < cin <= conv.COL2IM_MAX_IN else "xla")
+    dx = "rows" if rows else "col2im" if 1 < cin <= conv.COL2IM_MAX_IN else "xla"
+    return ("taps" if taps else "rows" if rows else "xla"), dx
 
 
 @pytest.mark.parametrize("xs,ws,pads", CASES)
@@ -62,7 +63,7 @@ def test_conv2d_matches_lax_and_numpy(xs, ws, pads):
 
 def test_cases_cover_every_path():
     assert {_paths(ws) for _, ws, _ in CASES} == {
-        ("taps", "xla"), ("taps", "col2im"), ("rows", "col2im"), ("xla", "col2im"), ("xla", "xla")}
+        ("taps", "xla"), ("taps", "col2im"), ("rows", "rows"), ("xla", "col2im"), ("xla", "xla")}
     assert all(conv.rule_choice(ws)[:2] == _paths(ws) for _, ws, _ in CASES)
 
 
@@ -80,19 +81,24 @@ def test_tap_and_col2im_paths_are_taken_on_cpu():
     x, w = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4))
     text = _lowered(lambda x, w: conv.conv2d(x, w, ((1, 1), (1, 1))), x, w)
     assert _has_loop(text) and "stablehlo.convolution" not in text  # the forward is the tap loop
-    x2, w2 = jnp.ones((2, 8, 8, 6)), jnp.ones((3, 3, 6, 4))
+    x2, w2 = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 40))  # col2im's input gradient
     grad = _lowered(jax.grad(lambda x: conv.conv2d(x, w2, ((0, 0), (0, 0))).sum()), x2)
     assert _has_loop(grad)
 
 
-def test_row_patch_forward_is_taken_with_its_input_materialised():
-    """LeNet-5's second layer: no convolution in the forward, five matrix products, and
-    the padded input behind a conditional that XLA:CPU keeps in the compiled program."""
+def test_row_patches_are_taken_both_ways_with_their_barriers():
+    """LeNet-5's second layer: no convolution and no loop, one matrix product each way,
+    and the padded input (forward) and the row patches' gradient (backward) behind
+    conditionals that XLA:CPU keeps in the compiled program."""
     x, w = jnp.ones((2, 14, 14, 6)), jnp.ones((5, 5, 6, 16))
     f = lambda x, w: conv.conv2d(x, w, ((0, 0), (0, 0)))  # noqa: E731
     text = _lowered(f, x, w)
-    assert "stablehlo.convolution" not in text and text.count("stablehlo.dot_general") == 5
+    assert "stablehlo.convolution" not in text and text.count("stablehlo.dot_general") == 1
     assert jax.jit(f).lower(x, w).compile().as_text().count("conditional(") == 1
+    dx = lambda x, w: jax.grad(lambda a: jnp.sum(f(a, w) ** 2))(x)  # noqa: E731
+    text = _lowered(dx, x, w)
+    assert "stablehlo.convolution" not in text and not _has_loop(text)
+    assert jax.jit(dx).lower(x, w).compile().as_text().count("conditional(") == 2
 
 
 def test_env_switch_gives_xla_convolution(monkeypatch):
