@@ -25,6 +25,7 @@ from jax import lax
 # platform must not contain it (cnn_jax.lowering checks).
 CPU_ONLY_SCOPE = "cnn_jax_cpu_only"
 
+
 def _materialize_now(v: jax.Array) -> jax.Array:
     bits = v.reshape(-1)[0]
     if jnp.issubdtype(v.dtype, jnp.floating):

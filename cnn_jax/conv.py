@@ -15,13 +15,12 @@ default; measured on this machine; or XLA's convolution):
 * ``col2im`` (input gradient): one matrix product gives every tap's contribution, added
   into place by a loop over the taps, instead of XLA's transposed convolution (LeNet-5's
   6 -> 16 layer on that machine: 4.5 -> 2.0 ms);
-* ``rows`` (forward): the padded input, materialised (:func:`cnn_jax.barrier.materialize`), copied into
-  row patches ``[N, Hp, Wo, kw*cin]`` (every kernel row's window of ``kw`` columns), then
-  one matrix product per kernel row (LeNet-5's 6 -> 16 layer: its whole step 1.09-1.15x
-  faster than with XLA's convolution, AMD EPYC with AVX-512, 2026-12-06);
-* ``rows`` (input gradient): the adjoint of the row patches, one matrix product and two
-  unrolled shifted sums in the input's layout (LeNet-5's 6 -> 16 layer: its step 1.08-1.11x
-  faster than with col2im; alone 1.11 against 2.47 ms);
+* ``rows`` (forward): the padded input, materialised (:mod:`cnn_jax.barrier`), copied
+  into row patches ``[N, Hp, Wo, kw*cin]`` (each row's ``kw``-wide windows), one matrix
+  product with every kernel row, then a shifted sum; ``rows`` (input gradient): its
+  adjoint, one matrix product and two unrolled shifted sums in the input's layout, no
+  loop. LeNet-5's 6 -> 16 layer on an AMD EPYC with AVX-512 (2026-12-06): its whole step
+  ran 0.87x as fast with XLA's forward and col2im, 0.93x with col2im alone;
 * ``patches`` (kernel gradient): the shifted input planes copied into one matrix, then
   one matrix product with the output gradient.
 
