@@ -45,7 +45,7 @@ import numpy as np
 from jax import lax
 
 from cnn_jax import conv_tuning
-from cnn_jax.barrier import CPU_ONLY_SCOPE, materialize  # noqa: F401 (conv.CPU_ONLY_SCOPE)
+from cnn_jax.barrier import CPU_ONLY_SCOPE, materialize
 from cnn_jax.registry import Registry
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -119,7 +119,7 @@ def _row_patches_input_grad(g: jax.Array, w: jax.Array, x_shape, pads: Pads) -> 
     input's ``dx_pad[n, h, wo + j, c] += dR[n, h, wo, (j, c)]``; two unrolled sums, in the
     input's own layout, no loop."""
     kh, kw, cin, cout = w.shape
-    n, ho, wo, _ = g.shape
+    _, ho, wo, _ = g.shape
     hp, wp = x_shape[1] + sum(pads[0]), x_shape[2] + sum(pads[1])
     acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
     p = lax.dot_general(g, w.reshape(kh, kw * cin, cout), (((3,), (2,)), ((), ())),
