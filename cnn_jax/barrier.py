@@ -26,17 +26,13 @@ from jax import lax
 CPU_ONLY_SCOPE = "cnn_jax_cpu_only"
 
 
-def _materialize_now(v: jax.Array) -> jax.Array:
+@jax.custom_batching.custom_vmap
+def _materialize_batched(v: jax.Array) -> jax.Array:
     bits = v.reshape(-1)[0]
     if jnp.issubdtype(v.dtype, jnp.floating):
         bits = lax.bitcast_convert_type(bits, jnp.dtype(f"int{8 * v.dtype.itemsize}"))
     # Always true (``bits | 1`` is odd), but only known at run time; both branches give v.
     return lax.cond((bits | 1) != 0, lambda u: u, lambda u: u + jnp.zeros((), u.dtype), v)
-
-
-@jax.custom_batching.custom_vmap
-def _materialize_batched(v: jax.Array) -> jax.Array:
-    return _materialize_now(v)
 
 
 @_materialize_batched.def_vmap

@@ -100,14 +100,14 @@ class ProgramCache:
     the same object). A new config replaces the parts and drops their runners."""
 
     def __init__(self):
-        self.key: tuple | None = None
-        self.parts: tuple | None = None
-        self.runners: dict[tuple, Runner] = {}
+        self.clear()
 
     def clear(self) -> None:
         """Drops the parts and runners: the next build traces and compiles afresh (for a
         benchmark that compares programs built from one config under different options)."""
-        self.key, self.parts, self.runners = None, None, {}
+        self.key: tuple | None = None
+        self.parts: tuple | None = None
+        self.runners: dict[tuple, Runner] = {}
 
     def get_parts(self, key: tuple, make):
         if key != self.key:
