@@ -1,13 +1,14 @@
 """``fit``'s whole training step under other convolution formulations, side by side.
 
 A formulation that wins alone can lose in the step (XLA fuses differently around it), so
-a change to ``CNN_JAX_CONV=auto``'s rules (:func:`cnn_jax.conv.rule_choice`) is judged
-here, on the whole step: ``fit``'s step for ``--model`` is built once per variant (a fresh
-program each: ``throughput.jax_step``), the variants are timed in alternating rounds in
-one process, and each is reported as ms per step and its speed relative to ``auto``.
+a change to the default rules (``CNN_JAX_CONV=rows``, :func:`cnn_jax.conv.rule_choice`;
+a change is released as a new mode) is judged here, on the whole step: ``fit``'s step for
+``--model`` is built once per variant (a fresh program each: ``throughput.jax_step``), the
+variants are timed in alternating rounds in one process, and each is reported as ms per
+step and its speed relative to the default rules' (``rules``).
 
-A variant overrides ``auto``'s choice for the layers with a given number of input
-channels: ``CIN:FORWARD/INPUT_GRAD/KERNEL_GRAD``, ``-`` keeping ``auto``'s part, several
+A variant overrides the rules' choice for the layers with a given number of input
+channels: ``CIN:FORWARD/INPUT_GRAD/KERNEL_GRAD``, ``-`` keeping the rules' part, several
 layers joined by ``+``. The names are those of the registries in ``cnn_jax.conv``
 (``FORWARD``, ``INPUT_GRAD``, ``KERNEL_GRAD``). An override is not checked against the
 formulation's own applicability rule (``tuned`` mode checks it): the patch matrix of a
@@ -31,7 +32,7 @@ PARTS = ("forward", "input_grad", "kernel_grad")
 def parse_variant(text: str) -> dict[int, tuple]:
     """``"1:taps/-/patches+6:-/xla/-"`` -> ``{1: ("taps", None, "patches"), 6: (None, "xla", None)}``;
     a one-line ``SystemExit`` naming the bad piece and the valid names otherwise."""
-    from cnn_jax import conv
+    from cnn_jax import conv, conv_tuning
 
     regs = (conv.FORWARD, conv.INPUT_GRAD, conv.KERNEL_GRAD)
     out = {}
@@ -43,16 +44,16 @@ def parse_variant(text: str) -> dict[int, tuple]:
         for part, reg, name in zip(PARTS, regs, names):
             if name != "-" and name not in reg.names():
                 raise SystemExit(f"--variant {text!r}: no {part} formulation {name!r}; "
-                                 f"choose one of: {', '.join(reg.names())} (or - for auto's)")
+                                 f"choose one of: {', '.join(reg.names())} (or - for the rules')")
         out[int(cin)] = tuple(None if n == "-" else n for n in names)
     return out
 
 
-def rule_with(overrides: dict[int, tuple], auto):
-    """``auto``'s rule with ``overrides`` (by input channels) applied."""
+def rule_with(overrides: dict[int, tuple], base):
+    """The rule ``base`` with ``overrides`` (by input channels) applied."""
 
     def rule(w_shape):
-        choice = list(auto(w_shape))
+        choice = list(base(w_shape))
         for i, name in enumerate(overrides.get(int(w_shape[2]), (None, None, None))):
             choice[i] = name or choice[i]
         return tuple(choice)
@@ -76,7 +77,7 @@ def main() -> None:
     runtime.host_device_flags(["train"])
     import jax
 
-    from cnn_jax import conv
+    from cnn_jax import conv, conv_tuning
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import throughput
@@ -85,25 +86,26 @@ def main() -> None:
         raise SystemExit(f"--torch: PyTorch twins exist for lenet5 and simple_cnn, not {args.model!r}")
     default_shape = "32,32,3" if args.model == "simple_cnn" else "28,28,1"
     shape = tuple(int(v) for v in (args.shape or default_shape).split(","))
-    variants = {"auto": {}, **{v: parse_variant(v) for v in args.variant}}
+    os.environ[conv_tuning.ENV] = conv_tuning.DEFAULT  # the rules the variants replace
+    variants = {"rules": {}, **{v: parse_variant(v) for v in args.variant}}
     cpu, isa = runtime.cpu_model()
     print(f"{cpu} ({', '.join(isa)}); jax {jax.__version__}; {args.model} {shape}, batch {args.batch_size}, "
           f"{args.rounds} alternating rounds x {args.steps} steps")
-    auto, runs = conv.rule_choice, {}
+    rules, runs = conv.rule_choice, {}
     try:
         for name, overrides in variants.items():
-            conv.rule_choice = rule_with(overrides, auto)
+            conv.rule_choice = rule_with(overrides, rules)
             runs[name], mode = throughput.jax_step(args.model, shape, args.batch_size, "max", "auto")
     finally:
-        conv.rule_choice = auto
+        conv.rule_choice = rules
     if args.torch:
         runs["torch eager"] = throughput.torch_step(args.model, shape, args.batch_size, "max")
     print(f"parallel mode: {mode}")
     times = throughput.alternate(runs, args.rounds, args.steps, args.pause)
-    base = statistics.median(times["auto"])
+    base = statistics.median(times["rules"])
     for name, v in times.items():
         med = statistics.median(v)
-        print(f"{name:>28}: median {med:7.2f} ms/step, min {min(v):7.2f}; speed {base / med:5.2f}x auto's")
+        print(f"{name:>28}: median {med:7.2f} ms/step, min {min(v):7.2f}; speed {base / med:5.2f}x the rules'")
 
 
 if __name__ == "__main__":

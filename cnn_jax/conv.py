@@ -5,8 +5,9 @@ kernels, stride 1, no dilation and one feature group (``layers.Conv`` routes suc
 here). On accelerators it *is* that operation. On the CPU backend its forward and its
 input and kernel gradients may take another formulation, registered here (:data:`FORWARD`,
 :data:`INPUT_GRAD`, :data:`KERNEL_GRAD`; a new one is one ``add``) and chosen per layer geometry by
-:mod:`cnn_jax.conv_tuning` (``CNN_JAX_CONV=auto|tuned|xla``: the fixed rules, the
-default; measured on this machine; or XLA's convolution):
+:mod:`cnn_jax.conv_tuning` (``CNN_JAX_CONV=rows|auto|tuned|xla``: the fixed rules with
+row patches, the default; the fixed rules before them; measured on this machine; or
+XLA's convolution):
 
 * ``taps`` (forward): a loop over the ``kh*kw*cin`` taps adding shifted, scaled copies of
   the input. XLA:CPU's convolution handles a tiny channel count on the minor axis badly:
@@ -269,17 +270,31 @@ def _conv_bwd(pads, fwd, dx, dw, res, g):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def rule_choice(w_shape) -> tuple[str, str, str]:
-    """``CNN_JAX_CONV=auto``: fixed rules measured on AMD EPYCs (2026-11 and 12): the tap
-    loop for one input channel and at most 16 filters or three and at most 32
-    (:data:`TAP_MAX_OUT`); row patches, forward and input gradient, for 4..8 and at most 16
-    (:data:`ROWS_IN`); else col2im for the input gradient of 2..8 input channels; XLA's
-    convolution otherwise."""
+def auto_rule_choice(w_shape) -> tuple[str, str, str]:
+    """``CNN_JAX_CONV=auto``: the fixed rules as they stood before row patches (measured on
+    AMD EPYCs, 2026-11 and 12; commit a3ef6fe), kept unchanged so that a study pinned to them
+    (``Study(conv="auto")``) computes what it computed then: the tap loop for one input
+    channel and at most 16 filters or three and at most 32 (:data:`TAP_MAX_OUT`), col2im
+    for the input gradient of 2..8 input channels, XLA's convolution otherwise."""
     _, _, cin, cout = w_shape
-    rows = cin in ROWS_IN and cout <= ROWS_MAX_OUT
-    fwd = "taps" if cout <= TAP_MAX_OUT.get(cin, 0) else "rows" if rows else "xla"
-    dx = "rows" if rows else "col2im" if 1 < cin <= COL2IM_MAX_IN else "xla"
-    return fwd, dx, "xla"
+    fwd = "taps" if cout <= TAP_MAX_OUT.get(cin, 0) else "xla"
+    return fwd, ("col2im" if 1 < cin <= COL2IM_MAX_IN else "xla"), "xla"
+
+
+def rule_choice(w_shape) -> tuple[str, str, str]:
+    """``CNN_JAX_CONV=rows`` (the default): :func:`auto_rule_choice`, with row patches,
+    forward and input gradient, for 4..8 input channels and at most 16 filters
+    (:data:`ROWS_IN`; LeNet-5's second layer, 2026-12-06). They sum in another order than
+    XLA's convolution and col2im, so they change a result's last digits."""
+    fwd, dx, dw = auto_rule_choice(w_shape)
+    _, _, cin, cout = w_shape
+    return ("rows", "rows", dw) if cin in ROWS_IN and cout <= ROWS_MAX_OUT else (fwd, dx, dw)
+
+
+def rule_sets() -> dict:
+    """The modes of fixed rules, ``{name: rule(w_shape)}`` (looked up when called, so a
+    benchmark may replace :func:`rule_choice`)."""
+    return {"rows": rule_choice, "auto": auto_rule_choice}
 
 
 def candidates(geom) -> dict[str, list[str]]:
@@ -326,7 +341,7 @@ def conv2d(x: jax.Array, w: jax.Array, pads: Pads) -> jax.Array:
     pads = tuple((int(a), int(b)) for a, b in pads)
     if min(min(p) for p in pads) < 0:
         return _lax_conv(x, w, pads)
-    fwd, dx, dw = conv_tuning.choose(x.shape, w.shape, pads, x.dtype, rule=rule_choice, measure=measure)
+    fwd, dx, dw = conv_tuning.choose(x.shape, w.shape, pads, x.dtype, rules=rule_sets(), measure=measure)
     if (fwd, dx, dw) == ("xla", "xla", "xla"):
         return _lax_conv(x, w, pads)
     # Chosen per platform when the program is lowered (a program traced on a CPU host and

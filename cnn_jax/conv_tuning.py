@@ -20,9 +20,13 @@ computes a stride-1 convolution on CPU:
   gets the same formulations; measuring is done under a file lock, once. The choice does
   not depend on the batch size (it is measured at a batch fixed by the geometry), so
   single-device, sharded and evaluation programs of one layer agree.
-* ``auto`` (the default, :data:`DEFAULT`): fixed rules measured on AMD EPYCs in 2026-11
-  and 12 (:func:`cnn_jax.conv.rule_choice`): no measuring, the same choice on every
-  machine.
+* ``rows`` (the default, :data:`DEFAULT`) and ``auto``: fixed rules measured on AMD
+  EPYCs in 2026-11 and 12, no measuring, the same choice on every machine. ``auto``
+  (:func:`cnn_jax.conv.auto_rule_choice`) is the rule set as it stood before row patches and
+  does not change: a study that pins it (``Study(conv="auto")``) reproduces its earlier
+  numbers bit for bit on the same machine. ``rows`` (:func:`cnn_jax.conv.rule_choice`)
+  adds row patches for LeNet-5's second layer (2026-12-06), which sum in another order.
+  A change of rules is a new mode, never an edit of one that results were recorded in.
 * ``xla``: XLA's convolution everywhere.
 
 On accelerators every mode is XLA's convolution. The choices a process made are part of
@@ -45,14 +49,15 @@ import numpy as np
 from cnn_jax import rundir
 from cnn_jax.errors import UserError
 
-MODES = ("auto", "tuned", "xla")
+MODES = ("rows", "auto", "tuned", "xla")
+RULE_MODES = ("rows", "auto")  # fixed rules (cnn_jax.conv.rule_sets)
 # The default: the fixed rules. Measured (AMD EPYC, AVX-512, 2 cores, 2026-12-06): the main
 # job with `tuned` took 11 min 36 s against 11 min 09 s and 11 min 19 s with the rules
 # (training steps 15 min 13 s against 15 min 17 s and 15 min 40 s), and changed the simple CNN's
 # numbers; per pooling kind its step ran 0.59x (blur) to 1.09x (softpool) the rules' speed
 # (benchmarks/RESULTS.md). Timing a formulation alone does not predict the whole step
 # well enough here to make results depend on it by default.
-DEFAULT = "auto"
+DEFAULT = "rows"
 ENV = "CNN_JAX_CONV"
 CACHE_ENV = "CNN_JAX_CONV_CACHE"  # the sweep's file (looked up first, written)
 USER_CACHE_ENV = "CNN_JAX_CONV_USER_CACHE"  # the user's file (looked up next, written)
@@ -129,17 +134,17 @@ def machine_key() -> str:
     return f"{cpu} cpus={runtime.usable_cpus()} {versions}"
 
 
-def choose(x_shape, w_shape, pads, dtype, *, rule, measure) -> tuple[str, str, str]:
+def choose(x_shape, w_shape, pads, dtype, *, rules, measure) -> tuple[str, str, str]:
     """``(forward, input gradient, kernel gradient)`` formulation names for a convolution
-    of these shapes in the mode :func:`mode` says (all ``"xla"`` off the CPU): ``rule(
-    w_shape)`` gives ``auto``'s, ``measure(geometry)`` a new cache entry (see
+    of these shapes in the mode :func:`mode` says (all ``"xla"`` off the CPU): ``rules[
+    mode](w_shape)`` gives a rule mode's, ``measure(geometry)`` a new cache entry (see
     :func:`cnn_jax.conv.measure`)."""
     m = mode()
     if m == "xla":
         return "xla", "xla", "xla"
     geom = Geometry(tuple(x_shape[1:3]), tuple(w_shape), tuple(map(tuple, pads)), np.dtype(dtype).name)
-    if m == "auto":
-        choice = tuple(rule(w_shape))
+    if m in RULE_MODES:
+        choice = tuple(rules[m](w_shape))
     else:
         import jax
 

@@ -21,10 +21,10 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 os.environ["CNN_JAX_CACHE_DIR"] = _CACHE  # the CLI, in-process or in subprocesses
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 # The suite's numbers must not depend on how fast this machine runs each convolution
-# formulation: the fixed rules (CNN_JAX_CONV=auto, also the default) even where the caller's
-# shell asks for `tuned`, and no user cache of measured choices; tests/test_conv_tuning.py
-# exercises the measured mode with its own files.
-os.environ["CNN_JAX_CONV"] = "auto"
+# formulation: the default fixed rules (CNN_JAX_CONV=rows) even where the caller's shell asks
+# for `tuned`, and no user cache of measured choices; tests/test_conv_tuning.py exercises the
+# measured mode with its own files. (A study that pins its mode, Study.conv, keeps it.)
+os.environ["CNN_JAX_CONV"] = "rows"
 os.environ["CNN_JAX_CONV_USER_CACHE"] = "off"
 
 try:
@@ -41,6 +41,14 @@ except ImportError:  # pragma: no cover
 # pyproject shows them (``default``) without failing.
 STRICT_DEPRECATIONS = ("jax", "flax", "optax", "orbax", "grain", "tensorflow_datasets", "cnn_jax",
                        "test_", "conftest")
+# Deprecations one library of the stack raises on another's behalf, which only a release of
+# the calling library can fix: (message regex, calling module regex). Shown, not failed, and
+# only for that caller: the same API used from this project still fails.
+#   jax 0.12.1 deprecates jax.sharding.SingleDeviceSharding; orbax-checkpoint 0.12.8 (the
+#   newest) names it at import (multihost/colocated_transport.py) and in isinstance checks.
+UPSTREAM_DEPRECATIONS = (
+    (r"jax\.sharding\.SingleDeviceSharding is deprecated", "orbax"),
+)
 
 
 def pytest_configure(config):
@@ -54,6 +62,8 @@ def pytest_configure(config):
     if os.environ.get("CNN_JAX_STRICT_DEPRECATIONS") == "1":
         for module in STRICT_DEPRECATIONS:  # a regex matched at the start of the module name
             config.addinivalue_line("filterwarnings", f"error::DeprecationWarning:{module}")
+        for message, module in UPSTREAM_DEPRECATIONS:  # later lines take precedence
+            config.addinivalue_line("filterwarnings", f"default:{message}:DeprecationWarning:{module}")
 
 
 @pytest.fixture(scope="session")

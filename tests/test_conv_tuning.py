@@ -15,6 +15,7 @@ import pytest
 from jax import lax
 
 from cnn_jax import conv, conv_tuning
+from cnn_jax.errors import UserError
 from helpers.numerics import clean_env
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -172,13 +173,26 @@ def test_an_unreadable_cache_is_measured_again_and_rewritten(tuned):
 
 def test_the_rules_are_the_default(monkeypatch):
     monkeypatch.delenv(conv_tuning.ENV, raising=False)
-    assert conv_tuning.mode() == "auto"
-    assert conv_tuning.choose((2, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2)), "float32", rule=conv.rule_choice,
+    assert conv_tuning.mode() == "rows"
+    assert conv_tuning.choose((2, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2)), "float32", rules=conv.rule_sets(),
                               measure=None) == ("taps", "xla", "xla")
 
 
-def test_modes_auto_and_xla_measure_nothing(tuned, monkeypatch):
-    for mode in ("auto", "xla"):
+@pytest.mark.parametrize("mode, lenet_second", [("rows", ("rows", "rows", "xla")),
+                                                ("auto", ("xla", "col2im", "xla"))])
+def test_each_rule_mode_keeps_its_rules(monkeypatch, mode, lenet_second):
+    # `auto` is the rule set before row patches, frozen (studies pinned to it reproduce); `rows`
+    # differs from it on LeNet-5's second layer only, among the shipped models' layers
+    monkeypatch.setenv(conv_tuning.ENV, mode)
+    choose = functools.partial(conv_tuning.choose, rules=conv.rule_sets(), measure=None)
+    assert choose((2, 14, 14, 6), (5, 5, 6, 16), ((0, 0), (0, 0)), "float32") == lenet_second
+    for w_shape, expected in [((5, 5, 1, 6), ("taps", "xla", "xla")), ((5, 5, 3, 32), ("taps", "col2im", "xla")),
+                              ((3, 3, 32, 64), ("xla", "xla", "xla")), ((3, 3, 8, 32), ("xla", "col2im", "xla"))]:
+        assert choose((2, 16, 16, w_shape[2]), w_shape, ((1, 1), (1, 1)), "float32") == expected
+
+
+def test_modes_auto_rows_and_xla_measure_nothing(tuned, monkeypatch):
+    for mode in ("rows", "auto", "xla"):
         monkeypatch.setenv(conv_tuning.ENV, mode)
         _grad_program(2)
     assert conv_tuning.measured == [] and not tuned["sweep"].exists()
@@ -190,7 +204,7 @@ def test_a_bad_mode_is_one_line_error_naming_the_choices():
     p = subprocess.run([sys.executable, "-m", "cnn_jax", "bench", "--steps", "1"], env=env,
                        capture_output=True, text=True, check=False)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
-    assert "CNN_JAX_CONV='fastest'" in p.stderr and "auto, tuned, xla" in p.stderr
+    assert "CNN_JAX_CONV='fastest'" in p.stderr and "rows, auto, tuned, xla" in p.stderr
 
 
 SWEEP = '''
@@ -232,6 +246,32 @@ def test_a_sweeps_workers_share_one_measured_choice_recorded_in_each_trial(tmp_p
     assert "computed differently by different trials" not in report
 
 
+def test_a_study_pinned_to_a_mode_runs_every_trial_in_it(tmp_path, data_dir):
+    # the pooling study pins `auto`, whose rules its published numbers were computed with;
+    # the pin reaches the worker processes whatever CNN_JAX_CONV the sweeping shell sets
+    exp = tmp_path / "exp.py"
+    exp.write_text(SWEEP.format(data_dir=data_dir).replace("analyses={}", 'analyses={}, conv="auto"'))
+    wd = tmp_path / "sweep"
+    env = {**clean_env(ROOT), conv_tuning.ENV: "rows", conv_tuning.USER_CACHE_ENV: "off"}
+    p = subprocess.run([sys.executable, "-m", "cnn_jax", "sweep", str(exp), "--workdir", str(wd), "--workers", "1"],
+                       env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "the study pins its convolutions to 'auto' (Study.conv); CNN_JAX_CONV=rows is not used" in p.stdout
+    for trial in os.listdir(wd / "trials"):
+        numerics = json.loads((wd / "trials" / trial / "summary.json").read_text())["numerics"]
+        assert numerics["conv"] == "auto"
+        assert numerics["conv_choices"]["5x5x6->16 on 14x14 pad 0,0,0,0 float32"] == "xla/col2im/xla"  # rows: rows/rows
+
+
+def test_a_bad_study_mode_is_one_line_naming_the_modes():
+    from cnn_jax import study
+
+    with pytest.raises(UserError) as e:
+        study.Study(study.grid({"model.pool": ["max"]}), conv="fastest")
+    assert str(e.value) == ("Study.conv='fastest' is not a convolution mode; choose one of: rows, auto, tuned, xla "
+                            "(or None: CNN_JAX_CONV's)")
+
+
 def test_the_report_names_a_geometry_two_tuned_trials_computed_differently(tmp_path):
     from cnn_jax.study.reporting import protocol
 
@@ -245,3 +285,19 @@ def test_the_report_names_a_geometry_two_tuned_trials_computed_differently(tmp_p
     assert f"`{geom}` taps/xla/xla or xla/xla/xla." in text
     assert text.endswith(" 1 geometry was computed differently by different trials.")
     assert protocol._conv_sentence(protocol._recorded(str(tmp_path), ["b", "c"])) == ""  # only XLA's among tuned trials
+
+
+def test_the_report_names_a_geometry_trials_of_one_rule_mode_computed_differently(tmp_path):
+    # trials recorded as `auto` before its rules gained row patches (as they did for a while)
+    from cnn_jax.study.reporting import protocol
+
+    first, second = "5x5x1->6 on 28x28 pad 2,2,2,2 float32", "5x5x6->16 on 14x14 pad 0,0,0,0 float32"
+    for name, choice in (("a", "xla/col2im/xla"), ("b", "rows/rows/xla"), ("c", "xla/col2im/xla")):
+        d = tmp_path / "trials" / name
+        d.mkdir(parents=True)
+        numerics = {"conv": "auto", "conv_choices": {first: "taps/xla/xla", second: choice}}
+        (d / "summary.json").write_text(json.dumps({"numerics": numerics}))
+    text = protocol._conv_sentence(protocol._recorded(str(tmp_path), ["a", "b", "c"]))
+    assert text == (" Trials of one convolution mode computed these geometries differently (forward/input/kernel "
+                    f"gradient): `{second}` rows/rows/xla or xla/col2im/xla.")
+    assert protocol._conv_sentence(protocol._recorded(str(tmp_path), ["a", "c"])) == ""

@@ -154,6 +154,11 @@ class Study:
         budget suffices. Its trials are ordinary trials of the sweep directory (phase
         ``"budget"``), resumed and skipped like the others, never part of the study's
         tables.
+      conv: the convolution mode every trial runs in, one of ``CNN_JAX_CONV``'s
+        (:mod:`cnn_jax.conv_tuning`), e.g. ``"auto"`` to keep the rules a study's published
+        numbers were computed with when the default's rules change; ``None``: the sweeping
+        process's ``CNN_JAX_CONV`` (default ``rows``). A pin takes precedence over the
+        variable.
     """
 
     sweep: Sweep
@@ -167,6 +172,7 @@ class Study:
     tune: Mapping[str, Sequence[Any]] | None = None
     tune_seeds: int | Sequence[int] = 2
     budget_check: BudgetCheck | None = None
+    conv: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.sweep, Sweep):
@@ -187,6 +193,12 @@ class Study:
                     f"baseline key {k!r} is not swept; swept keys: {', '.join(self.sweep.keys())}"
                 )
         self.analysis_spec()  # unknown analyses and options fail here, before anything runs
+        if self.conv is not None:
+            from cnn_jax import conv_tuning
+
+            if self.conv not in conv_tuning.MODES:
+                raise UserError(f"Study.conv={self.conv!r} is not a convolution mode; choose one of: "
+                                f"{', '.join(conv_tuning.MODES)} (or None: CNN_JAX_CONV's)")
         if self.budget_check is not None:
             if not isinstance(self.budget_check, BudgetCheck):
                 raise UserError(

@@ -120,7 +120,7 @@ class Runner:
         """Where a restored (host-layout) state is placed before :meth:`put_state`."""
         if self.mode == "sharded":
             return self.replicated
-        return jax.sharding.SingleDeviceSharding(self.local_devices[0])
+        return jax.sharding.make_single_device_sharding(self.local_devices[0])
 
     def put_state(self, state):
         if self.mode == "pmap":

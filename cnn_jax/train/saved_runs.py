@@ -55,7 +55,7 @@ def restore(workdir: str, checkpoint: str | int = "latest", *, load=None) -> Res
     ckpt = Checkpoints(ckpt_dir, cfg.train.keep_latest, cfg.train.keep_best, read_only=True)
     try:
         # onto this process's first device, whatever the devices (or processes) it was saved from
-        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        one = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
         state, _, step = ckpt.restore(s.state, checkpoint, sharding=one)
     finally:
         ckpt.close()

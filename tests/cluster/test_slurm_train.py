@@ -89,7 +89,7 @@ def _params(workdir: str):
     s = build(cfg, with_train=False)
     ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
     try:
-        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        one = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
         state, _, step = ckpt.restore(s.state, "latest", sharding=one)
     finally:
         ckpt.close()

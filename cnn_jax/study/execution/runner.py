@@ -66,14 +66,21 @@ def _runtime_settings(cache_dir: str | None) -> dict:
     return {"jax": jax_settings, "env": {"TF_CPP_MIN_LOG_LEVEL": "3"}, "cwd": os.getcwd()}
 
 
-def _conv_env(workdir: str) -> dict:
-    """The convolution mode of this process, and the sweep's file of measured convolution
-    choices (``WORKDIR/.cache/conv.json`` unless ``CNN_JAX_CONV_CACHE`` names one): every
-    job uses the same formulations (:mod:`cnn_jax.conv_tuning`)."""
+def _conv_env(workdir: str, pinned: str | None = None, log: Log = print) -> dict:
+    """The study's convolution mode (``pinned``, :attr:`cnn_jax.study.Study.conv`) or else
+    this process's, and the sweep's file of measured convolution choices
+    (``WORKDIR/.cache/conv.json`` unless ``CNN_JAX_CONV_CACHE`` names one): every job uses
+    the same formulations (:mod:`cnn_jax.conv_tuning`)."""
     from cnn_jax import conv_tuning
 
     file = os.environ.get(conv_tuning.CACHE_ENV) or os.path.join(os.path.abspath(workdir), ".cache", "conv.json")
-    return {conv_tuning.ENV: conv_tuning.mode(), conv_tuning.CACHE_ENV: file}
+    mode = conv_tuning.mode()
+    if pinned is not None and pinned != mode:
+        if os.environ.get(conv_tuning.ENV):
+            log(f"the study pins its convolutions to {pinned!r} (Study.conv); "
+                f"{conv_tuning.ENV}={mode} is not used for its trials")
+        mode = pinned
+    return {conv_tuning.ENV: mode, conv_tuning.CACHE_ENV: file}
 
 
 # ----------------------------------------------------------------------------- running
@@ -242,7 +249,7 @@ class _Phase:
             os.makedirs(self.cache_dir, exist_ok=True)
         settings = {**_runtime_settings(self.cache_dir), "imports": p.record["imports"],
                     "cpus_per_trial": self.ex.options.get("cpus") or 1}
-        settings["env"].update(_conv_env(self.workdir))
+        settings["env"].update(_conv_env(self.workdir, p.study.conv, self.log))
         return dispatch.execute(todo, self.workdir, self.ex, self.vmap,
                                 p.study.analysis_spec(), settings, self.log)
 

@@ -173,21 +173,28 @@ def _conv_sentence(recorded: list[dict | None]) -> str:
     """The convolution formulations that trials in the measured mode (``CNN_JAX_CONV=
     tuned``, :mod:`cnn_jax.conv_tuning`) traced, per layer geometry, when any is not XLA's
     (the other modes' choices follow from the mode the environment names); a geometry
-    computed differently by different trials is named. ``recorded``: the trials'
-    ``numerics``."""
-    seen: dict[str, set[str]] = {}
+    computed differently by trials of one mode is named (in a rule mode: trials recorded
+    before its rules were changed, which :mod:`cnn_jax.conv_tuning` no longer does).
+    ``recorded``: the trials' ``numerics``."""
+    by_mode: dict[tuple[str, str], set[str]] = {}
     for env in recorded:
-        if env and env.get("conv") == "tuned":
-            for geom, choice in (env.get("conv_choices") or {}).items():
-                seen.setdefault(geom, set()).add(choice)
-    if all(c == {"xla/xla/xla"} for c in seen.values()):
-        return ""
-    parts = [f"`{g}` {' or '.join(sorted(c))}" for g, c in sorted(seen.items())]
-    mixed = [g for g, c in seen.items() if len(c) > 1]
-    warn = (f" {len(mixed)} geometr{'ies were' if len(mixed) > 1 else 'y was'} computed "
-            "differently by different trials." if mixed else "")
-    return (" Convolutions (forward/input/kernel gradient, per layer geometry): "
-            f"{'; '.join(parts)}.{warn}")
+        for geom, choice in ((env or {}).get("conv_choices") or {}).items():
+            by_mode.setdefault((env.get("conv"), geom), set()).add(choice)
+    tuned = {g: c for (m, g), c in by_mode.items() if m == "tuned"}
+    mixed = {g: c for (m, g), c in sorted(by_mode.items()) if len(c) > 1}
+    text = ""
+    if not all(c == {"xla/xla/xla"} for c in tuned.values()):
+        parts = [f"`{g}` {' or '.join(sorted(c))}" for g, c in sorted(tuned.items())]
+        text = f" Convolutions (forward/input/kernel gradient, per layer geometry): {'; '.join(parts)}."
+    if mixed:
+        if text:
+            text += (f" {len(mixed)} geometr{'ies were' if len(mixed) > 1 else 'y was'} computed "
+                     "differently by different trials.")
+        else:
+            named = "; ".join(f"`{g}` {' or '.join(sorted(c))}" for g, c in mixed.items())
+            text = (" Trials of one convolution mode computed these geometries differently "
+                    f"(forward/input/kernel gradient): {named}.")
+    return text
 
 
 def _optim_line(cfgs: list[dict], keys: list[str]) -> str:
