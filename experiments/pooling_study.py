@@ -43,7 +43,9 @@ earlier that day (training steps 14 min 00 s then: the machine ran the same step
 back to back, wrote the same report.md byte for byte; so did a run on 2026-12-06, same CPU
 kind, after the convolution-tuning work (11 min 19 s; training steps 15 min 40 s, 30 %
 outside them, analyses 19 %; with CNN_JAX_CONV=tuned: 11 min 36 s and other numbers, see
-benchmarks/RESULTS.md). Five minutes is out of reach on this CPU without another budget:
+benchmarks/RESULTS.md), and so did two later that day: one at a3ef6fe, before row patches
+(11 min 23 s), and one after the default rules gained them, with this study pinned to
+`auto` (CONV below; 11 min 39 s). Five minutes is out of reach on this CPU without another budget:
 the steps alone are 7 min 38 s of two-core wall time. `--workers 1` uses one core and
 writes the same numbers (measured before these analyses: 16 min 37 s).
 
