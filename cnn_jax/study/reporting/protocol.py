@@ -179,21 +179,19 @@ def _conv_sentence(recorded: list[dict | None]) -> str:
     by_mode: dict[tuple[str, str], set[str]] = {}
     for env in recorded:
         for geom, choice in ((env or {}).get("conv_choices") or {}).items():
-            by_mode.setdefault((env.get("conv"), geom), set()).add(choice)
+            by_mode.setdefault((str(env.get("conv")), geom), set()).add(choice)
     tuned = {g: c for (m, g), c in by_mode.items() if m == "tuned"}
-    mixed = {g: c for (m, g), c in sorted(by_mode.items()) if len(c) > 1}
     text = ""
     if not all(c == {"xla/xla/xla"} for c in tuned.values()):
         parts = [f"`{g}` {' or '.join(sorted(c))}" for g, c in sorted(tuned.items())]
         text = f" Convolutions (forward/input/kernel gradient, per layer geometry): {'; '.join(parts)}."
+    mixed = sum(len(c) > 1 for c in tuned.values())
     if mixed:
-        if text:
-            text += (f" {len(mixed)} geometr{'ies were' if len(mixed) > 1 else 'y was'} computed "
-                     "differently by different trials.")
-        else:
-            named = "; ".join(f"`{g}` {' or '.join(sorted(c))}" for g, c in mixed.items())
-            text = (" Trials of one convolution mode computed these geometries differently "
-                    f"(forward/input/kernel gradient): {named}.")
+        text += f" {mixed} geometr{'ies were' if mixed > 1 else 'y was'} computed differently by different trials."
+    other = [f"`{g}` {' or '.join(sorted(c))}" for (m, g), c in sorted(by_mode.items()) if m != "tuned" and len(c) > 1]
+    if other:
+        text += (" Trials of one convolution mode computed these geometries differently "
+                 f"(forward/input/kernel gradient): {'; '.join(other)}.")
     return text
 
 
