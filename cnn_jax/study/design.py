@@ -120,6 +120,15 @@ class BudgetCheck:
         return [v for k, v in known.items() if k in chosen]
 
 
+def _check_conv(mode) -> None:
+    """``Study.conv``: ``None`` or a convolution mode, else a one-line :class:`UserError`."""
+    from cnn_jax import conv_tuning
+
+    if mode is not None and mode not in conv_tuning.MODES:
+        raise UserError(f"Study.conv={mode!r} is not a convolution mode; choose one of: "
+                        f"{', '.join(conv_tuning.MODES)} (or None: CNN_JAX_CONV's)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Study:
     """A sweep crossed with seeds, plus what its report compares.
@@ -193,12 +202,7 @@ class Study:
                     f"baseline key {k!r} is not swept; swept keys: {', '.join(self.sweep.keys())}"
                 )
         self.analysis_spec()  # unknown analyses and options fail here, before anything runs
-        if self.conv is not None:
-            from cnn_jax import conv_tuning
-
-            if self.conv not in conv_tuning.MODES:
-                raise UserError(f"Study.conv={self.conv!r} is not a convolution mode; choose one of: "
-                                f"{', '.join(conv_tuning.MODES)} (or None: CNN_JAX_CONV's)")
+        _check_conv(self.conv)
         if self.budget_check is not None:
             if not isinstance(self.budget_check, BudgetCheck):
                 raise UserError(
