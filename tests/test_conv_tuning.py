@@ -182,7 +182,7 @@ def test_the_rules_are_the_default(monkeypatch):
                                                 ("auto", ("xla", "col2im", "xla"))])
 def test_each_rule_mode_keeps_its_rules(monkeypatch, mode, lenet_second):
     # `auto` is the rule set before row patches, frozen (studies pinned to it reproduce); `rows`
-    # differs from it on LeNet-5's second layer only, among the shipped models' layers
+    # adds them for 4..8 input channels and <= 16 filters (LeNet-5's second layer)
     monkeypatch.setenv(conv_tuning.ENV, mode)
     choose = functools.partial(conv_tuning.choose, rules=conv.rule_sets(), measure=None)
     assert choose((2, 14, 14, 6), (5, 5, 6, 16), ((0, 0), (0, 0)), "float32") == lenet_second
