@@ -49,8 +49,7 @@ import numpy as np
 from cnn_jax import rundir
 from cnn_jax.errors import UserError
 
-MODES = ("rows", "auto", "tuned", "xla")
-RULE_MODES = ("rows", "auto")  # fixed rules (cnn_jax.conv.rule_sets)
+MODES = ("rows", "auto", "tuned", "xla")  # the rule modes: cnn_jax.conv.rule_sets
 # The default: the fixed rules. Measured (AMD EPYC, AVX-512, 2 cores, 2026-12-06): the main
 # job with `tuned` took 11 min 36 s against 11 min 09 s and 11 min 19 s with the rules
 # (training steps 15 min 13 s against 15 min 17 s and 15 min 40 s), and changed the simple CNN's
@@ -143,7 +142,7 @@ def choose(x_shape, w_shape, pads, dtype, *, rules, measure) -> tuple[str, str, 
     if m == "xla":
         return "xla", "xla", "xla"
     geom = Geometry(tuple(x_shape[1:3]), tuple(w_shape), tuple(map(tuple, pads)), np.dtype(dtype).name)
-    if m in RULE_MODES:
+    if m in rules:
         choice = tuple(rules[m](w_shape))
     else:
         import jax

@@ -21,7 +21,7 @@ def test_variant_overrides_parse_and_apply():
     rule = conv_rules.rule_with(v, conv.rule_choice)
     assert rule((5, 5, 1, 6)) == ("xla", "xla", "patches")
     assert rule((5, 5, 6, 16)) == (conv.rule_choice((5, 5, 6, 16))[0], "col2im_nhwc", "xla")
-    assert rule((3, 3, 32, 64)) == conv.rule_choice((3, 3, 32, 64))  # no override: auto's
+    assert rule((3, 3, 32, 64)) == conv.rule_choice((3, 3, 32, 64))  # no override: the rules'
 
 
 @pytest.mark.parametrize("text,needle", [("1:bogus/-/-", "no forward formulation 'bogus'"),

@@ -40,7 +40,7 @@ CASES = [  # (x shape, w shape, pads): which path each one takes is asserted bel
 
 
 def _paths(w_shape):
-    """(forward, input gradient) of auto's rule, from the rule's constants."""
+    """(forward, input gradient) of the default rule (``rows``), from the rule's constants."""
     _, _, cin, cout = w_shape
     taps, rows = cout <= conv.TAP_MAX_OUT.get(cin, 0), cin in conv.ROWS_IN and cout <= conv.ROWS_MAX_OUT
     dx = "rows" if rows else "col2im" if 1 < cin <= conv.COL2IM_MAX_IN else "xla"
